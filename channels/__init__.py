@@ -1,0 +1,1 @@
+"""Channel adapters: protocols and encodings, never the database."""

@@ -1,0 +1,163 @@
+"""Connections to PostgreSQL (a URL, or an embedded server in a data directory) and numbered SQL migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+
+from risk_zoning.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# One advisory lock key for every migration run, so concurrent `db upgrade`s queue instead of racing.
+MIGRATION_LOCK_KEY = 0x57A2_0001
+EMBEDDED_DATABASE = "warnings"
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    """A component's numbered migrations, shipped as package data (`<package>/migrations/NNNN_name.sql`)."""
+
+    component: str
+    package: str
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+RISK_MIGRATIONS = MigrationSource("risk", "risk_zoning")
+
+
+def read_migrations(source: MigrationSource) -> list[Migration]:
+    """The migrations of one component, in version order; numbering must be 1, 2, 3 ... without gaps."""
+    folder = resources.files(source.package) / "migrations"
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        m = MIGRATION_FILE.match(entry.name)
+        if m:
+            found.append(Migration(source.component, int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    for expected, mig in enumerate(found, start=1):
+        if mig.version != expected:
+            raise DatabaseError(f"{source.package}/migrations: expected migration {expected:04d}, found {mig.version:04d}")
+    return found
+
+
+async def upgrade(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) -> list[str]:
+    """Apply every pending migration of `sources` in order, each in its own transaction.
+
+    Returns the names applied. Refuses to run if an applied migration's file has changed since.
+    """
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS public.schema_migrations (
+               component text NOT NULL, version int NOT NULL, name text NOT NULL, checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"""
+    )
+    applied_names: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        for source in sources:
+            rows = await conn.fetch(
+                "SELECT version, name, checksum FROM public.schema_migrations WHERE component = $1",
+                source.component,
+            )
+            done = {r["version"]: r for r in rows}
+            for mig in read_migrations(source):
+                label = f"{mig.component}/{mig.version:04d}_{mig.name}"
+                if mig.version in done:
+                    if done[mig.version]["checksum"] != mig.checksum:
+                        raise DatabaseError(f"migration {label} was edited after it was applied; add a new one instead")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO public.schema_migrations (component, version, name, checksum) VALUES ($1,$2,$3,$4)",
+                        mig.component,
+                        mig.version,
+                        mig.name,
+                        mig.checksum,
+                    )
+                log.info("applied migration", extra={"migration": label})
+                applied_names.append(label)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied_names
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the `pgserver` wheel, living in `data_dir/postgres`, stopped by `stop()`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = Path(data_dir).expanduser().resolve() / "postgres"
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or join) the server and return a URL to the project's database, creating it if needed."""
+        import pgserver  # imported here: only embedded mode needs the bundled binaries
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as e:  # pgserver raises bare subprocess/assert errors; give one line instead
+            raise DatabaseError(f"embedded PostgreSQL in {self.pgdata} did not start: {e}") from e
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+        if "(1 row)" not in exists:
+            self._server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+        return self._server.get_uri(EMBEDDED_DATABASE)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+@contextlib.contextmanager
+def database_url(url: str | None, data_dir: Path) -> Iterator[str]:
+    """The URL to use: `url` when given, else an embedded server in `data_dir`, stopped on exit."""
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(data_dir)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection, with a clear error when the server cannot be reached."""
+    try:
+        return await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {e}") from e
+
+
+async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool, with a clear error when the server cannot be reached."""
+    try:
+        return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {e}") from e
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

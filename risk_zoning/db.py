@@ -161,3 +161,10 @@ async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncp
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL and local state live when nothing is configured."""
+    import platformdirs
+
+    return platformdirs.user_data_path("warnings-svc")

@@ -1,0 +1,185 @@
+"""`risk-zoning`: build, inspect and draw a region's hazard risk database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from risk_zoning import HAZARDS
+from risk_zoning.errors import RiskZoningError
+
+PROG = "risk-zoning"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def db_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--region", default="wuhai", help="built-in region key or path to a region folder")
+        sp.add_argument("--database-url", default=None, help="PostgreSQL URL (default: $DATABASE_URL, else embedded)")
+        sp.add_argument("--data-dir", type=Path, default=None, help="data directory of the embedded PostgreSQL")
+
+    b = sub.add_parser("build", help="(re)build the risk database of a region, with a progress bar")
+    db_options(b)
+    b.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("summary", help="assessment units, population and risk grades of the current version")
+    db_options(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    m = sub.add_parser("map", help="draw risk grades (or any layer) with unit outlines to a PNG")
+    db_options(m)
+    what = m.add_mutually_exclusive_group(required=True)
+    what.add_argument("--hazard", choices=HAZARDS)
+    what.add_argument("--layer", help="a stored layer name, e.g. population, elderly_share, heat_days_ge35")
+    m.add_argument("-o", "--output", type=Path, required=True)
+    m.add_argument("--lang", choices=("zh", "en"), default="zh")
+
+    c = sub.add_parser("climatology", help="compute hazard climatology from historical grids into a NetCDF file")
+    c.add_argument("files", nargs="+", type=Path)
+    c.add_argument("--region", default="wuhai")
+    c.add_argument("--hazard", action="append", choices=HAZARDS, help="repeatable; default: every hazard found")
+    c.add_argument("-o", "--output", type=Path, required=True)
+
+    v = sub.add_parser("validate", help="check a region folder without touching any database")
+    v.add_argument("--region", default="wuhai")
+    return p
+
+
+def _database(args: argparse.Namespace):  # noqa: ANN202 - a context manager
+    from risk_zoning.db import database_url, default_data_dir
+
+    return database_url(args.database_url or os.environ.get("DATABASE_URL"), args.data_dir or default_data_dir())
+
+
+async def _with_connection(url: str, fn):  # noqa: ANN001, ANN202
+    from risk_zoning.db import connect
+
+    conn = await connect(url)
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+def _build(args: argparse.Namespace) -> int:
+    from risk_zoning.build import build_region
+
+    with _database(args) as url:
+        vid = asyncio.run(_with_connection(url, lambda c: build_region(c, args.region, progress=not args.no_progress)))
+    print(f"built risk database version {vid} for region {args.region}")
+    return 0
+
+
+def _load(args: argparse.Namespace, arrays: bool = True):  # noqa: ANN202
+    from risk_zoning.region import load_region
+    from risk_zoning.store import load_current
+
+    key = load_region(args.region).key if "/" in args.region else args.region
+    with _database(args) as url:
+        return asyncio.run(_with_connection(url, lambda c: load_current(c, key, arrays=arrays)))
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from risk_zoning.summary import summarise
+
+    s = summarise(_load(args))
+    if args.json:
+        json.dump(s, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    print(f"{s['name']} ({s['region_code']}), risk database version {s['version']}, built {s['built_at']}")
+    print(f"population total {s['population_total']:,} ({s['population_source']})\n")
+    print(f"{'code':<13}{'level':<9}{'population':>11} {'km²':>7}  {'boundary':<12}" + "".join(f"{h:>10}" for h in HAZARDS)
+          + "  name")
+    for u in s["units"]:
+        grades = "".join(f"{u['risk'].get(h, {}).get('grade', '-'):>10}" for h in HAZARDS)
+        print(f"{u['code']:<13}{u['level']:<9}{u['population']:>11,} {u['area_km2']:>7.1f}  {u['boundary']:<12}"
+              f"{grades}  {u['name']} {u['name_en']}")
+    print("\ncells per grade (1 low .. 5 high)")
+    for h, e in s["hazards"].items():
+        print(f"  {h:<10}" + "  ".join(f"{g}:{n:>5}" for g, n in e["cells_by_grade"].items()))
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from risk_zoning.plot import render_layer_map, render_risk_map
+
+    db = _load(args)
+    if args.hazard:
+        if f"grade_{args.hazard}" not in db.arrays:
+            raise RiskZoningError(f"hazard {args.hazard} is not assessed in this region")
+        png = render_risk_map(db, args.hazard, lang=args.lang)
+    else:
+        if args.layer not in db.arrays:
+            raise RiskZoningError(f"no layer {args.layer!r}; layers: {', '.join(sorted(db.arrays))}")
+        png = render_layer_map(db, args.layer, lang=args.lang)
+    tmp = args.output.with_name(args.output.name + ".part")
+    tmp.write_bytes(png)
+    tmp.replace(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _climatology(args: argparse.Namespace) -> int:
+    from risk_zoning.climatology import compute_climatology, write_climatology
+    from risk_zoning.region import load_region
+
+    region = load_region(args.region)
+    with_bar = _StepBar()
+    indicators = compute_climatology(args.files, region.grid, hazards=args.hazard or HAZARDS, progress=with_bar)
+    with_bar.close()
+    write_climatology(indicators, region.grid, args.output)
+    print(f"wrote {len(indicators)} indicators to {args.output}: {', '.join(sorted(indicators))}")
+    return 0
+
+
+class _StepBar:
+    """tqdm bar advanced by named steps (the number of steps is not known in advance)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(unit="step", leave=False)
+
+    def __call__(self, name: str) -> None:
+        self._bar.set_description(name)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from risk_zoning.features import load_features
+    from risk_zoning.region import load_region
+
+    r = load_region(args.region)
+    load_features(r.path(r.config.features.file))
+    print(f"{r.folder}: ok ({len(r.districts)} districts, {len(r.towns)} towns, grid {r.grid.ny}x{r.grid.nx})")
+    return 0
+
+
+COMMANDS = {"build": _build, "summary": _summary, "map": _map, "climatology": _climatology, "validate": _validate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RiskZoningError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

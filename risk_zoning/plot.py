@@ -1,0 +1,133 @@
+"""Maps of risk grades and layers with unit outlines, rendered to PNG with matplotlib (no tiles, no network)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from functools import cache
+
+import numpy as np
+import shapely
+from matplotlib import font_manager, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from risk_zoning import GRADE_NAMES_EN, GRADE_NAMES_ZH
+from risk_zoning.store import RiskDatabase
+
+log = logging.getLogger(__name__)
+
+# Low to high: green, light green, yellow, orange, red, as on provincial risk-zoning maps.
+GRADE_COLOURS = ("#1a9850", "#a6d96a", "#fee08b", "#fc8d59", "#d73027")
+HAZARD_NAMES = {
+    "zh": {"heat": "高温", "rainstorm": "暴雨", "frost": "霜冻", "sandstorm": "沙尘暴"},
+    "en": {"heat": "Heat", "rainstorm": "Rainstorm", "frost": "Frost", "sandstorm": "Sandstorm"},
+}
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC")
+
+
+@cache
+def cjk_font() -> str | None:
+    """The first installed font that has Chinese glyphs, or None (then maps fall back to English labels)."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    for name in CJK_FONTS:
+        if name in installed:
+            return name
+    log.warning("no CJK font installed (e.g. Debian fonts-wqy-microhei); maps use English labels")
+    return None
+
+
+def _language(lang: str) -> str:
+    return "zh" if lang == "zh" and cjk_font() else "en"
+
+
+def _new_figure(db: RiskDatabase, width_in: float) -> tuple[Figure, float]:
+    lon0, lat0, lon1, lat1 = db.grid.bounds
+    aspect = 1.0 / math.cos(math.radians((lat0 + lat1) / 2))
+    height = width_in * (lat1 - lat0) * aspect / (lon1 - lon0) + 0.9
+    return Figure(figsize=(width_in, height), dpi=110), aspect
+
+
+def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") -> None:  # noqa: ANN001
+    for level, colour, width, style in (("town", "#555555", 0.5, (0, (3, 2))), ("district", "#111111", 1.3, "-")):
+        for u in db.units_at(level):
+            geom = u.shape()
+            for poly in getattr(geom, "geoms", [geom]):
+                x, y = poly.exterior.xy
+                ax.plot(x, y, color=colour, linewidth=width, linestyle=style)
+            if level == label_level:
+                p = shapely.point_on_surface(geom)
+                ax.annotate(u.name if lang == "zh" else u.name_en, (p.x, p.y), ha="center", fontsize=8,
+                            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0})
+
+
+def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> bytes:  # noqa: ANN001
+    lon0, lat0, lon1, lat1 = db.grid.bounds
+    ax.set_xlim(lon0, lon1)
+    ax.set_ylim(lat0, lat1)
+    ax.set_aspect(aspect)
+    ax.set_title(title, fontsize=11)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("lon °E", fontsize=7)
+    ax.set_ylabel("lat °N", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    return buf.getvalue()
+
+
+def _fonts() -> rc_context:
+    """Text settings for one rendering; Chinese glyphs need a CJK font first in the list."""
+    font = cjk_font()
+    return rc_context({"font.sans-serif": [font, "DejaVu Sans"] if font else ["DejaVu Sans"]})
+
+
+def render_risk_map(db: RiskDatabase, hazard: str, *, lang: str = "zh") -> bytes:
+    """PNG of the five risk grades of `hazard` per cell, with district and (approximate) town outlines."""
+    with _fonts():
+        return _risk_map(db, hazard, lang)
+
+
+def _risk_map(db: RiskDatabase, hazard: str, lang: str) -> bytes:
+    lang = _language(lang)
+    grades = db.arrays[f"grade_{hazard}"].data.astype(float)
+    grades[grades == 0] = np.nan
+    fig, aspect = _new_figure(db, 5.2)
+    ax = fig.add_subplot()
+    cmap = ListedColormap(GRADE_COLOURS)
+    ax.imshow(grades, origin="lower", extent=db.grid.bounds, cmap=cmap, norm=BoundaryNorm(np.arange(0.5, 6.5), 5),
+              interpolation="nearest")
+    _outlines(ax, db, lang)
+    names = GRADE_NAMES_ZH if lang == "zh" else GRADE_NAMES_EN
+    handles = [Patch(color=GRADE_COLOURS[g - 1], label=names[g]) for g in range(5, 0, -1)]
+    ax.legend(handles=handles, loc="lower right", fontsize=7, title="风险等级" if lang == "zh" else "Risk grade",
+              title_fontsize=8, framealpha=0.85)
+    name = db.region_name if lang == "zh" else db.unit(db.region_code + "000000").name_en
+    title = (f"{name} {HAZARD_NAMES['zh'][hazard]}灾害风险等级" if lang == "zh"
+             else f"{name}: {HAZARD_NAMES['en'][hazard].lower()} risk grade")
+    return _finish(fig, ax, db, aspect, title)
+
+
+def render_layer_map(db: RiskDatabase, layer: str, *, lang: str = "zh") -> bytes:
+    """PNG of any stored layer (population, exposure, hazard ...) with a colour bar and unit outlines."""
+    with _fonts():
+        return _layer_map(db, layer, lang)
+
+
+def _layer_map(db: RiskDatabase, layer: str, lang: str) -> bytes:
+    lang = _language(lang)
+    stored = db.arrays[layer]
+    data = stored.data.astype(float)
+    if stored.kind == "population":
+        data = np.where(data > 0, data, np.nan)
+    fig, aspect = _new_figure(db, 5.6)
+    ax = fig.add_subplot()
+    im = ax.imshow(data, origin="lower", extent=db.grid.bounds, cmap="magma_r", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.6, label=stored.units)
+    _outlines(ax, db, lang)
+    synthetic = " (synthetic)" if stored.provenance.get("synthetic") else ""
+    return _finish(fig, ax, db, aspect, f"{layer}{synthetic}")

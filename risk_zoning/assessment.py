@@ -70,7 +70,9 @@ def assess_hazard(
     """
     missing = [name for names in model.components().values() for name in names if name not in layers]
     if missing:
-        raise ValueError(f"hazards.{hazard}: unknown layer {missing[0]!r}; available: {', '.join(sorted(layers))}")
+        raise ValueError(
+            f"hazards.{hazard}: unknown layer {missing[0]!r}; available: {', '.join(sorted(layers))}"
+        )
     valid = np.asarray(valid, dtype=bool)
     floor = PRODUCT_FLOOR if model.combination == "weighted_product" else 0.0
     components: dict[str, np.ndarray] = {}

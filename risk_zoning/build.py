@@ -42,7 +42,9 @@ class Progress:
     """A progress bar over the build steps (tqdm on stderr), or silence."""
 
     def __init__(self, enabled: bool) -> None:
-        self._bar = tqdm(total=len(STEPS), unit="step", disable=not enabled, leave=False, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=len(STEPS), unit="step", disable=None if enabled else True, leave=False, dynamic_ncols=True
+        )
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -78,10 +80,19 @@ def _split_population(region: Region, cover: CellCover) -> tuple[PopulationSplit
     else:
         path = region.path(cfg.file or "")
         split = population_from_raster(
-            path, region.grid, cover, variable=cfg.variable, band=cfg.band,
+            path,
+            region.grid,
+            cover,
+            variable=cfg.variable,
+            band=cfg.band,
             scale_to=totals if cfg.scale_to_official else None,
         )
-        meta = {"source": str(path), "synthetic": False, "year": cfg.year, "scaled_to_official": cfg.scale_to_official}
+        meta = {
+            "source": str(path),
+            "synthetic": False,
+            "year": cfg.year,
+            "scaled_to_official": cfg.scale_to_official,
+        }
     return split, meta
 
 
@@ -103,21 +114,37 @@ def _climatology_layers(region: Region, features: Any) -> dict[str, Layer]:
             if hazard is None:
                 continue
             out[str(name)] = Layer(
-                name=str(name), kind="hazard", hazards=(hazard,), units=str(da.attrs.get("units", "1")),
+                name=str(name),
+                kind="hazard",
+                hazards=(hazard,),
+                units=str(da.attrs.get("units", "1")),
                 data=da.values.astype(np.float32),
-                provenance={"source": str(path), "synthetic": False, **{k: str(v) for k, v in da.attrs.items()}},
+                provenance={
+                    "source": str(path),
+                    "synthetic": False,
+                    **{k: str(v) for k, v in da.attrs.items()},
+                },
             )
         return out
 
 
-def _unit_rows(units: tuple[Unit, ...] | list[Unit], people: np.ndarray, cover: CellCover, cell_area: np.ndarray
-               ) -> list[dict[str, Any]]:
+def _unit_rows(
+    units: tuple[Unit, ...] | list[Unit], people: np.ndarray, cover: CellCover, cell_area: np.ndarray
+) -> list[dict[str, Any]]:
     area = np.bincount(cover.unit, weights=cover.fraction * cell_area[cover.cell], minlength=len(units))
     return [
         {
-            "code": u.code, "idx": i, "name": u.name, "name_en": u.name_en, "level": u.level, "parent": u.parent,
-            "population": int(people[i]), "area_km2": float(area[i]), "boundary": u.boundary,
-            "code_status": u.code_status, "geometry": shapely.geometry.mapping(shapely.set_precision(u.geometry, 1e-6)),
+            "code": u.code,
+            "idx": i,
+            "name": u.name,
+            "name_en": u.name_en,
+            "level": u.level,
+            "parent": u.parent,
+            "population": int(people[i]),
+            "area_km2": float(area[i]),
+            "boundary": u.boundary,
+            "code_status": u.code_status,
+            "geometry": shapely.geometry.mapping(shapely.set_precision(u.geometry, 1e-6)),
         }
         for i, u in enumerate(units)
     ]
@@ -145,7 +172,10 @@ def _cover_arrays(level: str, split: PopulationSplit, fraction: np.ndarray) -> l
 
 
 async def build_region(
-    conn: asyncpg.Connection, region: str | Path = "wuhai", *, progress: bool = False,
+    conn: asyncpg.Connection,
+    region: str | Path = "wuhai",
+    *,
+    progress: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> int:
     """Build a new version of the region's risk database and switch to it atomically; returns its id.
@@ -155,7 +185,7 @@ async def build_region(
     """
     bar = Progress(progress)
 
-    def step(name: str):  # noqa: ANN202 - a context manager
+    def step(name: str):
         if on_step:
             on_step(name)
         return bar.step(name)
@@ -173,11 +203,16 @@ async def build_region(
             valid = valid.reshape(grid.shape)
         with step("population"):
             d_split, pop_meta = _split_population(reg, d_cover)
-            t_split = split_among_children(d_split, t_cover, reg.town_district)
+            t_split = split_among_children(d_split, t_cover, reg.town_district, grid=grid)
             population = d_split.to_grid(grid)
         with step("layers"):
-            layers = demo_layers(grid, population, features, elderly_share_mean=reg.config.population.elderly_share,
-                                 seed=reg.config.population.seed)
+            layers = demo_layers(
+                grid,
+                population,
+                features,
+                elderly_share_mean=reg.config.population.elderly_share,
+                seed=reg.config.population.seed,
+            )
         with step("climatology"):
             layers.update(_climatology_layers(reg, features))
         arrays = {name: layer.data for name, layer in layers.items()}
@@ -186,8 +221,12 @@ async def build_region(
         d_people = d_split.per_unit(len(reg.districts))
         t_people = t_split.per_unit(len(reg.towns))
         unit_rows = (
-            _unit_rows([reg.city], np.array([d_people.sum()]), CellCover(d_cover.cell, np.zeros_like(d_cover.unit),
-                                                                          d_cover.fraction), cell_area)
+            _unit_rows(
+                [reg.city],
+                np.array([d_people.sum()]),
+                CellCover(d_cover.cell, np.zeros_like(d_cover.unit), d_cover.fraction),
+                cell_area,
+            )
             + _unit_rows(reg.districts, d_people, d_cover, cell_area)
             + _unit_rows(reg.towns, t_people, t_cover, cell_area)
         )
@@ -195,9 +234,17 @@ async def build_region(
             StoredArray("population", "population", None, "people", population.astype(np.float32), pop_meta),
             *_cover_arrays("district", d_split, d_frac),
             *_cover_arrays("town", t_split, t_frac),
-            *[StoredArray(name, layer.kind, layer.hazards[0] if len(layer.hazards) == 1 else None, layer.units,
-                          layer.data.astype(np.float32), {**layer.provenance, "hazards": list(layer.hazards)})
-              for name, layer in layers.items()],
+            *[
+                StoredArray(
+                    name,
+                    layer.kind,
+                    layer.hazards[0] if len(layer.hazards) == 1 else None,
+                    layer.units,
+                    layer.data.astype(np.float32),
+                    {**layer.provenance, "hazards": list(layer.hazards)},
+                )
+                for name, layer in layers.items()
+            ],
         ]
         assessments, unit_risk = [], []
         levels = [
@@ -214,38 +261,77 @@ async def build_region(
                     result = assess_hazard(hazard, model, arrays, valid)
                 except ValueError as e:
                     raise RegionDataError(reg.folder / "region.toml", str(e)) from e
-                stored.append(StoredArray(f"risk_{hazard}", "risk", hazard, "1", result.risk_index,
-                                          {"method": result.method}))
-                stored.append(StoredArray(f"grade_{hazard}", "grade", hazard, "1", result.grades,
-                                          {"method": result.method, "breaks": result.breaks.tolist()}))
-                assessments.append({
-                    "hazard": hazard, "method": result.method, "breaks": result.breaks.tolist(),
-                    "weights": {"indicators": result.indicator_weights, "components": result.component_weights,
-                                "consistency_ratio": result.consistency_ratio},
-                })
+                stored.append(
+                    StoredArray(
+                        f"risk_{hazard}", "risk", hazard, "1", result.risk_index, {"method": result.method}
+                    )
+                )
+                stored.append(
+                    StoredArray(
+                        f"grade_{hazard}",
+                        "grade",
+                        hazard,
+                        "1",
+                        result.grades,
+                        {"method": result.method, "breaks": result.breaks.tolist()},
+                    )
+                )
+                assessments.append(
+                    {
+                        "hazard": hazard,
+                        "method": result.method,
+                        "breaks": result.breaks.tolist(),
+                        "weights": {
+                            "indicators": result.indicator_weights,
+                            "components": result.component_weights,
+                            "consistency_ratio": result.consistency_ratio,
+                        },
+                    }
+                )
                 for units, unit_idx, split, frac, n in levels:
                     ur = assess_units(result, split.cell, unit_idx, split.people, frac, n)
                     for i, u in enumerate(units):
-                        unit_risk.append((hazard, u.code, float(ur.index[i]), int(ur.grade[i]),
-                                          [int(x) for x in ur.population_by_grade[i]]))
+                        unit_risk.append(
+                            (
+                                hazard,
+                                u.code,
+                                float(ur.index[i]),
+                                int(ur.grade[i]),
+                                [int(x) for x in ur.population_by_grade[i]],
+                            )
+                        )
         with step("store"):
             await upgrade(conn, [RISK_MIGRATIONS])
             config_text = (reg.folder / "region.toml").read_bytes()
             provenance = {
-                "boundaries": {"source": reg.config.boundaries.source, "datum": reg.boundary_datum,
-                               "converted_to": "WGS84" if reg.boundary_datum != "WGS84" else None},
+                "boundaries": {
+                    "source": reg.config.boundaries.source,
+                    "datum": reg.boundary_datum,
+                    "converted_to": "WGS84" if reg.boundary_datum != "WGS84" else None,
+                },
                 "towns": "approximate: Voronoi partition of each district around configured seed points",
                 "population": pop_meta,
                 "climatology": reg.config.climatology.source,
                 "features": str(reg.config.features.file),
                 "region_config_sha256": hashlib.sha256(config_text).hexdigest(),
-                "grid": {"resolution_arcsec": reg.config.grid.resolution_arcsec, "cells": grid.size,
-                         "region_cells": int(valid.sum())},
+                "grid": {
+                    "resolution_arcsec": reg.config.grid.resolution_arcsec,
+                    "cells": grid.size,
+                    "region_cells": int(valid.sum()),
+                },
             }
             vid = await write_version(
-                conn, region=reg.key, region_code=reg.code, region_name=reg.config.region.name, grid=grid,
-                config=reg.config.model_dump(mode="json"), provenance=provenance, units=unit_rows, arrays=stored,
-                assessments=assessments, unit_risk=unit_risk,
+                conn,
+                region=reg.key,
+                region_code=reg.code,
+                region_name=reg.config.region.name,
+                grid=grid,
+                config=reg.config.model_dump(mode="json"),
+                provenance=provenance,
+                units=unit_rows,
+                arrays=stored,
+                assessments=assessments,
+                unit_risk=unit_risk,
             )
     finally:
         bar.close()

@@ -22,8 +22,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def db_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--region", default="wuhai", help="built-in region key or path to a region folder")
-        sp.add_argument("--database-url", default=None, help="PostgreSQL URL (default: $DATABASE_URL, else embedded)")
-        sp.add_argument("--data-dir", type=Path, default=None, help="data directory of the embedded PostgreSQL")
+        sp.add_argument(
+            "--database-url", default=None, help="PostgreSQL URL (default: $DATABASE_URL, else embedded)"
+        )
+        sp.add_argument(
+            "--data-dir", type=Path, default=None, help="data directory of the embedded PostgreSQL"
+        )
 
     b = sub.add_parser("build", help="(re)build the risk database of a region, with a progress bar")
     db_options(b)
@@ -41,10 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", type=Path, required=True)
     m.add_argument("--lang", choices=("zh", "en"), default="zh")
 
-    c = sub.add_parser("climatology", help="compute hazard climatology from historical grids into a NetCDF file")
+    c = sub.add_parser(
+        "climatology", help="compute hazard climatology from historical grids into a NetCDF file"
+    )
     c.add_argument("files", nargs="+", type=Path)
     c.add_argument("--region", default="wuhai")
-    c.add_argument("--hazard", action="append", choices=HAZARDS, help="repeatable; default: every hazard found")
+    c.add_argument(
+        "--hazard", action="append", choices=HAZARDS, help="repeatable; default: every hazard found"
+    )
     c.add_argument("-o", "--output", type=Path, required=True)
 
     v = sub.add_parser("validate", help="check a region folder without touching any database")
@@ -52,13 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _database(args: argparse.Namespace):  # noqa: ANN202 - a context manager
+def _database(args: argparse.Namespace):
     from risk_zoning.db import database_url, default_data_dir
 
-    return database_url(args.database_url or os.environ.get("DATABASE_URL"), args.data_dir or default_data_dir())
+    return database_url(
+        args.database_url or os.environ.get("DATABASE_URL"), args.data_dir or default_data_dir()
+    )
 
 
-async def _with_connection(url: str, fn):  # noqa: ANN001, ANN202
+async def _with_connection(url: str, fn):
     from risk_zoning.db import connect
 
     conn = await connect(url)
@@ -72,12 +82,14 @@ def _build(args: argparse.Namespace) -> int:
     from risk_zoning.build import build_region
 
     with _database(args) as url:
-        vid = asyncio.run(_with_connection(url, lambda c: build_region(c, args.region, progress=not args.no_progress)))
+        vid = asyncio.run(
+            _with_connection(url, lambda c: build_region(c, args.region, progress=not args.no_progress))
+        )
     print(f"built risk database version {vid} for region {args.region}")
     return 0
 
 
-def _load(args: argparse.Namespace, arrays: bool = True):  # noqa: ANN202
+def _load(args: argparse.Namespace, arrays: bool = True):
     from risk_zoning.region import load_region
     from risk_zoning.store import load_current
 
@@ -96,12 +108,17 @@ def _summary(args: argparse.Namespace) -> int:
         return 0
     print(f"{s['name']} ({s['region_code']}), risk database version {s['version']}, built {s['built_at']}")
     print(f"population total {s['population_total']:,} ({s['population_source']})\n")
-    print(f"{'code':<13}{'level':<9}{'population':>11} {'km²':>7}  {'boundary':<12}" + "".join(f"{h:>10}" for h in HAZARDS)
-          + "  name")
+    print(
+        f"{'code':<13}{'level':<9}{'population':>11} {'km²':>7}  {'boundary':<12}"
+        + "".join(f"{h:>10}" for h in HAZARDS)
+        + "  name"
+    )
     for u in s["units"]:
         grades = "".join(f"{u['risk'].get(h, {}).get('grade', '-'):>10}" for h in HAZARDS)
-        print(f"{u['code']:<13}{u['level']:<9}{u['population']:>11,} {u['area_km2']:>7.1f}  {u['boundary']:<12}"
-              f"{grades}  {u['name']} {u['name_en']}")
+        print(
+            f"{u['code']:<13}{u['level']:<9}{u['population']:>11,} {u['area_km2']:>7.1f}  {u['boundary']:<12}"
+            f"{grades}  {u['name']} {u['name_en']}"
+        )
     print("\ncells per grade (1 low .. 5 high)")
     for h, e in s["hazards"].items():
         print(f"  {h:<10}" + "  ".join(f"{g}:{n:>5}" for g, n in e["cells_by_grade"].items()))
@@ -128,16 +145,27 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _climatology(args: argparse.Namespace) -> int:
-    from risk_zoning.climatology import compute_climatology, write_climatology
+    from risk_zoning.climatology import compute_climatology
     from risk_zoning.region import load_region
 
     region = load_region(args.region)
     with_bar = _StepBar()
-    indicators = compute_climatology(args.files, region.grid, hazards=args.hazard or HAZARDS, progress=with_bar)
+    indicators = compute_climatology(
+        args.files, region.grid, hazards=args.hazard or HAZARDS, progress=with_bar
+    )
     with_bar.close()
-    write_climatology(indicators, region.grid, args.output)
+    _write_netcdf(indicators, args.output)
     print(f"wrote {len(indicators)} indicators to {args.output}: {', '.join(sorted(indicators))}")
     return 0
+
+
+def _write_netcdf(indicators: dict, output: Path) -> None:
+    """Write all indicators to one NetCDF file, atomically (a partial file never carries the final name)."""
+    import xarray as xr
+
+    tmp = output.with_name(output.name + ".part")
+    xr.Dataset(indicators).to_netcdf(tmp, engine="netcdf4")
+    tmp.replace(output)
 
 
 class _StepBar:
@@ -162,11 +190,19 @@ def _validate(args: argparse.Namespace) -> int:
 
     r = load_region(args.region)
     load_features(r.path(r.config.features.file))
-    print(f"{r.folder}: ok ({len(r.districts)} districts, {len(r.towns)} towns, grid {r.grid.ny}x{r.grid.nx})")
+    print(
+        f"{r.folder}: ok ({len(r.districts)} districts, {len(r.towns)} towns, grid {r.grid.ny}x{r.grid.nx})"
+    )
     return 0
 
 
-COMMANDS = {"build": _build, "summary": _summary, "map": _map, "climatology": _climatology, "validate": _validate}
+COMMANDS = {
+    "build": _build,
+    "summary": _summary,
+    "map": _map,
+    "climatology": _climatology,
+    "validate": _validate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,7 +57,9 @@ def read_migrations(source: MigrationSource) -> list[Migration]:
     found.sort(key=lambda mig: mig.version)
     for expected, mig in enumerate(found, start=1):
         if mig.version != expected:
-            raise DatabaseError(f"{source.package}/migrations: expected migration {expected:04d}, found {mig.version:04d}")
+            raise DatabaseError(
+                f"{source.package}/migrations: expected migration {expected:04d}, found {mig.version:04d}"
+            )
     return found
 
 
@@ -84,7 +86,9 @@ async def upgrade(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) 
                 label = f"{mig.component}/{mig.version:04d}_{mig.name}"
                 if mig.version in done:
                     if done[mig.version]["checksum"] != mig.checksum:
-                        raise DatabaseError(f"migration {label} was edited after it was applied; add a new one instead")
+                        raise DatabaseError(
+                            f"migration {label} was edited after it was applied; add a new one instead"
+                        )
                     continue
                 async with conn.transaction():
                     await conn.execute(mig.sql)

@@ -36,7 +36,9 @@ class RegularGrid:
             raise ValueError(f"grid needs a positive step and size, got step={self.step} {self.ny}x{self.nx}")
 
     @classmethod
-    def covering(cls, bounds: tuple[float, float, float, float], step: float, margin_cells: int = 1) -> RegularGrid:
+    def covering(
+        cls, bounds: tuple[float, float, float, float], step: float, margin_cells: int = 1
+    ) -> RegularGrid:
         """The grid aligned on multiples of `step` that covers `bounds` (minx, miny, maxx, maxy) plus a margin."""
         minx, miny, maxx, maxy = bounds
         lon0 = (math.floor(minx / step + 1e-9) - margin_cells) * step
@@ -65,7 +67,12 @@ class RegularGrid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        return (self.lon_min, self.lat_min, self.lon_min + self.nx * self.step, self.lat_min + self.ny * self.step)
+        return (
+            self.lon_min,
+            self.lat_min,
+            self.lon_min + self.nx * self.step,
+            self.lat_min + self.ny * self.step,
+        )
 
     def cell_area_km2(self) -> np.ndarray:
         """Area of each cell on the sphere, shape (ny, nx)."""
@@ -90,7 +97,13 @@ class RegularGrid:
         return np.where(inside, j * self.nx + i, -1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lon_min": self.lon_min, "lat_min": self.lat_min, "step": self.step, "nx": self.nx, "ny": self.ny}
+        return {
+            "lon_min": self.lon_min,
+            "lat_min": self.lat_min,
+            "step": self.step,
+            "nx": self.nx,
+            "ny": self.ny,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RegularGrid:

@@ -26,17 +26,32 @@ HAZARD_NAMES = {
     "zh": {"heat": "高温", "rainstorm": "暴雨", "frost": "霜冻", "sandstorm": "沙尘暴"},
     "en": {"heat": "Heat", "rainstorm": "Rainstorm", "frost": "Frost", "sandstorm": "Sandstorm"},
 }
-CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "PingFang SC")
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+)
+
+CJK_FILE_HINTS = ("wqy", "notosanscjk", "noto-cjk", "sourcehansans", "simhei", "msyh", "pingfang")
 
 
 @cache
 def cjk_font() -> str | None:
     """The first installed font that has Chinese glyphs, or None (then maps fall back to English labels)."""
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in installed:
-            return name
+    for attempt in range(2):
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        for name in CJK_FONTS:
+            if name in installed:
+                return name
+        if attempt == 0:
+            # matplotlib's font cache predates fonts installed since; register any CJK font files on disk.
+            for path in font_manager.findSystemFonts():
+                if any(tag in path.lower() for tag in CJK_FILE_HINTS):
+                    font_manager.fontManager.addfont(path)
     log.warning("no CJK font installed (e.g. Debian fonts-wqy-microhei); maps use English labels")
     return None
 
@@ -52,8 +67,17 @@ def _new_figure(db: RiskDatabase, width_in: float) -> tuple[Figure, float]:
     return Figure(figsize=(width_in, height), dpi=110), aspect
 
 
-def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") -> None:  # noqa: ANN001
-    for level, colour, width, style in (("town", "#555555", 0.5, (0, (3, 2))), ("district", "#111111", 1.3, "-")):
+def _extent(db: RiskDatabase) -> tuple[float, float, float, float]:
+    """imshow's (left, right, bottom, top), not shapely's (minx, miny, maxx, maxy)."""
+    lon0, lat0, lon1, lat1 = db.grid.bounds
+    return (lon0, lon1, lat0, lat1)
+
+
+def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") -> None:
+    for level, colour, width, style in (
+        ("town", "#555555", 0.5, (0, (3, 2))),
+        ("district", "#111111", 1.3, "-"),
+    ):
         for u in db.units_at(level):
             geom = u.shape()
             for poly in getattr(geom, "geoms", [geom]):
@@ -61,11 +85,16 @@ def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") ->
                 ax.plot(x, y, color=colour, linewidth=width, linestyle=style)
             if level == label_level:
                 p = shapely.point_on_surface(geom)
-                ax.annotate(u.name if lang == "zh" else u.name_en, (p.x, p.y), ha="center", fontsize=8,
-                            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0})
+                ax.annotate(
+                    u.name if lang == "zh" else u.name_en,
+                    (p.x, p.y),
+                    ha="center",
+                    fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0},
+                )
 
 
-def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> bytes:  # noqa: ANN001
+def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> bytes:
     lon0, lat0, lon1, lat1 = db.grid.bounds
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)
@@ -74,9 +103,9 @@ def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> byt
     ax.tick_params(labelsize=7)
     ax.set_xlabel("lon °E", fontsize=7)
     ax.set_ylabel("lat °N", fontsize=7)
-    fig.tight_layout()
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.08)
     return buf.getvalue()
 
 
@@ -99,16 +128,31 @@ def _risk_map(db: RiskDatabase, hazard: str, lang: str) -> bytes:
     fig, aspect = _new_figure(db, 5.2)
     ax = fig.add_subplot()
     cmap = ListedColormap(GRADE_COLOURS)
-    ax.imshow(grades, origin="lower", extent=db.grid.bounds, cmap=cmap, norm=BoundaryNorm(np.arange(0.5, 6.5), 5),
-              interpolation="nearest")
+    ax.imshow(
+        grades,
+        origin="lower",
+        extent=_extent(db),
+        cmap=cmap,
+        norm=BoundaryNorm(np.arange(0.5, 6.5), 5),
+        interpolation="nearest",
+    )
     _outlines(ax, db, lang)
     names = GRADE_NAMES_ZH if lang == "zh" else GRADE_NAMES_EN
     handles = [Patch(color=GRADE_COLOURS[g - 1], label=names[g]) for g in range(5, 0, -1)]
-    ax.legend(handles=handles, loc="lower right", fontsize=7, title="风险等级" if lang == "zh" else "Risk grade",
-              title_fontsize=8, framealpha=0.85)
+    ax.legend(
+        handles=handles,
+        loc="lower right",
+        fontsize=7,
+        title="风险等级" if lang == "zh" else "Risk grade",
+        title_fontsize=8,
+        framealpha=0.85,
+    )
     name = db.region_name if lang == "zh" else db.unit(db.region_code + "000000").name_en
-    title = (f"{name} {HAZARD_NAMES['zh'][hazard]}灾害风险等级" if lang == "zh"
-             else f"{name}: {HAZARD_NAMES['en'][hazard].lower()} risk grade")
+    title = (
+        f"{name} {HAZARD_NAMES['zh'][hazard]}灾害风险等级"
+        if lang == "zh"
+        else f"{name}: {HAZARD_NAMES['en'][hazard].lower()} risk grade"
+    )
     return _finish(fig, ax, db, aspect, title)
 
 
@@ -126,7 +170,7 @@ def _layer_map(db: RiskDatabase, layer: str, lang: str) -> bytes:
         data = np.where(data > 0, data, np.nan)
     fig, aspect = _new_figure(db, 5.6)
     ax = fig.add_subplot()
-    im = ax.imshow(data, origin="lower", extent=db.grid.bounds, cmap="magma_r", interpolation="nearest")
+    im = ax.imshow(data, origin="lower", extent=_extent(db), cmap="magma_r", interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.6, label=stored.units)
     _outlines(ax, db, lang)
     synthetic = " (synthetic)" if stored.provenance.get("synthetic") else ""

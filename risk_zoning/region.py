@@ -136,7 +136,9 @@ class HazardModel(_Strict):
     def _weights_match_components(self) -> HazardModel:
         names = list(self.components())
         if self.component_weighting == "configured" and set(self.component_weights) != set(names):
-            raise ValueError(f"component_weights must give exactly {names}, got {sorted(self.component_weights)}")
+            raise ValueError(
+                f"component_weights must give exactly {names}, got {sorted(self.component_weights)}"
+            )
         if self.component_weighting == "ahp":
             n = len(names)
             if len(self.component_pairwise) != n or any(len(r) != n for r in self.component_pairwise):
@@ -259,7 +261,11 @@ def load_region(region: str | Path) -> Region:
     """Load and validate a region folder: config, boundaries (converted to WGS84), approximate towns, grid."""
     folder = resolve_region(region)
     cfg = load_region_file(folder / "region.toml")
-    bpath = folder / cfg.boundaries.file if not Path(cfg.boundaries.file).is_absolute() else Path(cfg.boundaries.file)
+    bpath = (
+        folder / cfg.boundaries.file
+        if not Path(cfg.boundaries.file).is_absolute()
+        else Path(cfg.boundaries.file)
+    )
     geoms = _read_boundaries(bpath, cfg)
     districts = []
     for d in cfg.district:
@@ -317,7 +323,9 @@ def _read_boundaries(path: Path, cfg: RegionFile) -> dict[str, BaseGeometry]:
         raise RegionDataError(path, "expected a GeoJSON FeatureCollection")
     crs = (doc.get("crs") or {}).get("properties", {}).get("name", "")
     if crs and not any(tag in crs for tag in ("CRS84", "EPSG::4326", "EPSG:4326")):
-        raise RegionDataError(path, f"boundaries must be in geographic lon/lat (WGS84 or GCJ-02), found CRS {crs}")
+        raise RegionDataError(
+            path, f"boundaries must be in geographic lon/lat (WGS84 or GCJ-02), found CRS {crs}"
+        )
     out: dict[str, BaseGeometry] = {}
     for i, feat in enumerate(doc.get("features", [])):
         props = feat.get("properties") or {}
@@ -327,7 +335,9 @@ def _read_boundaries(path: Path, cfg: RegionFile) -> dict[str, BaseGeometry]:
         except Exception as e:  # shapely raises several types for malformed geometry
             raise RegionDataError(path, f"feature {i} ({code or 'no code'}): bad geometry: {e}") from e
         if not isinstance(geom, Polygon | MultiPolygon):
-            raise RegionDataError(path, f"feature {i} ({code}): expected a (Multi)Polygon, got {geom.geom_type}")
+            raise RegionDataError(
+                path, f"feature {i} ({code}): expected a (Multi)Polygon, got {geom.geom_type}"
+            )
         minx, miny, maxx, maxy = geom.bounds
         if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
             raise RegionDataError(
@@ -336,11 +346,15 @@ def _read_boundaries(path: Path, cfg: RegionFile) -> dict[str, BaseGeometry]:
         if cfg.boundaries.datum == "GCJ-02":
             geom = geometry_gcj02_to_wgs84(geom)
         if not geom.is_valid:
-            raise RegionDataError(path, f"feature {i} ({code}): invalid polygon ({shapely.is_valid_reason(geom)})")
+            raise RegionDataError(
+                path, f"feature {i} ({code}): invalid polygon ({shapely.is_valid_reason(geom)})"
+            )
         out[code] = geom
     missing = [d.code for d in cfg.district if d.code not in out]
     if missing:
-        raise RegionDataError(path, f"no boundary for district {missing[0]} (property {cfg.boundaries.code_property!r})")
+        raise RegionDataError(
+            path, f"no boundary for district {missing[0]} (property {cfg.boundaries.code_property!r})"
+        )
     return out
 
 
@@ -352,7 +366,8 @@ def _check_no_overlap(path: Path, units: list[Unit]) -> None:
             area = units[a].geometry.intersection(units[b].geometry).area
             if area > OVERLAP_TOLERANCE_DEG2:
                 raise RegionDataError(
-                    path, f"units {units[a].code[:6]} and {units[b].code[:6]} overlap ({area * 1e4:.2f} km² approx)"
+                    path,
+                    f"units {units[a].code[:6]} and {units[b].code[:6]} overlap ({area * 1e4:.2f} km² approx)",
                 )
 
 
@@ -367,7 +382,9 @@ def _approximate_towns(path: Path, cfg: RegionFile, districts: list[Unit]) -> tu
             continue
         for t in members:
             if not district.geometry.contains(Point(t.seed)):
-                raise RegionDataError(path, f"town {t.code} ({t.name}): seed {list(t.seed)} lies outside district {dcode}")
+                raise RegionDataError(
+                    path, f"town {t.code} ({t.name}): seed {list(t.seed)} lies outside district {dcode}"
+                )
         if len(members) == 1:
             cells = [district.geometry]
         else:

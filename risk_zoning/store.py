@@ -156,19 +156,54 @@ async def write_version(
         await conn.copy_records_to_table(
             "unit",
             schema_name="risk",
-            columns=["version_id", "code", "idx", "name", "name_en", "level", "parent", "population",
-                     "area_km2", "boundary", "code_status", "geometry"],
+            columns=[
+                "version_id",
+                "code",
+                "idx",
+                "name",
+                "name_en",
+                "level",
+                "parent",
+                "population",
+                "area_km2",
+                "boundary",
+                "code_status",
+                "geometry",
+            ],
             records=[
-                (vid, u["code"], u["idx"], u["name"], u["name_en"], u["level"], u["parent"], u["population"],
-                 u["area_km2"], u["boundary"], u["code_status"], json.dumps(u["geometry"]))
+                (
+                    vid,
+                    u["code"],
+                    u["idx"],
+                    u["name"],
+                    u["name_en"],
+                    u["level"],
+                    u["parent"],
+                    u["population"],
+                    u["area_km2"],
+                    u["boundary"],
+                    u["code_status"],
+                    json.dumps(u["geometry"]),
+                )
                 for u in units
             ],
         )
         records = []
         for a in arrays:
             dtype, shape, raw = encode_array(a.data)
-            records.append((vid, a.name, a.kind, a.hazard, dtype, shape, a.units,
-                            json.dumps(a.provenance, ensure_ascii=False), raw))
+            records.append(
+                (
+                    vid,
+                    a.name,
+                    a.kind,
+                    a.hazard,
+                    dtype,
+                    shape,
+                    a.units,
+                    json.dumps(a.provenance, ensure_ascii=False),
+                    raw,
+                )
+            )
         await conn.copy_records_to_table(
             "layer",
             schema_name="risk",
@@ -178,8 +213,10 @@ async def write_version(
         await conn.executemany(
             """INSERT INTO risk.assessment (version_id, hazard, method, weights, breaks)
                VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)""",
-            [(vid, a["hazard"], json.dumps(a["method"]), json.dumps(a["weights"]), list(a["breaks"]))
-             for a in assessments],
+            [
+                (vid, a["hazard"], json.dumps(a["method"]), json.dumps(a["weights"]), list(a["breaks"]))
+                for a in assessments
+            ],
         )
         await conn.copy_records_to_table(
             "unit_risk",
@@ -209,11 +246,21 @@ async def load_version(conn: asyncpg.Connection, version_id: int, *, arrays: boo
         raise DatabaseError(f"risk database version {version_id} does not exist")
     units = [
         UnitRecord(
-            code=r["code"], idx=r["idx"], name=r["name"], name_en=r["name_en"], level=r["level"],
-            parent=r["parent"], population=r["population"], area_km2=r["area_km2"], boundary=r["boundary"],
-            code_status=r["code_status"], geometry=json.loads(r["geometry"]),
+            code=r["code"],
+            idx=r["idx"],
+            name=r["name"],
+            name_en=r["name_en"],
+            level=r["level"],
+            parent=r["parent"],
+            population=r["population"],
+            area_km2=r["area_km2"],
+            boundary=r["boundary"],
+            code_status=r["code_status"],
+            geometry=json.loads(r["geometry"]),
         )
-        for r in await conn.fetch("SELECT * FROM risk.unit WHERE version_id = $1 ORDER BY level, idx", version_id)
+        for r in await conn.fetch(
+            "SELECT * FROM risk.unit WHERE version_id = $1 ORDER BY level, idx", version_id
+        )
     ]
     stored: dict[str, StoredArray] = {}
     if arrays:
@@ -222,8 +269,12 @@ async def load_version(conn: asyncpg.Connection, version_id: int, *, arrays: boo
             version_id,
         ):
             stored[r["name"]] = StoredArray(
-                r["name"], r["kind"], r["hazard"], r["units"],
-                decode_array(r["dtype"], list(r["shape"]), r["data"]), json.loads(r["provenance"]),
+                r["name"],
+                r["kind"],
+                r["hazard"],
+                r["units"],
+                decode_array(r["dtype"], list(r["shape"]), r["data"]),
+                json.loads(r["provenance"]),
             )
     db = RiskDatabase(
         version_id=version_id,
@@ -237,13 +288,19 @@ async def load_version(conn: asyncpg.Connection, version_id: int, *, arrays: boo
         units=units,
         arrays=stored,
     )
-    for r in await conn.fetch("SELECT * FROM risk.assessment WHERE version_id = $1 ORDER BY hazard", version_id):
+    for r in await conn.fetch(
+        "SELECT * FROM risk.assessment WHERE version_id = $1 ORDER BY hazard", version_id
+    ):
         db.assessments[r["hazard"]] = {
-            "method": json.loads(r["method"]), "weights": json.loads(r["weights"]), "breaks": list(r["breaks"]),
+            "method": json.loads(r["method"]),
+            "weights": json.loads(r["weights"]),
+            "breaks": list(r["breaks"]),
         }
     for r in await conn.fetch("SELECT * FROM risk.unit_risk WHERE version_id = $1", version_id):
         db.unit_risk.setdefault(r["hazard"], {})[r["unit_code"]] = (r["risk_index"], r["grade"])
-        db.unit_population_by_grade.setdefault(r["hazard"], {})[r["unit_code"]] = list(r["population_by_grade"])
+        db.unit_population_by_grade.setdefault(r["hazard"], {})[r["unit_code"]] = list(
+            r["population_by_grade"]
+        )
     return db
 
 
@@ -251,5 +308,7 @@ async def load_current(conn: asyncpg.Connection, region: str, *, arrays: bool = 
     """The region's current version; `DatabaseError` naming the build command when there is none."""
     vid = await current_version(conn, region)
     if vid is None:
-        raise DatabaseError(f"no risk database for region {region!r}: run `risk-zoning build --region {region}`")
+        raise DatabaseError(
+            f"no risk database for region {region!r}: run `risk-zoning build --region {region}`"
+        )
     return await load_version(conn, vid, arrays=arrays)

@@ -22,7 +22,9 @@ def summarise(db: RiskDatabase) -> dict[str, Any]:
         risk = db.unit_risk.get(hazard, {})
         entry: dict[str, Any] = {
             "units_by_grade": {
-                level: {str(g): sum(1 for u in units if u.level == level and risk[u.code][1] == g) for g in GRADES}
+                level: {
+                    str(g): sum(1 for u in units if u.level == level and risk[u.code][1] == g) for g in GRADES
+                }
                 for level in ("district", "town")
             },
             "breaks": db.assessments[hazard]["breaks"],
@@ -34,7 +36,7 @@ def summarise(db: RiskDatabase) -> dict[str, Any]:
             grades = db.arrays[grade_name].data
             pop = db.population
             entry["cells_by_grade"] = {str(g): int(np.count_nonzero(grades == g)) for g in GRADES}
-            entry["population_by_grade"] = {str(g): int(round(float(pop[grades == g].sum()))) for g in GRADES}
+            entry["population_by_grade"] = {str(g): round(float(pop[grades == g].sum())) for g in GRADES}
         hazards[hazard] = entry
     return {
         "region": db.region,

@@ -15,6 +15,8 @@ async def test_upgrade_applies_the_risk_schema_once_and_is_idempotent(conn: asyn
 
 async def test_upgrade_refuses_when_an_applied_migration_was_edited(conn: asyncpg.Connection) -> None:
     await upgrade(conn, [RISK_MIGRATIONS])
-    await conn.execute("UPDATE public.schema_migrations SET checksum = 'x' WHERE component = 'risk' AND version = 1")
+    await conn.execute(
+        "UPDATE public.schema_migrations SET checksum = 'x' WHERE component = 'risk' AND version = 1"
+    )
     with pytest.raises(DatabaseError, match="edited after it was applied"):
         await upgrade(conn, [RISK_MIGRATIONS])

@@ -46,7 +46,9 @@ def test_approximate_towns_partition_their_district_exactly() -> None:
 def test_gcj02_boundaries_are_moved_to_wgs84_by_a_few_hundred_metres() -> None:
     r = load_region("wuhai")
     raw = shapely.from_geojson((builtin_regions() / "wuhai" / "districts.geojson").read_text("utf-8"))
-    shift_deg = shapely.centroid(raw).distance(shapely.centroid(shapely.union_all([d.geometry for d in r.districts])))
+    shift_deg = shapely.centroid(raw).distance(
+        shapely.centroid(shapely.union_all([d.geometry for d in r.districts]))
+    )
     assert 0.001 < shift_deg < 0.01  # 100 m to 1 km
 
 
@@ -57,10 +59,17 @@ def test_gcj02_boundaries_are_moved_to_wgs84_by_a_few_hundred_metres() -> None:
         ("[hazards.frost]", "[hazards.hail]", "unknown hazard 'hail'"),
         ('key = "wuhai"', 'key = "wuhai', "malformed TOML"),
         ("seed = [106.860, 39.150]", "seed = [106.200, 39.150]", "lies outside district 150303"),
-        ('district = "150303"\nseed = [106.860', 'district = "150399"\nseed = [106.860', "unknown district 150399"),
+        (
+            'district = "150303"\nseed = [106.860',
+            'district = "150399"\nseed = [106.860',
+            "unknown district 150399",
+        ),
         ('file = "districts.geojson"', 'file = "missing.geojson"', "missing.geojson: file not found"),
-        ("component_weights = { hazard = 0.5, exposure = 0.5 }", "component_weights = { hazard = 1 }",
-         "component_weights must give exactly"),
+        (
+            "component_weights = { hazard = 0.5, exposure = 0.5 }",
+            "component_weights = { hazard = 1 }",
+            "component_weights must give exactly",
+        ),
     ],
 )
 def test_bad_region_data_gives_one_line_naming_the_file_and_the_problem(

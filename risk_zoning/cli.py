@@ -145,15 +145,16 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _climatology(args: argparse.Namespace) -> int:
-    from risk_zoning.climatology import compute_climatology
+    from risk_zoning.climatology import climatology_steps, compute_climatology
     from risk_zoning.region import load_region
 
     region = load_region(args.region)
-    with_bar = _StepBar()
-    indicators = compute_climatology(
-        args.files, region.grid, hazards=args.hazard or HAZARDS, progress=with_bar
-    )
-    with_bar.close()
+    hazards = args.hazard or HAZARDS
+    bar = _StepBar(total=len(climatology_steps(hazards)))
+    try:
+        indicators = compute_climatology(args.files, region.grid, hazards=hazards, progress=bar)
+    finally:
+        bar.close()
     _write_netcdf(indicators, args.output)
     print(f"wrote {len(indicators)} indicators to {args.output}: {', '.join(sorted(indicators))}")
     return 0
@@ -169,12 +170,12 @@ def _write_netcdf(indicators: dict, output: Path) -> None:
 
 
 class _StepBar:
-    """tqdm bar advanced by named steps (the number of steps is not known in advance)."""
+    """A tqdm bar advanced by named steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(unit="step", leave=False)
+        self._bar = tqdm(total=total, unit="step", leave=False)
 
     def __call__(self, name: str) -> None:
         self._bar.set_description(name)

@@ -5,3 +5,10 @@ HAZARDS: tuple[str, ...] = ("heat", "rainstorm", "frost", "sandstorm")
 # Five risk grades, 1 = lowest. Index with the grade number.
 GRADE_NAMES_ZH: tuple[str, ...] = ("", "低", "较低", "中", "较高", "高")
 GRADE_NAMES_EN: tuple[str, ...] = ("", "low", "fairly low", "medium", "fairly high", "high")
+
+# Colours of grades 1..5 on maps and pages: green, light green, yellow, orange, red (provincial risk maps).
+GRADE_COLOURS: tuple[str, ...] = ("#1a9850", "#a6d96a", "#fee08b", "#fc8d59", "#d73027")
+HAZARD_NAMES: dict[str, dict[str, str]] = {
+    "zh": {"heat": "高温", "rainstorm": "暴雨", "frost": "霜冻", "sandstorm": "沙尘暴"},
+    "en": {"heat": "Heat", "rainstorm": "Rainstorm", "frost": "Frost", "sandstorm": "Sandstorm"},
+}

@@ -15,17 +15,11 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from risk_zoning import GRADE_NAMES_EN, GRADE_NAMES_ZH
+from risk_zoning import GRADE_COLOURS, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES
 from risk_zoning.store import RiskDatabase
 
 log = logging.getLogger(__name__)
 
-# Low to high: green, light green, yellow, orange, red, as on provincial risk-zoning maps.
-GRADE_COLOURS = ("#1a9850", "#a6d96a", "#fee08b", "#fc8d59", "#d73027")
-HAZARD_NAMES = {
-    "zh": {"heat": "高温", "rainstorm": "暴雨", "frost": "霜冻", "sandstorm": "沙尘暴"},
-    "en": {"heat": "Heat", "rainstorm": "Rainstorm", "frost": "Frost", "sandstorm": "Sandstorm"},
-}
 CJK_FONTS = (
     "Noto Sans CJK SC",
     "Source Han Sans SC",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,12 +15,18 @@ from risk_zoning.db import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the maintenance database of a real PostgreSQL started from the pgserver wheel."""
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+def pg_server_url() -> Iterator[str]:
+    """URL of the maintenance database of a real PostgreSQL started from the pgserver wheel.
+
+    Its data lives outside pytest's tmp tree: as root, pgserver runs PostgreSQL as another user, and a
+    second pytest session resets that tree to mode 0700, which would cut the running server off its data.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="warnings-test-pg-"))
+    embedded = EmbeddedPostgres(folder)
     url = embedded.start()
     yield url
     embedded.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

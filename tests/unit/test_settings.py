@@ -1,0 +1,140 @@
+"""Settings: defaults, file and environment precedence, one-line errors that name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from warnings_svc.settings import Settings, SettingsError, load_settings
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_one_line_naming(error: SettingsError, *parts: str) -> None:
+    message = str(error)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_with_no_file_and_no_environment_every_setting_has_its_default() -> None:
+    settings = load_settings(None, {})
+    assert settings == Settings(
+        database_url=None,
+        data_dir=platformdirs.user_data_path("warnings-svc"),
+        host="127.0.0.1",
+        port=8080,
+        region="wuhai",
+        log_level="INFO",
+    )
+
+
+def test_a_file_sets_every_key_it_names(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        'database_url = "postgresql://svc@db.example/warnings"\n'
+        'data_dir = "/var/lib/warnings-svc"\n'
+        'host = "0.0.0.0"\nport = 9000\nregion = "wuhai"\nlog_level = "debug"\n',
+    )
+    settings = load_settings(path, {})
+    assert settings.database_url == "postgresql://svc@db.example/warnings"
+    assert settings.data_dir == Path("/var/lib/warnings-svc")
+    assert (settings.host, settings.port, settings.log_level) == ("0.0.0.0", 9000, "DEBUG")
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'database_url = "postgresql://file/db"\nport = 9000\nhost = "10.0.0.1"\n')
+    env = {
+        "DATABASE_URL": "postgresql://env/db",
+        "WARNINGS_SVC_PORT": "9100",
+        "WARNINGS_SVC_HOST": "127.0.0.2",
+        "WARNINGS_SVC_DATA_DIR": str(tmp_path / "env-data"),
+    }
+    settings = load_settings(path, env)
+    assert settings.database_url == "postgresql://env/db"
+    assert settings.port == 9100
+    assert settings.host == "127.0.0.2"
+    assert settings.data_dir == tmp_path / "env-data"
+
+
+def test_command_line_options_override_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(None, {"WARNINGS_SVC_PORT": "9100"}, {"port": 9200, "data_dir": tmp_path})
+    assert (settings.port, settings.data_dir) == (9200, tmp_path)
+
+
+def test_an_empty_environment_variable_leaves_the_file_value_in_place(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "port = 9000\n")
+    assert load_settings(path, {"WARNINGS_SVC_PORT": ""}).port == 9000
+
+
+def test_a_relative_data_dir_in_a_file_is_relative_to_that_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'data_dir = "state"\n')
+    assert load_settings(path, {}).data_dir == tmp_path / "state"
+
+
+def test_malformed_toml_gives_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "port = \n[broken\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "not valid TOML", "line 1")
+
+
+def test_an_unknown_key_gives_one_line_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "prot = 8080\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "unknown key 'prot'", "did you mean 'port'")
+
+
+@pytest.mark.parametrize("value", ["0", "70000", '"8080"', "80.5", "true"])
+def test_a_bad_port_gives_one_line_naming_the_file_and_the_field(tmp_path: Path, value: str) -> None:
+    path = write_config(tmp_path, f"port = {value}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "port:")
+
+
+def test_a_bad_port_in_the_environment_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write_config(tmp_path, ""), {"WARNINGS_SVC_PORT": "eighty"})
+    assert_one_line_naming(caught.value, "WARNINGS_SVC_PORT", "port:", "not an integer")
+
+
+def test_a_wrong_type_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "host = 127\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "host:", "valid string")
+
+
+def test_an_unknown_log_level_names_the_field(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'log_level = "chatty"\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "log_level:")
+
+
+def test_a_missing_file_gives_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "no such file")
+
+
+def test_a_database_url_is_never_echoed_in_an_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'database_url = ["postgresql://svc:secret@db/warnings"]\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "database_url:")
+    assert "secret" not in str(caught.value)
+
+
+def test_only_the_environment_passed_in_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARNINGS_SVC_PORT", "1234")
+    assert load_settings(None, {}).port == 8080

@@ -1,0 +1,258 @@
+"""Command line of the warning service: `demo`, `serve`, `db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import asyncpg
+from aiohttp import web
+
+from risk_zoning.build import ensure_built
+from risk_zoning.db import connect, create_pool, database_url, upgrade
+from risk_zoning.errors import RiskZoningError
+from warnings_svc.app import MIGRATIONS, create_app
+from warnings_svc.settings import Settings, SettingsError, load_settings
+
+PROG = "warnings-svc"
+POOL_CLOSE_SECONDS = 10.0
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs request_id=%{X-Request-Id}o'
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A failure the user can fix (port in use, ...); `str()` is the one line to show."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors become one line on stderr and exit status 2."""
+    # Third-party notices (pgserver's lock-path fallback and the like) are not for our users.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except (SettingsError, RiskZoningError, CommandError) as e:
+        return _fail(str(e))
+    except asyncpg.PostgresError as e:
+        return _fail(f"database: {e}")
+    except OSError as e:  # an unwritable data folder and the like
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, like every other error of this command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Meteorological disaster early-warning service.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the service on an embedded PostgreSQL with the Wuhai region, nothing to configure"
+    )
+    demo.add_argument("--data-dir", type=Path, help="folder for the embedded PostgreSQL and local state")
+    demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    demo.set_defaults(command=run_demo)
+
+    serve = commands.add_parser("serve", help="run the service as configured")
+    serve.add_argument(
+        "--config", type=Path, help="TOML settings file (see deploy/warnings-svc.example.toml)"
+    )
+    serve.set_defaults(command=run_serve)
+
+    db = commands.add_parser("db", help="database administration").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    db_upgrade = db.add_parser("upgrade", help="apply pending schema migrations")
+    db_upgrade.add_argument("--config", type=Path, help="TOML settings file")
+    db_upgrade.add_argument(
+        "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+    )
+    db_upgrade.set_defaults(command=run_db_upgrade)
+    return parser
+
+
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Embedded PostgreSQL, migrations, the Wuhai risk database, the console."""
+    settings = load_settings(None, os.environ, _options(args, "data_dir", "host", "port"))
+    _configure_logging(settings.log_level)
+    if settings.database_url:
+        # A demo must never write into a real database someone left in the environment.
+        log.info("demo ignores DATABASE_URL and uses an embedded PostgreSQL")
+        settings = settings.model_copy(update={"database_url": None})
+    return serve(settings, progress=True)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """The service as configured; builds the region's risk database first if it has none."""
+    settings = load_settings(args.config, os.environ)
+    _configure_logging(settings.log_level)
+    return serve(settings, progress=sys.stderr.isatty())
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply pending migrations and name them."""
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    _configure_logging(settings.log_level)
+    with database_url(settings.database_url, settings.data_dir) as url:
+        applied = asyncio.run(_upgrade(url))
+    print("\n".join(applied) if applied else "up to date")
+    return 0
+
+
+async def _upgrade(url: str) -> list[str]:
+    conn = await connect(url)
+    try:
+        return await upgrade(conn, MIGRATIONS)
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- serving
+
+
+def serve(settings: Settings, *, progress: bool) -> int:
+    """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0."""
+    # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with database_url(settings.database_url, settings.data_dir) as url:
+            try:
+                asyncio.run(_serve(settings, url, progress=progress))
+            finally:
+                # Stopping PostgreSQL takes a moment; a second Ctrl-C must not leave it running.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        log.info("stopped before the service was up")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    log.info("stopped")
+    return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+async def _serve(settings: Settings, url: str, *, progress: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(url)
+    try:
+        runner = web.AppRunner(
+            create_app(settings, pool), handle_signals=False, access_log_format=ACCESS_LOG_FORMAT
+        )
+        await runner.setup()
+        try:
+            # Listen before the (possibly long) first build: a taken port fails at once, and /readyz
+            # answers 503 until the risk database is there.
+            site = web.TCPSite(runner, settings.host, settings.port)
+            try:
+                await site.start()
+            except OSError as e:
+                reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
+                raise CommandError(f"cannot listen on {_authority(settings)}: {reason.lower()}") from e
+            if not await _unless_stopped(stop, _prepare_database(pool, settings.region, progress=progress)):
+                return
+            print(f"Console: http://{_authority(settings)}/", flush=True)
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            await runner.cleanup()
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            pool.terminate()
+
+
+async def _prepare_database(pool: asyncpg.Pool, region: str, *, progress: bool) -> None:
+    async with pool.acquire() as conn:
+        await upgrade(conn, MIGRATIONS)
+        version = await ensure_built(conn, region, progress=progress)
+    log.info("risk database ready", extra={"region": region, "version_id": version})
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
+    """Run `work` unless a stop is asked for first (then cancel it); True when it finished."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        stopped.cancel()
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("stop asked for while starting")
+    return False
+
+
+def _authority(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+# ---------------------------------------------------------------------------------------------- logging
+
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class _FieldsFormatter(logging.Formatter):
+    """The message, then the record's structured fields (`extra=`) as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if record.name.startswith("aiohttp."):  # its access log passes its own fields, already in the line
+            return line
+        fields = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _RECORD_FIELDS)
+        return f"{line} {fields}" if fields else line
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # pgserver narrates every pg_ctl call at INFO; our own lines say what matters.
+    logging.getLogger("pgserver").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the service, in a registry of its own (never the process-wide default one)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Request latencies of a small console and API: a few milliseconds up to a cold map render.
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServiceMetrics:
+    """The service's metrics; one instance per application, so tests and several apps never share counts."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "warnings_http_requests_total",
+            "HTTP requests answered, by route pattern, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_request_duration = Histogram(
+            "warnings_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route pattern.",
+            ["route"],
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.risk_database_version = Gauge(
+            "warnings_risk_database_version",
+            "Id of the region's current risk database version, as last seen by this process.",
+            ["region"],
+            registry=self.registry,
+        )
+        self.risk_database_build_timestamp = Gauge(
+            "warnings_risk_database_build_timestamp_seconds",
+            "When the region's current risk database version was built (Unix time).",
+            ["region"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route=route, method=method, status=str(status)).inc()
+        self.http_request_duration.labels(route=route).observe(seconds)
+
+    def observe_risk_database(self, region: str, version_id: int, built_at_unix: float) -> None:
+        self.risk_database_version.labels(region=region).set(version_id)
+        self.risk_database_build_timestamp.labels(region=region).set(built_at_unix)
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

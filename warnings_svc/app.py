@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,6 +29,7 @@ from risk_zoning.plot import render_risk_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
 from warnings_svc.metrics import ServiceMetrics
+from warnings_svc.runs import Inbox, RejectedRun, RunScorer, save_upload, watch_inbox
 from warnings_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ class UnknownHazardError(RequestError):
         super().__init__("hazard", f"unknown hazard {hazard!r}; known hazards: {', '.join(HAZARDS)}")
 
 
+class NotFoundError(RequestError):
+    """The path names something that does not exist."""
+
+
 @dataclass(frozen=True)
 class Problem:
     status: int
@@ -76,6 +82,8 @@ class Problem:
 # Domain errors -> HTTP answers, in one place. The first class in an exception's MRO found here wins.
 PROBLEMS: dict[type[BaseException], Problem] = {
     UnknownHazardError: Problem(404, "unknown-hazard", "Unknown hazard"),
+    NotFoundError: Problem(404, "not-found", "Not found"),
+    RejectedRun: Problem(422, "unusable-forecast", "Unusable forecast run"),
     RequestError: Problem(400, "invalid-parameter", "Invalid parameter"),
     DatabaseError: Problem(503, "risk-database-unavailable", "Risk database unavailable"),
     RiskZoningError: Problem(500, "risk-database-error", "Risk database error"),
@@ -218,13 +226,21 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 RISK_DATABASE = web.AppKey("risk_database", CurrentRiskDatabase)
 RISK_MAPS = web.AppKey("risk_maps", RiskMapCache)
 READINESS = web.AppKey("readiness", ReadinessProbe)
+RUN_SCORER = web.AppKey("run_scorer", RunScorer)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
-    """The service's web application on an open pool (which the caller owns and closes)."""
+MAX_UPLOAD_BYTES = 2 * 1024**3
+
+
+def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None = None) -> web.Application:
+    """The service's web application on an open pool (which the caller owns and closes).
+
+    With `database_url` (what the pool connects to) forecast runs are scored in worker processes: uploads to
+    `/api/v1/runs` and files dropped into `data_dir/inbox`.
+    """
     metrics = ServiceMetrics()
-    app = web.Application(middlewares=[observe_requests, answer_problems])
+    app = web.Application(middlewares=[observe_requests, answer_problems], client_max_size=MAX_UPLOAD_BYTES)
     app[SETTINGS] = settings
     app[POOL] = pool
     app[METRICS] = metrics
@@ -233,6 +249,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app[READINESS] = ReadinessProbe(pool, settings.region, MIGRATIONS)
     app.cleanup_ctx.append(_risk_map_renderer)
     app.cleanup_ctx.append(_risk_database_watcher)
+    if database_url is not None:
+        app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
@@ -240,6 +258,9 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app.router.add_get("/openapi.json", openapi, name="openapi")
     app.router.add_get("/maps/risk/{hazard}.png", risk_map, name="risk_map")
     app.router.add_get("/api/v1/risk/summary", risk_summary, name="risk_summary")
+    app.router.add_post("/api/v1/runs", upload_run, name="upload_run")
+    app.router.add_get("/api/v1/runs/{id}", get_run, name="run")
+    app.router.add_get("/api/v1/proposals", list_proposals, name="proposals")
     app.router.add_static("/static", STATIC_DIR, name="static")
     return app
 
@@ -251,6 +272,21 @@ async def _risk_map_renderer(app: web.Application) -> AsyncIterator[None]:
     app[RISK_MAPS] = RiskMapCache(executor)
     yield
     executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    scorer = RunScorer(app[POOL], database_url, settings.scoring)
+    app[RUN_SCORER] = scorer
+    inbox = Inbox(settings.data_dir)
+    task = asyncio.create_task(
+        watch_inbox(inbox, scorer, settings.region, settings.scoring.inbox_poll_seconds), name="watch-inbox"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    scorer.close()
 
 
 async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
@@ -414,6 +450,97 @@ async def risk_summary(request: web.Request) -> web.Response:
     db = await request.app[RISK_DATABASE].get()
     summary = await asyncio.get_running_loop().run_in_executor(None, summarise, db)
     return web.json_response(summary, dumps=partial(json.dumps, ensure_ascii=False))
+
+
+async def upload_run(request: web.Request) -> web.Response:
+    """Score an uploaded forecast run (multipart files, or one NetCDF body with ?filename=) and store it."""
+    if RUN_SCORER not in request.app:
+        raise RequestError("run", "this server does not score forecast runs")
+    files: list[tuple[str, bytes]] = []
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if part.filename:
+                files.append((part.filename, bytes(await part.read())))
+    else:
+        files.append((request.query.get("filename", "forecast.nc"), await request.read()))
+    files = [(name, data) for name, data in files if data]
+    if not files:
+        raise RequestError("file", "no forecast file in the request")
+    settings = request.app[SETTINGS]
+    folder = save_upload(files, settings.data_dir)
+    try:
+        outcome = await request.app[RUN_SCORER].ingest(sorted(folder.iterdir()), settings.region)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    body = {
+        "run_id": outcome.run_id,
+        "new": outcome.new,
+        "proposal_ids": outcome.proposal_ids,
+        **outcome.result,
+    }
+    return web.json_response(
+        body,
+        status=201 if outcome.new else 200,
+        headers={"Location": f"/api/v1/runs/{outcome.run_id}"},
+        dumps=partial(json.dumps, ensure_ascii=False),
+    )
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """A stored run: its summary and the proposals scored from it."""
+    try:
+        run_id = int(request.match_info["id"])
+    except ValueError as e:
+        raise RequestError("id", "run id must be an integer") from e
+    async with request.app[POOL].acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, summary, received_at FROM svc.forecast_run WHERE id = $1", run_id
+        )
+        if row is None:
+            raise NotFoundError("id", f"no forecast run {run_id}")
+        proposals = await conn.fetch(
+            "SELECT id, status, document FROM svc.proposal WHERE run_id = $1 ORDER BY id", run_id
+        )
+    body = {
+        "id": row["id"],
+        "received_at": row["received_at"].isoformat(),
+        "run": json.loads(row["summary"]),
+        "proposals": [{"id": p["id"], "status": p["status"], **json.loads(p["document"])} for p in proposals],
+    }
+    return web.json_response(body, dumps=partial(json.dumps, ensure_ascii=False))
+
+
+PROPOSAL_STATUSES = ("open", "superseded", "accepted", "dismissed")
+
+
+async def list_proposals(request: web.Request) -> web.Response:
+    """Proposals, newest first: `status` (default open), optional `hazard`, `limit` (default 50, at most 500)."""
+    status = request.query.get("status", "open")
+    if status not in PROPOSAL_STATUSES:
+        raise RequestError("status", f"unknown status {status!r}; use one of {', '.join(PROPOSAL_STATUSES)}")
+    hazard = request.query.get("hazard")
+    if hazard is not None and hazard not in HAZARDS:
+        raise RequestError("hazard", f"unknown hazard {hazard!r}; known hazards: {', '.join(HAZARDS)}")
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError as e:
+        raise RequestError("limit", "limit must be an integer") from e
+    if not 1 <= limit <= 500:
+        raise RequestError("limit", "limit must be between 1 and 500")
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT id, run_id, status, document FROM svc.proposal
+               WHERE status = $1 AND ($2::text IS NULL OR hazard = $2) ORDER BY id DESC LIMIT $3""",
+            status,
+            hazard,
+            limit,
+        )
+    body = [
+        {"id": r["id"], "run_id": r["run_id"], "status": r["status"], **json.loads(r["document"])}
+        for r in rows
+    ]
+    return web.json_response({"proposals": body}, dumps=partial(json.dumps, ensure_ascii=False))
 
 
 async def openapi(request: web.Request) -> web.Response:

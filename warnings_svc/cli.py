@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,9 @@ from risk_zoning.build import ensure_built
 from risk_zoning.db import connect, create_pool, database_url, upgrade
 from risk_zoning.errors import RiskZoningError
 from warnings_svc.app import MIGRATIONS, create_app
+from warnings_svc.criteria import CriteriaError
+from warnings_svc.hazards import HazardError
+from warnings_svc.runs import RejectedRun, inclusion_rules
 from warnings_svc.settings import Settings, SettingsError, load_settings
 
 PROG = "warnings-svc"
@@ -41,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.command(args)
-    except (SettingsError, RiskZoningError, CommandError) as e:
+    except (SettingsError, RiskZoningError, CommandError, CriteriaError, HazardError, RejectedRun) as e:
         return _fail(str(e))
     except asyncpg.PostgresError as e:
         return _fail(f"database: {e}")
@@ -90,6 +94,23 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
     )
     db_upgrade.set_defaults(command=run_db_upgrade)
+
+    score = commands.add_parser(
+        "score",
+        help="score forecast files against the risk database and print the proposals (stores nothing)",
+    )
+    score.add_argument("files", nargs="+", type=Path, metavar="FILE.nc", help="one run: one or several files")
+    score.add_argument("--format", choices=("json", "text"), default="json")
+    score.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the levels reached per hazard")
+    score.add_argument("--config", type=Path, help="TOML settings file ([scoring] rules, database)")
+    score.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    score.set_defaults(command=run_score)
+
+    ingest = commands.add_parser("ingest", help="score forecast files and store the run and its proposals")
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE.nc")
+    ingest.add_argument("--config", type=Path, help="TOML settings file")
+    ingest.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    ingest.set_defaults(command=run_ingest)
     return parser
 
 
@@ -136,6 +157,147 @@ async def _upgrade(url: str) -> list[str]:
         await conn.close()
 
 
+def run_score(args: argparse.Namespace) -> int:
+    """Stateless scoring: one JSON object on stdout, or one error line on stderr and exit status 2."""
+    from warnings_svc.ingest import score_files
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    _configure_logging("WARNING")
+    db, live, criteria = _scoring_inputs(settings)
+    result = score_files(args.files, db, criteria, inclusion_rules(settings.scoring), live)
+    if args.plot:
+        _plot_levels(db, result, args.plot)
+    if args.format == "json":
+        json.dump(result.to_json(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(_score_text(result.to_json()))
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Score and store one run; prints the run id and its proposals as JSON."""
+    from warnings_svc.ingest import score_files, store_result
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    _configure_logging("WARNING")
+    with database_url(settings.database_url, settings.data_dir) as url:
+
+        async def go() -> dict[str, Any]:
+            conn = await connect(url)
+            try:
+                await upgrade(conn, MIGRATIONS)
+                await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
+                db, live = await _risk_and_live(conn, settings.region)
+                result = score_files(
+                    args.files, db, _criteria(settings), inclusion_rules(settings.scoring), live
+                )
+                run_id, ids, new = await store_result(conn, result.to_json())
+                return {
+                    "run_id": run_id,
+                    "new": new,
+                    "proposals": [
+                        {
+                            "id": i,
+                            "hazard": p.hazard,
+                            "level": p.level,
+                            "action": p.action,
+                            "areas": list(p.areas),
+                        }
+                        for i, p in zip(ids, result.proposals, strict=False)
+                    ],
+                }
+            finally:
+                await conn.close()
+
+        out = asyncio.run(go())
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return 0
+
+
+def _criteria(settings: Settings):
+    from warnings_svc.criteria import load_criteria
+
+    return load_criteria(settings.scoring.criteria_file)
+
+
+async def _risk_and_live(conn: asyncpg.Connection, region: str):
+    from risk_zoning.store import load_current
+    from warnings_svc.ingest import live_warnings
+
+    db = await load_current(conn, region)
+    has_warnings = await conn.fetchval("SELECT to_regclass('svc.warning') IS NOT NULL")
+    return db, (await live_warnings(conn) if has_warnings else [])
+
+
+def _scoring_inputs(settings: Settings):
+    """The current risk database (built first if missing), the warnings in force, and the criteria."""
+    criteria = _criteria(settings)  # validate configuration before starting anything
+    with database_url(settings.database_url, settings.data_dir) as url:
+
+        async def go():
+            conn = await connect(url)
+            try:
+                await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
+                return await _risk_and_live(conn, settings.region)
+            finally:
+                await conn.close()
+
+        db, live = asyncio.run(go())
+    return db, live, criteria
+
+
+LEVEL_COLOURS = {"blue": "#1f6fd1", "yellow": "#f2c200", "orange": "#f47a00", "red": "#d7191c"}
+LEVEL_NAMES_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+
+
+def _plot_levels(db, result, path: Path) -> None:
+    import numpy as np
+
+    from risk_zoning import HAZARD_NAMES
+    from risk_zoning.plot import cjk_font, render_category_panels
+    from warnings_svc.scoring import LEVEL_ORDER
+
+    zh = cjk_font() is not None
+    panels = {}
+    for hazard, (levels, reached) in result.level_grids.items():
+        # reached counts the hazard's own levels; map onto the common blue..red scale
+        lookup = np.array([0] + [LEVEL_ORDER.index(lv) + 1 for lv in levels], dtype=np.int8)
+        panels[HAZARD_NAMES["zh" if zh else "en"][hazard]] = lookup[reached]
+    labels = tuple(LEVEL_NAMES_ZH[lv] if zh else lv for lv in LEVEL_ORDER)
+    title = ("预报预警等级 " if zh else "Forecast warning levels, run ") + result.run["reference_time"]
+    png = render_category_panels(
+        db,
+        panels,
+        tuple(LEVEL_COLOURS[lv] for lv in LEVEL_ORDER),
+        labels,
+        title=title,
+        lang="zh" if zh else "en",
+    )
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(png)
+    tmp.replace(path)
+
+
+def _score_text(doc: dict[str, Any]) -> str:
+    run = doc["run"]
+    lines = [f"run {run['reference_time']}  members {run['members']}  files {', '.join(run['files'])}"]
+    for hazard, info in run["hazards"].items():
+        variable = info.get("variable") or {}
+        source = variable.get("source_variable", "?") if isinstance(variable, dict) else variable
+        state = info.get("reason") or info.get("suppressed") or f"evaluated from {source}"
+        lines.append(f"  {hazard:<10} {state}")
+    if not doc["proposals"]:
+        lines.append("no proposals")
+    for p in doc["proposals"]:
+        lines.append(
+            f"{p['action']:<9} {p['hazard']:<10} {p['level']:<7} {', '.join(p['area_names']) or ', '.join(p['areas'])}"
+            f"  {p['onset']} -> {p['expires']}  p={p['probability']:.2f}  exposed {p['exposed_population']:,}"
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------- serving
 
 
@@ -172,7 +334,9 @@ async def _serve(settings: Settings, url: str, *, progress: bool) -> None:
     pool = await create_pool(url)
     try:
         runner = web.AppRunner(
-            create_app(settings, pool), handle_signals=False, access_log_format=ACCESS_LOG_FORMAT
+            create_app(settings, pool, database_url=url),
+            handle_signals=False,
+            access_log_format=ACCESS_LOG_FORMAT,
         )
         await runner.setup()
         try:

@@ -32,6 +32,25 @@ class SettingsError(Exception):
         super().__init__(f"{self.source}: {problem}")
 
 
+class ScoringSettings(BaseModel):
+    """How forecast runs become proposals (table `[scoring]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A TOML file overriding any subset of the national criteria (warnings_svc/config/criteria.toml).
+    criteria_file: Path | None = None
+    # The admin level a warning's areas are named at: district by default, since town outlines are approximate.
+    area_level: Literal["city", "district", "town"] = "district"
+    min_probability: Annotated[float, Field(gt=0, le=1)] = 0.3
+    min_fraction_exposed: Annotated[float, Field(ge=0, le=1)] = 0.05
+    min_exposed_population: Annotated[int, Field(ge=0)] = 500
+    max_vertices: Annotated[int, Field(ge=4, le=10_000)] = 100
+    min_polygon_area_km2: Annotated[float, Field(ge=0)] = 1.0
+    expiry_margin_h: Annotated[float, Field(ge=0, le=72)] = 0.0
+    workers: Annotated[int, Field(ge=1, le=32)] = 1
+    inbox_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+
 class Settings(BaseModel):
     """Everything the service reads from its configuration. Unknown keys are errors, not ignored."""
 
@@ -44,6 +63,7 @@ class Settings(BaseModel):
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8080
     region: Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")] = "wuhai"
     log_level: LogLevel = "INFO"
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -74,6 +94,9 @@ def load_settings(
                 raise SettingsError(path, f"unknown key '{key}'{_did_you_mean(key)}")
             if key == "data_dir" and isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 value = str(path.parent / value)
+            if key == "scoring" and isinstance(value, dict) and isinstance(value.get("criteria_file"), str):
+                criteria = Path(value["criteria_file"]).expanduser()
+                value = {**value, "criteria_file": str(criteria if criteria.is_absolute() else path.parent / criteria)}
             values[key] = value
             sources[key] = str(path)
     for variable, key in ENVIRONMENT.items():
@@ -89,8 +112,9 @@ def load_settings(
         return Settings.model_validate(values)
     except ValidationError as e:
         first = e.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else ""
-        source = sources.get(key, str(path) if path is not None else "settings")
+        key = ".".join(str(part) for part in first["loc"])
+        top = str(first["loc"][0]) if first["loc"] else ""
+        source = sources.get(top, str(path) if path is not None else "settings")
         problem = first["msg"]
         if "input" in first and key != "database_url":  # a URL may carry a password: never echo it
             problem += f" (got {_shorten(repr(first['input']))})"

@@ -1,0 +1,273 @@
+"""Forecast runs end to end: scenario files -> `warnings-svc score` / ingest / upload / inbox -> proposals,
+against the embedded PostgreSQL and the real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import xarray as xr
+from aiohttp.test_utils import TestClient, TestServer
+
+from risk_zoning.build import ensure_built
+from risk_zoning.db import create_pool, upgrade
+from risk_zoning.region import load_region
+from risk_zoning.store import load_current
+from warnings_svc.app import MIGRATIONS, create_app
+from warnings_svc.criteria import load_criteria
+from warnings_svc.ingest import live_warnings, score_files, store_result
+from warnings_svc.scenarios import write_scenario
+from warnings_svc.scoring import InclusionRules
+from warnings_svc.settings import ScoringSettings, Settings
+
+HAZARD_SCENARIOS = ("heat", "rainstorm", "frost", "sandstorm")
+LEVELS = {"blue", "yellow", "orange", "red"}
+
+
+@pytest.fixture(scope="session")
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """One deterministic run per scenario, CF style, plus an ECMWF-style 10-member heat ensemble."""
+    root = tmp_path_factory.mktemp("scenarios")
+    region = load_region("wuhai")
+    out = {name: write_scenario(name, root / name, region) for name in (*HAZARD_SCENARIOS, "quiet")}
+    out["heat_ensemble"] = write_scenario("heat", root / "ens", region, members=10, style="ecmwf")
+    return out
+
+
+@pytest.fixture(scope="module")
+async def built_url(pg_server_url: str) -> AsyncIterator[str]:
+    name = f"t_runs_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = pg_server_url.replace("/warnings?", f"/{name}?")
+    conn = await asyncpg.connect(url)
+    await upgrade(conn, MIGRATIONS)
+    await ensure_built(conn, "wuhai", progress=False)
+    await conn.close()
+    yield url
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.close()
+
+
+def score_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "warnings_svc.cli", "score", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def check_proposal(p: dict) -> None:
+    assert p["hazard"] in HAZARD_SCENARIOS and p["level"] in LEVELS
+    assert p["areas"] and all(len(a) == 12 and a.isdigit() for a in p["areas"])
+    onset, expires = datetime.fromisoformat(p["onset"]), datetime.fromisoformat(p["expires"])
+    assert onset.utcoffset() == timedelta(hours=8) and expires > onset
+    assert 0.0 <= p["probability"] <= 1.0
+    assert isinstance(p["exposed_population"], int) and p["exposed_population"] > 0
+    assert {"run", "hazard", "inclusion"} <= set(p["evidence"])
+    for polygon in p["polygons"]:
+        pairs = polygon.split(" ")
+        assert pairs[0] == pairs[-1] and len(pairs) >= 4
+
+
+@pytest.mark.parametrize("hazard", HAZARD_SCENARIOS)
+def test_score_proposes_a_warning_for_each_hazard_scenario(scenarios: dict, built_url: str, hazard: str) -> None:
+    out = score_cli(*map(str, scenarios[hazard]), "--format", "json", url=built_url)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["run"]["hazards"][hazard]["evaluated"] is True
+    mine = [p for p in doc["proposals"] if p["hazard"] == hazard]
+    assert mine, doc["run"]
+    for p in doc["proposals"]:
+        check_proposal(p)
+        assert p["action"] == "new"
+
+
+def test_a_quiet_run_proposes_nothing(scenarios: dict, built_url: str) -> None:
+    out = score_cli(*map(str, scenarios["quiet"]), url=built_url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["proposals"] == []
+
+
+def test_an_ensemble_gives_member_counts_and_probabilities(scenarios: dict, built_url: str) -> None:
+    out = score_cli(*map(str, scenarios["heat_ensemble"]), url=built_url)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["run"]["members"] == 10
+    heat = [p for p in doc["proposals"] if p["hazard"] == "heat"]
+    assert heat
+    assert all(p["evidence"]["hazard"]["members"] == 10 for p in heat)
+    # the strongest level is reached by only some members somewhere
+    assert min(p["probability"] for p in heat) < 1.0 or any(
+        i["max_probability"] < 1.0 for p in heat for i in p["impacts"]
+    )
+
+
+def test_score_plot_draws_the_levels(scenarios: dict, built_url: str, tmp_path: Path) -> None:
+    out = score_cli(*map(str, scenarios["sandstorm"]), "--plot", str(tmp_path / "levels.png"), url=built_url)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "levels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _no_units(src: Path, dst: Path) -> Path:
+    ds = xr.open_dataset(src)
+    ds = ds[["tas"]].load()
+    ds["tas"].attrs.pop("units", None)
+    ds.to_netcdf(dst)
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "no_units"])
+def test_a_bad_file_exits_2_with_one_line_naming_it_and_nothing_on_stdout(
+    scenarios: dict, built_url: str, tmp_path: Path, kind: str
+) -> None:
+    bad = tmp_path / f"{kind}.nc"
+    if kind == "text":
+        bad.write_text("this is not a forecast")
+    elif kind == "truncated":
+        bad.write_bytes(scenarios["heat"][0].read_bytes()[:5000])
+    else:
+        _no_units(scenarios["heat"][0], bad)
+    out = score_cli(str(bad), url=built_url)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warnings-svc: ") and bad.name in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+
+async def test_a_new_run_is_diffed_against_warnings_in_force(scenarios: dict, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await upgrade(conn, MIGRATIONS)
+        await ensure_built(conn, "wuhai", progress=False)
+        db = await load_current(conn, "wuhai")
+        now = datetime.now(UTC)
+        heat_id = await conn.fetchval(
+            "INSERT INTO svc.warning (hazard, level, areas, onset, expires) VALUES ('heat', 'yellow', $1, $2, $3)"
+            " RETURNING id", ["150304000000"], now, now + timedelta(hours=6))
+        sand_id = await conn.fetchval(
+            "INSERT INTO svc.warning (hazard, level, areas, onset, expires) VALUES ('sandstorm', 'yellow', $1, $2,"
+            " $3) RETURNING id", ["150302000000"], now, now + timedelta(hours=6))
+        live = await live_warnings(conn)
+        criteria, rules = load_criteria(), InclusionRules()
+
+        hot = score_files(scenarios["heat"], db, criteria, rules, live)
+        heat = [p for p in hot.proposals if p.hazard == "heat"]
+        changed = [p for p in heat if p.replaces == heat_id]
+        assert len(changed) == 1 and changed[0].action in ("upgrade", "expand")
+        assert changed[0].changes["from_level"] == "yellow"
+        # the heat run has no dust storm: the live sandstorm warning is proposed for cancellation
+        cancels = [p for p in hot.proposals if p.action == "cancel"]
+        assert [c.replaces for c in cancels] == [sand_id]
+
+        # a run with temperature only cannot judge sandstorms, so it never cancels one
+        temp_only = _subset(scenarios["quiet"][0], ["tas"], Path(scenarios["quiet"][0]).parent / "tas_only.nc")
+        quiet = score_files([temp_only], db, criteria, rules, live)
+        assert [(p.action, p.replaces) for p in quiet.proposals] == [("cancel", heat_id)]
+    finally:
+        await conn.close()
+
+
+def _subset(src: Path, names: list[str], dst: Path) -> Path:
+    with xr.open_dataset(src) as ds:
+        ds[names].load().to_netcdf(dst)
+    return dst
+
+
+async def test_a_run_is_stored_once_and_supersedes_earlier_proposals(scenarios: dict, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await upgrade(conn, MIGRATIONS)
+        await ensure_built(conn, "wuhai", progress=False)
+        db = await load_current(conn, "wuhai")
+        first = score_files(scenarios["heat"], db, load_criteria(), InclusionRules()).to_json()
+        run_id, ids, new = await store_result(conn, first)
+        assert new and ids
+        again = await store_result(conn, first)
+        assert again == (run_id, ids, False)
+        second = score_files(scenarios["heat_ensemble"], db, load_criteria(), InclusionRules()).to_json()
+        _, ids2, _ = await store_result(conn, second)
+        statuses = dict(await conn.fetch("SELECT id, status FROM svc.proposal"))
+        assert {statuses[i] for i in ids} == {"superseded"}
+        assert {statuses[i] for i in ids2} == {"open"}
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- service
+
+
+@pytest.fixture
+async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Path]]:
+    pool = await create_pool(built_url, max_size=4)
+    settings = Settings(database_url=built_url, data_dir=tmp_path,
+                        scoring=ScoringSettings(inbox_poll_seconds=0.2))
+    client = TestClient(TestServer(create_app(settings, pool, database_url=built_url)))
+    await client.start_server()
+    try:
+        yield client, tmp_path
+    finally:
+        await client.close()
+        await pool.close()
+
+
+async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict, service) -> None:  # noqa: ANN001
+    client, _ = service
+    path = scenarios["sandstorm"][0]
+    upload = client.post(f"/api/v1/runs?filename={path.name}", data=path.read_bytes(),
+                         headers={"Content-Type": "application/x-netcdf"})
+    # while the worker scores, the event loop still answers
+    health = asyncio.ensure_future(client.get("/healthz"))
+    resp = await upload
+    assert (await health).status == 200
+    assert resp.status in (200, 201), await resp.text()
+    body = await resp.json()
+    assert body["proposal_ids"] and {p["hazard"] for p in body["proposals"]} >= {"sandstorm"}
+    run = await (await client.get(f"/api/v1/runs/{body['run_id']}")).json()
+    assert [p["id"] for p in run["proposals"]] == body["proposal_ids"]
+    listed = await (await client.get("/api/v1/proposals?hazard=sandstorm")).json()
+    assert {p["id"] for p in listed["proposals"]} >= set(body["proposal_ids"])
+
+
+async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> None:  # noqa: ANN001
+    client, _ = service
+    resp = await client.post("/api/v1/runs?filename=junk.nc", data=b"junk",
+                             headers={"Content-Type": "application/x-netcdf"})
+    assert resp.status == 422
+    problem = await resp.json()
+    assert "junk.nc" in problem["detail"] and "\n" not in problem["detail"]
+
+
+async def test_bad_proposal_filters_are_400_problems(service) -> None:  # noqa: ANN001
+    client, _ = service
+    for query in ("status=maybe", "hazard=hail", "limit=0", "limit=x"):
+        resp = await client.get(f"/api/v1/proposals?{query}")
+        assert resp.status == 400, query
+        assert (await resp.json())["status"] == 400
+
+
+async def test_the_inbox_scores_good_files_and_quarantines_bad_ones(scenarios: dict, service) -> None:  # noqa: ANN001
+    client, root = service
+    inbox = root / "inbox"
+    good = inbox / scenarios["frost"][0].name
+    good.write_bytes(scenarios["frost"][0].read_bytes())
+    (inbox / "broken.nc").write_text("not netcdf")
+    for _ in range(300):
+        archived = list((root / "archive").glob("*.nc"))
+        reasons = list((root / "quarantine").glob("*.reason"))
+        if archived and reasons:
+            break
+        await asyncio.sleep(0.2)
+    assert [p.name for p in archived] == [good.name]
+    assert len(reasons) == 1 and "broken.nc" in reasons[0].read_text()
+    assert not any(inbox.iterdir())

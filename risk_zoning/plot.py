@@ -169,3 +169,42 @@ def _layer_map(db: RiskDatabase, layer: str, lang: str) -> bytes:
     _outlines(ax, db, lang)
     synthetic = " (synthetic)" if stored.provenance.get("synthetic") else ""
     return _finish(fig, ax, db, aspect, f"{layer}{synthetic}")
+
+
+def render_category_panels(
+    db: RiskDatabase,
+    panels: dict[str, np.ndarray],
+    colours: tuple[str, ...],
+    labels: tuple[str, ...],
+    *,
+    title: str,
+    lang: str = "zh",
+) -> bytes:
+    """PNG with one map per panel of categories 1..len(colours) per cell (0 = none, left blank), sharing a
+    legend; district and town outlines on each. Used for forecast warning levels per hazard."""
+    with _fonts():
+        lang = _language(lang)
+        n = max(len(panels), 1)
+        fig, aspect = _new_figure(db, 3.4 * n)
+        fig.set_size_inches(3.4 * n, fig.get_size_inches()[1] / n + 0.8)
+        cmap = ListedColormap(colours)
+        norm = BoundaryNorm(np.arange(0.5, len(colours) + 1.5), len(colours))
+        for i, (name, grid) in enumerate(panels.items(), start=1):
+            ax = fig.add_subplot(1, n, i)
+            data = grid.astype(float)
+            data[data == 0] = np.nan
+            ax.imshow(data, origin="lower", extent=_extent(db), cmap=cmap, norm=norm, interpolation="nearest")
+            _outlines(ax, db, lang)
+            lon0, lat0, lon1, lat1 = db.grid.bounds
+            ax.set_xlim(lon0, lon1)
+            ax.set_ylim(lat0, lat1)
+            ax.set_aspect(aspect)
+            ax.set_title(name, fontsize=10)
+            ax.tick_params(labelsize=6)
+        handles = [Patch(color=c, label=lab) for c, lab in zip(colours, labels, strict=True)]
+        fig.legend(handles=handles, loc="lower center", ncol=len(colours), fontsize=8, frameon=False)
+        fig.suptitle(title, fontsize=11)
+        buf = io.BytesIO()
+        FigureCanvasAgg(fig)
+        fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.1)
+        return buf.getvalue()

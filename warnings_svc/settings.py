@@ -96,7 +96,10 @@ def load_settings(
                 value = str(path.parent / value)
             if key == "scoring" and isinstance(value, dict) and isinstance(value.get("criteria_file"), str):
                 criteria = Path(value["criteria_file"]).expanduser()
-                value = {**value, "criteria_file": str(criteria if criteria.is_absolute() else path.parent / criteria)}
+                value = {
+                    **value,
+                    "criteria_file": str(criteria if criteria.is_absolute() else path.parent / criteria),
+                }
             values[key] = value
             sources[key] = str(path)
     for variable, key in ENVIRONMENT.items():

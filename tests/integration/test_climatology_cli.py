@@ -10,8 +10,12 @@ import xarray as xr
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "risk_zoning.cli", "climatology", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "risk_zoning.cli", "climatology", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def write_daily_tmax(path: Path, value: float) -> Path:
@@ -20,10 +24,18 @@ def write_daily_tmax(path: Path, value: float) -> Path:
     data = np.full((t.size, lat.size, lon.size), 20.0, dtype="f4")
     data[180:190] = value  # ten consecutive hot days in July
     xr.Dataset(
-        {"tasmax": (("time", "lat", "lon"), data,
-                    {"units": "degC", "standard_name": "air_temperature", "cell_methods": "time: maximum"})},
-        coords={"time": t, "lat": ("lat", lat, {"units": "degrees_north"}),
-                "lon": ("lon", lon, {"units": "degrees_east"})},
+        {
+            "tasmax": (
+                ("time", "lat", "lon"),
+                data,
+                {"units": "degC", "standard_name": "air_temperature", "cell_methods": "time: maximum"},
+            )
+        },
+        coords={
+            "time": t,
+            "lat": ("lat", lat, {"units": "degrees_north"}),
+            "lon": ("lon", lon, {"units": "degrees_east"}),
+        },
     ).to_netcdf(path)
     return path
 

@@ -60,8 +60,13 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 
 def score_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.run([sys.executable, "-m", "warnings_svc.cli", "score", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "warnings_svc.cli", "score", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def check_proposal(p: dict) -> None:
@@ -78,7 +83,9 @@ def check_proposal(p: dict) -> None:
 
 
 @pytest.mark.parametrize("hazard", HAZARD_SCENARIOS)
-def test_score_proposes_a_warning_for_each_hazard_scenario(scenarios: dict, built_url: str, hazard: str) -> None:
+def test_score_proposes_a_warning_for_each_hazard_scenario(
+    scenarios: dict, built_url: str, hazard: str
+) -> None:
     out = score_cli(*map(str, scenarios[hazard]), "--format", "json", url=built_url)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -154,10 +161,18 @@ async def test_a_new_run_is_diffed_against_warnings_in_force(scenarios: dict, db
         now = datetime.now(UTC)
         heat_id = await conn.fetchval(
             "INSERT INTO svc.warning (hazard, level, areas, onset, expires) VALUES ('heat', 'yellow', $1, $2, $3)"
-            " RETURNING id", ["150304000000"], now, now + timedelta(hours=6))
+            " RETURNING id",
+            ["150304000000"],
+            now,
+            now + timedelta(hours=6),
+        )
         sand_id = await conn.fetchval(
             "INSERT INTO svc.warning (hazard, level, areas, onset, expires) VALUES ('sandstorm', 'yellow', $1, $2,"
-            " $3) RETURNING id", ["150302000000"], now, now + timedelta(hours=6))
+            " $3) RETURNING id",
+            ["150302000000"],
+            now,
+            now + timedelta(hours=6),
+        )
         live = await live_warnings(conn)
         criteria, rules = load_criteria(), InclusionRules()
 
@@ -171,7 +186,9 @@ async def test_a_new_run_is_diffed_against_warnings_in_force(scenarios: dict, db
         assert [c.replaces for c in cancels] == [sand_id]
 
         # a run with temperature only cannot judge sandstorms, so it never cancels one
-        temp_only = _subset(scenarios["quiet"][0], ["tas"], Path(scenarios["quiet"][0]).parent / "tas_only.nc")
+        temp_only = _subset(
+            scenarios["quiet"][0], ["tas"], Path(scenarios["quiet"][0]).parent / "tas_only.nc"
+        )
         quiet = score_files([temp_only], db, criteria, rules, live)
         assert [(p.action, p.replaces) for p in quiet.proposals] == [("cancel", heat_id)]
     finally:
@@ -210,8 +227,9 @@ async def test_a_run_is_stored_once_and_supersedes_earlier_proposals(scenarios: 
 @pytest.fixture
 async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Path]]:
     pool = await create_pool(built_url, max_size=4)
-    settings = Settings(database_url=built_url, data_dir=tmp_path,
-                        scoring=ScoringSettings(inbox_poll_seconds=0.2))
+    settings = Settings(
+        database_url=built_url, data_dir=tmp_path, scoring=ScoringSettings(inbox_poll_seconds=0.2)
+    )
     client = TestClient(TestServer(create_app(settings, pool, database_url=built_url)))
     await client.start_server()
     try:
@@ -221,11 +239,14 @@ async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestCli
         await pool.close()
 
 
-async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict, service) -> None:  # noqa: ANN001
+async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict, service) -> None:
     client, _ = service
     path = scenarios["sandstorm"][0]
-    upload = client.post(f"/api/v1/runs?filename={path.name}", data=path.read_bytes(),
-                         headers={"Content-Type": "application/x-netcdf"})
+    upload = client.post(
+        f"/api/v1/runs?filename={path.name}",
+        data=path.read_bytes(),
+        headers={"Content-Type": "application/x-netcdf"},
+    )
     # while the worker scores, the event loop still answers
     health = asyncio.ensure_future(client.get("/healthz"))
     resp = await upload
@@ -239,16 +260,17 @@ async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict
     assert {p["id"] for p in listed["proposals"]} >= set(body["proposal_ids"])
 
 
-async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> None:  # noqa: ANN001
+async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> None:
     client, _ = service
-    resp = await client.post("/api/v1/runs?filename=junk.nc", data=b"junk",
-                             headers={"Content-Type": "application/x-netcdf"})
+    resp = await client.post(
+        "/api/v1/runs?filename=junk.nc", data=b"junk", headers={"Content-Type": "application/x-netcdf"}
+    )
     assert resp.status == 422
     problem = await resp.json()
     assert "junk.nc" in problem["detail"] and "\n" not in problem["detail"]
 
 
-async def test_bad_proposal_filters_are_400_problems(service) -> None:  # noqa: ANN001
+async def test_bad_proposal_filters_are_400_problems(service) -> None:
     client, _ = service
     for query in ("status=maybe", "hazard=hail", "limit=0", "limit=x"):
         resp = await client.get(f"/api/v1/proposals?{query}")
@@ -256,8 +278,8 @@ async def test_bad_proposal_filters_are_400_problems(service) -> None:  # noqa: 
         assert (await resp.json())["status"] == 400
 
 
-async def test_the_inbox_scores_good_files_and_quarantines_bad_ones(scenarios: dict, service) -> None:  # noqa: ANN001
-    client, root = service
+async def test_the_inbox_scores_good_files_and_quarantines_bad_ones(scenarios: dict, service) -> None:
+    _client, root = service
     inbox = root / "inbox"
     good = inbox / scenarios["frost"][0].name
     good.write_bytes(scenarios["frost"][0].read_bytes())

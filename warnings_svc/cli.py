@@ -101,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     score.add_argument("files", nargs="+", type=Path, metavar="FILE.nc", help="one run: one or several files")
     score.add_argument("--format", choices=("json", "text"), default="json")
+    score.add_argument(
+        "--observations",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="station CSV or analysis grid for the observed-and-continuing branch (repeatable)",
+    )
     score.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the levels reached per hazard")
     score.add_argument("--config", type=Path, help="TOML settings file ([scoring] rules, database)")
     score.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
@@ -164,7 +172,7 @@ def run_score(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
     db, live, criteria = _scoring_inputs(settings)
-    result = score_files(args.files, db, criteria, inclusion_rules(settings.scoring), live)
+    result = score_files(args.files, db, criteria, inclusion_rules(settings.scoring), live, args.observations)
     if args.plot:
         _plot_levels(db, result, args.plot)
     if args.format == "json":

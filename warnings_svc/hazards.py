@@ -1,9 +1,9 @@
 """Forecast grids to warning levels: for each hazard and level, the probability that a cell reaches it.
 
 Pure computation: canonical `xarray.DataArray`s in (see `risk_zoning.cfgrid`: dims ``time``, optional
-``member``, ``lat``, ``lon``; degC, mm per step, m, m s-1), a `HazardResult` out. No files, no database; the
-one exception is the thin `read_station_csv` at the end, which only reads a file and hands its text to the
-pure `stations_to_grid`.
+``member``, ``lat``, ``lon``; degC, mm per step, m, m s-1), a `HazardResult` out. No files, no database
+(station CSV files are read by `warnings_svc.ingest.read_station_csv`, which hands the text to
+`stations_to_grid` here).
 
 How a criterion is evaluated (the numbers are in ``warnings_svc/config/criteria.toml``):
 
@@ -70,7 +70,6 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import cf_units
@@ -102,7 +101,6 @@ __all__ = [
     "evaluate",
     "evaluate_all",
     "evaluate_tile",
-    "read_station_csv",
     "stations_to_grid",
     "tile_template",
 ]
@@ -112,7 +110,7 @@ log = logging.getLogger(__name__)
 REL_TOL = 1e-6  # values within this fraction of a threshold count as equal to it
 CHUNK_CELLS = 512  # cells per kernel work item: (time + 1) x 512 float64 running sums stay in cache
 
-Branch = Literal["forecast", "observed"]
+Branch = Literal["forecast", "observed", "forecast+observed"]
 
 _HOUR_NS = 3_600_000_000_000
 _DAY_NS = 24 * _HOUR_NS
@@ -1399,18 +1397,6 @@ _COMBINE: dict[str, str] = {
 }
 
 
-def read_station_csv(path: str | Path, grid: RegularGrid) -> dict[str, xr.DataArray]:
-    """Station observations from a CSV file placed on `grid` (see `stations_to_grid`)."""
-    path = Path(path)
-    try:
-        text = path.read_text("utf-8-sig")
-    except FileNotFoundError as e:
-        raise HazardInputError(f"{path}: no such file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise HazardInputError(f"{path}: cannot read ({e})") from e
-    return stations_to_grid(text, grid, source=str(path))
-
-
 def stations_to_grid(text: str, grid: RegularGrid, *, source: str = "stations") -> dict[str, xr.DataArray]:
     """Station rows placed in the grid cell containing each station, one canonical DataArray per quantity.
 
@@ -1589,3 +1575,39 @@ def _combine_cells(
         np.minimum.at(out_min, flat, values)
         out = np.where(np.isfinite(out_min), out_min, np.nan)
     return out
+
+
+def combine_branches(forecast: HazardResult, observed: HazardResult) -> HazardResult:
+    """One result from both branches: per level and cell the larger probability, the earlier onset and the
+    later end; cells without observations (NaN) keep the forecast. Evidence keeps both branches'."""
+    if forecast.levels != observed.levels:
+        raise HazardInputError(f"{forecast.hazard}: branches disagree on levels")
+    probability = np.fmax(forecast.probability.values, observed.probability.values)
+    onset = np.where(
+        np.isnat(observed.onset.values),
+        forecast.onset.values,
+        np.where(
+            np.isnat(forecast.onset.values),
+            observed.onset.values,
+            np.minimum(forecast.onset.values, observed.onset.values),
+        ),
+    )
+    end = np.where(
+        np.isnat(observed.end.values),
+        forecast.end.values,
+        np.where(
+            np.isnat(forecast.end.values),
+            observed.end.values,
+            np.maximum(forecast.end.values, observed.end.values),
+        ),
+    )
+    return HazardResult(
+        hazard=forecast.hazard,
+        levels=forecast.levels,
+        probability=forecast.probability.copy(data=probability.astype(np.float32)),
+        onset=forecast.onset.copy(data=onset),
+        end=forecast.end.copy(data=end),
+        branch="forecast+observed",
+        suppressed=forecast.suppressed,
+        evidence={**forecast.evidence, "observed": observed.evidence},
+    )

@@ -23,7 +23,7 @@ from risk_zoning.errors import GridDataError
 from risk_zoning.grid import RegularGrid
 from risk_zoning.store import RiskDatabase
 from warnings_svc.criteria import Criteria
-from warnings_svc.hazards import evaluate
+from warnings_svc.hazards import HazardInputError, combine_branches, evaluate, stations_to_grid
 from warnings_svc.scoring import BEIJING, InclusionRules, LiveWarning, Proposal, diff_against_live, propose
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,34 @@ def _reference_time(data: dict[str, xr.DataArray]) -> np.datetime64:
     return np.datetime64(min(da["time"].values.min() for da in data.values()), "ns")
 
 
+def read_station_csv(path: str | Path, grid: RegularGrid) -> dict[str, xr.DataArray]:
+    """Station observations from a CSV file placed on `grid` (format: `warnings_svc.hazards.stations_to_grid`)."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8-sig")
+    except FileNotFoundError as e:
+        raise HazardInputError(f"{path}: no such file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise HazardInputError(f"{path}: cannot read ({e})") from e
+    return stations_to_grid(text, grid, source=str(path))
+
+
+def read_observations(paths: Sequence[str | Path], grid: RegularGrid) -> dict[str, xr.DataArray]:
+    """Observations for the observed-and-continuing branch: station CSV files and/or analysis grids (NetCDF)."""
+    out: dict[str, xr.DataArray] = {}
+    grids = [Path(p) for p in paths if Path(p).suffix.lower() in (".nc", ".nc4", ".netcdf", ".cdf")]
+    for p in paths:
+        if Path(p) not in grids:
+            out.update(read_station_csv(p, grid))
+    if grids:
+        for q in QUANTITIES:
+            try:
+                out[q] = read_quantity(grids, q, grid)
+            except QuantityNotFoundError:
+                continue
+    return out
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     run: dict[str, Any]
@@ -142,8 +170,12 @@ def score_run(
     rules: InclusionRules,
     live: Iterable[LiveWarning] = (),
     hazards: Sequence[str] = HAZARDS,
+    observations: dict[str, xr.DataArray] | None = None,
 ) -> ScoreResult:
-    """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`."""
+    """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`.
+
+    With `observations`, a hazard whose observed quantity is there is also judged on the observed-and-
+    continuing branch, and the two branches are combined cell by cell (the stronger wins)."""
     started = time.perf_counter()
     summary = run.summary()
     summary["risk_database_version"] = db.version_id
@@ -157,6 +189,16 @@ def score_run(
             hazard_info[hazard] = {"evaluated": False, "reason": "no suitable variable in the run"}
             continue
         result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
+        observed = {
+            q: observations[q] for q in HAZARD_QUANTITIES[hazard] if observations and q in observations
+        }
+        if observed and not result.suppressed:
+            result = combine_branches(
+                result,
+                evaluate(
+                    hazard, available, criteria, reference_time=run.reference_time, observations=observed
+                ),
+            )
         hazard_info[hazard] = {
             "evaluated": True,
             "suppressed": result.suppressed,
@@ -190,10 +232,12 @@ def score_files(
     criteria: Criteria,
     rules: InclusionRules,
     live: Iterable[LiveWarning] = (),
+    observation_paths: Sequence[str | Path] = (),
 ) -> ScoreResult:
     """Read and score in one call: the unit of work sent to a worker process by the service."""
     started = time.perf_counter()
-    result = score_run(read_run(paths, db.grid), db, criteria, rules, live)
+    observations = read_observations(observation_paths, db.grid) if observation_paths else None
+    result = score_run(read_run(paths, db.grid), db, criteria, rules, live, observations=observations)
     result.run["seconds"] = round(time.perf_counter() - started, 3)
     return result
 

@@ -293,3 +293,34 @@ async def test_the_inbox_scores_good_files_and_quarantines_bad_ones(scenarios: d
     assert [p.name for p in archived] == [good.name]
     assert len(reasons) == 1 and "broken.nc" in reasons[0].read_text()
     assert not any(inbox.iterdir())
+
+
+def test_observed_and_continuing_heat_raises_the_level_where_stations_saw_it(
+    scenarios: dict, built_url: str, tmp_path: Path
+) -> None:
+    # a station in Wuda's urban core saw 40.5 degC on each of the three days before the heat run (12 UTC
+    # on 14 July); the forecast keeps it above 35 degC, so the observed branch reaches red there
+    csv = tmp_path / "stations.csv"
+    csv.write_text(
+        "station_id,lon,lat,time,tmax[degC]\n"
+        + "".join(f"WUDA1,106.72,39.50,2024-07-{d}T20:00+08:00,40.5\n" for d in (12, 13, 14)),
+        "utf-8",
+    )
+    plain = json.loads(score_cli(*map(str, scenarios["heat"]), url=built_url).stdout)
+    out = score_cli(*map(str, scenarios["heat"]), "--observations", str(csv), url=built_url)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert "red" not in {p["level"] for p in plain["proposals"] if p["hazard"] == "heat"}
+    red = [p for p in doc["proposals"] if p["hazard"] == "heat" and p["level"] == "red"]
+    assert [p["areas"] for p in red] == [["150304000000"]]
+    assert red[0]["evidence"]["branch"] == "forecast+observed"
+
+
+def test_a_bad_observation_file_is_one_line_naming_file_and_row(
+    scenarios: dict, built_url: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "stations.csv"
+    csv.write_text("station_id,lon,lat,time,tmax[degC]\nA,106.7,39.5,yesterday,40\n", "utf-8")
+    out = score_cli(*map(str, scenarios["heat"]), "--observations", str(csv), url=built_url)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "stations.csv" in out.stderr

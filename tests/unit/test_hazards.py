@@ -31,9 +31,9 @@ from warnings_svc.hazards import (
     evaluate,
     evaluate_all,
     evaluate_tile,
-    read_station_csv,
     tile_template,
 )
+from warnings_svc.ingest import read_station_csv
 
 
 @pytest.fixture(scope="module")

@@ -208,3 +208,26 @@ def render_category_panels(
         FigureCanvasAgg(fig)
         fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.1)
         return buf.getvalue()
+
+
+def render_shapes_map(
+    db: RiskDatabase, shapes: list[tuple[dict, str, str]], *, title: str, lang: str = "zh"
+) -> bytes:
+    """PNG of GeoJSON shapes (geometry, fill colour, legend label), drawn over district and town outlines."""
+    with _fonts():
+        lang = _language(lang)
+        fig, aspect = _new_figure(db, 5.2)
+        ax = fig.add_subplot()
+        seen: dict[str, str] = {}
+        for geometry, colour, label in shapes:
+            geom = shapely.geometry.shape(geometry)
+            for poly in getattr(geom, "geoms", [geom]):
+                x, y = poly.exterior.xy
+                ax.fill(x, y, facecolor=colour, edgecolor=colour, alpha=0.55, linewidth=1.2)
+            seen.setdefault(label, colour)
+        _outlines(ax, db, lang)
+        if seen:
+            ax.legend(
+                handles=[Patch(color=c, label=lab) for lab, c in seen.items()], loc="lower right", fontsize=7
+            )
+        return _finish(fig, ax, db, aspect, title)

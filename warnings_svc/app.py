@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from aiohttp import web
 from risk_zoning import GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
 from risk_zoning.db import RISK_MIGRATIONS, MigrationSource, read_migrations
 from risk_zoning.errors import DatabaseError, RiskZoningError
-from risk_zoning.plot import render_risk_map
+from risk_zoning.plot import render_risk_map, render_shapes_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
 from warnings_svc.metrics import ServiceMetrics
@@ -134,7 +134,7 @@ class RiskMapCache:
     """PNG risk maps per (version, hazard, language), rendered once each, off the event loop."""
 
     def __init__(self, executor: Executor) -> None:
-        self._executor = executor
+        self.executor = executor
         self._renders: dict[tuple[int, str, str], asyncio.Future[bytes]] = {}
 
     async def get(self, db: RiskDatabase, hazard: str, lang: str) -> bytes:
@@ -143,7 +143,7 @@ class RiskMapCache:
         if render is None:
             self._forget_old_versions(db.version_id)
             loop = asyncio.get_running_loop()
-            render = loop.run_in_executor(self._executor, partial(render_risk_map, db, hazard, lang=lang))
+            render = loop.run_in_executor(self.executor, partial(render_risk_map, db, hazard, lang=lang))
             self._renders[key] = render
         try:
             # Shielded: a client that goes away must not cancel a render that others are waiting for.
@@ -257,6 +257,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     app.router.add_get("/metrics", metrics_exposition, name="metrics")
     app.router.add_get("/openapi.json", openapi, name="openapi")
     app.router.add_get("/maps/risk/{hazard}.png", risk_map, name="risk_map")
+    app.router.add_get("/maps/proposals.png", proposals_map, name="proposals_map")
     app.router.add_get("/api/v1/risk/summary", risk_summary, name="risk_summary")
     app.router.add_post("/api/v1/runs", upload_run, name="upload_run")
     app.router.add_get("/api/v1/runs/{id}", get_run, name="run")
@@ -547,13 +548,87 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(), dumps=partial(json.dumps, ensure_ascii=False))
 
 
+async def _open_proposals(pool: asyncpg.Pool, limit: int = 30) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            """SELECT p.id, p.document, r.summary->>'reference_time' AS reference_time FROM svc.proposal p
+               JOIN svc.forecast_run r ON r.id = p.run_id WHERE p.status = 'open' ORDER BY p.id DESC LIMIT $1""",
+            limit,
+        )
+
+
+async def proposals_map(request: web.Request) -> web.Response:
+    """PNG of the open proposals' polygons, coloured by warning level, over the region's outlines."""
+    lang = request.query.get("lang", "zh")
+    if lang not in LANGUAGES:
+        raise RequestError("lang", f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+    db = await request.app[RISK_DATABASE].get()
+    shapes = []
+    for row in reversed(await _open_proposals(request.app[POOL])):
+        doc = json.loads(row["document"])
+        if doc.get("geometry"):
+            name = f"{HAZARD_NAMES[lang][doc['hazard']]} {WARNING_LEVELS[doc['level']][0 if lang == 'zh' else 1]}"
+            shapes.append((doc["geometry"], WARNING_COLOURS[doc["level"]], name))
+    title = "待审预警建议" if lang == "zh" else "Open warning proposals"
+    png = await asyncio.get_running_loop().run_in_executor(
+        request.app[RISK_MAPS].executor, partial(render_shapes_map, db, shapes, title=title, lang=lang)
+    )
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+WARNING_LEVELS: dict[str, tuple[str, str]] = {
+    "blue": ("蓝色", "blue"),
+    "yellow": ("黄色", "yellow"),
+    "orange": ("橙色", "orange"),
+    "red": ("红色", "red"),
+}
+WARNING_COLOURS = {"blue": "#1f6fd1", "yellow": "#f2c200", "orange": "#f47a00", "red": "#d7191c"}
+ACTION_NAMES: dict[str, tuple[str, str]] = {
+    "new": ("新发布", "new"),
+    "extend": ("延长", "extend"),
+    "upgrade": ("升级", "upgrade"),
+    "downgrade": ("降级", "downgrade"),
+    "expand": ("扩大范围", "expand area"),
+    "shrink": ("缩小范围", "shrink area"),
+    "unchanged": ("维持", "unchanged"),
+    "cancel": ("解除", "cancel"),
+}
+
+
+def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -> list[dict[str, Any]]:
+    """Open proposals as the first page lists them."""
+    names = {u.code.strip(): (u.name, u.name_en) for u in db.units}
+    out = []
+    for row in rows:
+        doc = json.loads(row["document"])
+        out.append(
+            {
+                "id": row["id"],
+                "hazard": _hazard(doc["hazard"], lang),
+                "level": doc["level"],
+                "level_name": _text(WARNING_LEVELS[doc["level"]], lang),
+                "action": _text(ACTION_NAMES[doc["action"]], lang),
+                "areas": [_text(names.get(a, (a, a)), lang).main for a in doc["areas"]],
+                "onset": datetime.fromisoformat(doc["onset"]).astimezone(BEIJING).strftime("%m-%d %H:%M"),
+                "expires": datetime.fromisoformat(doc["expires"]).astimezone(BEIJING).strftime("%m-%d %H:%M"),
+                "probability": round(100 * doc["probability"]),
+                "exposed": doc["exposed_population"],
+                "run": datetime.fromisoformat(row["reference_time"])
+                .astimezone(BEIJING)
+                .strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    return out
+
+
 async def index(request: web.Request) -> web.Response:
-    """The first page: the region's risk maps, assessment units, totals and provenance."""
+    """The first page: open warning proposals, the region's risk maps, assessment units, totals, provenance."""
     lang = request.query.get("lang", "zh")
     if lang not in LANGUAGES:
         lang = "zh"  # a person typed it; show the default page rather than an error
     db = await request.app[RISK_DATABASE].get()
     page = risk_page(db, lang)
+    page["proposals"] = proposal_rows(await _open_proposals(request.app[POOL]), db, lang)
     html = request.app[TEMPLATES].get_template("index.html").render(page=page, L=page["labels"], lang=lang)
     return web.Response(text=html, content_type="text/html")
 
@@ -564,6 +639,15 @@ async def index(request: web.Request) -> web.Response:
 LABELS: dict[str, tuple[str, str]] = {
     "title": ("气象灾害风险区划", "Meteorological disaster risk zoning"),
     "maps": ("风险区划图", "Risk maps"),
+    "proposals": ("预警建议（待审）", "Warning proposals (open)"),
+    "no_proposals": ("暂无待审预警建议", "No open proposals"),
+    "action": ("操作", "Action"),
+    "warning_level": ("预警级别", "Level"),
+    "areas": ("区域", "Areas"),
+    "valid": ("起止时间", "Onset - expires"),
+    "probability": ("概率", "Probability"),
+    "exposed": ("暴露人口", "Exposed people"),
+    "run": ("预报起报时间", "Forecast run"),
     "units": ("评估单元", "Assessment units"),
     "totals": ("合计", "Totals"),
     "population_by_grade": ("各风险等级人口", "Population by risk grade"),
@@ -761,7 +845,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "warnings-svc",
             "version": "0.1.0",
-            "description": "Meteorological disaster early warning: risk database, health, metrics.",
+            "description": "Meteorological disaster early warning: risk database, forecast runs and proposals, health, metrics.",
         },
         "paths": {
             "/healthz": {
@@ -854,6 +938,91 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         "503": problem,
+                    },
+                }
+            },
+            "/maps/proposals.png": {
+                "get": {
+                    "summary": "Map of the open warning proposals' polygons, coloured by level",
+                    "parameters": [{"$ref": "#/components/parameters/lang"}],
+                    "responses": {
+                        "200": {
+                            "description": "PNG image",
+                            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        "400": problem,
+                        "503": problem,
+                    },
+                }
+            },
+            "/api/v1/runs": {
+                "post": {
+                    "summary": "Upload a forecast run (NetCDF files, multipart; or one file as the body with "
+                    "?filename=); it is scored off the event loop and stored with its proposals",
+                    "parameters": [{"name": "filename", "in": "query", "schema": {"type": "string"}}],
+                    "requestBody": {
+                        "content": {
+                            "multipart/form-data": {"schema": {"type": "object"}},
+                            "application/x-netcdf": {"schema": {"type": "string", "format": "binary"}},
+                        }
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Scored and stored: run summary and proposals",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "200": {
+                            "description": "The same run was stored before (same file contents)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": problem,
+                        "422": problem,
+                        "503": problem,
+                    },
+                }
+            },
+            "/api/v1/runs/{id}": {
+                "get": {
+                    "summary": "A stored forecast run and the proposals scored from it",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Run",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": problem,
+                        "404": problem,
+                    },
+                }
+            },
+            "/api/v1/proposals": {
+                "get": {
+                    "summary": "Warning proposals, newest first",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(PROPOSAL_STATUSES), "default": "open"},
+                        },
+                        {
+                            "name": "hazard",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(HAZARDS)},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Proposals",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": problem,
                     },
                 }
             },

@@ -24,7 +24,7 @@ from risk_zoning.errors import RiskZoningError
 from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.criteria import CriteriaError
 from warnings_svc.hazards import HazardError
-from warnings_svc.runs import RejectedRun, inclusion_rules
+from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
 from warnings_svc.settings import Settings, SettingsError, load_settings
 
 PROG = "warnings-svc"
@@ -137,7 +137,7 @@ def run_demo(args: argparse.Namespace) -> int:
         # A demo must never write into a real database someone left in the environment.
         log.info("demo ignores DATABASE_URL and uses an embedded PostgreSQL")
         settings = settings.model_copy(update={"database_url": None})
-    return serve(settings, progress=True)
+    return serve(settings, progress=True, demo=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -309,14 +309,14 @@ def _score_text(doc: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- serving
 
 
-def serve(settings: Settings, *, progress: bool) -> int:
+def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
     """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0."""
     # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         with database_url(settings.database_url, settings.data_dir) as url:
             try:
-                asyncio.run(_serve(settings, url, progress=progress))
+                asyncio.run(_serve(settings, url, progress=progress, demo=demo))
             finally:
                 # Stopping PostgreSQL takes a moment; a second Ctrl-C must not leave it running.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -334,7 +334,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
-async def _serve(settings: Settings, url: str, *, progress: bool) -> None:
+async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -358,6 +358,12 @@ async def _serve(settings: Settings, url: str, *, progress: bool) -> None:
                 raise CommandError(f"cannot listen on {_authority(settings)}: {reason.lower()}") from e
             if not await _unless_stopped(stop, _prepare_database(pool, settings.region, progress=progress)):
                 return
+            if demo and not await _has_runs(pool):
+                seeded = await loop.run_in_executor(
+                    None, seed_demo_forecast, settings.data_dir, settings.region
+                )
+                if seeded is not None:
+                    log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
             print(f"Console: http://{_authority(settings)}/", flush=True)
             await stop.wait()
             log.info("stopping")
@@ -368,6 +374,11 @@ async def _serve(settings: Settings, url: str, *, progress: bool) -> None:
             await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
         except TimeoutError:
             pool.terminate()
+
+
+async def _has_runs(pool: asyncpg.Pool) -> bool:
+    async with pool.acquire() as conn:
+        return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM svc.forecast_run)"))
 
 
 async def _prepare_database(pool: asyncpg.Pool, region: str, *, progress: bool) -> None:

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,24 @@ def save_upload(files: list[tuple[str, bytes]], root: Path) -> Path:
     for name, data in files:
         (folder / (Path(name).name or "forecast.nc")).write_bytes(data)
     return folder
+
+
+DEMO_SCENARIO = "sandstorm"  # assessed all year round, unlike frost; a 10-member ensemble shows probabilities
+
+
+def seed_demo_forecast(root: Path, region: str, now: datetime | None = None) -> Path | None:
+    """Drop a synthetic demo run (labelled so in its files) into the inbox, unless the inbox already holds
+    something. The run starts at the latest 00/12 UTC cycle, so its proposals lie in the near future."""
+    from warnings_svc.scenarios import write_scenario
+
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    if any(inbox.iterdir()):
+        return None
+    now = now or datetime.now(UTC)
+    cycle = now.replace(hour=0 if now.hour < 12 else 12, minute=0, second=0, microsecond=0)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=root))
+    write_scenario(DEMO_SCENARIO, staging, region, reference_time=cycle, members=10, style="ecmwf")
+    target = inbox / f"demo-{DEMO_SCENARIO}-{cycle:%Y%m%d%H}"
+    staging.rename(target)  # one rename: the watcher never sees half a run
+    return target

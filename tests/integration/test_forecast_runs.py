@@ -258,6 +258,11 @@ async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict
     assert [p["id"] for p in run["proposals"]] == body["proposal_ids"]
     listed = await (await client.get("/api/v1/proposals?hazard=sandstorm")).json()
     assert {p["id"] for p in listed["proposals"]} >= set(body["proposal_ids"])
+    page = await (await client.get("/?lang=en")).text()
+    assert "Warning proposals" in page and 'class="warning warning-' in page
+    assert all(f"<td>{i}</td>" in page for i in body["proposal_ids"])
+    png = await client.get("/maps/proposals.png")
+    assert png.status == 200 and (await png.read())[:4] == b"\x89PNG"
 
 
 async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> None:

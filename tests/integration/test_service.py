@@ -186,7 +186,11 @@ async def test_openapi_json_is_an_openapi_3_1_document_of_every_route(client: Te
         "/metrics",
         "/openapi.json",
         "/maps/risk/{hazard}.png",
+        "/maps/proposals.png",
         "/api/v1/risk/summary",
+        "/api/v1/runs",
+        "/api/v1/runs/{id}",
+        "/api/v1/proposals",
     }
     routes = {r.resource.canonical for r in client.app.router.routes() if r.resource.canonical != "/static"}
     assert routes == set(document["paths"])

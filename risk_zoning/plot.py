@@ -185,8 +185,10 @@ def render_category_panels(
     with _fonts():
         lang = _language(lang)
         n = max(len(panels), 1)
-        fig, aspect = _new_figure(db, 3.4 * n)
-        fig.set_size_inches(3.4 * n, fig.get_size_inches()[1] / n + 0.8)
+        lon0, lat0, lon1, lat1 = db.grid.bounds
+        aspect = 1.0 / math.cos(math.radians((lat0 + lat1) / 2))
+        panel_height = 3.4 * (lat1 - lat0) * aspect / (lon1 - lon0)
+        fig = Figure(figsize=(3.4 * n, panel_height + 1.2), dpi=110)
         cmap = ListedColormap(colours)
         norm = BoundaryNorm(np.arange(0.5, len(colours) + 1.5), len(colours))
         for i, (name, grid) in enumerate(panels.items(), start=1):
@@ -195,7 +197,6 @@ def render_category_panels(
             data[data == 0] = np.nan
             ax.imshow(data, origin="lower", extent=_extent(db), cmap=cmap, norm=norm, interpolation="nearest")
             _outlines(ax, db, lang)
-            lon0, lat0, lon1, lat1 = db.grid.bounds
             ax.set_xlim(lon0, lon1)
             ax.set_ylim(lat0, lat1)
             ax.set_aspect(aspect)

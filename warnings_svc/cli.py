@@ -114,6 +114,22 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
     score.set_defaults(command=run_score)
 
+    scenario = commands.add_parser(
+        "scenario", help="write a synthetic forecast scenario over the region as NetCDF (labelled synthetic)"
+    )
+    scenario.add_argument("name", choices=("heat", "rainstorm", "frost", "sandstorm", "quiet"))
+    scenario.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    scenario.add_argument("--members", type=int, default=0, help="ensemble members (0: deterministic)")
+    scenario.add_argument(
+        "--style",
+        choices=("cf", "ecmwf", "grapes"),
+        default="cf",
+        help="file layout of a real centre (default: cf)",
+    )
+    scenario.add_argument("--region", default="wuhai")
+    scenario.add_argument("--seed", type=int, default=0)
+    scenario.set_defaults(command=run_scenario)
+
     ingest = commands.add_parser("ingest", help="score forecast files and store the run and its proposals")
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE.nc")
     ingest.add_argument("--config", type=Path, help="TOML settings file")
@@ -180,6 +196,19 @@ def run_score(args: argparse.Namespace) -> int:
         print()
     else:
         print(_score_text(result.to_json()))
+    return 0
+
+
+def run_scenario(args: argparse.Namespace) -> int:
+    """Write a scenario's files and list them."""
+    from warnings_svc.scenarios import write_scenario
+
+    if not 0 <= args.members <= 100:
+        raise CommandError(f"--members must be between 0 and 100, got {args.members}")
+    for path in write_scenario(
+        args.name, args.output, args.region, members=args.members, style=args.style, seed=args.seed
+    ):
+        print(path)
     return 0
 
 
@@ -273,6 +302,8 @@ def _plot_levels(db, result, path: Path) -> None:
         # reached counts the hazard's own levels; map onto the common blue..red scale
         lookup = np.array([0] + [LEVEL_ORDER.index(lv) + 1 for lv in levels], dtype=np.int8)
         panels[HAZARD_NAMES["zh" if zh else "en"][hazard]] = lookup[reached]
+    # hazards that reach nothing are left out, unless nothing is reached at all
+    panels = {k: v for k, v in panels.items() if v.any()} or panels
     labels = tuple(LEVEL_NAMES_ZH[lv] if zh else lv for lv in LEVEL_ORDER)
     title = ("预报预警等级 " if zh else "Forecast warning levels, run ") + result.run["reference_time"]
     png = render_category_panels(

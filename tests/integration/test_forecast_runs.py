@@ -329,3 +329,19 @@ def test_a_bad_observation_file_is_one_line_naming_file_and_row(
     out = score_cli(*map(str, scenarios["heat"]), "--observations", str(csv), url=built_url)
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "stations.csv" in out.stderr
+
+
+def test_the_scenario_command_writes_runs_that_score(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "warnings_svc.cli", "scenario"]
+    out = subprocess.run(
+        [*cmd, "frost", "-o", str(tmp_path), "--style", "grapes"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    files = [Path(line) for line in out.stdout.split()]
+    assert len(files) > 1 and all(
+        f.is_file() and f.parent == tmp_path for f in files
+    )  # one file per variable
+    bad = subprocess.run(
+        [*cmd, "frost", "-o", str(tmp_path), "--members", "500"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--members" in bad.stderr

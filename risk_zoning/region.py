@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from risk_zoning import HAZARDS
 from risk_zoning.errors import RegionDataError
 from risk_zoning.geodesy import geometry_gcj02_to_wgs84
 from risk_zoning.grid import RegularGrid
+from risk_zoning.tomlfile import read_toml
 
 Code6 = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
 Code12 = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
@@ -242,12 +242,7 @@ def resolve_region(region: str | Path) -> Path:
 
 def load_region_file(path: Path) -> RegionFile:
     """Parse and validate region.toml; every problem is one line naming the file and the field."""
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError as e:
-        raise RegionDataError(path, "file not found") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise RegionDataError(path, f"malformed TOML: {e}") from e
+    raw = read_toml(path, RegionDataError)
     try:
         return RegionFile.model_validate(raw)
     except ValidationError as e:

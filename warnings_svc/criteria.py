@@ -13,7 +13,6 @@ is used.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +22,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 import cf_units
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from risk_zoning.tomlfile import read_toml
 
 SEVERITY: tuple[str, ...] = ("blue", "yellow", "orange", "red")
 HAZARDS: tuple[str, ...] = ("heat", "rainstorm", "frost", "sandstorm")
@@ -435,12 +436,12 @@ def load_criteria(override: Path | None = None) -> Criteria:
     40.0
     """
     default_path = default_criteria_path()
-    raw = _read_toml(default_path)
+    raw = read_toml(default_path, CriteriaError)
     criteria = _validate(raw, default_path)
     files = [str(default_path)]
     if override is not None:
         override = Path(override)
-        extra = _read_toml(override)
+        extra = read_toml(override, CriteriaError)
         if "files" in extra:
             raise CriteriaError(
                 override, f"files: unknown key; known keys here: {', '.join(_known_keys(()))}"
@@ -468,21 +469,6 @@ def _validate(raw: Mapping[str, Any], source: Path) -> Criteria:
             problem = err["msg"].removeprefix("Value error, ")
         where = ".".join(loc) or "(top level)"
         raise CriteriaError(source, " ".join(f"{where}: {problem}".split())) from e
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError as e:
-        raise CriteriaError(path, "no such file") from e
-    except UnicodeDecodeError as e:
-        raise CriteriaError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except OSError as e:
-        raise CriteriaError(path, e.strerror or str(e)) from e
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise CriteriaError(path, f"malformed TOML: {' '.join(str(e).split())}") from e
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,7 @@ import numpy as np
 import xarray as xr
 from numba import njit, prange
 
+from risk_zoning.cfgrid import QUANTITIES
 from risk_zoning.grid import RegularGrid
 from warnings_svc.criteria import (
     HAZARDS,
@@ -1371,18 +1372,7 @@ _STATION_COLUMNS: dict[str, str] = {
     "gust": "wind_gust",
     "dust": "dust_concentration",
 }
-_CANONICAL_UNITS: dict[str, str | None] = {
-    "air_temperature": "degC",
-    "air_temperature_max": "degC",
-    "air_temperature_min": "degC",
-    "ground_temperature": "degC",
-    "ground_temperature_min": "degC",
-    "precipitation": "mm",
-    "visibility": "m",
-    "wind_speed": "m s-1",
-    "wind_gust": "m s-1",
-    "dust_concentration": None,
-}
+_CANONICAL_UNITS: dict[str, str | None] = {q.name: q.units for q in QUANTITIES.values()}
 _COMBINE: dict[str, str] = {
     "air_temperature": "mean",
     "air_temperature_max": "max",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from risk_zoning.db import default_data_dir
+from risk_zoning.tomlfile import read_toml
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -89,7 +89,7 @@ def load_settings(
     sources: dict[str, str] = {}
     if path is not None:
         path = Path(path)
-        for key, value in _read_toml(path).items():
+        for key, value in read_toml(path, SettingsError).items():
             if key not in Settings.model_fields:
                 raise SettingsError(path, f"unknown key '{key}'{_did_you_mean(key)}")
             if key == "data_dir" and isinstance(value, str) and not Path(value).expanduser().is_absolute():
@@ -122,21 +122,6 @@ def load_settings(
         if "input" in first and key != "database_url":  # a URL may carry a password: never echo it
             problem += f" (got {_shorten(repr(first['input']))})"
         raise SettingsError(source, f"{key}: {problem}" if key else problem) from e
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError as e:
-        raise SettingsError(path, "no such file") from e
-    except UnicodeDecodeError as e:
-        raise SettingsError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except OSError as e:
-        raise SettingsError(path, e.strerror or str(e)) from e
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError(path, f"not valid TOML: {e}") from e
 
 
 def _from_environment(variable: str, key: str, raw: str) -> Any:

@@ -82,7 +82,7 @@ def test_malformed_toml_gives_one_line_naming_the_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, "port = \n[broken\n")
     with pytest.raises(SettingsError) as caught:
         load_settings(path, {})
-    assert_one_line_naming(caught.value, str(path), "not valid TOML", "line 1")
+    assert_one_line_naming(caught.value, str(path), "malformed TOML", "line 1")
 
 
 def test_an_unknown_key_gives_one_line_naming_the_file_and_the_key(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """The hazard risk database: assessment units, gridded exposure, vulnerability and hazard layers, risk grades."""
 
+from zoneinfo import ZoneInfo
+
+# Times are stored in UTC and shown in Beijing time (UTC+08:00, no daylight saving).
+BEIJING = ZoneInfo("Asia/Shanghai")
+
 HAZARDS: tuple[str, ...] = ("heat", "rainstorm", "frost", "sandstorm")
 
 # Five risk grades, 1 = lowest. Index with the grade number.

@@ -152,8 +152,9 @@ def _unit_rows(
 
 def _aligned_fraction(split: PopulationSplit, cover: CellCover) -> np.ndarray:
     """Area fraction of each (cell, unit) pair of the split; 0 for pairs the split added beyond the cover."""
-    key_cover = cover.cell * 100_000 + cover.unit
-    key_split = split.cell * 100_000 + split.unit
+    n_units = int(max(cover.unit.max(initial=0), split.unit.max(initial=0))) + 1
+    key_cover = cover.cell * n_units + cover.unit
+    key_split = split.cell * n_units + split.unit
     order = np.argsort(key_cover, kind="stable")
     at = np.minimum(np.searchsorted(key_cover, key_split, sorter=order), key_cover.size - 1)
     pos = order[at]

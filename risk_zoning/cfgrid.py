@@ -37,6 +37,7 @@ Accumulation = Literal["auto", "since_start", "per_step"]
 # to about 1e-7 m, i.e. 1e-4 mm; resampled products are coarser). Dips down to this are set to 0; anything
 # deeper means the field is not an accumulation since the run start and the file is rejected.
 ACCUMULATION_DIP_TOLERANCE_MM = 0.1
+NETCDF_SUFFIXES = frozenset({".nc", ".nc4", ".netcdf", ".cdf"})  # file names read as NetCDF
 
 # Coordinate spellings met in files from ECMWF (cfgrib), CMA, NCEP, CMIP/CORDEX and WRF.
 _LAT_UNITS = frozenset({"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"})

@@ -134,8 +134,9 @@ def _map(args: argparse.Namespace) -> int:
             raise RiskZoningError(f"hazard {args.hazard} is not assessed in this region")
         png = render_risk_map(db, args.hazard, lang=args.lang)
     else:
-        if args.layer not in db.arrays:
-            raise RiskZoningError(f"no layer {args.layer!r}; layers: {', '.join(sorted(db.arrays))}")
+        maps = sorted(n for n, a in db.arrays.items() if a.data.ndim == 2)
+        if args.layer not in maps:
+            raise RiskZoningError(f"no map layer {args.layer!r}; layers: {', '.join(maps)}")
         png = render_layer_map(db, args.layer, lang=args.lang)
     tmp = args.output.with_name(args.output.name + ".part")
     tmp.write_bytes(png)
@@ -212,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except RiskZoningError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable output path and the like
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

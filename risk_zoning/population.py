@@ -21,6 +21,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
+from risk_zoning.cfgrid import NETCDF_SUFFIXES
 from risk_zoning.errors import GridDataError
 from risk_zoning.features import KM_PER_DEGREE, distance_km, local_km
 from risk_zoning.grid import CellCover, RegularGrid
@@ -28,7 +29,6 @@ from risk_zoning.grid import CellCover, RegularGrid
 log = logging.getLogger(__name__)
 
 WGS84 = CRS.from_epsg(4326)
-NETCDF_SUFFIXES = frozenset({".nc", ".nc4", ".netcdf", ".cdf"})
 _LON_NAMES = frozenset({"lon", "longitude", "x"})
 _LAT_NAMES = frozenset({"lat", "latitude", "y"})
 # Lognormal sigma of the cell-to-cell noise of the synthetic surface: enough texture that no two cells tie,

@@ -25,6 +25,8 @@ Code12 = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
 COMPONENTS: tuple[str, ...] = ("hazard", "sensitivity", "exposure", "vulnerability")
 # Units may share a border; anything larger than this (km² at Wuhai's latitude, ~1e-7 deg²) is an overlap.
 OVERLAP_TOLERANCE_DEG2 = 1e-7
+# A province at 1 km is about 1e6 cells; beyond this a build would not fit in memory, so say so up front.
+MAX_GRID_CELLS = 20_000_000
 
 
 class _Strict(BaseModel):
@@ -293,6 +295,12 @@ def load_region(region: str | Path) -> Region:
     towns, town_district = _approximate_towns(folder / "region.toml", cfg, districts)
     step = cfg.grid.resolution_arcsec / 3600.0
     grid = RegularGrid.covering(city_geom.bounds, step)
+    if grid.size > MAX_GRID_CELLS:
+        raise RegionDataError(
+            folder / "region.toml",
+            f"grid.resolution_arcsec: {cfg.grid.resolution_arcsec} gives {grid.ny} x {grid.nx} = {grid.size:,} cells,"
+            f" more than {MAX_GRID_CELLS:,}",
+        )
     return Region(
         key=cfg.region.key,
         folder=folder,

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from risk_zoning import GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARDS
+from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARDS
 from risk_zoning.store import RiskDatabase
 
 GRADES = range(1, 6)
@@ -43,7 +43,7 @@ def summarise(db: RiskDatabase) -> dict[str, Any]:
         "region_code": db.region_code,
         "name": db.region_name,
         "version": db.version_id,
-        "built_at": db.created_at.isoformat(),
+        "built_at": db.created_at.astimezone(BEIJING).isoformat(),
         "grid": db.grid.to_dict(),
         "grades": {str(g): {"zh": GRADE_NAMES_ZH[g], "en": GRADE_NAMES_EN[g]} for g in GRADES},
         "population_total": sum(u.population for u in units if u.level == "district"),

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
-from risk_zoning import GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
+from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
 from risk_zoning.db import RISK_MIGRATIONS, MigrationSource, read_migrations
 from risk_zoning.errors import DatabaseError, RiskZoningError
 from risk_zoning.plot import render_risk_map, render_shapes_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
 from warnings_svc.metrics import ServiceMetrics
-from warnings_svc.runs import Inbox, RejectedRun, RunScorer, save_upload, watch_inbox
+from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
 from warnings_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ SERVICE_MIGRATIONS = MigrationSource("service", "warnings_svc")
 MIGRATIONS: tuple[MigrationSource, ...] = (RISK_MIGRATIONS, SERVICE_MIGRATIONS)
 
 LANGUAGES: tuple[str, ...] = ("zh", "en")
-BEIJING = timezone(timedelta(hours=8), "UTC+08:00")
 RISK_WATCH_SECONDS = 30.0  # how often the current risk database version is checked in the background
 READY_TIMEOUT_SECONDS = 5.0
 MAP_CACHE_VERSIONS = 2  # rendered maps are kept for this many risk database versions
@@ -84,6 +83,7 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     UnknownHazardError: Problem(404, "unknown-hazard", "Unknown hazard"),
     NotFoundError: Problem(404, "not-found", "Not found"),
     RejectedRun: Problem(422, "unusable-forecast", "Unusable forecast run"),
+    ScoringUnavailable: Problem(503, "scoring-unavailable", "Scoring unavailable"),
     RequestError: Problem(400, "invalid-parameter", "Invalid parameter"),
     DatabaseError: Problem(503, "risk-database-unavailable", "Risk database unavailable"),
     RiskZoningError: Problem(500, "risk-database-error", "Risk database error"),
@@ -279,7 +279,7 @@ async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncItera
     settings = app[SETTINGS]
     scorer = RunScorer(app[POOL], database_url, settings.scoring)
     app[RUN_SCORER] = scorer
-    inbox = Inbox(settings.data_dir)
+    inbox = Inbox(settings.data_dir, settle_seconds=2 * settings.scoring.inbox_poll_seconds)
     task = asyncio.create_task(
         watch_inbox(inbox, scorer, settings.region, settings.scoring.inbox_poll_seconds), name="watch-inbox"
     )

@@ -229,21 +229,13 @@ def run_ingest(args: argparse.Namespace) -> int:
                 result = score_files(
                     args.files, db, _criteria(settings), inclusion_rules(settings.scoring), live
                 )
-                run_id, ids, new = await store_result(conn, result.to_json())
-                return {
-                    "run_id": run_id,
-                    "new": new,
-                    "proposals": [
-                        {
-                            "id": i,
-                            "hazard": p.hazard,
-                            "level": p.level,
-                            "action": p.action,
-                            "areas": list(p.areas),
-                        }
-                        for i, p in zip(ids, result.proposals, strict=False)
-                    ],
-                }
+                run_id, _, new = await store_result(conn, result.to_json())
+                # what is stored, not the fresh scoring: a re-delivered run keeps its first proposals
+                rows = await conn.fetch(
+                    "SELECT id, hazard, level, action, areas, status FROM svc.proposal WHERE run_id = $1 ORDER BY id",
+                    run_id,
+                )
+                return {"run_id": run_id, "new": new, "proposals": [dict(r) for r in rows]}
             finally:
                 await conn.close()
 

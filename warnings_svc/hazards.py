@@ -134,6 +134,11 @@ _PERIOD_QUANTITIES = frozenset(
     {"air_temperature_max", "air_temperature_min", "ground_temperature_min", "precipitation"}
 )
 _SANDSTORM_DRIVERS = ("wind_gust", "wind_speed", "dust_concentration")
+# Every quantity a hazard may read (callers pass these; `evaluate` says which one it used or what is missing).
+HAZARD_INPUTS: dict[str, tuple[str, ...]] = {
+    **_CANDIDATES,
+    "sandstorm": (*_CANDIDATES["sandstorm"], *_SANDSTORM_DRIVERS),
+}
 
 
 class HazardError(Exception):

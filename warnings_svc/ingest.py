@@ -17,24 +17,23 @@ import asyncpg
 import numpy as np
 import xarray as xr
 
-from risk_zoning import HAZARDS
-from risk_zoning.cfgrid import QUANTITIES, QuantityNotFoundError, open_grid, read_quantity
+from risk_zoning import BEIJING, HAZARDS
+from risk_zoning.cfgrid import NETCDF_SUFFIXES, QUANTITIES, QuantityNotFoundError, open_grid, read_quantity
 from risk_zoning.errors import GridDataError
 from risk_zoning.grid import RegularGrid
 from risk_zoning.store import RiskDatabase
 from warnings_svc.criteria import Criteria
-from warnings_svc.hazards import HazardInputError, combine_branches, evaluate, stations_to_grid
-from warnings_svc.scoring import BEIJING, InclusionRules, LiveWarning, Proposal, diff_against_live, propose
+from warnings_svc.hazards import (
+    HAZARD_INPUTS,
+    HazardInputError,
+    MissingInputError,
+    combine_branches,
+    evaluate,
+    stations_to_grid,
+)
+from warnings_svc.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
 
 log = logging.getLogger(__name__)
-
-# The quantities a hazard can use, best first; cfgrid reads whichever the files hold.
-HAZARD_QUANTITIES: dict[str, tuple[str, ...]] = {
-    "heat": ("air_temperature_max", "air_temperature"),
-    "rainstorm": ("precipitation",),
-    "frost": ("ground_temperature_min", "ground_temperature", "air_temperature_min", "air_temperature"),
-    "sandstorm": ("visibility", "wind_speed", "wind_gust", "dust_concentration"),
-}
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def read_station_csv(path: str | Path, grid: RegularGrid) -> dict[str, xr.DataAr
 def read_observations(paths: Sequence[str | Path], grid: RegularGrid) -> dict[str, xr.DataArray]:
     """Observations for the observed-and-continuing branch: station CSV files and/or analysis grids (NetCDF)."""
     out: dict[str, xr.DataArray] = {}
-    grids = [Path(p) for p in paths if Path(p).suffix.lower() in (".nc", ".nc4", ".netcdf", ".cdf")]
+    grids = [Path(p) for p in paths if Path(p).suffix.lower() in NETCDF_SUFFIXES]
     for p in paths:
         if Path(p) not in grids:
             out.update(read_station_csv(p, grid))
@@ -184,26 +183,31 @@ def score_run(
     proposals: list[Proposal] = []
     evaluated: set[str] = set()
     for hazard in hazards:
-        available = {q: run.data[q] for q in HAZARD_QUANTITIES[hazard] if q in run.data}
+        available = {q: run.data[q] for q in HAZARD_INPUTS[hazard] if q in run.data}
         if not available:
             hazard_info[hazard] = {"evaluated": False, "reason": "no suitable variable in the run"}
             continue
-        result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
-        observed = {
-            q: observations[q] for q in HAZARD_QUANTITIES[hazard] if observations and q in observations
-        }
+        try:
+            result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
+        except MissingInputError as e:  # e.g. visibility without any wind: the other hazards still count
+            hazard_info[hazard] = {"evaluated": False, "reason": " ".join(str(e).split())}
+            continue
+        observed = {q: observations[q] for q in HAZARD_INPUTS[hazard] if observations and q in observations}
+        observed_note = None
         if observed and not result.suppressed:
-            result = combine_branches(
-                result,
-                evaluate(
+            try:
+                obs = evaluate(
                     hazard, available, criteria, reference_time=run.reference_time, observations=observed
-                ),
-            )
+                )
+                result = combine_branches(result, obs)
+            except MissingInputError as e:  # observations of the wrong kind: the forecast branch stands
+                observed_note = " ".join(str(e).split())
         hazard_info[hazard] = {
             "evaluated": True,
             "suppressed": result.suppressed,
             "branch": result.branch,
             "variable": result.evidence.get("variable"),
+            **({"observations_unused": observed_note} if observed_note else {}),
         }
         if result.suppressed:
             continue

@@ -10,7 +10,12 @@ MsgType = Literal["Alert", "Update", "Cancel"]
 Status = Literal["Actual", "Exercise", "Test"]
 Branch = Literal["forecast", "observed", "forecast+observed"]
 
-HAZARD_EVENT_CODES: dict[str, str] = {"heat": "11B09", "rainstorm": "11B03", "frost": "11B16", "sandstorm": "11B07"}
+HAZARD_EVENT_CODES: dict[str, str] = {
+    "heat": "11B09",
+    "rainstorm": "11B03",
+    "frost": "11B16",
+    "sandstorm": "11B07",
+}
 HAZARD_LEVELS: dict[str, tuple[str, ...]] = {
     "heat": ("yellow", "orange", "red"),
     "rainstorm": ("blue", "yellow", "orange", "red"),

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import re
 import shutil
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +21,13 @@ import asyncpg
 
 from risk_zoning.errors import RiskZoningError
 from risk_zoning.store import RiskDatabase, load_version
-from warnings_svc.criteria import CriteriaError, load_criteria
+from warnings_svc.criteria import Criteria, load_criteria
+from warnings_svc.hazards import HazardError
 from warnings_svc.ingest import live_warnings, quarantine, score_files, store_result
 from warnings_svc.scoring import InclusionRules, LiveWarning
 from warnings_svc.settings import ScoringSettings
 
 log = logging.getLogger(__name__)
-
-FORECAST_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
 
 
 def inclusion_rules(s: ScoringSettings) -> InclusionRules:
@@ -43,6 +45,10 @@ def inclusion_rules(s: ScoringSettings) -> InclusionRules:
 
 class RejectedRun(Exception):
     """A forecast run that cannot be used; `str()` is one line naming the file and the problem."""
+
+
+class ScoringUnavailable(Exception):
+    """The scoring workers are gone (a worker crashed); the run was not judged and may be retried."""
 
 
 # --- worker process side: module-level functions, so they pickle ---------------------------------------
@@ -71,7 +77,7 @@ def score_in_worker(
     paths: list[str],
     url: str,
     version_id: int,
-    criteria_file: str | None,
+    criteria: Criteria,
     rules: dict[str, Any],
     live: list[LiveWarning],
 ) -> dict[str, Any]:
@@ -81,9 +87,8 @@ def score_in_worker(
     """
     try:
         db = _worker_load(url, version_id)
-        criteria = load_criteria(Path(criteria_file) if criteria_file else None)
         return score_files(paths, db, criteria, InclusionRules(**rules), live).to_json()
-    except (RiskZoningError, CriteriaError, ValueError) as e:
+    except (RiskZoningError, HazardError, ValueError) as e:
         raise RejectedRun(" ".join(str(e).split())) from None
 
 
@@ -98,18 +103,25 @@ class IngestOutcome:
     result: dict[str, Any]
 
 
+def _new_executor(workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: the parent holds an event loop, asyncpg sockets and threads
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 class RunScorer:
-    """Scores runs in worker processes and stores them; one per service."""
+    """Scores runs in worker processes and stores them; one per service.
+
+    The criteria are loaded once here, so a broken criteria file stops the service at start-up (one line,
+    exit status 2) instead of being blamed on every forecast.
+    """
 
     def __init__(self, pool: asyncpg.Pool, database_url: str, settings: ScoringSettings) -> None:
         self.pool = pool
         self.database_url = database_url
         self.settings = settings
+        self.criteria = load_criteria(settings.criteria_file)
         self.rules = inclusion_rules(settings)
-        # spawn, not fork: the parent holds an event loop, asyncpg sockets and threads
-        self._executor = ProcessPoolExecutor(
-            max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn")
-        )
+        self._executor = _new_executor(settings.workers)
 
     async def ingest(self, paths: list[Path], region: str) -> IngestOutcome:
         """Score `paths` as one run against the current risk database and store run and proposals."""
@@ -118,20 +130,26 @@ class RunScorer:
                 "SELECT version_id FROM risk.current_version WHERE region = $1", region
             )
             if version is None:
-                raise RejectedRun(f"no risk database for region {region!r} yet")
+                raise ScoringUnavailable(f"no risk database for region {region!r} yet")
             live = await live_warnings(conn)
-        criteria = str(self.settings.criteria_file) if self.settings.criteria_file else None
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._executor,
-            score_in_worker,
-            [str(p) for p in paths],
-            self.database_url,
-            version,
-            criteria,
-            asdict(self.rules),
-            live,
-        )
+        try:
+            result = await loop.run_in_executor(
+                self._executor,
+                score_in_worker,
+                [str(p) for p in paths],
+                self.database_url,
+                version,
+                self.criteria,
+                asdict(self.rules),
+                live,
+            )
+        except BrokenProcessPool as e:
+            # a worker died (out of memory, a crashing library on a hostile file): start fresh workers and
+            # let the caller retry rather than blame the run
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = _new_executor(self.settings.workers)
+            raise ScoringUnavailable("a scoring worker stopped unexpectedly; try again") from e
         async with self.pool.acquire() as conn:
             run_id, ids, new = await store_result(conn, result)
         log.info(
@@ -151,29 +169,45 @@ class RunScorer:
 
 class Inbox:
     """A folder where forecast files are dropped: each file (or each sub-folder, for a run split over several
-    files) is scored once it has stopped growing, then archived; rejects go to `quarantine/` with a reason."""
+    files) is scored once it has settled, then archived; rejects go to `quarantine/` with a reason.
 
-    def __init__(self, root: Path) -> None:
+    An entry has settled when its size did not change since the last look and nothing in it was modified
+    for `settle_seconds`. Producers of multi-file runs should still write the folder elsewhere (or under a
+    name starting with a dot, which is ignored) and rename it into the inbox in one step.
+    """
+
+    def __init__(self, root: Path, settle_seconds: float = 10.0) -> None:
         self.inbox = root / "inbox"
         self.archive = root / "archive"
         self.quarantine = root / "quarantine"
+        self.settle_seconds = settle_seconds
         for d in (self.inbox, self.archive, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         self._sizes: dict[Path, int] = {}
 
+    @staticmethod
+    def _footprint(entry: Path) -> tuple[int, float]:
+        """Total size and newest modification time; entries that vanish or dangle count as empty."""
+        files = [f for f in entry.rglob("*") if f.is_file()] if entry.is_dir() else [entry]
+        size, newest = 0, 0.0
+        for f in files:
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            size, newest = size + st.st_size, max(newest, st.st_mtime)
+        return size, newest
+
     def ready(self) -> list[Path]:
-        """Entries whose size did not change since the last look (so a file still being copied waits)."""
+        """Entries that have settled (see the class docstring)."""
         out, seen = [], {}
+        now = time.time()
         for entry in sorted(self.inbox.iterdir()):
             if entry.name.startswith("."):
                 continue
-            size = (
-                sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-                if entry.is_dir()
-                else entry.stat().st_size
-            )
+            size, newest = self._footprint(entry)
             seen[entry] = size
-            if self._sizes.get(entry) == size:
+            if self._sizes.get(entry) == size and now - newest >= self.settle_seconds:
                 out.append(entry)
         self._sizes = seen
         return out
@@ -184,12 +218,13 @@ class Inbox:
             return sorted(f for f in entry.iterdir() if f.is_file() and not f.name.startswith("."))
         return [entry]
 
-    def done(self, entry: Path) -> None:
-        target = self.archive / entry.name
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    def done(self, entry: Path) -> Path:
+        """Archive under a time-stamped name, so a corrected re-issue never replaces the original."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.archive / f"{stamp}_{entry.name}"
         shutil.move(str(entry), target)
         self._sizes.pop(entry, None)
+        return target
 
     def reject(self, entry: Path, reason: str) -> Path:
         self._sizes.pop(entry, None)
@@ -199,34 +234,53 @@ class Inbox:
 async def watch_inbox(
     inbox: Inbox, scorer: RunScorer, region: str, poll_seconds: float, on_run: Any = None
 ) -> None:
-    """Poll the inbox forever; one bad file never stops the loop."""
+    """Poll the inbox forever; nothing one entry does can stop the loop."""
     while True:
-        for entry in inbox.ready():
-            try:
-                files = inbox.files_of(entry)
-                if not files:
-                    raise RejectedRun(f"{entry.name}: empty folder")
-                outcome = await scorer.ingest(files, region)
-                inbox.done(entry)
-                if on_run is not None:
-                    on_run(outcome)
-            except RejectedRun as e:
-                inbox.reject(entry, str(e))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox entry failed", extra={"entry": entry.name})
-                inbox.reject(entry, "internal error while scoring; see the service log")
+        try:
+            await _poll_once(inbox, scorer, region, on_run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the boundary of a background loop: record and carry on
+            log.exception("inbox poll failed")
         await asyncio.sleep(poll_seconds)
 
 
+async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) -> None:
+    for entry in inbox.ready():
+        try:
+            files = inbox.files_of(entry)
+            if not files:
+                raise RejectedRun(f"{entry.name}: empty folder")
+            outcome = await scorer.ingest(files, region)
+            inbox.done(entry)
+            if on_run is not None:
+                on_run(outcome)
+        except RejectedRun as e:
+            inbox.reject(entry, str(e))
+        except ScoringUnavailable as e:
+            log.warning("inbox entry left for a retry", extra={"entry": entry.name, "reason": str(e)})
+        except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
+            raise  # the database or the disk, not the file: the entry stays for the next poll
+        except Exception:  # an unforeseen failure on this entry: keep it aside, carry on with the rest
+            log.exception("inbox entry failed", extra={"entry": entry.name})
+            inbox.reject(entry, "internal error while scoring; see the service log")
+
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 def save_upload(files: list[tuple[str, bytes]], root: Path) -> Path:
-    """Write uploaded files into a fresh folder under `root/uploads` and return it (the caller removes it)."""
+    """Write uploaded files into a fresh folder under `root/uploads` and return it (the caller removes it).
+
+    Names are reduced to safe characters and numbered, so parts can neither escape the folder nor
+    overwrite each other; the original name stays recognisable in messages.
+    """
     uploads = root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=uploads))
-    for name, data in files:
-        (folder / (Path(name).name or "forecast.nc")).write_bytes(data)
+    for i, (name, data) in enumerate(files, start=1):
+        safe = SAFE_NAME.sub("_", Path(name).name).strip("._") or "forecast.nc"
+        (folder / f"{i:02d}_{safe}").write_bytes(data)
     return folder
 
 

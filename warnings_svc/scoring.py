@@ -9,16 +9,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import shapely
 
+from risk_zoning import BEIJING
 from risk_zoning.aggregate import aggregate_sum
 from risk_zoning.store import RiskDatabase
 from warnings_svc.polygons import level_polygon
 
-BEIJING = ZoneInfo("Asia/Shanghai")  # times in proposals are shown in Beijing time, stored in UTC
 LEVEL_ORDER: tuple[str, ...] = ("blue", "yellow", "orange", "red")
 ACTIONS: tuple[str, ...] = (
     "new",

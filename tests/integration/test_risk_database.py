@@ -147,3 +147,10 @@ def test_bad_region_on_the_command_line_is_one_line_and_exit_status_2(tmp_path: 
     assert out.stderr.strip().count("\n") == 0
     assert "malformed TOML" in out.stderr and str(tmp_path) in out.stderr
     assert out.stdout == ""
+
+
+def test_map_to_an_unwritable_path_or_of_a_non_map_layer_is_one_line(built_url: str, tmp_path: Path) -> None:
+    out = run_cli("map", "--hazard", "heat", "-o", "/nonexistent/dir/heat.png", url=built_url)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "/nonexistent/dir" in out.stderr
+    out = run_cli("map", "--layer", "cover_district_cell", "-o", str(tmp_path / "c.png"), url=built_url)
+    assert out.returncode == 2 and "no map layer 'cover_district_cell'" in out.stderr

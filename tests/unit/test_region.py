@@ -108,3 +108,9 @@ def test_boundaries_in_a_projected_crs_are_refused(region_copy: Path) -> None:
 def test_an_unknown_region_key_lists_the_built_in_ones() -> None:
     with pytest.raises(RegionDataError, match="built-in regions: wuhai"):
         load_region("atlantis")
+
+
+def test_a_resolution_that_would_not_fit_in_memory_is_refused(region_copy: Path) -> None:
+    edit(region_copy, "resolution_arcsec = 30", "resolution_arcsec = 0.001")
+    with pytest.raises(RegionDataError, match="more than 20,000,000"):
+        load_region(region_copy)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -13,6 +12,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from tests.factories_messages import (
+    DATA,
+    HAZARD_LEVEL_PAIRS,
+    HEAT_ORANGE_ALERT,
+    HEAT_RED_UPDATE,
+    ISSUER,
+    POLYGON,
+    beijing,
+)
 from warnings_svc import cap
 from warnings_svc.cap import (
     CapError,
@@ -24,58 +32,12 @@ from warnings_svc.cap import (
     validate_cap,
     verify_cap,
 )
-from warnings_svc.message import HAZARD_EVENT_CODES, HAZARD_LEVELS, Area, Issuer, Reference, WarningMessage
+from warnings_svc.message import HAZARD_EVENT_CODES, Area, Reference, WarningMessage
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cap"
 NS = {"cap": cap.CAP_NAMESPACE, "ds": cap.DSIG_NAMESPACE}
-BEIJING = timezone(timedelta(hours=8))
-HAZARD_LEVEL_PAIRS = [(h, lv) for h, levels in HAZARD_LEVELS.items() for lv in levels]
-
-ISSUER = Issuer(
-    sender="wuhai@weather.example.cn",
-    sender_code="15030041600000",
-    name="乌海市气象台",
-    name_en="Wuhai Meteorological Observatory",
-    signed_by="李华",
-)
-AREAS = (
-    Area("150302000000", "海勃湾区", "Haibowan District"),
-    Area("150304000000", "乌达区", "Wuda District"),
-)
-# Both districts, counter-clockwise, closed.
-POLYGON = "39.4,106.62 39.4,106.85 39.55,107 39.9,106.98 39.9,106.8 39.6,106.62 39.4,106.62"
 WEB = "https://weather.example.cn/warnings/15030041600000_20170709160000"
 CONTACT = "wuhai@weather.example.cn"
 
-
-def beijing(day: int, hour: int) -> datetime:
-    return datetime(2017, 7, day, hour, tzinfo=BEIJING).astimezone(UTC)
-
-
-HEAT_ORANGE_ALERT = WarningMessage(
-    identifier="15030041600000_20170709160000",
-    msg_type="Alert",
-    status="Actual",
-    hazard="heat",
-    level="orange",
-    areas=AREAS,
-    sent=beijing(9, 16),
-    onset=beijing(10, 11),
-    expires=beijing(10, 20),
-    issuer=ISSUER,
-    polygons=(POLYGON,),
-    probability=0.8,
-)
-HEAT_RED_UPDATE = dataclasses.replace(
-    HEAT_ORANGE_ALERT,
-    identifier="15030041600000_20170710100000",
-    msg_type="Update",
-    level="red",
-    sent=beijing(10, 10),
-    onset=beijing(10, 12),
-    probability=None,
-    references=(Reference(ISSUER.sender, HEAT_ORANGE_ALERT.identifier, HEAT_ORANGE_ALERT.sent),),
-)
 HEAT_CANCEL = dataclasses.replace(
     HEAT_RED_UPDATE,
     identifier="15030041600000_20170710190000",

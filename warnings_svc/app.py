@@ -28,6 +28,8 @@ from risk_zoning.errors import DatabaseError, RiskZoningError
 from risk_zoning.plot import render_risk_map, render_shapes_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
+from warnings_svc.message import LEVEL_COLOURS
+from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.metrics import ServiceMetrics
 from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
 from warnings_svc.settings import Settings
@@ -567,8 +569,10 @@ async def proposals_map(request: web.Request) -> web.Response:
     for row in reversed(await _open_proposals(request.app[POOL])):
         doc = json.loads(row["document"])
         if doc.get("geometry"):
-            name = f"{HAZARD_NAMES[lang][doc['hazard']]} {WARNING_LEVELS[doc['level']][0 if lang == 'zh' else 1]}"
-            shapes.append((doc["geometry"], WARNING_COLOURS[doc["level"]], name))
+            name = (
+                f"{HAZARD_NAMES[lang][doc['hazard']]} {WARNING_LEVEL_NAMES[doc['level']][0 if lang == 'zh' else 1]}"
+            )
+            shapes.append((doc["geometry"], LEVEL_COLOURS[doc["level"]], name))
     title = "待审预警建议" if lang == "zh" else "Open warning proposals"
     png = await asyncio.get_running_loop().run_in_executor(
         request.app[RISK_MAPS].executor, partial(render_shapes_map, db, shapes, title=title, lang=lang)
@@ -576,13 +580,6 @@ async def proposals_map(request: web.Request) -> web.Response:
     return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
-WARNING_LEVELS: dict[str, tuple[str, str]] = {
-    "blue": ("蓝色", "blue"),
-    "yellow": ("黄色", "yellow"),
-    "orange": ("橙色", "orange"),
-    "red": ("红色", "red"),
-}
-WARNING_COLOURS = {"blue": "#1f6fd1", "yellow": "#f2c200", "orange": "#f47a00", "red": "#d7191c"}
 ACTION_NAMES: dict[str, tuple[str, str]] = {
     "new": ("新发布", "new"),
     "extend": ("延长", "extend"),
@@ -606,7 +603,7 @@ def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -
                 "id": row["id"],
                 "hazard": _hazard(doc["hazard"], lang),
                 "level": doc["level"],
-                "level_name": _text(WARNING_LEVELS[doc["level"]], lang),
+                "level_name": _text(WARNING_LEVEL_NAMES[doc["level"]], lang),
                 "action": _text(ACTION_NAMES[doc["action"]], lang),
                 "areas": [_text(names.get(a, (a, a)), lang).main for a in doc["areas"]],
                 "onset": datetime.fromisoformat(doc["onset"]).astimezone(BEIJING).strftime("%m-%d %H:%M"),

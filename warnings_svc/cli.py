@@ -277,31 +277,27 @@ def _scoring_inputs(settings: Settings):
     return db, live, criteria
 
 
-LEVEL_COLOURS = {"blue": "#1f6fd1", "yellow": "#f2c200", "orange": "#f47a00", "red": "#d7191c"}
-LEVEL_NAMES_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
-
-
 def _plot_levels(db, result, path: Path) -> None:
     import numpy as np
 
     from risk_zoning import HAZARD_NAMES
     from risk_zoning.plot import cjk_font, render_category_panels
-    from warnings_svc.scoring import LEVEL_ORDER
+    from warnings_svc.message import LEVEL_COLOURS, LEVEL_NAMES, LEVELS
 
     zh = cjk_font() is not None
     panels = {}
     for hazard, (levels, reached) in result.level_grids.items():
         # reached counts the hazard's own levels; map onto the common blue..red scale
-        lookup = np.array([0] + [LEVEL_ORDER.index(lv) + 1 for lv in levels], dtype=np.int8)
+        lookup = np.array([0] + [LEVELS.index(lv) + 1 for lv in levels], dtype=np.int8)
         panels[HAZARD_NAMES["zh" if zh else "en"][hazard]] = lookup[reached]
     # hazards that reach nothing are left out, unless nothing is reached at all
     panels = {k: v for k, v in panels.items() if v.any()} or panels
-    labels = tuple(LEVEL_NAMES_ZH[lv] if zh else lv for lv in LEVEL_ORDER)
+    labels = tuple(LEVEL_NAMES[lv][0 if zh else 1] for lv in LEVELS)
     title = ("预报预警等级 " if zh else "Forecast warning levels, run ") + result.run["reference_time"]
     png = render_category_panels(
         db,
         panels,
-        tuple(LEVEL_COLOURS[lv] for lv in LEVEL_ORDER),
+        tuple(LEVEL_COLOURS[lv] for lv in LEVELS),
         labels,
         title=title,
         lang="zh" if zh else "en",

@@ -24,8 +24,9 @@ import cf_units
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from risk_zoning.tomlfile import read_toml
+from warnings_svc.message import LEVELS
 
-SEVERITY: tuple[str, ...] = ("blue", "yellow", "orange", "red")
+SEVERITY: tuple[str, ...] = LEVELS
 HAZARDS: tuple[str, ...] = ("heat", "rainstorm", "frost", "sandstorm")
 Comparison = Literal["ge", "gt", "le", "lt"]
 UPPER: tuple[Comparison, ...] = ("ge", "gt")  # the hazard is a high value

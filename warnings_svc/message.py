@@ -10,6 +10,21 @@ MsgType = Literal["Alert", "Update", "Cancel"]
 Status = Literal["Actual", "Exercise", "Test"]
 Branch = Literal["forecast", "observed", "forecast+observed"]
 
+# Warning levels, weakest first, with the colours of the national signal icons and their names.
+LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
+LEVEL_COLOURS: dict[str, str] = {
+    "blue": "#1f6fd1",
+    "yellow": "#f2c200",
+    "orange": "#f47a00",
+    "red": "#d7191c",
+}
+LEVEL_NAMES: dict[str, tuple[str, str]] = {
+    "blue": ("蓝色", "blue"),
+    "yellow": ("黄色", "yellow"),
+    "orange": ("橙色", "orange"),
+    "red": ("红色", "red"),
+}
+
 HAZARD_EVENT_CODES: dict[str, str] = {
     "heat": "11B09",
     "rainstorm": "11B03",

@@ -16,9 +16,9 @@ import shapely
 from risk_zoning import BEIJING
 from risk_zoning.aggregate import aggregate_sum
 from risk_zoning.store import RiskDatabase
+from warnings_svc.message import LEVELS
 from warnings_svc.polygons import level_polygon
 
-LEVEL_ORDER: tuple[str, ...] = ("blue", "yellow", "orange", "red")
 ACTIONS: tuple[str, ...] = (
     "new",
     "extend",
@@ -309,14 +309,14 @@ def diff_against_live(proposals: Sequence[Proposal], live: Iterable[LiveWarning]
     live = list(live)
     used: set[int] = set()
     out: list[Proposal] = []
-    for p in sorted(proposals, key=lambda x: -LEVEL_ORDER.index(x.level)):
+    for p in sorted(proposals, key=lambda x: -LEVELS.index(x.level)):
         candidates = [w for w in live if w.hazard == p.hazard and w.id not in used and w.areas & set(p.areas)]
         if not candidates:
             out.append(replace(p, action="new"))
             continue
         w = max(candidates, key=lambda c: (len(c.areas & set(p.areas)), -c.id))
         used.add(w.id)
-        new_rank, old_rank = LEVEL_ORDER.index(p.level), LEVEL_ORDER.index(w.level)
+        new_rank, old_rank = LEVELS.index(p.level), LEVELS.index(w.level)
         added, removed = sorted(set(p.areas) - w.areas), sorted(w.areas - set(p.areas))
         if new_rank > old_rank:
             action = "upgrade"

@@ -26,6 +26,7 @@ from warnings_svc.criteria import CriteriaError
 from warnings_svc.hazards import HazardError
 from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
 from warnings_svc.settings import Settings, SettingsError, load_settings
+from warnings_svc.tiled import SchedulerError
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
@@ -45,7 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.command(args)
-    except (SettingsError, RiskZoningError, CommandError, CriteriaError, HazardError, RejectedRun) as e:
+    except (
+        SettingsError,
+        RiskZoningError,
+        CommandError,
+        CriteriaError,
+        HazardError,
+        RejectedRun,
+        SchedulerError,
+    ) as e:
         return _fail(str(e))
     except asyncpg.PostgresError as e:
         return _fail(f"database: {e}")
@@ -188,7 +197,16 @@ def run_score(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
     db, live, criteria = _scoring_inputs(settings)
-    result = score_files(args.files, db, criteria, inclusion_rules(settings.scoring), live, args.observations)
+    result = score_files(
+        args.files,
+        db,
+        criteria,
+        inclusion_rules(settings.scoring),
+        live,
+        args.observations,
+        dask_scheduler=settings.scoring.dask_scheduler,
+        tile=settings.scoring.tile,
+    )
     if args.plot:
         _plot_levels(db, result, args.plot)
     if args.format == "json":

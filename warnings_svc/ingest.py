@@ -32,6 +32,7 @@ from warnings_svc.hazards import (
     stations_to_grid,
 )
 from warnings_svc.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
+from warnings_svc.tiled import evaluate_all_tiled
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +171,14 @@ def score_run(
     live: Iterable[LiveWarning] = (),
     hazards: Sequence[str] = HAZARDS,
     observations: dict[str, xr.DataArray] | None = None,
+    dask_scheduler: str | None = None,
+    tile: int = 256,
 ) -> ScoreResult:
     """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`.
 
     With `observations`, a hazard whose observed quantity is there is also judged on the observed-and-
-    continuing branch, and the two branches are combined cell by cell (the stronger wins)."""
+    continuing branch, and the two branches are combined cell by cell (the stronger wins). With
+    `dask_scheduler` the forecast branch is computed tile by tile on that cluster (identical results)."""
     started = time.perf_counter()
     summary = run.summary()
     summary["risk_database_version"] = db.version_id
@@ -182,13 +186,35 @@ def score_run(
     level_grids: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     proposals: list[Proposal] = []
     evaluated: set[str] = set()
+    tiled = (
+        evaluate_all_tiled(
+            run.data,
+            criteria,
+            reference_time=run.reference_time,
+            hazards=hazards,
+            tile=tile,
+            scheduler=dask_scheduler,
+        )
+        if dask_scheduler
+        else None
+    )
     for hazard in hazards:
         available = {q: run.data[q] for q in HAZARD_INPUTS[hazard] if q in run.data}
         if not available:
             hazard_info[hazard] = {"evaluated": False, "reason": "no suitable variable in the run"}
             continue
         try:
-            result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
+            if tiled is None:
+                result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
+            elif hazard in tiled:
+                result = tiled[hazard]
+            else:  # the tiled path leaves out hazards without usable inputs; say why as the local path does
+                result = evaluate(
+                    hazard,
+                    {q: da.isel(lat=[0], lon=[0]) for q, da in available.items()},
+                    criteria,
+                    reference_time=run.reference_time,
+                )
         except MissingInputError as e:  # e.g. visibility without any wind: the other hazards still count
             hazard_info[hazard] = {"evaluated": False, "reason": " ".join(str(e).split())}
             continue
@@ -237,11 +263,22 @@ def score_files(
     rules: InclusionRules,
     live: Iterable[LiveWarning] = (),
     observation_paths: Sequence[str | Path] = (),
+    dask_scheduler: str | None = None,
+    tile: int = 256,
 ) -> ScoreResult:
     """Read and score in one call: the unit of work sent to a worker process by the service."""
     started = time.perf_counter()
     observations = read_observations(observation_paths, db.grid) if observation_paths else None
-    result = score_run(read_run(paths, db.grid), db, criteria, rules, live, observations=observations)
+    result = score_run(
+        read_run(paths, db.grid),
+        db,
+        criteria,
+        rules,
+        live,
+        observations=observations,
+        dask_scheduler=dask_scheduler,
+        tile=tile,
+    )
     result.run["seconds"] = round(time.perf_counter() - started, 3)
     return result
 

@@ -26,6 +26,7 @@ from warnings_svc.hazards import HazardError
 from warnings_svc.ingest import live_warnings, quarantine, score_files, store_result
 from warnings_svc.scoring import InclusionRules, LiveWarning
 from warnings_svc.settings import ScoringSettings
+from warnings_svc.tiled import SchedulerError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def score_in_worker(
     criteria: Criteria,
     rules: dict[str, Any],
     live: list[LiveWarning],
+    dask_scheduler: str | None = None,
+    tile: int = 256,
 ) -> dict[str, Any]:
     """Read, evaluate and score one run in a worker process; returns `ScoreResult.to_json()`.
 
@@ -87,7 +90,11 @@ def score_in_worker(
     """
     try:
         db = _worker_load(url, version_id)
-        return score_files(paths, db, criteria, InclusionRules(**rules), live).to_json()
+        return score_files(
+            paths, db, criteria, InclusionRules(**rules), live, dask_scheduler=dask_scheduler, tile=tile
+        ).to_json()
+    except SchedulerError as e:  # the cluster, not the run: leave the run for a retry
+        raise ScoringUnavailable(" ".join(str(e).split())) from None
     except (RiskZoningError, HazardError, ValueError) as e:
         raise RejectedRun(" ".join(str(e).split())) from None
 
@@ -143,6 +150,8 @@ class RunScorer:
                 self.criteria,
                 asdict(self.rules),
                 live,
+                self.settings.dask_scheduler,
+                self.settings.tile,
             )
         except BrokenProcessPool as e:
             # a worker died (out of memory, a crashing library on a hostile file): start fresh workers and

@@ -48,6 +48,9 @@ class ScoringSettings(BaseModel):
     min_polygon_area_km2: Annotated[float, Field(ge=0)] = 1.0
     expiry_margin_h: Annotated[float, Field(ge=0, le=72)] = 0.0
     workers: Annotated[int, Field(ge=1, le=32)] = 1
+    # A Dask scheduler ("tcp://host:8786") to score grids tile by tile on many hosts; None scores in-process.
+    dask_scheduler: Annotated[str, Field(pattern=r"^(tcp|tls|inproc)://\S+$")] | None = None
+    tile: Annotated[int, Field(ge=16, le=4096)] = 256  # cells per tile side on the Dask path
     inbox_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 

@@ -421,3 +421,47 @@ async def test_a_broken_criteria_file_stops_the_service_at_start_up(built_url: s
     finally:
         await client.close()
         await pool.close()
+
+
+async def test_scoring_on_a_dask_cluster_gives_the_same_proposals(scenarios: dict, built_url: str) -> None:
+    from distributed import LocalCluster
+
+    conn = await asyncpg.connect(built_url)
+    try:
+        db = await load_current(conn, "wuhai")
+    finally:
+        await conn.close()
+    plain = score_files(scenarios["sandstorm"], db, load_criteria(), InclusionRules()).to_json()
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        tiled = score_files(
+            scenarios["sandstorm"],
+            db,
+            load_criteria(),
+            InclusionRules(),
+            dask_scheduler=cluster.scheduler_address,
+            tile=32,
+        ).to_json()
+    assert tiled["proposals"] == plain["proposals"]
+
+
+def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "svc.toml"
+    config.write_text('[scoring]\ndask_scheduler = "tcp://127.0.0.1:9"\n')
+    env = {**os.environ, "DATABASE_URL": built_url}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warnings_svc.cli",
+            "score",
+            "--config",
+            str(config),
+            *map(str, scenarios["heat"]),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "127.0.0.1:9" in out.stderr

@@ -569,9 +569,7 @@ async def proposals_map(request: web.Request) -> web.Response:
     for row in reversed(await _open_proposals(request.app[POOL])):
         doc = json.loads(row["document"])
         if doc.get("geometry"):
-            name = (
-                f"{HAZARD_NAMES[lang][doc['hazard']]} {WARNING_LEVEL_NAMES[doc['level']][0 if lang == 'zh' else 1]}"
-            )
+            name = f"{HAZARD_NAMES[lang][doc['hazard']]} {WARNING_LEVEL_NAMES[doc['level']][0 if lang == 'zh' else 1]}"
             shapes.append((doc["geometry"], LEVEL_COLOURS[doc["level"]], name))
     title = "待审预警建议" if lang == "zh" else "Open warning proposals"
     png = await asyncio.get_running_loop().run_in_executor(

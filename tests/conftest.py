@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import asyncpg
 import pytest
 
 from risk_zoning.db import EmbeddedPostgres
+from tests.factories_db import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -32,18 +32,8 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture
 async def db_url(pg_server_url: str) -> AsyncIterator[str]:
     """URL of a new, empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield pg_server_url.replace("/warnings?", f"/{name}?")
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with fresh_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -52,8 +42,3 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(db_url)
     yield c
     await c.close()
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return Path(__file__).resolve().parent

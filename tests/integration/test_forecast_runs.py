@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from risk_zoning.build import ensure_built
 from risk_zoning.db import create_pool, upgrade
 from risk_zoning.region import load_region
 from risk_zoning.store import load_current
+from tests.factories_db import fresh_database
 from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.criteria import load_criteria
 from warnings_svc.ingest import live_warnings, score_files, store_result
@@ -45,17 +45,9 @@ def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]
 
 @pytest.fixture(scope="module")
 async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    name = f"t_runs_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = pg_server_url.replace("/warnings?", f"/{name}?")
-    conn = await asyncpg.connect(url)
-    await upgrade(conn, MIGRATIONS)
-    await ensure_built(conn, "wuhai", progress=False)
-    await conn.close()
-    yield url
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
+    """Migrations applied and the Wuhai risk database built, shared by this module."""
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
 
 
 def score_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from risk_zoning.errors import RegionDataError
 from risk_zoning.region import builtin_regions
 from risk_zoning.store import current_version, load_current
 from risk_zoning.summary import summarise
+from tests.factories_db import fresh_database
 
 DISTRICT_POPULATION = {"150302000000": 341_000, "150303000000": 94_700, "150304000000": 122_400}
 
@@ -28,15 +28,8 @@ DISTRICT_POPULATION = {"150302000000": 341_000, "150303000000": 94_700, "1503040
 @pytest.fixture(scope="session")
 async def built_url(pg_server_url: str) -> AsyncIterator[str]:
     """A database holding one build of the Wuhai risk database, shared by the read-only tests."""
-    name = f"built_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    url = pg_server_url.replace("/warnings?", f"/{name}?")
-    conn = await asyncpg.connect(url)
-    await build_region(conn, "wuhai")
-    await conn.close()
-    yield url
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
 
 
 @pytest.fixture

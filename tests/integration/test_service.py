@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from risk_zoning.build import ensure_built
 from risk_zoning.db import create_pool, read_migrations, upgrade
 from risk_zoning.store import load_current
 from risk_zoning.summary import summarise
+from tests.factories_db import fresh_database
 from warnings_svc.app import MIGRATIONS, create_app, openapi_document
 from warnings_svc.settings import Settings
 
@@ -52,19 +52,8 @@ async def service(url: str, data_dir: Path) -> AsyncIterator[TestClient]:
 @pytest.fixture(scope="module")
 async def built_url(pg_server_url: str) -> AsyncIterator[str]:
     """A database with every migration applied and the Wuhai risk database built, shared by this module."""
-    name = f"t_svc_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = pg_server_url.replace("/warnings?", f"/{name}?")
-    conn = await asyncpg.connect(url)
-    try:
-        await upgrade(conn, MIGRATIONS)
-        await ensure_built(conn, "wuhai", progress=False)
-    finally:
-        await conn.close()
-    yield url
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
 
 
 @pytest.fixture

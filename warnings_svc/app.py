@@ -471,11 +471,14 @@ async def upload_run(request: web.Request) -> web.Response:
     if not files:
         raise RequestError("file", "no forecast file in the request")
     settings = request.app[SETTINGS]
-    folder = save_upload(files, settings.data_dir)
+    loop = asyncio.get_running_loop()
+    folder = await loop.run_in_executor(
+        None, save_upload, files, settings.data_dir
+    )  # large files: off the loop
     try:
         outcome = await request.app[RUN_SCORER].ingest(sorted(folder.iterdir()), settings.region)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        await loop.run_in_executor(None, partial(shutil.rmtree, folder, ignore_errors=True))
     body = {
         "run_id": outcome.run_id,
         "new": outcome.new,

@@ -28,6 +28,7 @@ from risk_zoning.errors import DatabaseError, RiskZoningError
 from risk_zoning.plot import render_risk_map, render_shapes_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
+from warnings_svc.appkeys import METRICS, POOL, REQUEST_ID, SETTINGS, TEMPLATES
 from warnings_svc.message import LEVEL_COLOURS
 from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.metrics import ServiceMetrics
@@ -221,15 +222,10 @@ class ReadinessProbe:
 
 # ---------------------------------------------------------------------------------------------- app keys
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-METRICS = web.AppKey("metrics", ServiceMetrics)
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
 RISK_DATABASE = web.AppKey("risk_database", CurrentRiskDatabase)
 RISK_MAPS = web.AppKey("risk_maps", RiskMapCache)
 READINESS = web.AppKey("readiness", ReadinessProbe)
 RUN_SCORER = web.AppKey("run_scorer", RunScorer)
-REQUEST_ID = web.RequestKey("request_id", str)
 
 
 MAX_UPLOAD_BYTES = 2 * 1024**3

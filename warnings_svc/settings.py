@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from risk_zoning.db import default_data_dir
 from risk_zoning.tomlfile import read_toml
@@ -54,6 +54,37 @@ class ScoringSettings(BaseModel):
     inbox_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
+class WarningSettings(BaseModel):
+    """Who issues warnings and how they are approved, signed and audited (table `[warnings]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The issuer as CAP and GB/T 35965.1 name it; the sender code follows the national pattern (6-digit admin
+    # code + 416 + 00000) and is derived, not confirmed, for Wuhai.
+    sender: Annotated[str, Field(strict=True, pattern=r"^[^\s,&<]+$")] = "wuhai@weather.example.cn"
+    sender_code: Annotated[str, Field(strict=True, pattern=r"^\d{14}$")] = "15030041600000"
+    issuer_name: Annotated[str, Field(strict=True, min_length=1, max_length=40)] = "乌海市气象台"
+    issuer_name_en: Annotated[str, Field(strict=True, min_length=1, max_length=80)] = (
+        "Wuhai Meteorological Observatory"
+    )
+    contact: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    # Levels nobody may approve alone (their author never approves them); all four for the strictest rule.
+    two_person_levels: tuple[Literal["blue", "yellow", "orange", "red"], ...] = ("orange", "red")
+    # The public base URL (https://warnings.example.cn) written as each CAP message's <web>; None leaves it out.
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    # XML-DSig signing of every CAP message: a PEM private key and its PEM certificate, both or neither.
+    signing_key_file: Path | None = None
+    signing_cert_file: Path | None = None
+    # A secret (a file of at least 32 bytes) that makes the audit hash chain an HMAC chain.
+    audit_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_and_certificate(self) -> WarningSettings:
+        if (self.signing_key_file is None) != (self.signing_cert_file is None):
+            raise ValueError("signing_key_file and signing_cert_file go together")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the service reads from its configuration. Unknown keys are errors, not ignored."""
 
@@ -67,6 +98,7 @@ class Settings(BaseModel):
     region: Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")] = "wuhai"
     log_level: LogLevel = "INFO"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    warnings: WarningSettings = Field(default_factory=WarningSettings)
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -97,12 +129,8 @@ def load_settings(
                 raise SettingsError(path, f"unknown key '{key}'{_did_you_mean(key)}")
             if key == "data_dir" and isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 value = str(path.parent / value)
-            if key == "scoring" and isinstance(value, dict) and isinstance(value.get("criteria_file"), str):
-                criteria = Path(value["criteria_file"]).expanduser()
-                value = {
-                    **value,
-                    "criteria_file": str(criteria if criteria.is_absolute() else path.parent / criteria),
-                }
+            if isinstance(value, dict) and key in _FILE_KEYS:
+                value = _relative_to(path.parent, value, _FILE_KEYS[key])
             values[key] = value
             sources[key] = str(path)
     for variable, key in ENVIRONMENT.items():
@@ -125,6 +153,22 @@ def load_settings(
         if "input" in first and key != "database_url":  # a URL may carry a password: never echo it
             problem += f" (got {_shorten(repr(first['input']))})"
         raise SettingsError(source, f"{key}: {problem}" if key else problem) from e
+
+
+# Paths inside tables that, when relative, are taken relative to the settings file's folder.
+_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "scoring": ("criteria_file",),
+    "warnings": ("signing_key_file", "signing_cert_file", "audit_key_file"),
+}
+
+
+def _relative_to(folder: Path, table: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(table)
+    for key in keys:
+        if isinstance(out.get(key), str):
+            given = Path(out[key]).expanduser()
+            out[key] = str(given if given.is_absolute() else folder / given)
+    return out
 
 
 def _from_environment(variable: str, key: str, raw: str) -> Any:

@@ -31,6 +31,7 @@ from warnings_svc.hazards import (
     evaluate,
     stations_to_grid,
 )
+from warnings_svc.notify import notify
 from warnings_svc.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
 from warnings_svc.tiled import evaluate_all_tiled
 
@@ -353,6 +354,8 @@ async def store_result(conn: asyncpg.Connection, result: dict[str, Any]) -> tupl
                     json.dumps(p, ensure_ascii=False),
                 )
             )
+        event = {"kind": "run", "id": run_id, "action": "scored", "proposals": ids, "hazards": hazards}
+        await notify(conn, event)
     return run_id, ids, True
 
 

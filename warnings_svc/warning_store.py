@@ -3,7 +3,7 @@
 Each function here takes a connection, locks the warning's row, asks `warnings_svc.lifecycle.apply` whether
 the action is allowed, and then, in the same transaction, writes the version(s), refreshes the warning's
 public face (`svc.warning`, which scoring diffs new runs against), appends the audit entry and sends a
-``svc_events`` notification that the console turns into a live refresh. Either all of that happens or
+``svc_events`` notification (`warnings_svc.notify`) that the console turns into a live refresh. Either all of that happens or
 none of it does.
 
 Issuing (the approval of a version) also renders the message: channel texts in Chinese and English from the
@@ -48,10 +48,10 @@ from warnings_svc.lifecycle import (
     state_as_dict,
 )
 from warnings_svc.message import Area, Issuer, Reference, WarningMessage
+from warnings_svc.notify import notify
 from warnings_svc.settings import Settings, SettingsError, WarningSettings
 from warnings_svc.texts import WarningTexts, check_budgets, clean_text, render_texts
 
-EVENTS_CHANNEL = "svc_events"
 LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
@@ -179,8 +179,11 @@ async def create(
     now: datetime,
 ) -> Version:
     """A new warning: version 1, a draft by ``actor``."""
-    units = await _units(conn, ctx.region)
+    units = await region_units(conn, ctx.region)
     content = _checked_content(content, units)
+    checked = new_draft(  # every check before anything is written; the id comes from the insert
+        id="0", hazard=hazard, level=level, onset=onset, expires=expires, actor=actor, exercise=exercise
+    )
     async with conn.transaction():
         warning_id = await conn.fetchval(
             """INSERT INTO svc.warning (hazard, level, areas, onset, expires, status, exercise)
@@ -192,15 +195,7 @@ async def create(
             expires,
             exercise,
         )
-        state = new_draft(
-            id=str(warning_id),
-            hazard=hazard,
-            level=level,
-            onset=onset,
-            expires=expires,
-            actor=actor,
-            exercise=exercise,
-        )
+        state = dataclasses.replace(checked, id=str(warning_id))
         version = Version(state, content)
         await _insert_version(conn, version)
         await _audit(conn, ctx, now, actor.name, "create", state, None, version)
@@ -267,10 +262,8 @@ async def draft_from_proposal(
                 conn, ctx, actor, int(row["replaces"]), changes, now=now, proposal_id=proposal_id
             )
         await conn.execute("UPDATE svc.proposal SET status = 'accepted' WHERE id = $1", proposal_id)
-        await conn.execute(
-            "SELECT pg_notify($1, $2)",
-            EVENTS_CHANNEL,
-            json.dumps({"kind": "proposal", "id": proposal_id, "action": "accepted", "status": "accepted"}),
+        await notify(
+            conn, {"kind": "proposal", "id": proposal_id, "action": "accepted", "status": "accepted"}
         )
     return version
 
@@ -314,7 +307,7 @@ async def _start_successor(
     proposal_id: int | None,
 ) -> Version:
     lifecycle_changes, content_changes = _split_changes(changes)
-    units = await _units(conn, ctx.region)
+    units = await region_units(conn, ctx.region)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         if kind == "Update":
@@ -346,7 +339,7 @@ async def edit(
     if not changes:
         raise StoreError("invalid", "nothing to change", "changes")
     lifecycle_changes, content_changes = _split_changes(changes)
-    units = await _units(conn, ctx.region)
+    units = await region_units(conn, ctx.region)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         transition = apply(
@@ -377,7 +370,7 @@ async def act(
     if action not in (Action.submit, Action.approve, Action.return_for_edit, Action.discard):
         raise StoreError("invalid", f"{action} is not done this way", "action")
     reason = _clean(reason, "reason", MAX_NOTE_CHARS)
-    units = await _units(conn, ctx.region)
+    units = await region_units(conn, ctx.region)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         replaced = None
@@ -818,27 +811,57 @@ async def _audit(
 
 
 async def _notify(conn: asyncpg.Connection, state: WarningState, action: str) -> None:
-    await conn.execute(
-        "SELECT pg_notify($1, $2)",
-        EVENTS_CHANNEL,
-        json.dumps(
-            {
-                "kind": "warning",
-                "id": int(state.id),
-                "version": state.version,
-                "action": action,
-                "status": str(state.status),
-            }
-        ),
-    )
+    event = {"kind": "warning", "id": int(state.id), "version": state.version, "action": action}
+    await notify(conn, event | {"status": str(state.status)})
 
 
 # ---------------------------------------------------------------------------------------------- validation
 
 
-async def _units(conn: asyncpg.Connection, region: str) -> dict[str, UnitRecord]:
+async def region_units(conn: asyncpg.Connection, region: str) -> dict[str, UnitRecord]:
+    """The region's assessment units by geocode, from the current risk database (no arrays)."""
     db: RiskDatabase = await load_current(conn, region, arrays=False)
     return {u.code: u for u in db.units}
+
+
+def impact(
+    version: Version, units: Mapping[str, UnitRecord], proposal: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Who the version reaches: population per area (areas inside another listed area are not counted twice)
+    and, when it came from a proposal, the exposed population and vulnerable groups the scoring found."""
+    codes = set(version.content.areas)
+
+    def inside_another(u: UnitRecord) -> bool:
+        parent = u.parent
+        while parent is not None:
+            if parent in codes:
+                return True
+            parent = units[parent].parent if parent in units else None
+        return False
+
+    areas = [units[c] for c in version.content.areas if c in units]
+    counted = [u for u in areas if not inside_another(u)]
+    vulnerable: dict[str, float] = {}
+    exposed = version.content.exposed_population
+    for item in (proposal or {}).get("impacts", []):
+        if item.get("code") in codes:
+            for group, people in (item.get("vulnerable") or {}).items():
+                vulnerable[group] = vulnerable.get(group, 0.0) + float(people)
+    return {
+        "population": sum(u.population for u in counted),
+        "exposed_population": exposed,
+        "areas": [
+            {
+                "code": u.code,
+                "name": u.name,
+                "name_en": u.name_en,
+                "level": u.level,
+                "population": u.population,
+            }
+            for u in areas
+        ],
+        "vulnerable": {k: round(v) for k, v in sorted(vulnerable.items())},
+    }
 
 
 def unit_code(code: str, units: Mapping[str, UnitRecord]) -> str:
@@ -937,9 +960,11 @@ __all__ = [
     "draft_from_proposal",
     "edit",
     "expire_due",
+    "impact",
     "latest_versions",
     "message_of",
     "preview",
+    "region_units",
     "start_cancel",
     "start_update",
     "texts_of",

@@ -177,7 +177,7 @@ async def test_exercise_flag_carries_into_cap_status(conn):
 
 async def test_preview_counts_sms_segments(conn):
     v = await _draft(conn)
-    units = await ws._units(conn, "wuhai")
+    units = await ws.region_units(conn, "wuhai")
     p = ws.preview(CTX, v, units, now=NOW)
     assert p["zh-CN"]["headline"].startswith("乌海市气象台发布高温橙色预警")
     assert p["zh-CN"]["sms_full_segments"] >= 1 and p["zh-CN"]["budget_problems"] == []

@@ -17,3 +17,6 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -c 'import risk_zoning, warnings_svc' # fail here, not later, if the install did not work
   touch "$stamp"
 fi
+if [[ ",$extras," == *,test,* ]]; then
+  scripts/install-browser # the browser tests (tests/browser) drive Debian's headless Chromium
+fi

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,12 +21,17 @@ from aiohttp import web
 from risk_zoning.build import ensure_built
 from risk_zoning.db import connect, create_pool, database_url, upgrade
 from risk_zoning.errors import RiskZoningError
+from warnings_svc.accounts import SCOPES, AccountError, create_user, issue_token, list_users, revoke_token
 from warnings_svc.app import MIGRATIONS, create_app
+from warnings_svc.audit_log import verify_log
 from warnings_svc.criteria import CriteriaError
+from warnings_svc.demo_users import seed_demo_users
 from warnings_svc.hazards import HazardError
+from warnings_svc.lifecycle import Role
 from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
 from warnings_svc.settings import Settings, SettingsError, load_settings
 from warnings_svc.tiled import SchedulerError
+from warnings_svc.warning_store import Issuing
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
@@ -144,7 +149,59 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--config", type=Path, help="TOML settings file")
     ingest.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
     ingest.set_defaults(command=run_ingest)
+
+    _add_user_commands(commands)
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    verify = audit.add_parser(
+        "verify",
+        help="check the hash chain of every entry; exit status 1 and the first break if it is broken",
+    )
+    verify.add_argument("--head", metavar="HASH", help="a head hash kept elsewhere: the chain must reach it")
+    verify.add_argument("--config", type=Path, help="TOML settings file ([warnings] audit_key_file)")
+    verify.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    verify.set_defaults(command=run_audit_verify)
     return parser
+
+
+def _add_user_commands(commands: argparse._SubParsersAction) -> None:
+    user = commands.add_parser(
+        "user", help="accounts: add users, issue and revoke bearer tokens"
+    ).add_subparsers(required=True, metavar="ACTION")
+    add = user.add_parser("add", help="create a user; prints JSON with its first bearer token")
+    add.add_argument("name", help="2-32 characters of a-z 0-9 _ . - starting with a letter")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--display-name", default="", help="the name people see (e.g. 李伟)")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read a console password from the first line of stdin"
+    )
+    add.set_defaults(command=run_user_add)
+
+    token = user.add_parser("token", help="issue another bearer token for a user; prints it as JSON")
+    token.add_argument("name")
+    token.add_argument(
+        "--scope",
+        action="append",
+        choices=sorted(SCOPES),
+        help="what the token may do (repeatable; default read and write)",
+    )
+    token.add_argument("--label", default="", help="what the token is for")
+    token.set_defaults(command=run_user_token)
+
+    revoke = user.add_parser("revoke", help="revoke a bearer token for good")
+    revoke.add_argument("token", help="the token, or - to read it from stdin (keeps it out of `ps`)")
+    revoke.set_defaults(command=run_user_revoke)
+
+    listing = user.add_parser("list", help="list users as JSON lines (never a secret)")
+    listing.set_defaults(command=run_user_list)
+
+    for action in (add, token, revoke, listing):
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument(
+            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+        )
 
 
 def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -170,6 +227,18 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     _configure_logging(settings.log_level)
     return serve(settings, progress=sys.stderr.isatty())
+
+
+def run_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit chain; prints {"ok", "entries", "head", ...} and exits 1 when it is broken."""
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    key = Issuing.from_settings(settings).audit_key
+    result = _on_database(args, lambda conn: verify_log(conn, key, head=args.head))
+    report = {"ok": result.ok, "entries": result.count, "head": result.head}
+    if not result.ok:
+        report |= {"broken_seq": result.broken_seq, "reason": result.reason}
+    _print_json(report)
+    return 0 if result.ok else 1
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
@@ -261,6 +330,75 @@ def run_ingest(args: argparse.Namespace) -> int:
     json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
     print()
     return 0
+
+
+def run_user_add(args: argparse.Namespace) -> int:
+    """Create a user: prints {"name", "role", "token"} as JSON."""
+    password = _password_from_stdin() if args.password_stdin else None
+    user, token = _on_database(
+        args,
+        lambda conn: create_user(
+            conn, args.name, args.role, password=password, display_name=args.display_name
+        ),
+    )
+    _print_json({"name": user.name, "role": user.role.value, "token": token})
+    return 0
+
+
+def run_user_token(args: argparse.Namespace) -> int:
+    """Issue another token: prints {"name", "scopes", "token"} as JSON."""
+    scopes = sorted(set(args.scope or SCOPES))
+    token = _on_database(args, lambda conn: issue_token(conn, args.name, scopes=scopes, label=args.label))
+    _print_json({"name": args.name, "scopes": scopes, "token": token})
+    return 0
+
+
+def run_user_revoke(args: argparse.Namespace) -> int:
+    """Revoke a token; an unknown or already revoked one is an error."""
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    if not _on_database(args, lambda conn: revoke_token(conn, token)):
+        raise CommandError("no such token, or it was revoked already")
+    print("revoked")
+    return 0
+
+
+def run_user_list(args: argparse.Namespace) -> int:
+    """One JSON object per user, by name."""
+    for user in _on_database(args, list_users):
+        print(json.dumps(user, ensure_ascii=False, default=lambda v: v.isoformat()))
+    return 0
+
+
+def _on_database(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    """Run `work` on a connection to the configured database, after applying pending migrations."""
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    _configure_logging("WARNING")
+    with database_url(settings.database_url, settings.data_dir) as url:
+
+        async def go() -> Any:
+            conn = await connect(url)
+            try:
+                await upgrade(conn, MIGRATIONS)
+                return await work(conn)
+            finally:
+                await conn.close()
+
+        try:
+            return asyncio.run(go())
+        except AccountError as e:
+            raise CommandError(str(e)) from e
+
+
+def _password_from_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("--password-stdin: no password on the first line of stdin")
+    return password
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    json.dump(doc, sys.stdout, ensure_ascii=False)
+    print()
 
 
 def _criteria(settings: Settings):
@@ -401,7 +539,10 @@ async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = F
                 )
                 if seeded is not None:
                     log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
-            print(f"Console: http://{_authority(settings)}/", flush=True)
+            if demo:
+                for u in await seed_demo_users(pool, settings.data_dir):
+                    print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+            print(f"Console: http://{_authority(settings)}/console/", flush=True)
             await stop.wait()
             log.info("stopping")
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -409,7 +411,20 @@ def test_demo_serves_the_console_then_stops_cleanly_with_postgresql_on_ctrl_c(
         )
         try:
             line = wait_for_line(proc.stdout, "Console:", DEMO_START_SECONDS)
-            assert line.strip() == f"Console: http://127.0.0.1:{port}/"
+            assert line.strip() == f"Console: http://127.0.0.1:{port}/console/"
+            users = json.loads((demo_dir / "demo-users.json").read_text("utf-8"))
+            assert {u["role"] for u in users} == {"forecaster", "approver", "operations", "department"}
+            assert (demo_dir / "demo-users.json").stat().st_mode & 0o077 == 0
+            chief = next(u for u in users if u["role"] == "approver")
+            login = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            login.request(
+                "POST",
+                "/console/login",
+                body=urllib.parse.urlencode({"name": chief["name"], "password": chief["password"]}),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            answer = login.getresponse()
+            assert answer.status in (302, 303) and "wsvc_session=" in answer.getheader("Set-Cookie", "")
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
                 assert json.load(r) == {"status": "ok"}
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as r:

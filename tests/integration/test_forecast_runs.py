@@ -22,6 +22,7 @@ from risk_zoning.db import create_pool, upgrade
 from risk_zoning.region import load_region
 from risk_zoning.store import load_current
 from tests.factories_db import fresh_database
+from warnings_svc.accounts import create_user, issue_token
 from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.criteria import load_criteria
 from warnings_svc.ingest import live_warnings, score_files, store_result
@@ -222,13 +223,37 @@ async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestCli
     settings = Settings(
         database_url=built_url, data_dir=tmp_path, scoring=ScoringSettings(inbox_poll_seconds=0.2)
     )
-    client = TestClient(TestServer(create_app(settings, pool, database_url=built_url)))
+    async with pool.acquire() as conn:
+        token = (
+            await issue_token(conn, "ops")
+            if await _has_user(conn, "ops")
+            else (await create_user(conn, "ops", "operations"))[1]
+        )
+    client = TestClient(
+        TestServer(create_app(settings, pool, database_url=built_url)),
+        headers={"Authorization": f"Bearer {token}"},
+    )
     await client.start_server()
     try:
         yield client, tmp_path
     finally:
         await client.close()
         await pool.close()
+
+
+async def _has_user(conn, name: str) -> bool:
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM svc.app_user WHERE name = $1)", name)
+
+
+async def test_an_upload_needs_a_user_who_may_send_forecasts(scenarios: dict, service) -> None:
+    client, _ = service
+    body = scenarios["quiet"][0].read_bytes()
+    anonymous = await client.post(
+        "/api/v1/runs?filename=a.nc",
+        data=body,
+        headers={"Content-Type": "application/x-netcdf", "Authorization": ""},
+    )
+    assert anonymous.status == 401
 
 
 async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict, service) -> None:

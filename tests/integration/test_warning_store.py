@@ -181,3 +181,45 @@ async def test_preview_counts_sms_segments(conn):
     p = ws.preview(CTX, v, units, now=NOW)
     assert p["zh-CN"]["headline"].startswith("乌海市气象台发布高温橙色预警")
     assert p["zh-CN"]["sms_full_segments"] >= 1 and p["zh-CN"]["budget_problems"] == []
+
+
+async def test_signing_keys_from_settings_sign_every_issued_message(conn, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.factories_keys import key_and_certificate
+    from warnings_svc.cap import verify_cap
+    from warnings_svc.settings import WarningSettings
+
+    key_pem, cert_pem = key_and_certificate(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    settings = Settings(
+        warnings=WarningSettings(signing_key_file=tmp_path / "k.pem", signing_cert_file=tmp_path / "c.pem")
+    )
+    signed_ctx = ws.Issuing.from_settings(settings)
+    v = await ws.create(
+        conn,
+        signed_ctx,
+        WANG,
+        hazard="frost",
+        level="blue",
+        onset=NOW,
+        expires=NOW + timedelta(hours=20),
+        content=ws.Content(areas=("150303",)),
+        now=NOW,
+    )
+    await ws.act(conn, signed_ctx, WANG, v.warning_id, Action.submit, now=NOW)
+    await ws.act(conn, signed_ctx, LI, v.warning_id, Action.approve, now=NOW)
+    cap = await conn.fetchval("SELECT cap_xml FROM svc.warning_version WHERE warning_id = $1", v.warning_id)
+    verify_cap(cap, cert_pem)
+    validate_cap(cap)
+
+
+def test_a_missing_key_file_is_a_settings_error_naming_it(tmp_path):
+    from warnings_svc.settings import SettingsError, WarningSettings
+
+    settings = Settings(
+        warnings=WarningSettings(signing_key_file=tmp_path / "nope.pem", signing_cert_file=tmp_path / "c.pem")
+    )
+    with pytest.raises(SettingsError, match="signing_key_file"):
+        ws.Issuing.from_settings(settings)

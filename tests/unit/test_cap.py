@@ -6,12 +6,10 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from tests.factories_keys import key_and_certificate
 from tests.factories_messages import (
     DATA,
     HAZARD_LEVEL_PAIRS,
@@ -482,26 +480,6 @@ def test_the_schema_is_compiled_once_per_process() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- signature
-
-
-def key_and_certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
-    """PEM private key and a self-signed certificate for it, valid for a day from a minute ago."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Wuhai test signer")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,31 @@ from risk_zoning.errors import DatabaseError, RiskZoningError
 from risk_zoning.plot import render_risk_map, render_shapes_map
 from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
 from risk_zoning.summary import summarise
+from warnings_svc.accounts import AccountError, LoginFailed, RateLimited
+from warnings_svc.api_alerts import OPENAPI_PATHS as ALERTS_OPENAPI_PATHS
+from warnings_svc.api_alerts import setup_alerts
+from warnings_svc.api_warnings import OPENAPI_PATHS as WARNINGS_OPENAPI_PATHS
+from warnings_svc.api_warnings import setup_warnings_api
 from warnings_svc.appkeys import METRICS, POOL, REQUEST_ID, SETTINGS, TEMPLATES
+from warnings_svc.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
+from warnings_svc.console import setup_console
+from warnings_svc.lifecycle import Role
 from warnings_svc.message import LEVEL_COLOURS
 from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.metrics import ServiceMetrics
+from warnings_svc.problems import Problem
 from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
 from warnings_svc.settings import Settings
+from warnings_svc.web_auth import OPENAPI_PATHS as AUTH_OPENAPI_PATHS
+from warnings_svc.web_auth import (
+    OPENAPI_SECURITY_SCHEMES,
+    CsrfRejected,
+    Forbidden,
+    Unauthenticated,
+    authenticate,
+    require_user,
+    setup_auth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +93,15 @@ class NotFoundError(RequestError):
     """The path names something that does not exist."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    status: int
-    slug: str
-    title: str
-
-
 # Domain errors -> HTTP answers, in one place. The first class in an exception's MRO found here wins.
 PROBLEMS: dict[type[BaseException], Problem] = {
     UnknownHazardError: Problem(404, "unknown-hazard", "Unknown hazard"),
+    Unauthenticated: Problem(401, "unauthenticated", "Not logged in"),
+    CsrfRejected: Problem(403, "csrf-rejected", "Cross-site or unverified request refused"),
+    Forbidden: Problem(403, "forbidden", "Not allowed"),
+    RateLimited: Problem(429, "too-many-logins", "Too many failed logins"),
+    LoginFailed: Problem(401, "login-failed", "Wrong user name or password"),
+    AccountError: Problem(400, "invalid-account", "Invalid account"),
     NotFoundError: Problem(404, "not-found", "Not found"),
     RejectedRun: Problem(422, "unusable-forecast", "Unusable forecast run"),
     ScoringUnavailable: Problem(503, "scoring-unavailable", "Scoring unavailable"),
@@ -98,6 +116,9 @@ INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 
 
 def problem_for(error: BaseException) -> Problem | None:
+    own = getattr(error, "problem", None)  # errors that know their answer (`problems.ApiProblem`)
+    if isinstance(own, Problem):
+        return own
     for cls in type(error).__mro__:
         if cls in PROBLEMS:
             return PROBLEMS[cls]
@@ -238,7 +259,9 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     `/api/v1/runs` and files dropped into `data_dir/inbox`.
     """
     metrics = ServiceMetrics()
-    app = web.Application(middlewares=[observe_requests, answer_problems], client_max_size=MAX_UPLOAD_BYTES)
+    app = web.Application(
+        middlewares=[observe_requests, answer_problems, authenticate], client_max_size=MAX_UPLOAD_BYTES
+    )
     app[SETTINGS] = settings
     app[POOL] = pool
     app[METRICS] = metrics
@@ -260,6 +283,10 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     app.router.add_post("/api/v1/runs", upload_run, name="upload_run")
     app.router.add_get("/api/v1/runs/{id}", get_run, name="run")
     app.router.add_get("/api/v1/proposals", list_proposals, name="proposals")
+    setup_warnings_api(app)
+    setup_alerts(app)
+    setup_auth(app)
+    setup_console(app, database_url)
     app.router.add_static("/static", STATIC_DIR, name="static")
     return app
 
@@ -360,18 +387,24 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
                 log.warning("request failed: %s", e, extra={"request_id": request[REQUEST_ID]})
             detail = _one_line(e)
         if _wants_problem_json(request):
-            return _problem_response(request, problem, detail)
-        return _error_page(request, problem, detail)
+            response = _problem_response(request, problem, detail, getattr(e, "problem_fields", None))
+        else:
+            response = _error_page(request, problem, detail)
+        response.headers.update(getattr(e, "problem_headers", {}))  # WWW-Authenticate, Retry-After
+        return response
 
 
 def _wants_problem_json(request: web.Request) -> bool:
+    # people's pages (the first page, the console, its login and logout forms) get an HTML error page
     route = request.match_info.route
     if route.resource is not None:
-        return route.name != "index"
+        return route.name != "index" and not request.path.startswith("/console/")
     return request.path.startswith(("/api/", "/maps/"))
 
 
-def _problem_response(request: web.Request, problem: Problem, detail: str) -> web.Response:
+def _problem_response(
+    request: web.Request, problem: Problem, detail: str, extra: dict[str, Any] | None = None
+) -> web.Response:
     kind = problem.slug if ":" in problem.slug else f"urn:warnings-svc:problem:{problem.slug}"
     body = {
         "type": kind,
@@ -380,6 +413,7 @@ def _problem_response(request: web.Request, problem: Problem, detail: str) -> we
         "detail": detail,
         "instance": request.path,
         "request_id": request[REQUEST_ID],
+        **(extra or {}),  # e.g. the field at fault and a machine-readable code
     }
     return web.Response(
         status=problem.status,
@@ -453,6 +487,7 @@ async def risk_summary(request: web.Request) -> web.Response:
 
 async def upload_run(request: web.Request) -> web.Response:
     """Score an uploaded forecast run (multipart files, or one NetCDF body with ?filename=) and store it."""
+    require_user(request, Role.forecaster, Role.approver, Role.operations, scope="write")
     if RUN_SCORER not in request.app:
         raise RequestError("run", "this server does not score forecast runs")
     files: list[tuple[str, bytes]] = []
@@ -1031,8 +1066,13 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **WARNINGS_OPENAPI_PATHS,
+            **ALERTS_OPENAPI_PATHS,
+            **AUTH_OPENAPI_PATHS,
+            **CONSOLE_OPENAPI_PATHS,
         },
         "components": {
+            "securitySchemes": OPENAPI_SECURITY_SCHEMES,
             "parameters": {
                 "lang": {
                     "name": "lang",

@@ -213,8 +213,10 @@ async def test_a_cookie_post_without_the_csrf_token_is_403_and_with_it_passes(
     token = await csrf_token(client)
 
     refused = await client.post("/console/logout", allow_redirects=False)
-    assert refused.status == 403
-    problem = await refused.json(content_type=None)
+    assert refused.status == 403  # a person's form: an error page, not a problem document
+    assert refused.content_type == "text/html" and "CSRF" in await refused.text()
+    api = await client.post("/test/write", allow_redirects=False)
+    problem = await api.json(content_type=None)
     assert problem["type"].endswith("csrf-rejected") and "CSRF" in problem["detail"]
     wrong = await client.post("/console/logout", data={"csrf_token": token[:-1] + "x"}, allow_redirects=False)
     assert wrong.status == 403

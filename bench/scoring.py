@@ -454,7 +454,7 @@ def run_scene(
     )
     log(f"  ours: {timings['ours']:.3f} s (runs {', '.join(f'{x:.3f}' for x in ours)})")
     if "member" in data["precipitation"].dims:
-        # the same members stored member-major: `hazards` copies (time, member) inputs into that order
+        # the same members stored member-major: `hazards` reads both layouts in place, so the times should match
         order = ("member", "time", "lat", "lon")
         member_major = {
             k: v.transpose(*order).copy(data=np.ascontiguousarray(v.transpose(*order).values))

@@ -46,8 +46,10 @@ How a criterion is evaluated (the numbers are in ``warnings_svc/config/criteria.
   the observed period's end and the continuation's end.
 
 The kernels are numba functions over arrays shaped (member, time, cell) float32, chunked over cells and
-parallel over chunks, fusing every level of a hazard into one pass over the time axis. Each has a plain
-numpy reference (`_reference_kernel` and the ``_reference_*`` helpers) that the tests compare against.
+parallel over chunks, fusing every level of a hazard into one pass over the time axis. They read the data
+in place whether it is stored member-major or time-major (``(time, member, lat, lon)``, as `cfgrid` gives
+ensembles), without a layout copy. Each has a plain numpy reference (`_reference_kernel` and the
+``_reference_*`` helpers) that the tests compare against.
 
 Every cell is computed from its own time series only, so a spatial tile gives exactly the corresponding
 slice of the whole-grid result; `evaluate_tile` and `tile_template` make that a ``xr.map_blocks`` call:
@@ -195,6 +197,9 @@ def _kernel_chunk(
     g0,
     g1,
     g2,
+    strides,
+    n_members,
+    n_times,
     gate_thr,
     kind,
     sense,
@@ -226,10 +231,12 @@ def _kernel_chunk(
     whether the reaching period is still open at the end of the horizon (it is followed past it while it
     lasts). A level stops being followed once its horizon is over and no period is open. Members are then
     folded into counts, onset and end per level.
+
+    The data and the three gates are flat float32 arrays: value (member m, step t, cell c) of array i is at
+    ``m * strides[i, 0] + t * strides[i, 1] + c`` (cells contiguous), so member-major and time-major
+    storage are both read in place; a gate with one member has member stride 0.
     """
     big = 9223372036854775807
-    n_members = x.shape[0]
-    n_times = x.shape[1]
     n_levels = kind.shape[0]
     nc = c1 - c0
     has_window = False
@@ -275,9 +282,10 @@ def _kernel_chunk(
     en = np.full((n_levels, nc), -big - 1, np.int64)
 
     for m in range(n_members):
-        m0 = m if g0.shape[0] > 1 else 0
-        m1 = m if g1.shape[0] > 1 else 0
-        m2 = m if g2.shape[0] > 1 else 0
+        xm = m * strides[0, 0] + c0
+        gm0 = m * strides[1, 0] + c0
+        gm1 = m * strides[2, 0] + c0
+        gm2 = m * strides[3, 0] + c0
         valid[:] = False
         first[:] = big
         last[:] = -1
@@ -293,9 +301,10 @@ def _kernel_chunk(
                 busy = busy or not done[lv]
             if not busy:
                 break
+            xt = xm + t * strides[0, 1]  # x[xt + k] is cell c0 + k at member m, step t
             if has_window:
                 for k in range(nc):
-                    v = np.float64(x[m, t, c0 + k])
+                    v = np.float64(x[xt + k])
                     finite = v == v
                     csum[t + 1, k] = csum[t, k] + (v if finite else 0.0)
                     nans[t + 1, k] = nans[t, k] + (0 if finite else 1)
@@ -303,19 +312,21 @@ def _kernel_chunk(
                 d = day_of[t]
                 h = step_hours[t]
                 for k in range(nc):
-                    v = np.float64(x[m, t, c0 + k])
+                    v = np.float64(x[xt + k])
                     dmax[d, k] = v if v > dmax[d, k] else dmax[d, k]
                     dcov[d, k] += h if v == v else 0.0
             if has_gate:
+                gt0 = gm0 + t * strides[1, 1]
+                gt1 = gm1 + t * strides[2, 1]
+                gt2 = gm2 + t * strides[3, 1]
                 for k in range(nc):
-                    c = c0 + k
                     raised = False
                     if use0:
-                        raised = raised or g0[m0, t, c] >= gate_thr[0]
+                        raised = raised or g0[gt0 + k] >= gate_thr[0]
                     if use1:
-                        raised = raised or g1[m1, t, c] >= gate_thr[1]
+                        raised = raised or g1[gt1 + k] >= gate_thr[1]
                     if use2:
-                        raised = raised or g2[m2, t, c] >= gate_thr[2]
+                        raised = raised or g2[gt2 + k] >= gate_thr[2]
                     dusty[k] = raised
             for lv in range(n_levels):
                 if done[lv] or t < lo[lv]:
@@ -329,7 +340,7 @@ def _kernel_chunk(
                         val[k] = diff if nans[t + 1, k] == nans[j, k] else np.nan
                 else:
                     for k in range(nc):
-                        val[k] = np.float64(x[m, t, c0 + k])
+                        val[k] = np.float64(x[xt + k])
                 ungated = not gated[lv]
                 if t < hi[lv]:
                     for k in range(nc):
@@ -425,33 +436,35 @@ def _kernel_chunk(
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _kernel_parallel(
-    x, g0, g1, g2, gate_thr, kind, sense, thr, gated, lo, hi, win_start, n_days, day_of, step_hours,
-    n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob, onset, end,
+    x, g0, g1, g2, strides, n_members, n_times, n_cells, gate_thr, kind, sense, thr, gated, lo, hi,
+    win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob,
+    onset, end,
 ):  # fmt: skip  # pragma: no cover - compiled
-    n_cells = x.shape[2]
     n_chunks = (n_cells + chunk - 1) // chunk
     for i in prange(n_chunks):
         c0 = i * chunk
         c1 = min(n_cells, c0 + chunk)
         _kernel_chunk(
-            x, g0, g1, g2, gate_thr, kind, sense, thr, gated, lo, hi, win_start, n_days, day_of,
-            step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, c0, c1, prob, onset, end,
+            x, g0, g1, g2, strides, n_members, n_times, gate_thr, kind, sense, thr, gated, lo, hi,
+            win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, c0, c1,
+            prob, onset, end,
         )  # fmt: skip
 
 
 @njit(cache=True, fastmath=False, nogil=True)
 def _kernel_serial(
-    x, g0, g1, g2, gate_thr, kind, sense, thr, gated, lo, hi, win_start, n_days, day_of, step_hours,
-    n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob, onset, end,
+    x, g0, g1, g2, strides, n_members, n_times, n_cells, gate_thr, kind, sense, thr, gated, lo, hi,
+    win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob,
+    onset, end,
 ):  # fmt: skip  # pragma: no cover - compiled
-    n_cells = x.shape[2]
     n_chunks = (n_cells + chunk - 1) // chunk
     for i in range(n_chunks):
         c0 = i * chunk
         c1 = min(n_cells, c0 + chunk)
         _kernel_chunk(
-            x, g0, g1, g2, gate_thr, kind, sense, thr, gated, lo, hi, win_start, n_days, day_of,
-            step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, c0, c1, prob, onset, end,
+            x, g0, g1, g2, strides, n_members, n_times, gate_thr, kind, sense, thr, gated, lo, hi,
+            win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, c0, c1,
+            prob, onset, end,
         )  # fmt: skip
 
 
@@ -486,22 +499,49 @@ def _use_parallel(parallel: bool | None) -> bool:
     return threading.current_thread() is threading.main_thread() and os.getpid() == _IMPORT_PID
 
 
+def _flat(a: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(flat, member stride, time stride) in elements for an (M, T, C) array, reading it in place when it
+    is C-contiguous (member-major) or a transposed view of a C-contiguous (T, M, C) buffer (time-major, as
+    `_unpack` gives ``(time, member, lat, lon)`` data); any other layout or dtype is copied member-major.
+    The flat array is always C-contiguous, writeable float32: numba compiles one signature only (it types
+    read-only arrays apart, and compiling a second variant at run time would stall a worker for seconds).
+    """
+    m, t, c = a.shape
+    if a.dtype == np.float32 and a.flags.c_contiguous:
+        flat, ms, ts = a.reshape(-1), t * c, c
+    elif a.dtype == np.float32 and a.transpose(1, 0, 2).flags.c_contiguous:
+        flat, ms, ts = a.transpose(1, 0, 2).reshape(-1), c, m * c
+    else:
+        flat, ms, ts = np.ascontiguousarray(a, dtype=np.float32).reshape(-1), t * c, c
+    if not flat.flags.writeable:
+        flat = flat.copy()  # same layout, same strides
+    return flat, (ms if m > 1 else 0), ts
+
+
 def _run_kernel(
     x: np.ndarray, gates: Sequence[np.ndarray], plan: _Plan, *, parallel: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probability (L, C) float32, onset (L, C) int64 ns, end (L, C) int64 ns) for x (M, T, C)."""
-    # one compiled signature only: C-contiguous, writeable float32 (numba types read-only arrays apart, and
-    # compiling a second variant at run time would stall a worker for seconds)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    g = [np.ascontiguousarray(a, dtype=np.float32) for a in gates]
-    x, *g = (a if a.flags.writeable else a.copy() for a in (x, *g))
-    n_levels, n_cells = plan.kind.shape[0], x.shape[2]
+    """(probability (L, C) float32, onset (L, C) int64 ns, end (L, C) int64 ns) for x (M, T, C).
+
+    Each gate is (M or 1, T, C), or anything (`_NO_GATE`) where its threshold in ``plan.gate_thr`` is NaN.
+    Inputs are read in place when `_flat` can (no copy of time-major ensembles).
+    """
+    n_members, n_times, n_cells = x.shape
+    for a, t in zip(gates, plan.gate_thr, strict=True):
+        if t == t and (a.ndim != 3 or a.shape[0] not in (1, n_members) or a.shape[1:] != x.shape[1:]):
+            raise ValueError(f"gate of shape {a.shape} does not match data of shape {x.shape}")
+    flats, strides = [], np.zeros((4, 2), np.int64)
+    for i, a in enumerate((x, *gates)):
+        flat, strides[i, 0], strides[i, 1] = _flat(a)
+        flats.append(flat)
+    n_levels = plan.kind.shape[0]
     prob = np.empty((n_levels, n_cells), np.float32)
     onset = np.empty((n_levels, n_cells), np.int64)
     end = np.empty((n_levels, n_cells), np.int64)
     kernel = _kernel_parallel if _use_parallel(parallel) else _kernel_serial
     kernel(
-        x, g[0], g[1], g[2], plan.gate_thr, plan.kind, plan.sense, plan.thr, plan.gated, plan.lo, plan.hi,
+        flats[0], flats[1], flats[2], flats[3], strides, np.int64(n_members), np.int64(n_times),
+        np.int64(n_cells), plan.gate_thr, plan.kind, plan.sense, plan.thr, plan.gated, plan.lo, plan.hi,
         plan.win_start, plan.n_days, plan.day_of, plan.step_hours, np.int64(plan.n_day_total),
         np.float64(plan.min_cov), plan.start_ns, plan.end_ns, bool(plan.at_least), np.int64(CHUNK_CELLS),
         prob, onset, end,

@@ -631,6 +631,95 @@ def test_the_numba_kernels_equal_the_numpy_reference_on_random_data(case: tuple)
             np.testing.assert_array_equal(g, e)
 
 
+def time_major(a: np.ndarray) -> np.ndarray:
+    """The same (M, T, C) values as a transposed view of a C-contiguous (T, M, C) buffer (as `_unpack` gives
+    ``(time, member, lat, lon)`` data)."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2)).transpose(1, 0, 2)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kernel_cases())
+def test_the_numba_kernels_give_the_same_on_time_major_inputs(case: tuple) -> None:
+    x, gates, plan = case
+    expected = hz._run_kernel(x, gates, plan, parallel=False)
+    got = hz._run_kernel(time_major(x), tuple(time_major(g) for g in gates), plan, parallel=False)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_time_major_ensembles_and_one_member_gates_are_read_in_place() -> None:
+    rng = np.random.default_rng(11)
+    n_members, n_times, n_cells = 4, 40, 2 * hz.CHUNK_CELLS + 37  # several chunks, the last one partial
+    origin = np.datetime64("2024-06-30T16:00", "ns")
+    axis = hz._time_axis(
+        origin + np.arange(1, n_times + 1) * np.timedelta64(1, "h"),
+        int(origin.astype(np.int64)),
+        True,
+        "test",
+    )
+    h0 = int(origin.astype(np.int64))
+    specs = [
+        hz._Spec("gated step", hz._STEP, "le", 20.0, h0, h0 + 24 * hz._HOUR_NS, gated=True),
+        hz._Spec("window", hz._WINDOW, "ge", 60.0, h0, h0 + 30 * hz._HOUR_NS, window_ns=3 * hz._HOUR_NS),
+        hz._Spec("days", hz._DAYS, "ge", 38.0, h0, h0 + 48 * hz._HOUR_NS, n_days=1),
+    ]
+    plan, _, _ = hz._build_plan(
+        specs,
+        axis,
+        utc_offset_ns=8 * hz._HOUR_NS,
+        min_day_coverage_h=6.0,
+        gate_thr=np.array([12.0, 10.0, 5.0]),
+        shift=0.0,
+        at_least=False,
+    )
+    level = rng.uniform(0, 40, (n_members, 1, n_cells))  # each member and cell near its own level
+    x = (level + rng.normal(0, 2, (n_members, n_times, n_cells))).astype(np.float32)
+    x[rng.random(x.shape) < 0.02] = np.nan
+    g0 = rng.uniform(0, 20, (n_members, n_times, n_cells)).astype(np.float32)  # ensemble gust
+    g1 = rng.uniform(0, 15, (1, n_times, n_cells)).astype(np.float32)  # deterministic wind: one member
+    g2 = rng.uniform(0, 6, (n_members, n_times, n_cells)).astype(np.float32)
+    expected = hz._reference_kernel(x, (g0, g1, g2), plan)
+    assert all(0 < np.nanmean(p) < 1 for p in expected[0])  # every level reached in some members only
+
+    tx, t0, t2 = time_major(x), time_major(g0), time_major(g2)
+    assert not tx.flags.c_contiguous and np.shares_memory(hz._flat(tx)[0], tx)  # no layout copy
+    assert hz._flat(tx)[1:] == (n_cells, n_members * n_cells) and hz._flat(g1)[1:] == (0, n_cells)
+    read_only = time_major(x)
+    read_only.flags.writeable = False
+    layouts = {
+        "member-major": (x, (g0, g1, g2)),
+        "time-major": (tx, (t0, g1, t2)),
+        "mixed": (tx, (g0, g1, t2)),
+        "read-only time-major": (read_only, (t0, g1, t2)),
+        "float64 time-major": (time_major(x.astype(np.float64)), (t0, g1, t2)),
+        "strided": (x[:, :, ::-1], (g0[:, :, ::-1], g1[:, :, ::-1], g2[:, :, ::-1])),
+    }
+    for name, (data, gates) in layouts.items():
+        for parallel in (False, True):
+            got = hz._run_kernel(data, gates, plan, parallel=parallel)
+            want = expected if name != "strided" else tuple(a[:, ::-1] for a in expected)
+            for g, e in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, e, err_msg=f"{name}, parallel={parallel}")
+
+
+def test_a_gate_of_the_wrong_shape_is_refused_before_the_kernel_reads_it() -> None:
+    axis = hz._time_axis(valid_times(3), int(REFERENCE.astype(np.int64)), True, "test")
+    h0 = int(REFERENCE.astype(np.int64))
+    spec = hz._Spec("s", hz._STEP, "le", 1.0, h0, h0 + 3 * hz._HOUR_NS, gated=True)
+    plan, _, _ = hz._build_plan(
+        [spec],
+        axis,
+        utc_offset_ns=0,
+        min_day_coverage_h=1.0,
+        gate_thr=np.array([1.0, np.nan, np.nan]),
+        shift=0.0,
+        at_least=False,
+    )
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="does not match"):
+        hz._run_kernel(x, (np.zeros((2, 3, 5), np.float32), hz._NO_GATE, hz._NO_GATE), plan)
+
+
 # ---------------------------------------------------------------- tiles
 
 

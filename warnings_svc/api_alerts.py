@@ -76,6 +76,7 @@ from multidict import MultiMapping
 from shapely.geometry import Point, Polygon, mapping
 
 from risk_zoning.store import UnitRecord, current_version, load_current
+from risk_zoning.unit_tree import same_or_nested
 from warnings_svc.appkeys import POOL, SETTINGS
 from warnings_svc.cap import CAP_NAMESPACE
 from warnings_svc.gbt import gbt_file_name
@@ -296,18 +297,9 @@ class RegionAreas:
     def __contains__(self, code: object) -> bool:
         return code in self.units
 
-    def chain(self, code: str) -> tuple[str, ...]:
-        """The unit and every unit containing it, innermost first (``town, district, city``)."""
-        out = [code]
-        parent = self.units[code].parent if code in self.units else None
-        while parent is not None and parent not in out:
-            out.append(parent)
-            parent = self.units[parent].parent if parent in self.units else None
-        return tuple(out)
-
     def overlap(self, a: str, b: str) -> bool:
         """Whether two units share ground: the same unit, or one inside the other."""
-        return a in self.chain(b) or b in self.chain(a)
+        return same_or_nested(a, b, self.units)
 
     def geometry(self, areas: Sequence[str], polygons: Sequence[str]) -> shapely.Geometry:
         """What a message covers on the map: its CAP polygons when it has any, else its areas' outlines."""
@@ -1042,11 +1034,7 @@ async def alert_cap(request: web.Request) -> web.Response:
 async def _cap_document(
     request: web.Request, key: tuple[int, int], *, cache_control: str, vary: bool
 ) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
-        found = await request.app[PUBLIC_ALERTS].document(conn, *key, "cap")
-    if found is None:
-        raise _not_found(key)
-    alert, document = found
+    alert, document = await _stored_document(request, key, "cap")
     return _answer(
         request,
         document,
@@ -1060,12 +1048,7 @@ async def _cap_document(
 async def alert_gbt(request: web.Request) -> web.Response:
     """The stored GB/T 35965.1 document of a public message, under its national file name."""
     refuse_unknown_parameters(request.query, frozenset())
-    key = _alert_key(request)
-    async with request.app[POOL].acquire() as conn:
-        found = await request.app[PUBLIC_ALERTS].document(conn, *key, "gbt")
-    if found is None:
-        raise _not_found(key)
-    alert, document = found
+    alert, document = await _stored_document(request, _alert_key(request), "gbt")
     return _answer(
         request,
         document,
@@ -1074,6 +1057,17 @@ async def alert_gbt(request: web.Request) -> web.Response:
         cache_control=DOCUMENT_CACHE,
         headers={"Content-Disposition": f'inline; filename="{gbt_document_name(alert)}"'},
     )
+
+
+async def _stored_document(
+    request: web.Request, key: tuple[int, int], kind: str
+) -> tuple[PublicAlert, bytes]:
+    """A public message and its stored ``cap`` or ``gbt`` document; 404 when there is no such message."""
+    async with request.app[POOL].acquire() as conn:
+        found = await request.app[PUBLIC_ALERTS].document(conn, *key, kind)
+    if found is None:
+        raise _not_found(key)
+    return found
 
 
 async def alerts_feed(request: web.Request) -> web.Response:

@@ -26,8 +26,9 @@ from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, H
 from risk_zoning.db import RISK_MIGRATIONS, MigrationSource, read_migrations
 from risk_zoning.errors import DatabaseError, RiskZoningError
 from risk_zoning.plot import render_risk_map, render_shapes_map
-from risk_zoning.store import LEVELS, RiskDatabase, UnitRecord, current_version, load_current
+from risk_zoning.store import LEVELS, RiskDatabase, current_version, load_current
 from risk_zoning.summary import summarise
+from risk_zoning.unit_tree import tree_order
 from warnings_svc.accounts import AccountError, LoginFailed, RateLimited
 from warnings_svc.api_alerts import OPENAPI_PATHS as ALERTS_OPENAPI_PATHS
 from warnings_svc.api_alerts import setup_alerts
@@ -42,6 +43,7 @@ from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.metrics import ServiceMetrics
 from warnings_svc.problems import Problem
 from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
+from warnings_svc.scoring import ACTION_NAMES
 from warnings_svc.settings import Settings
 from warnings_svc.web_auth import OPENAPI_PATHS as AUTH_OPENAPI_PATHS
 from warnings_svc.web_auth import (
@@ -612,18 +614,6 @@ async def proposals_map(request: web.Request) -> web.Response:
     return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
-ACTION_NAMES: dict[str, tuple[str, str]] = {
-    "new": ("新发布", "new"),
-    "extend": ("延长", "extend"),
-    "upgrade": ("升级", "upgrade"),
-    "downgrade": ("降级", "downgrade"),
-    "expand": ("扩大范围", "expand area"),
-    "shrink": ("缩小范围", "shrink area"),
-    "unchanged": ("维持", "unchanged"),
-    "cancel": ("解除", "cancel"),
-}
-
-
 def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -> list[dict[str, Any]]:
     """Open proposals as the first page lists them."""
     names = {u.code.strip(): (u.name, u.name_en) for u in db.units}
@@ -735,7 +725,7 @@ def risk_page(db: RiskDatabase, lang: str) -> dict[str, Any]:
     region_en = str(db.config.get("region", {}).get("name_en") or db.region.title())
     hazards = [{"key": h, "name": _hazard(h, lang)} for h in HAZARDS]
     rows = []
-    for u in units_in_tree_order(db.units):
+    for u in tree_order(db.units):
         grades = []
         for h in HAZARDS:
             risk = db.unit_risk.get(h, {}).get(u.code)
@@ -782,23 +772,6 @@ def risk_page(db: RiskDatabase, lang: str) -> dict[str, Any]:
         "provenance": provenance_items(db.provenance),
         "synthetic": synthetic_inputs(db.provenance),
     }
-
-
-def units_in_tree_order(units: Sequence[UnitRecord]) -> list[UnitRecord]:
-    """Each unit followed by its children, depth first, siblings by code (city, district, its towns, ...)."""
-    codes = {u.code for u in units}
-    children: dict[str | None, list[UnitRecord]] = {}
-    for u in units:
-        children.setdefault(u.parent if u.parent in codes else None, []).append(u)
-    ordered: list[UnitRecord] = []
-
-    def visit(parent: str | None) -> None:
-        for child in sorted(children.get(parent, []), key=lambda u: u.code):
-            ordered.append(child)
-            visit(child.code)
-
-    visit(None)
-    return ordered
 
 
 def synthetic_inputs(provenance: dict[str, Any]) -> list[str]:

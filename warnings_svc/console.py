@@ -43,6 +43,7 @@ from risk_zoning import BEIJING, HAZARD_NAMES
 from risk_zoning.errors import DatabaseError
 from risk_zoning.store import UnitRecord, current_version, load_version
 from risk_zoning.tomlfile import read_toml
+from risk_zoning.unit_tree import ancestors, geocode_ancestors, tree_order
 from warnings_svc import warning_store as store
 from warnings_svc.accounts import User
 from warnings_svc.api_warnings import ISSUING
@@ -51,6 +52,7 @@ from warnings_svc.events import OPENAPI_PATHS as EVENTS_OPENAPI_PATHS
 from warnings_svc.events import setup_events
 from warnings_svc.lifecycle import PERMISSIONS, Action, WarningStatus
 from warnings_svc.message import HAZARD_LEVELS, LEVEL_COLOURS, LEVEL_NAMES, LEVELS
+from warnings_svc.scoring import ACTION_NAMES
 from warnings_svc.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
 from warnings_svc.web_auth import CSRF, USER, login_location
 
@@ -230,16 +232,6 @@ MSG_TYPE_NAMES: dict[str, tuple[str, str]] = {
     "Alert": ("首次发布", "Alert"),
     "Update": ("更新", "Update"),
     "Cancel": ("解除", "Cancel"),
-}
-PROPOSAL_ACTIONS: dict[str, tuple[str, str]] = {
-    "new": ("新发布", "new"),
-    "extend": ("延长", "extend"),
-    "upgrade": ("升级", "upgrade"),
-    "downgrade": ("降级", "downgrade"),
-    "expand": ("扩大范围", "expand area"),
-    "shrink": ("缩小范围", "shrink area"),
-    "unchanged": ("维持", "unchanged"),
-    "cancel": ("解除", "cancel"),
 }
 AUDIT_ACTIONS: dict[str, tuple[str, str]] = {
     "create": ("创建草稿", "created the draft"),
@@ -439,21 +431,9 @@ def responders_for(
 
 
 def _ancestors(code: str, units: Mapping[str, UnitRecord]) -> list[str]:
-    """The units around `code`, nearest first; from the unit tree, or the geocode when it is not known
-    (``150302001000`` is in ``150302000000``, which is in ``150300000000``)."""
-    if code in units:
-        out = []
-        parent = units[code].parent
-        while parent is not None and parent not in out:
-            out.append(parent)
-            parent = units[parent].parent if parent in units else None
-        return out
-    out = []
-    for keep in (6, 4):
-        candidate = code[:keep].ljust(12, "0")
-        if candidate != code and candidate not in out:
-            out.append(candidate)
-    return out
+    """The units around `code`, nearest first: from the unit tree, or from the geocode's digits when the risk
+    database does not know the code (the responders file may name one it does not have)."""
+    return ancestors(code, units) if code in units else geocode_ancestors(code)
 
 
 # ---------------------------------------------------------------------------------------------- the map
@@ -534,10 +514,7 @@ class RegionView:
         for u in units:
             p = shapely.point_on_surface(shapes[u.code])
             labels[u.code] = projection(p.x, p.y)
-        return cls(version_id, by_code, tuple(_tree_order(units)), projection, paths, labels)
-
-    def ancestors(self, code: str) -> list[str]:
-        return _ancestors(code, self.units)
+        return cls(version_id, by_code, tuple(tree_order(units)), projection, paths, labels)
 
     def name(self, code: str, lang: str) -> str:
         u = self.units.get(code)
@@ -549,26 +526,10 @@ class RegionView:
         """Each unit's highest level among those named for it or for a unit around it."""
         out: dict[str, str] = {}
         for code in self.units:
-            levels = [named[c] for c in [code, *self.ancestors(code)] if c in named]
+            levels = [named[c] for c in [code, *ancestors(code, self.units)] if c in named]
             if levels:
                 out[code] = max(levels, key=LEVELS.index)
         return out
-
-
-def _tree_order(units: Sequence[UnitRecord]) -> list[UnitRecord]:
-    codes = {u.code for u in units}
-    children: dict[str | None, list[UnitRecord]] = {}
-    for u in units:
-        children.setdefault(u.parent if u.parent in codes else None, []).append(u)
-    ordered: list[UnitRecord] = []
-
-    def visit(parent: str | None) -> None:
-        for child in sorted(children.get(parent, []), key=lambda u: u.code):
-            ordered.append(child)
-            visit(child.code)
-
-    visit(None)
-    return ordered
 
 
 class RegionViews:
@@ -815,7 +776,7 @@ async def console_home(request: web.Request) -> web.Response:
                 "hazard": hazard_name(p["hazard"], lang),
                 "level": p["level"],
                 "level_name": level_name(p["level"], lang),
-                "action": _pick(PROPOSAL_ACTIONS.get(p["action"], (p["action"], p["action"])), lang),
+                "action": _pick(ACTION_NAMES.get(p["action"], (p["action"], p["action"])), lang),
                 "can_draft": p["action"] != "unchanged" and page.can(Action.edit),
                 "replaces": p["replaces"],
                 "replaces_url": page.url(f"/console/warnings/{p['replaces']}") if p["replaces"] else "",

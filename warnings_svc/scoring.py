@@ -19,16 +19,18 @@ from risk_zoning.store import RiskDatabase
 from warnings_svc.message import LEVELS
 from warnings_svc.polygons import level_polygon
 
-ACTIONS: tuple[str, ...] = (
-    "new",
-    "extend",
-    "upgrade",
-    "downgrade",
-    "expand",
-    "shrink",
-    "unchanged",
-    "cancel",
-)
+# What a proposal asks of the live warnings, with its names (Chinese, English) as the pages show them.
+ACTION_NAMES: dict[str, tuple[str, str]] = {
+    "new": ("新发布", "new"),
+    "extend": ("延长", "extend"),
+    "upgrade": ("升级", "upgrade"),
+    "downgrade": ("降级", "downgrade"),
+    "expand": ("扩大范围", "expand area"),
+    "shrink": ("缩小范围", "shrink area"),
+    "unchanged": ("维持", "unchanged"),
+    "cancel": ("解除", "cancel"),
+}
+ACTIONS: tuple[str, ...] = tuple(ACTION_NAMES)
 
 # Vulnerable groups reported per area: (label, layer, how). "people" weighs the layer by residents (a share),
 # "count" sums the layer (persons per cell), "km2" sums the layer times cell area (a fraction of the cell).

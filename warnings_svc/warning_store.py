@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from risk_zoning.store import RiskDatabase, UnitRecord, load_current
+from risk_zoning.unit_tree import inside_any
 from warnings_svc import audit_log
 from warnings_svc.cap import CapTexts, render_cap, sign_cap, validate_cap
 from warnings_svc.gbt import GbtTexts, gbt_identifier, render_gbt
@@ -830,17 +831,8 @@ def impact(
     """Who the version reaches: population per area (areas inside another listed area are not counted twice)
     and, when it came from a proposal, the exposed population and vulnerable groups the scoring found."""
     codes = set(version.content.areas)
-
-    def inside_another(u: UnitRecord) -> bool:
-        parent = u.parent
-        while parent is not None:
-            if parent in codes:
-                return True
-            parent = units[parent].parent if parent in units else None
-        return False
-
     areas = [units[c] for c in version.content.areas if c in units]
-    counted = [u for u in areas if not inside_another(u)]
+    counted = [u for u in areas if not inside_any(u.code, codes, units)]
     vulnerable: dict[str, float] = {}
     exposed = version.content.exposed_population
     for item in (proposal or {}).get("impacts", []):

@@ -16,6 +16,7 @@ Tests stay synchronous (`def`): Selenium blocks, and the service runs in its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -92,6 +93,13 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
             "(apt-get install chromium chromium-driver fonts-wqy-microhei)",
             pytrace=False,
         )
+    with chrome_driver(tmp_path_factory.mktemp("chrome-profile")) as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def chrome_driver(profile: Path) -> Iterator[webdriver.Chrome]:
+    """A Chromium with `chrome_options` and its own profile (so cookies of its own), quit on leaving."""
     with pytest.MonkeyPatch.context() as env:
         # Selenium Manager is not even run (the Service names the driver); were it run, it must not download.
         env.setenv("SE_OFFLINE", "true")
@@ -99,8 +107,7 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
         for name in ("no_proxy", "NO_PROXY"):
             env.setenv(name, ",".join(filter(None, (os.environ.get(name), LOOPBACK))))
         driver = webdriver.Chrome(
-            service=Service(executable_path=str(CHROMEDRIVER)),
-            options=chrome_options(tmp_path_factory.mktemp("chrome-profile")),
+            service=Service(executable_path=str(CHROMEDRIVER)), options=chrome_options(profile)
         )
         try:
             yield driver

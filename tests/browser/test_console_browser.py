@@ -24,13 +24,11 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import CHROMEDRIVER, LOOPBACK, ConsoleServer, chrome_options
+from tests.browser.conftest import ConsoleServer, chrome_driver
 from warnings_svc.accounts import create_user
 from warnings_svc.scenarios import write_scenario
 
@@ -75,16 +73,8 @@ def people(console_server: ConsoleServer) -> People:
 @pytest.fixture(scope="module")
 def second_chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     """Another browser with a profile (and so cookies) of its own: the second person."""
-    os.environ["SE_OFFLINE"] = "true"
-    os.environ["no_proxy"] = os.environ["NO_PROXY"] = LOOPBACK
-    driver = webdriver.Chrome(
-        service=Service(executable_path=str(CHROMEDRIVER)),
-        options=chrome_options(tmp_path_factory.mktemp("second-chrome-profile")),
-    )
-    try:
+    with chrome_driver(tmp_path_factory.mktemp("second-chrome-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def ingest(server: ConsoleServer, token: str, scenario: str, seed: int = 0) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,14 +11,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from lxml import etree
 
-from risk_zoning.db import create_pool
 from risk_zoning.store import load_current
+from tests.factories_app import service
 from tests.factories_db import fresh_database
 from warnings_svc import warning_store as ws
-from warnings_svc.app import create_app
 from warnings_svc.cap import validate_cap
 from warnings_svc.gbt import gbt_file_name
 from warnings_svc.lifecycle import Action, Actor, Role
@@ -177,26 +175,11 @@ async def world(db_url: str) -> World:
     )
 
 
-@asynccontextmanager
-async def serve(
-    url: str, data_dir: Path, warnings: WarningSettings | None = None
-) -> AsyncIterator[TestClient]:
-    pool = await create_pool(url, max_size=4)
-    settings = Settings(database_url=url, data_dir=data_dir, warnings=warnings or WarningSettings())
-    client = TestClient(TestServer(create_app(settings, pool)))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-        await pool.close()
-
-
 @pytest.fixture(scope="module")
 async def client(
     db_url: str, world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[TestClient]:
-    async with serve(db_url, tmp_path_factory.mktemp("alerts")) as c:
+    async with service(db_url, tmp_path_factory.mktemp("alerts")) as c:
         yield c
 
 
@@ -563,7 +546,7 @@ async def test_representations_have_different_etags(client: TestClient) -> None:
 
 
 async def test_absolute_urls_come_from_public_url_when_set(db_url: str, world: World, tmp_path: Path) -> None:
-    async with serve(db_url, tmp_path, WarningSettings(public_url=PUBLIC_URL + "/")) as c:
+    async with service(db_url, tmp_path, warnings=WarningSettings(public_url=PUBLIC_URL + "/")) as c:
         body = await (await c.get("/api/v1/alerts/active")).json()
         feed = etree.fromstring(await (await c.get("/feeds/alerts.atom")).read())
     assert {f["id"] for f in body["features"]} == {f"{PUBLIC_URL}/api/v1/alerts/{i}" for i in _active(world)}

@@ -15,14 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from risk_zoning.db import create_pool
+from tests.factories_app import service
 from tests.factories_db import fresh_database
 from warnings_svc import warning_store as ws
 from warnings_svc.accounts import create_user
-from warnings_svc.app import create_app
 from warnings_svc.console import ResponderError, load_responders, responders_for
 from warnings_svc.events import EVENT_HUB, Event, EventHub, EventMetrics, parse_notification
 from warnings_svc.lifecycle import Action, Actor, Role
@@ -44,15 +43,9 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 @asynccontextmanager
 async def console(url: str, data_dir: Path) -> AsyncIterator[TestClient]:
     """The production app factory on a real pool, with its event listener up."""
-    pool = await create_pool(url, max_size=4)
-    client = TestClient(TestServer(create_app(Settings(database_url=url, data_dir=data_dir), pool)))
-    await client.start_server()
-    try:
+    async with service(url, data_dir) as client:
         assert await client.app[EVENT_HUB].wait_listening(10)
         yield client
-    finally:
-        await client.close()
-        await pool.close()
 
 
 @pytest.fixture

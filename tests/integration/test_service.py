@@ -11,44 +11,29 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from markupsafe import escape
 
 from risk_zoning import GRADE_COLOURS, HAZARDS
 from risk_zoning.build import ensure_built
-from risk_zoning.db import create_pool, read_migrations, upgrade
+from risk_zoning.db import read_migrations, upgrade
 from risk_zoning.store import load_current
 from risk_zoning.summary import summarise
+from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
-from warnings_svc.app import MIGRATIONS, create_app, openapi_document
-from warnings_svc.settings import Settings
+from warnings_svc.app import MIGRATIONS, openapi_document
 
 DEMO_START_SECONDS = 600  # first start: initdb plus the Wuhai build
 STOP_SECONDS = 30
-
-
-@asynccontextmanager
-async def service(url: str, data_dir: Path) -> AsyncIterator[TestClient]:
-    """The production app factory on a real pool, served on a free port."""
-    pool = await create_pool(url, max_size=4)
-    client = TestClient(TestServer(create_app(Settings(database_url=url, data_dir=data_dir), pool)))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-        await pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -331,16 +316,6 @@ async def test_the_stylesheet_is_served_with_the_grade_colours_of_the_maps(clien
 
 
 # ---------------------------------------------------------------------------------------------- command line
-
-
-def warnings_svc_command() -> list[str]:
-    script = Path(sys.executable).with_name("warnings-svc")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "warnings_svc.cli"]
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("WARNINGS_SVC_")}
-    return {**env, **extra}
 
 
 def free_port() -> int:

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.factories_app import service
 from tests.factories_db import fresh_database
-from tests.integration.test_service import service
 from warnings_svc.accounts import create_user, issue_token
 
 ONSET = datetime.now(UTC) + timedelta(hours=2)
@@ -113,7 +113,9 @@ async def test_invalid_bodies_name_the_field(client, tokens):
         if field:
             assert problem["field"] == field, problem
     response = await client.post(
-        "/api/v1/warnings", data=b"{not json", headers={**auth(tokens["wang"]), "Content-Type": "application/json"}
+        "/api/v1/warnings",
+        data=b"{not json",
+        headers={**auth(tokens["wang"]), "Content-Type": "application/json"},
     )
     assert response.status == 400 and (await response.json(content_type=None))["field"] == "body"
 
@@ -142,14 +144,18 @@ async def test_update_and_cancel_chain(client, tokens):
     await post(client, f"/api/v1/warnings/{wid}/approve", tokens["li"])
     status, problem = await post(client, f"/api/v1/warnings/{wid}/submit", tokens["wang"])
     assert status == 409  # issued: immutable
-    response = await client.patch(f"/api/v1/warnings/{wid}", json={"level": "red"}, headers=auth(tokens["wang"]))
+    response = await client.patch(
+        f"/api/v1/warnings/{wid}", json={"level": "red"}, headers=auth(tokens["wang"])
+    )
     assert response.status == 409 and (await response.json(content_type=None))["code"] == "immutable"
     status, update = await post(client, f"/api/v1/warnings/{wid}/update", tokens["wang"], {"level": "red"})
     assert status == 201 and update["msg_type"] == "Update" and update["references"] == [f"{wid}/1"]
     await post(client, f"/api/v1/warnings/{wid}/submit", tokens["wang"])
     status, body = await post(client, f"/api/v1/warnings/{wid}/approve", tokens["zhao"])
     assert status == 200 and body["level"] == "red"
-    status, cancel = await post(client, f"/api/v1/warnings/{wid}/cancel", tokens["wang"], {"note": "高温减弱"})
+    status, cancel = await post(
+        client, f"/api/v1/warnings/{wid}/cancel", tokens["wang"], {"note": "高温减弱"}
+    )
     assert status == 201 and cancel["msg_type"] == "Cancel"
     await post(client, f"/api/v1/warnings/{wid}/submit", tokens["wang"])
     # the red warning may not be cancelled by one person either

@@ -5,22 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from risk_zoning.db import create_pool, upgrade
+from risk_zoning.db import upgrade
+from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
-from tests.integration.test_service import clean_environment, warnings_svc_command
 from warnings_svc.accounts import authenticate_token, create_user, issue_token, revoke_token
-from warnings_svc.app import MIGRATIONS, create_app
+from warnings_svc.app import MIGRATIONS
 from warnings_svc.lifecycle import Role
-from warnings_svc.settings import Settings
 from warnings_svc.web_auth import CSRF, SCOPES, SESSION_COOKIE, USER, require_user
 
 PASSWORD = "correct horse battery"
@@ -64,25 +62,16 @@ async def write_as_forecaster(request: web.Request) -> web.Response:
     return web.json_response({"name": user.name})
 
 
-@asynccontextmanager
-async def service(url: str, data_dir: Path, **settings: Any) -> AsyncIterator[TestClient]:
-    pool = await create_pool(url, max_size=4)
-    app = create_app(Settings(database_url=url, data_dir=data_dir, **settings), pool)
-    app.router.add_get("/test/whoami", whoami)
-    app.router.add_get("/test/read", read_something)
-    app.router.add_post("/test/write", write_as_forecaster)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-        await pool.close()
+TEST_ROUTES = [
+    web.get("/test/whoami", whoami),
+    web.get("/test/read", read_something),
+    web.post("/test/write", write_as_forecaster),
+]
 
 
 @pytest.fixture
 async def client(accounts_url: str, db: asyncpg.Connection, tmp_path: Path) -> AsyncIterator[TestClient]:
-    async with service(accounts_url, tmp_path) as c:
+    async with service(accounts_url, tmp_path, routes=TEST_ROUTES) as c:
         yield c
 
 
@@ -146,7 +135,9 @@ async def test_the_cookie_is_secure_when_the_public_url_is_https(
     accounts_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await create_user(db, "li.wei", "forecaster", password=PASSWORD)
-    async with service(accounts_url, tmp_path, warnings={"public_url": "https://warnings.example.cn"}) as c:
+    async with service(
+        accounts_url, tmp_path, routes=TEST_ROUTES, warnings={"public_url": "https://warnings.example.cn"}
+    ) as c:
         response = await log_in(c, "li.wei")
     assert response.status == 303
     assert "Secure" in response.headers["Set-Cookie"]

@@ -160,17 +160,7 @@
       showProblem(form, { title: labels.error, detail: labels.no_changes });
       return;
     }
-    ownAction = true;
-    busy(form, true);
-    try {
-      await api("PATCH", form.dataset.url, body);
-      await refresh(true);
-    } catch (problem) {
-      showProblem(form, problem);
-    } finally {
-      busy(form, false);
-      ownAction = false;
-    }
+    await send(form, "PATCH", body);
   }
 
   async function act(form) {
@@ -181,10 +171,15 @@
       if (el.value.trim()) payload[el.name] = el.value.trim();
     });
     if (form.dataset.action === "return" && !("reason" in payload)) payload.reason = "";
+    await send(form, "POST", Object.keys(payload).length ? payload : undefined);
+  }
+
+  // One change from a form to its URL, then the page refreshed; a refusal is shown on the form.
+  async function send(form, method, body) {
     ownAction = true;
     busy(form, true);
     try {
-      await api("POST", form.dataset.url, Object.keys(payload).length ? payload : undefined);
+      await api(method, form.dataset.url, body);
       await refresh(true);
     } catch (problem) {
       showProblem(form, problem);

@@ -1,0 +1,50 @@
+"""The service as the integration tests run it: the production app factory on a real pool, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from risk_zoning.db import create_pool
+from warnings_svc.app import create_app
+from warnings_svc.settings import Settings
+
+
+@asynccontextmanager
+async def service(
+    url: str, data_dir: Path, *, routes: Iterable[web.RouteDef] = (), **settings: Any
+) -> AsyncIterator[TestClient]:
+    """The production app factory on a real pool, served on a free port.
+
+    `settings` are further `Settings` fields; `routes` are test-only routes added to this instance (never
+    to the production factory).
+    """
+    pool = await create_pool(url, max_size=4)
+    app = create_app(Settings(database_url=url, data_dir=data_dir, **settings), pool)
+    app.router.add_routes(routes)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await pool.close()
+
+
+def warnings_svc_command() -> list[str]:
+    """The `warnings-svc` command: the venv's console script when there is one."""
+    script = Path(sys.executable).with_name("warnings-svc")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "warnings_svc.cli"]
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the service's own settings (none may leak in), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("WARNINGS_SVC_")}
+    return {**env, **extra}

@@ -190,7 +190,8 @@ class WarningState:
     """The lifecycle facts of one version of a warning (its texts and areas live with the message).
 
     ``editors`` lists everyone who created or edited this version, in order; ``references`` the
-    ``version_id`` of every earlier version, oldest first.
+    ``version_id`` of every earlier version, oldest first, except that the version an Update or Cancel
+    replaces is always the last (after a discarded draft of a successor, the next one skips its number).
     """
 
     id: str
@@ -412,7 +413,7 @@ def _supersede(
         )
     if (
         old.id != successor.id
-        or old.version + 1 != successor.version
+        or successor.version <= old.version  # later versions may lie between: discarded drafts
         or successor.references[-1:] != (old.version_id,)
         or old.exercise != successor.exercise
     ):

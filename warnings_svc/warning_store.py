@@ -311,11 +311,28 @@ async def _start_successor(
     units = await region_units(conn, ctx.region)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
+        # after a discarded Update or Cancel draft, the issued version is still the one to replace
+        base = latest
+        if latest.state.status is WarningStatus.discarded and latest.state.version > 1:
+            base = await _issued(conn, warning_id) or latest
+        if base.state.msg_type == "Cancel" and base.state.status is WarningStatus.issued:
+            raise StoreError(
+                "conflict", f"warning {warning_id} is cancelled; issue a new warning instead", "id"
+            )
         if kind == "Update":
-            state = next_version(latest.state, lifecycle_changes, actor=actor)
+            state = next_version(base.state, lifecycle_changes, actor=actor)
         else:
-            state = cancel_message(latest.state, actor=actor)
-        content = _changed_content(latest.content, content_changes, units)
+            state = cancel_message(base.state, actor=actor)
+        if base is not latest:
+            # numbered after the discarded drafts, which it references like every earlier version; the version
+            # it replaces stays the last reference, as the lifecycle checks on approval
+            earlier = [
+                f"{warning_id}/{n}" for n in range(1, latest.state.version + 1) if n != base.state.version
+            ]
+            state = dataclasses.replace(
+                state, version=latest.state.version + 1, references=(*earlier, base.state.version_id)
+            )
+        content = _changed_content(base.content, content_changes, units)
         content = dataclasses.replace(content, proposal_id=proposal_id, texts={})
         version = Version(state, content)
         await _insert_version(conn, version)
@@ -376,7 +393,13 @@ async def act(
         latest = await _latest_for_update(conn, warning_id)
         replaced = None
         if action is Action.approve and latest.state.msg_type != "Alert":
-            replaced = await _version(conn, warning_id, latest.state.version - 1, lock=True)
+            replaced = await _issued(conn, warning_id)
+            if replaced is None:
+                raise StoreError(
+                    "conflict",
+                    f"warning {warning_id} is no longer in force (expired); issue a new warning",
+                    "id",
+                )
         if action in (Action.submit, Action.approve):
             problems = _budget_problems(ctx, latest, units, now)
             if problems:
@@ -756,6 +779,11 @@ async def _latest_for_update(conn: asyncpg.Connection, warning_id: int) -> Versi
 
 async def _issued_for_update(conn: asyncpg.Connection, warning_id: int) -> Version | None:
     await conn.execute("SELECT 1 FROM svc.warning WHERE id = $1 FOR UPDATE", warning_id)
+    return await _issued(conn, warning_id)
+
+
+async def _issued(conn: asyncpg.Connection, warning_id: int) -> Version | None:
+    """The version in force (at most one per warning); call with the warning's row locked."""
     row = await conn.fetchrow(
         "SELECT * FROM svc.warning_version WHERE warning_id = $1 AND status = 'issued'", warning_id
     )

@@ -223,3 +223,46 @@ def test_a_missing_key_file_is_a_settings_error_naming_it(tmp_path):
     )
     with pytest.raises(SettingsError, match="signing_key_file"):
         ws.Issuing.from_settings(settings)
+
+
+async def test_after_a_discarded_update_draft_the_issued_version_can_still_be_updated(conn):
+    v1 = await _issued(conn)
+    draft = await ws.start_update(conn, CTX, WANG, v1.warning_id, {"level": "red"}, now=NOW)
+    await ws.act(conn, CTX, WANG, v1.warning_id, Action.discard, now=NOW)
+    again = await ws.start_update(conn, CTX, WANG, v1.warning_id, {"level": "yellow"}, now=NOW)
+    assert again.state.version == draft.state.version + 1 == 3
+    assert again.state.references == (f"{v1.warning_id}/2", f"{v1.warning_id}/1")  # the replaced one last
+    await ws.act(conn, CTX, WANG, v1.warning_id, Action.submit, now=NOW)
+    v3 = await ws.act(conn, CTX, LI, v1.warning_id, Action.approve, now=NOW + timedelta(minutes=1))
+    assert [str(v.state.status) for v in await ws.versions(conn, v1.warning_id)] == [
+        "updated",
+        "discarded",
+        "issued",
+    ]
+    cap = await conn.fetchval(
+        "SELECT cap_xml FROM svc.warning_version WHERE warning_id = $1 AND version = 3", v1.warning_id
+    )
+    assert v1.identifier.encode() in cap and v3.state.level == "yellow"
+
+
+async def test_a_cancelled_warning_cannot_be_updated_or_cancelled_again(conn):
+    v1 = await _issued(conn, level="yellow")
+    await ws.start_cancel(conn, CTX, WANG, v1.warning_id, note="", now=NOW)
+    await ws.act(conn, CTX, WANG, v1.warning_id, Action.submit, now=NOW)
+    await ws.act(conn, CTX, LI, v1.warning_id, Action.approve, now=NOW + timedelta(minutes=1))
+    for start in (
+        ws.start_update(conn, CTX, WANG, v1.warning_id, {"level": "orange"}, now=NOW),
+        ws.start_cancel(conn, CTX, WANG, v1.warning_id, note="", now=NOW),
+    ):
+        with pytest.raises(ws.StoreError) as e:
+            await start
+        assert e.value.code == "conflict"
+
+
+async def test_an_update_of_a_warning_that_expired_meanwhile_is_refused(conn):
+    v1 = await _issued(conn, level="yellow")
+    await ws.start_update(conn, CTX, WANG, v1.warning_id, {"level": "orange"}, now=NOW)
+    await ws.act(conn, CTX, WANG, v1.warning_id, Action.submit, now=NOW)
+    await ws.expire_due(conn, CTX, now=NOW + timedelta(hours=31))
+    with pytest.raises((ws.StoreError, LifecycleError)):
+        await ws.act(conn, CTX, LI, v1.warning_id, Action.approve, now=NOW + timedelta(hours=31))

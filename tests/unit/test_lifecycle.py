@@ -506,3 +506,14 @@ def test_every_transition_gives_json_ready_audit_fields_that_chain_and_verify() 
         "reason": "checked",
     }
     assert (first["before"]["status"], first["after"]["status"]) == ("pending_approval", "issued")
+
+
+def test_a_successor_numbered_after_a_discarded_draft_replaces_the_issued_version() -> None:
+    v1 = issued()
+    v3 = dataclasses.replace(
+        next_version(v1, {"level": "red"}, actor=WANG), version=3, references=("42/2", "42/1")
+    )
+    t = approved_successor(v1, v3)
+    assert t.superseded is not None and t.superseded.state.status is WarningStatus.updated
+    with refused("not_successor"):  # the replaced version must be the last reference
+        approved_successor(v1, dataclasses.replace(v3, references=("42/1", "42/2")))

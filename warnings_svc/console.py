@@ -869,12 +869,12 @@ async def console_warning(request: web.Request) -> web.Response:
     calls = responders_for(registry, s.hazard, s.level, latest.content.areas, units, lang)
 
     in_force = next((v for v in reversed(versions) if v.state.status == WarningStatus.issued), None)
-    replaced = versions[-2] if len(versions) > 1 and s.msg_type != "Alert" else None
+    replaced = in_force if s.msg_type != "Alert" and in_force is not latest else None
     policy = ctx.policy
     two_person_levels = {s.level} | ({replaced.state.level} if replaced is not None else set())
     authors = {s.created_by, s.last_edited_by, *s.editors}
     self_approval = bool(two_person_levels & policy.two_person_levels) and page.user.name in authors
-    actions = _actions(page, latest, warning_id, self_approval)
+    actions = _actions(page, latest, in_force, warning_id, self_approval)
     if self_approval and actions["approve"]:
         strongest = max(two_person_levels & policy.two_person_levels, key=LEVELS.index)
         actions["approve_blocked"] = page.t["two_person"].format(level=level_name(strongest, lang))
@@ -947,11 +947,20 @@ async def console_warning(request: web.Request) -> web.Response:
     )
 
 
-def _actions(page: Page, latest: store.Version, warning_id: int, self_approval: bool) -> dict[str, Any]:
+def _actions(
+    page: Page, latest: store.Version, in_force: store.Version | None, warning_id: int, self_approval: bool
+) -> dict[str, Any]:
     """Which action forms the page shows (role and status), and their API URLs."""
     s = latest.state
     base = f"/api/v1/warnings/{warning_id}"
-    live = s.status == WarningStatus.issued and s.msg_type != "Cancel" and s.expires > datetime.now(UTC)
+    # an Update or Cancel can be started while a version is in force and no successor draft is open
+    # (a discarded one does not count)
+    live = (
+        in_force is not None
+        and in_force.state.msg_type != "Cancel"
+        and in_force.state.expires > datetime.now(UTC)
+        and (latest is in_force or s.status == WarningStatus.discarded)
+    )
     shown = {
         "submit": s.status in (WarningStatus.draft, WarningStatus.returned) and page.can(Action.submit),
         "approve": s.status == WarningStatus.pending_approval and page.can(Action.approve),

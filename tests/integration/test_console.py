@@ -353,6 +353,24 @@ async def test_buttons_follow_the_role_the_status_and_the_two_person_rule(
     assert "data-create-draft" not in home
 
 
+async def test_after_a_discarded_update_draft_the_update_and_cancel_buttons_come_back(
+    client: TestClient, conn: asyncpg.Connection
+) -> None:
+    forecaster, _ = await new_user(conn, "forecaster")
+    chief, _ = await new_user(conn, "approver")
+    v1 = await draft(conn, forecaster, level="yellow")
+    now = datetime.now(UTC)
+    await ws.act(conn, CTX, Actor(forecaster, Role.forecaster), v1.warning_id, Action.submit, now=now)
+    await ws.act(conn, CTX, Actor(chief, Role.approver), v1.warning_id, Action.approve, now=now)
+    await log_in(client, forecaster)
+    url = f"/console/warnings/{v1.warning_id}"
+    assert _actions(await page(client, url)) == {"update", "cancel"}
+    await ws.start_update(conn, CTX, Actor(forecaster, Role.forecaster), v1.warning_id, {}, now=now)
+    assert "update" not in _actions(await page(client, url))  # a successor draft is open
+    await ws.act(conn, CTX, Actor(forecaster, Role.forecaster), v1.warning_id, Action.discard, now=now)
+    assert _actions(await page(client, url)) == {"update", "cancel"}
+
+
 async def test_the_page_token_lets_the_session_edit_and_nothing_works_without_it(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:

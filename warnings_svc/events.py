@@ -254,12 +254,10 @@ class EventHub:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         while not lost.is_set() and not conn.is_closed():
-            try:
+            with contextlib.suppress(TimeoutError):  # quiet for a while: ping below
                 async with asyncio.timeout(self._ping_seconds):
                     await lost.wait()
                 return
-            except TimeoutError:
-                pass
             async with asyncio.timeout(PING_TIMEOUT_SECONDS):
                 await conn.fetchval("SELECT 1")
 

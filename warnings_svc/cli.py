@@ -28,10 +28,18 @@ from warnings_svc.criteria import CriteriaError
 from warnings_svc.demo_users import seed_demo_users
 from warnings_svc.hazards import HazardError
 from warnings_svc.lifecycle import Role
+from warnings_svc.recipients import (
+    RecipientError,
+    count_recipients,
+    full_code,
+    import_csv,
+    opt_out,
+    read_csv_text,
+)
 from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
 from warnings_svc.settings import Settings, SettingsError, load_settings
 from warnings_svc.tiled import SchedulerError
-from warnings_svc.warning_store import Issuing
+from warnings_svc.warning_store import Issuing, region_units
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
@@ -151,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(command=run_ingest)
 
     _add_user_commands(commands)
+    _add_recipient_commands(commands)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         required=True, metavar="ACTION"
@@ -198,6 +207,37 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(command=run_user_list)
 
     for action in (add, token, revoke, listing):
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument(
+            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+        )
+
+
+def _add_recipient_commands(commands: argparse._SubParsersAction) -> None:
+    recipients = commands.add_parser(
+        "recipients", help="the people warnings reach: import from CSV, opt-out, counts"
+    ).add_subparsers(required=True, metavar="ACTION")
+    load = recipients.add_parser(
+        "import", help="register or update recipients from a UTF-8 CSV; prints the JSON report"
+    )
+    load.add_argument(
+        "file", type=Path, help="CSV with columns name, phone, areas, roles (and optional ones)"
+    )
+    load.set_defaults(command=run_recipients_import)
+
+    out = recipients.add_parser("opt-out", help="stop texting a phone number (the person stays registered)")
+    out.add_argument("phone", help="mobile number: 13912345678, +8613912345678 or 0086...")
+    out.set_defaults(command=run_recipients_opt_out)
+
+    count = recipients.add_parser("count", help="how many people a warning would reach; prints JSON")
+    count.add_argument("--area", help="6-, 9- or 12-digit admin code (default: the whole region)")
+    count.add_argument("--hazard", help="heat, rainstorm, frost or sandstorm (default: any)")
+    count.add_argument(
+        "--exercise", action="store_true", help="count test recipients only, as for an exercise"
+    )
+    count.set_defaults(command=run_recipients_count)
+
+    for action in (load, out, count):
         action.add_argument("--config", type=Path, help="TOML settings file")
         action.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
@@ -366,6 +406,60 @@ def run_user_list(args: argparse.Namespace) -> int:
     """One JSON object per user, by name."""
     for user in _on_database(args, list_users):
         print(json.dumps(user, ensure_ascii=False, default=lambda v: v.isoformat()))
+    return 0
+
+
+def run_recipients_import(args: argparse.Namespace) -> int:
+    """Import a recipients CSV: prints the report as JSON; rejected rows are reported, not an error."""
+    region = load_settings(args.config, os.environ, _options(args, "data_dir")).region
+    try:
+        text = read_csv_text(args.file)  # an unreadable file fails before the database starts
+
+        async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+            await ensure_built(conn, region, progress=sys.stderr.isatty())
+            report = await import_csv(conn, text, region, origin=f"csv:{args.file.name}")
+            return report.to_json()
+
+        _print_json(_on_database(args, work))
+    except RecipientError as e:
+        raise CommandError(str(e)) from e
+    return 0
+
+
+def run_recipients_opt_out(args: argparse.Namespace) -> int:
+    """Opt a phone out: prints {"phone", "opted_out_at"}; an unknown phone is an error."""
+    try:
+        when = _on_database(args, lambda conn: opt_out(conn, args.phone))
+    except RecipientError as e:
+        raise CommandError(str(e)) from e
+    if when is None:
+        raise CommandError(f"no recipient has phone {args.phone}")
+    _print_json({"phone": args.phone, "opted_out_at": when.isoformat()})
+    return 0
+
+
+def run_recipients_count(args: argparse.Namespace) -> int:
+    """Count the people a warning would reach: prints {"area", "hazard", "exercise", "recipients"}."""
+    region = load_settings(args.config, os.environ, _options(args, "data_dir")).region
+    try:
+        area = full_code(args.area) if args.area else None
+
+        async def work(conn: asyncpg.Connection) -> int:
+            units = None
+            if area is not None:
+                await ensure_built(conn, region, progress=sys.stderr.isatty())
+                units = await region_units(conn, region)
+                if area not in units:
+                    raise RecipientError(f"area {args.area} is not a unit of region {region}")
+            areas = [area] if area is not None else None
+            return await count_recipients(
+                conn, areas=areas, hazard=args.hazard, units=units, exercise=args.exercise
+            )
+
+        n = _on_database(args, work)
+    except RecipientError as e:
+        raise CommandError(str(e)) from e
+    _print_json({"area": area, "hazard": args.hazard, "exercise": args.exercise, "recipients": n})
     return 0
 
 

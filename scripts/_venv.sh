@@ -19,4 +19,5 @@ if [ ! -e "$stamp" ]; then
 fi
 if [[ ",$extras," == *,test,* ]]; then
   scripts/install-browser # the browser tests (tests/browser) drive Debian's headless Chromium
+  scripts/install-smsc-peer # the SMPP tests talk to node-smpp in server mode (tests/peers/smsc)
 fi

@@ -36,6 +36,14 @@ from typing import Annotated, Any, Literal
 import jinja2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from channels.sms.encoding import (
+    GSM7_BASIC_TABLE,
+    GSM7_EXTENSION_TABLE,
+    PART_LIMIT,
+    SINGLE_LIMIT,
+    segment_count,
+    sms_coding,
+)
 from risk_zoning.errors import RegionDataError
 from risk_zoning.region import RegionFile, builtin_regions, load_region_file
 from risk_zoning.tomlfile import read_toml
@@ -57,14 +65,12 @@ class TextsError(Exception):
 
 # ---------------------------------------------------------------------------------------------- encodings
 
-# GSM 03.38 default alphabet and its extension table (an extension character costs two septets: ESC + char)
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
-SMS_SINGLE = {"GSM-7": 160, "UCS2": 70}  # characters in a message of one segment
-SMS_PART = {"GSM-7": 153, "UCS2": 67}  # per segment of a concatenated message (6-octet UDH)
+# The alphabet, limits and splitting are the SMS channel's (channels.sms.encoding): the budgets checked here
+# are then exactly the parts the channel sends.
+GSM7_BASIC = frozenset(GSM7_BASIC_TABLE) - {"\x1b"}  # 0x1B is the escape, not a character
+GSM7_EXTENSION = frozenset(GSM7_EXTENSION_TABLE)
+SMS_SINGLE = SINGLE_LIMIT  # characters in a message of one segment
+SMS_PART = PART_LIMIT  # per segment of a concatenated message (6-octet UDH)
 CBS_PAGE = {"GSM-7": 93, "UCS2": 41}  # per cell-broadcast page (82 octets, 3GPP TS 23.041)
 
 
@@ -74,7 +80,7 @@ def sms_encoding(text: str) -> Literal["GSM-7", "UCS2"]:
     >>> sms_encoding("Heat warning"), sms_encoding("高温预警"), sms_encoding("37 °C")
     ('GSM-7', 'UCS2', 'UCS2')
     """
-    return "GSM-7" if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text) else "UCS2"
+    return "GSM-7" if sms_coding(text) == "GSM-7" else "UCS2"
 
 
 def sms_length(text: str) -> int:
@@ -90,19 +96,16 @@ def sms_length(text: str) -> int:
 
 
 def sms_segments(text: str) -> int:
-    """SMS segments the text needs: one up to 70 UCS2 (160 GSM-7) characters, else ceil(n / 67)
-    (ceil(n / 153)); empty text needs none.
+    """SMS segments the text needs: one up to 70 UCS2 (160 GSM-7) characters, else about ceil(n / 67)
+    (ceil(n / 153)), one more when a character outside the BMP would straddle two parts; empty text needs
+    none. The same split the SMS channel sends (`channels.sms.encoding.segment_count`).
 
     >>> sms_segments("预" * 70), sms_segments("预" * 71), sms_segments("预" * 134), sms_segments("预" * 135)
     (1, 2, 2, 3)
     >>> sms_segments("a" * 160), sms_segments("a" * 161)
     (1, 2)
     """
-    n = sms_length(text)
-    encoding = sms_encoding(text)
-    if n == 0:
-        return 0
-    return 1 if n <= SMS_SINGLE[encoding] else math.ceil(n / SMS_PART[encoding])
+    return segment_count(text)
 
 
 def cbs_pages(text: str) -> int:

@@ -1,0 +1,124 @@
+"""The one small interface every channel adapter implements: send a batch, stream receipts, report health.
+
+Adapters know protocols and encodings, never the database. The dispatcher owns retries, leases and state: an
+adapter only says, per item, whether the remote end accepted it (with the remote id to correlate receipts),
+refused it for now (retry later, never drop) or refused it for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class SendOutcome(StrEnum):
+    """What became of one item of a batch."""
+
+    ACCEPTED = "accepted"  # the remote end took it; remote_ids correlate later receipts
+    TEMPORARY_FAILURE = "temporary_failure"  # throttled, queue full, link down: the dispatcher retries
+    PERMANENT_FAILURE = "permanent_failure"  # bad number, refused content: retrying will not help
+
+
+class ReceiptState(StrEnum):
+    """Final or interim state a receipt reports, across channels."""
+
+    DELIVERED = "delivered"  # reached the handset / terminal
+    ACCEPTED = "accepted"  # only taken by the network (e.g. SMSC ACCEPTD): not proof of delivery
+    EN_ROUTE = "en_route"  # interim
+    EXPIRED = "expired"
+    FAILED = "failed"  # undeliverable, rejected, deleted
+    UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no later receipt is expected for the message."""
+        return self is not ReceiptState.EN_ROUTE
+
+
+class HealthState(StrEnum):
+    """How usable a channel endpoint is right now."""
+
+    UP = "up"
+    DEGRADED = "degraded"  # some links down or throttled
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One item to send: the delivery's idempotency key, the address and the exact text.
+
+    ``key`` is opaque to the adapter; it is returned in the result so the dispatcher can match them.
+    """
+
+    key: str
+    address: str
+    text: str
+    want_receipt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What became of one OutboundMessage.
+
+    ``remote_ids`` are the ids the remote end gave (one per SMS segment, for example); ``reason`` is a short
+    machine-readable cause for a failure (``"ESME_RTHROTTLED"``), ``retry_after_s`` a hint for temporary ones.
+    A multi-part item is ACCEPTED only when every part was; otherwise the whole item fails and the parts
+    already accepted are listed so a retry can be counted as a bounded duplicate.
+    """
+
+    key: str
+    outcome: SendOutcome
+    remote_ids: tuple[str, ...] = ()
+    reason: str = ""
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt from the remote end, correlated by the id it gave at send time."""
+
+    remote_id: str
+    state: ReceiptState
+    raw_state: str = ""  # the remote end's own word, e.g. "DELIVRD"
+    error_code: str = ""
+    done_at: datetime | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A snapshot of a channel's health for /healthz, metrics and the circuit breaker."""
+
+    state: HealthState
+    detail: str = ""
+    links_up: int = 0
+    links_total: int = 0
+    in_flight: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """What the dispatcher needs from every channel adapter."""
+
+    name: str
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send every message; return one result per message, in the same order. Never raises for a
+        per-item failure: those are results."""
+        ...
+
+    def receipts(self) -> AsyncIterator[Receipt]:
+        """Receipts as they arrive, for as long as the channel is open."""
+        ...
+
+    def health(self) -> Health:
+        """A snapshot of the channel's health; cheap, never blocks."""
+        ...
+
+    async def close(self) -> None:
+        """Stop sending, finish or fail what is in flight, and let go of connections cleanly."""
+        ...

@@ -20,6 +20,7 @@ path above its resident set before the call (Linux ``/proc/self/status`` VmHWM, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -534,23 +535,19 @@ def machine() -> dict[str, Any]:
     import numba
 
     cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    # optional: not every system names its CPU
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         mem = 0
     versions = {"python": platform.python_version(), "numpy": np.__version__, "xarray": xr.__version__}
     versions |= {"dask": dask.__version__, "numba": numba.__version__}
-    try:
+    with contextlib.suppress(ImportError):  # the baseline's library, when installed
         import xclim
 
         versions["xclim"] = xclim.__version__
-    except ImportError:
-        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), **versions}
 
 

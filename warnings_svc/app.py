@@ -45,8 +45,8 @@ from warnings_svc.problems import Problem
 from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
 from warnings_svc.scoring import ACTION_NAMES
 from warnings_svc.settings import Settings
-from warnings_svc.web_auth import OPENAPI_PATHS as AUTH_OPENAPI_PATHS
 from warnings_svc.web_auth import (
+    LANGUAGES,
     OPENAPI_SECURITY_SCHEMES,
     CsrfRejected,
     Forbidden,
@@ -55,6 +55,7 @@ from warnings_svc.web_auth import (
     require_user,
     setup_auth,
 )
+from warnings_svc.web_auth import OPENAPI_PATHS as AUTH_OPENAPI_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ SERVICE_MIGRATIONS = MigrationSource("service", "warnings_svc")
 # Every schema the service needs, in the order they are applied.
 MIGRATIONS: tuple[MigrationSource, ...] = (RISK_MIGRATIONS, SERVICE_MIGRATIONS)
 
-LANGUAGES: tuple[str, ...] = ("zh", "en")
 RISK_WATCH_SECONDS = 30.0  # how often the current risk database version is checked in the background
 READY_TIMEOUT_SECONDS = 5.0
 MAP_CACHE_VERSIONS = 2  # rendered maps are kept for this many risk database versions

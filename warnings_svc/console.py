@@ -54,11 +54,10 @@ from warnings_svc.lifecycle import PERMISSIONS, Action, WarningStatus
 from warnings_svc.message import HAZARD_LEVELS, LEVEL_COLOURS, LEVEL_NAMES, LEVELS
 from warnings_svc.scoring import ACTION_NAMES
 from warnings_svc.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
-from warnings_svc.web_auth import CSRF, USER, login_location
+from warnings_svc.web_auth import CSRF, LANGUAGES, USER, login_location
 
 log = logging.getLogger(__name__)
 
-LANGUAGES: tuple[str, ...] = ("zh", "en")
 LANG_COOKIE = "console_lang"
 MAP_WIDTH = 640.0
 MAP_MARGIN = 0.03  # of the region's extent, on each side

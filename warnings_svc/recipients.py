@@ -37,25 +37,25 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from risk_zoning import BEIJING
 from risk_zoning.store import UnitRecord
 from risk_zoning.unit_tree import ancestors, same_or_nested
 from warnings_svc.criteria import HAZARDS
+from warnings_svc.texts import LANGUAGES
 from warnings_svc.warning_store import region_units
 
 log = logging.getLogger(__name__)
 
-LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
 MAX_NAME_CHARS = 80
 MAX_GROUP_CHARS = 80
 MAX_CSV_BYTES = 64 * 1024 * 1024  # ~500,000 rows; a bigger file is split by whoever exports it
-BEIJING = timezone(timedelta(hours=8), "CST")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("name", "phone", "areas", "roles")
 OPTIONAL_COLUMNS: tuple[str, ...] = (

@@ -51,9 +51,8 @@ from warnings_svc.lifecycle import (
 from warnings_svc.message import Area, Issuer, Reference, WarningMessage
 from warnings_svc.notify import notify
 from warnings_svc.settings import Settings, SettingsError, WarningSettings
-from warnings_svc.texts import WarningTexts, check_budgets, clean_text, render_texts
+from warnings_svc.texts import LANGUAGES, WarningTexts, check_budgets, clean_text, render_texts
 
-LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
 CONTENT_FIELDS: frozenset[str] = frozenset({"areas", "polygons", "texts", "note"})

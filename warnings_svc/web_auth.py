@@ -204,7 +204,7 @@ def safe_next(value: object) -> str:
 
 # ---------------------------------------------------------------------------------------------- pages
 
-LANGUAGES = ("zh", "en")
+LANGUAGES: tuple[str, ...] = ("zh", "en")  # of the pages (the messages have their own: texts.LANGUAGES)
 TEXTS: dict[str, dict[str, str]] = {
     "zh": {
         "title": "登录",

@@ -6,9 +6,24 @@ public read side and the warning store, so "inside", "around" and "in tree order
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 
 from risk_zoning.store import UnitRecord
+
+_ADMIN_CODE = re.compile(r"[0-9]{6}|[0-9]{9}|[0-9]{12}")
+
+
+def geocode(code: str) -> str | None:
+    """The 12-digit geocode of a 6-digit (county), 9-digit (town) or 12-digit admin code; None for anything
+    else. Callers say in their own words why a code is refused.
+
+    >>> geocode("150302"), geocode("150304011"), geocode("150302000000"), geocode("15030")
+    ('150302000000', '150304011000', '150302000000', None)
+    """
+    if not isinstance(code, str) or not _ADMIN_CODE.fullmatch(code):
+        return None
+    return code.ljust(12, "0")
 
 
 def tree_order(units: Iterable[UnitRecord]) -> list[UnitRecord]:

@@ -76,7 +76,7 @@ from multidict import MultiMapping
 from shapely.geometry import Point, Polygon, mapping
 
 from risk_zoning.store import UnitRecord, current_version, load_current
-from risk_zoning.unit_tree import same_or_nested
+from risk_zoning.unit_tree import geocode, same_or_nested
 from warnings_svc.appkeys import POOL, SETTINGS
 from warnings_svc.cap import CAP_NAMESPACE
 from warnings_svc.gbt import gbt_file_name
@@ -110,7 +110,6 @@ ACTIVE_PARAMETERS: frozenset[str] = frozenset(
 )
 
 _ALERT_ID = re.compile(r"^([1-9]\d{0,17})-([1-9]\d{0,8})$")
-_AREA_CODE = re.compile(r"^\d{6}$|^\d{9}$|^\d{12}$")
 _TAG_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _NS = {"c": CAP_NAMESPACE}
 
@@ -563,9 +562,9 @@ def parse_filter(query: MultiMapping[str], areas: RegionAreas, events: Mapping[s
             raise _bad("status", f"unknown status {_echo(status)}; the public API carries actual only")
     codes = []
     for code in _values(query, "area"):
-        if not _AREA_CODE.match(code):
+        full = geocode(code)
+        if full is None:
             raise _bad("area", f"{_echo(code)} is not a 6-, 9- or 12-digit admin code")
-        full = code.ljust(12, "0")
         if full not in areas:
             raise _bad("area", f"{code} is not an area of this region")
         codes.append(full)

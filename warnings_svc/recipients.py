@@ -46,7 +46,7 @@ import asyncpg
 
 from risk_zoning import BEIJING
 from risk_zoning.store import UnitRecord
-from risk_zoning.unit_tree import ancestors, same_or_nested
+from risk_zoning.unit_tree import ancestors, geocode, same_or_nested
 from warnings_svc.criteria import HAZARDS
 from warnings_svc.texts import LANGUAGES
 from warnings_svc.warning_store import region_units
@@ -222,9 +222,10 @@ def check_phone(raw: str) -> str:
 def full_code(code: str) -> str:
     """A 6-, 9- or 12-digit admin code as its 12-digit geocode, else `RecipientError`."""
     code = unicodedata.normalize("NFKC", code).strip()
-    if not re.fullmatch(r"[0-9]{6}|[0-9]{9}|[0-9]{12}", code):
+    full = geocode(code)
+    if full is None:
         raise RecipientError(f"area {code[:20]!r} is not a 6-, 9- or 12-digit admin code")
-    return code.ljust(12, "0")
+    return full
 
 
 def _items(value: str) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from risk_zoning.store import RiskDatabase, UnitRecord, load_current
-from risk_zoning.unit_tree import inside_any
+from risk_zoning.unit_tree import geocode, inside_any
 from warnings_svc import audit_log
 from warnings_svc.cap import CapTexts, render_cap, sign_cap, validate_cap
 from warnings_svc.gbt import GbtTexts, gbt_identifier, render_gbt
@@ -885,9 +885,9 @@ def impact(
 
 def unit_code(code: str, units: Mapping[str, UnitRecord]) -> str:
     """The 12-digit geocode of an area given as one or as its 6- or 9-digit admin code."""
-    if not isinstance(code, str) or not code.isdigit() or len(code) not in (6, 9, 12):
+    full = geocode(code)
+    if full is None:
         raise StoreError("invalid", f"area {code!r} is not a 6, 9 or 12-digit admin code", "areas")
-    full = code.ljust(12, "0")
     if full not in units:
         raise StoreError("invalid", f"area {code} is not a unit of this region", "areas")
     return full

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from risk_zoning.store import UnitRecord
-from risk_zoning.unit_tree import ancestors, geocode_ancestors, inside_any, same_or_nested, tree_order
+from risk_zoning.unit_tree import (
+    ancestors,
+    geocode,
+    geocode_ancestors,
+    inside_any,
+    same_or_nested,
+    tree_order,
+)
 
 CITY = "150300000000"
 HAIBOWAN = "150302000000"
@@ -152,3 +159,20 @@ def test_towns_inside_districts_inside_the_city_agree_with_their_geocodes(
         for other in by_code:
             by_digits = code == other or code in geocode_ancestors(other) or other in geocode_ancestors(code)
             assert same_or_nested(code, other, by_code) is by_digits
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("150302", "150302000000"),
+        ("150304011", "150304011000"),
+        ("150302000000", "150302000000"),
+        ("15030", None),
+        ("1503020000000", None),
+        ("15030a", None),
+        ("１５０３０２", None),  # full-width digits: callers normalise first if they accept them
+        ("", None),
+    ],
+)
+def test_admin_codes_become_twelve_digit_geocodes(code: str, expected: str | None) -> None:
+    assert geocode(code) == expected

@@ -12,6 +12,7 @@ import pytest
 
 from risk_zoning.db import EmbeddedPostgres
 from tests.factories_db import fresh_database
+from tests.peers.smsc_fixture import smsc  # noqa: F401  (the loopback SMSC fixture, for every test)
 
 
 @pytest.fixture(scope="session")

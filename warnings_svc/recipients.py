@@ -665,8 +665,10 @@ def relevant_areas(
     )
 
 
-def _selection(hazard: str | None, exercise: bool, reached: list[str] | None) -> tuple[str, list[Any]]:
-    """The WHERE clause and its arguments shared by `select_recipients` and `count_recipients`."""
+def selection(hazard: str | None, exercise: bool, reached: list[str] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause over svc.recipient and its arguments ($1, $2, ...) that select the people a warning of
+    `hazard` reaching the units `reached` is sent to; shared by `select_recipients`, `count_recipients` and the
+    dispatcher's fan-out (`warnings_svc.expansion`)."""
     where = ["consent", "opted_out_at IS NULL"]
     args: list[Any] = []
     if hazard is not None:
@@ -693,7 +695,7 @@ async def select_recipients(
     """The people a warning of `hazard` for `areas` reaches, by id: registered for a unit in `reach`,
     interested in the hazard (or in all), consented and not opted out; for an exercise only test recipients.
     `units`: the region's units (`warning_store.region_units`)."""
-    where, args = _selection(hazard, exercise, reach(areas, units))
+    where, args = selection(hazard, exercise, reach(areas, units))
     rows = await conn.fetch(
         f"""SELECT id, name, phone, language, areas, roles, hazards, test_recipient FROM svc.recipient
             WHERE {where} ORDER BY id""",
@@ -727,7 +729,7 @@ async def count_recipients(
     if areas is not None and units is None:
         raise RecipientError("counting by area needs the region's units")
     reached = reach(areas, units) if areas is not None and units is not None else None
-    where, args = _selection(hazard, exercise, reached)
+    where, args = selection(hazard, exercise, reached)
     return await conn.fetchval(f"SELECT count(*) FROM svc.recipient WHERE {where}", *args)
 
 

@@ -75,6 +75,9 @@ class WarningSettings(BaseModel):
     # XML-DSig signing of every CAP message: a PEM private key and its PEM certificate, both or neither.
     signing_key_file: Path | None = None
     signing_cert_file: Path | None = None
+    # SMS segments the full SMS text may take (UCS2: 70 characters in one, 67 per segment beyond); the text
+    # is shortened to fit (area summary, brief guidance), and approval is refused when it cannot be.
+    sms_segments: Annotated[int, Field(strict=True, ge=1, le=10)] = 3
     # A secret (a file of at least 32 bytes) that makes the audit hash chain an HMAC chain.
     audit_key_file: Path | None = None
 
@@ -82,6 +85,70 @@ class WarningSettings(BaseModel):
     def _key_and_certificate(self) -> WarningSettings:
         if (self.signing_key_file is None) != (self.signing_cert_file is None):
             raise ValueError("signing_key_file and signing_cert_file go together")
+        return self
+
+
+class SmsEndpointSettings(BaseModel):
+    """One SMSC the SMS channel sends through over SMPP v3.4 (an array of tables `[[dispatch.sms]]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = "smsc"
+    host: Annotated[str, Field(strict=True, min_length=1)]
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)]
+    system_id: Annotated[str, Field(strict=True, min_length=1, max_length=15)]
+    # The bind password: inline for a test SMSC, or in a file (kept out of the configuration) for a real one.
+    password: Annotated[str, Field(strict=True, max_length=8)] = ""
+    password_file: Path | None = None
+    system_type: Annotated[str, Field(strict=True, max_length=12)] = ""
+    source_addr: Annotated[str, Field(strict=True, pattern=r"^[0-9A-Za-z+]{1,20}$")] = "12121"
+    binds: Annotated[int, Field(strict=True, ge=1, le=32)] = 2
+    window: Annotated[int, Field(strict=True, ge=1, le=1000)] = 50  # outstanding submit_sm per bind
+    segment_method: Literal["udh", "sar", "payload"] = "udh"
+    # The SMSC's contracted rate in submit_sm (segments) a second; 0: no limit of our own.
+    rate_per_s: Annotated[float, Field(ge=0)] = 0.0
+    enquire_link_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    response_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_password(self) -> SmsEndpointSettings:
+        if self.password and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+
+class DispatchSettings(BaseModel):
+    """How issued warnings are fanned out and delivered (table `[dispatch]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Channels every issued version fans out on; deliveries wait in the outbox until a dispatcher serves them.
+    channels: tuple[Literal["sms"], ...] = ("sms",)
+    # Run a dispatcher inside `warnings-svc serve`; more run as `warnings-svc dispatch` on any host.
+    embedded: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500  # deliveries claimed and sent together
+    batches_in_flight: Annotated[int, Field(ge=1, le=64)] = 4  # per endpoint
+    lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a dead dispatcher's deliveries return after this
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 12
+    retry_base_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    retry_cap_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 3  # failed batches in a row that open a circuit
+    breaker_cool_down_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    breaker_max_cool_down_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    expand_chunk: Annotated[int, Field(ge=1, le=100_000)] = 10_000  # people per fan-out transaction
+    first_chunk: Annotated[int, Field(ge=1, le=100_000)] = (
+        500  # the first one is small: first messages go at once
+    )
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # look at the queue this often even without a NOTIFY
+    sms: tuple[SmsEndpointSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DispatchSettings:
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError("retry_cap_s must be at least retry_base_s")
+        if self.breaker_max_cool_down_s < self.breaker_cool_down_s:
+            raise ValueError("breaker_max_cool_down_s must be at least breaker_cool_down_s")
+        names = [e.name for e in self.sms]
+        if len(names) != len(set(names)):
+            raise ValueError(f"sms endpoint names must be unique (got {', '.join(names)})")
         return self
 
 
@@ -99,6 +166,7 @@ class Settings(BaseModel):
     log_level: LogLevel = "INFO"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     warnings: WarningSettings = Field(default_factory=WarningSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -131,6 +199,13 @@ def load_settings(
                 value = str(path.parent / value)
             if isinstance(value, dict) and key in _FILE_KEYS:
                 value = _relative_to(path.parent, value, _FILE_KEYS[key])
+            if key == "dispatch" and isinstance(value, dict) and isinstance(value.get("sms"), list):
+                value = value | {
+                    "sms": [
+                        _relative_to(path.parent, e, _ENDPOINT_FILE_KEYS) if isinstance(e, dict) else e
+                        for e in value["sms"]
+                    ]
+                }
             values[key] = value
             sources[key] = str(path)
     for variable, key in ENVIRONMENT.items():
@@ -160,6 +235,7 @@ _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "scoring": ("criteria_file",),
     "warnings": ("signing_key_file", "signing_cert_file", "audit_key_file"),
 }
+_ENDPOINT_FILE_KEYS = ("password_file",)
 
 
 def _relative_to(folder: Path, table: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import asyncpg
 
 from risk_zoning.store import RiskDatabase, UnitRecord, load_current
 from risk_zoning.unit_tree import geocode, inside_any
-from warnings_svc import audit_log
+from warnings_svc import audit_log, outbox
 from warnings_svc.cap import CapTexts, render_cap, sign_cap, validate_cap
 from warnings_svc.gbt import GbtTexts, gbt_identifier, render_gbt
 from warnings_svc.lifecycle import (
@@ -51,7 +51,15 @@ from warnings_svc.lifecycle import (
 from warnings_svc.message import Area, Issuer, Reference, WarningMessage
 from warnings_svc.notify import notify
 from warnings_svc.settings import Settings, SettingsError, WarningSettings
-from warnings_svc.texts import LANGUAGES, WarningTexts, check_budgets, clean_text, render_texts
+from warnings_svc.texts import (
+    DEFAULT_BUDGETS,
+    LANGUAGES,
+    Budgets,
+    WarningTexts,
+    check_budgets,
+    clean_text,
+    render_texts,
+)
 
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
@@ -130,6 +138,8 @@ class Issuing:
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     signing: tuple[bytes, bytes] | None = None  # (key PEM, certificate PEM)
     audit_key: bytes | None = None
+    channels: tuple[str, ...] = ("sms",)  # what an issued version fans out on (the outbox)
+    budgets: Budgets = DEFAULT_BUDGETS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Issuing:
@@ -152,6 +162,8 @@ class Issuing:
             policy=ApprovalPolicy(frozenset(w.two_person_levels)),
             signing=signing,
             audit_key=audit_key,
+            channels=tuple(settings.dispatch.channels),
+            budgets=dataclasses.replace(DEFAULT_BUDGETS, sms_full_segments=w.sms_segments),
         )
 
 
@@ -415,6 +427,10 @@ async def act(
         version = dataclasses.replace(latest, state=transition.state)
         if action is Action.approve:
             version = await _issue(conn, ctx, version, replaced, units, now)
+            # the outbox: issued and promised to every channel in one transaction, or neither
+            await outbox.write_fanouts(
+                conn, version.warning_id, version.state.version, version.state.level, ctx.channels
+            )
         else:
             await _update_version(conn, version)
         await _face(conn, version)
@@ -553,10 +569,12 @@ def message_of(
     return dataclasses.replace(msg, identifier=gbt_identifier(msg))
 
 
-def texts_of(msg: WarningMessage, content: Content, lang: str, *, now: datetime) -> WarningTexts:
-    """The rendered texts of a message in one language, with the forecaster's own headline, description and
-    instruction where given."""
-    texts = render_texts(msg, lang=lang, now=now)
+def texts_of(
+    msg: WarningMessage, content: Content, lang: str, *, now: datetime, budgets: Budgets = DEFAULT_BUDGETS
+) -> WarningTexts:
+    """The rendered texts of a message in one language, within `budgets`, with the forecaster's own headline,
+    description and instruction where given."""
+    texts = render_texts(msg, lang=lang, now=now, budgets=budgets)
     own = content.texts.get(lang, {})
     return dataclasses.replace(texts, **{k: v for k, v in own.items() if k in TEXT_FIELDS and v})
 
@@ -568,7 +586,7 @@ def preview(
     msg = message_of(ctx, version, units, sent=now)
     out: dict[str, Any] = {}
     for lang in LANGUAGES:
-        texts = texts_of(msg, version.content, lang, now=now)
+        texts = texts_of(msg, version.content, lang, now=now, budgets=ctx.budgets)
         out[lang] = {
             "headline": texts.headline,
             "description": texts.description,
@@ -580,7 +598,7 @@ def preview(
             "broadcast": texts.broadcast,
             "cell_broadcast": texts.cell_broadcast,
             "cell_broadcast_pages": texts.cell_broadcast_pages,
-            "budget_problems": [str(p) for p in check_budgets(texts)],
+            "budget_problems": [str(p) for p in check_budgets(texts, ctx.budgets)],
         }
     return out
 
@@ -591,7 +609,8 @@ def _budget_problems(
     # Only the primary language blocks: the public is reached in Chinese, and an English text pushed over
     # its budget by a Chinese place name or note must not hold back a warning (the preview still shows it).
     msg = message_of(ctx, version, units, sent=now)
-    return [str(p) for p in check_budgets(texts_of(msg, version.content, PRIMARY_LANGUAGE, now=now))]
+    texts = texts_of(msg, version.content, PRIMARY_LANGUAGE, now=now, budgets=ctx.budgets)
+    return [str(p) for p in check_budgets(texts, ctx.budgets)]
 
 
 async def _issue(
@@ -606,7 +625,7 @@ async def _issue(
     sent = await _send_time(conn, now)
     earlier = [] if replaced is None else await _issued_chain(conn, version)
     msg = message_of(ctx, version, units, sent=sent, references=earlier)
-    texts = {lang: texts_of(msg, version.content, lang, now=sent) for lang in LANGUAGES}
+    texts = {lang: texts_of(msg, version.content, lang, now=sent, budgets=ctx.budgets) for lang in LANGUAGES}
     cap_texts = {
         lang: CapTexts(t.headline, t.description, t.instruction, t.area_desc, t.event)
         for lang, t in texts.items()

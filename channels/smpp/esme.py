@@ -10,8 +10,9 @@ against an independent implementation, node-smpp, in tests/integration/test_smpp
 Each SmppBind keeps one transceiver bind up: connect, bind, a window of outstanding submit_sm matched by
 sequence_number, enquire_link keep-alive, reconnect with capped exponential backoff and jitter, clean unbind.
 ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (doubling pause, reset by a success) and are reported as a
-temporary failure, never dropped; receipts (deliver_sm, esm_class 0x04) go to one queue, acknowledged after
-they are queued.
+temporary failure, never dropped. Receipts (deliver_sm, esm_class 0x04) go to one queue with a handle to
+acknowledge them, and deliver_sm_resp is written only once the consumer has handled them (it asks for the next
+batch): a crash before that loses nothing, since the SMSC sends unacknowledged receipts again.
 """
 
 from __future__ import annotations
@@ -71,15 +72,36 @@ class BindRefused(SmppError):
     """The SMSC refused the bind (wrong system_id or password)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReceiptAck:
+    """How to acknowledge one receipt later: its deliver_sm's sequence_number on one link of one bind.
+
+    ``link`` is the bind's link generation when the receipt arrived: a sequence_number means nothing on a later
+    link, so an ack for a link that has since dropped is skipped (the SMSC sends the receipt again instead).
+    """
+
+    bind: SmppBind
+    link: int
+    sequence_number: int
+
+    def ack(self) -> bool:
+        """Write deliver_sm_resp (ESME_ROK) if the receipt's link is still up; whether it was written."""
+        return self.bind.ack_receipt(self.link, self.sequence_number)
+
+
+QueuedReceipt = tuple[Receipt, ReceiptAck]
+
+
 class SmppBind:
     """One transceiver bind, kept up until closed. Sends submit_sm within a window; routes receipts."""
 
     def __init__(
-        self, settings: SmppSettings, receipts: asyncio.Queue[Receipt], name: str = "bind-0"
+        self, settings: SmppSettings, receipts: asyncio.Queue[QueuedReceipt], name: str = "bind-0"
     ) -> None:
         self.settings = settings
         self.name = name
         self._receipts = receipts
+        self._link = 0  # generation of the link, one more on every bind
         self._window = asyncio.Semaphore(settings.window)
         self._pending: dict[int, asyncio.Future[p.Pdu]] = {}
         self._sequence = itertools.count(1)
@@ -89,7 +111,14 @@ class SmppBind:
         self._supervisor: asyncio.Task[None] | None = None
         self._paused_until = 0.0
         self._throttle_pause = 0.0
-        self.counters = {"binds": 0, "submits": 0, "throttled": 0, "receipts": 0, "disconnects": 0}
+        self.counters = {
+            "binds": 0,
+            "submits": 0,
+            "throttled": 0,
+            "receipts": 0,
+            "receipts_acked": 0,
+            "disconnects": 0,
+        }
 
     @property
     def is_bound(self) -> bool:
@@ -160,6 +189,7 @@ class SmppBind:
         if command_id not in (p.BIND_TRANSCEIVER_RESP, p.GENERIC_NACK) or status != p.ESME_ROK:
             raise BindRefused(f"bind_transceiver answered {command_id:#x} {p.status_name(status)}")
         self._sequence = itertools.count(2)
+        self._link += 1
         self._writer = writer
         self._paused_until = 0.0
         self._throttle_pause = 0.0
@@ -191,15 +221,7 @@ class SmppBind:
                 future.set_result(pdu)
             return
         if pdu.command_id == p.DELIVER_SM:
-            status = p.ESME_ROK
-            try:
-                message = p.decode_short_message(pdu.body)
-                if is_receipt(message) and (receipt := parse_receipt(message, datetime.now(UTC))):
-                    self._receipts.put_nowait(receipt)  # queued before it is acknowledged
-                    self.counters["receipts"] += 1
-            except p.PduError:
-                status = p.ESME_RX_T_APPN  # the SMSC will send it again
-            writer.write(p.encode_pdu(p.DELIVER_SM_RESP, pdu.sequence_number, b"\x00", status))
+            self._handle_deliver_sm(pdu, writer)
         elif pdu.command_id == p.ENQUIRE_LINK:
             writer.write(p.encode_pdu(p.ENQUIRE_LINK_RESP, pdu.sequence_number))
         elif pdu.command_id == p.UNBIND:
@@ -207,6 +229,28 @@ class SmppBind:
             raise LinkDown("the SMSC unbound")
         else:
             writer.write(p.encode_pdu(p.GENERIC_NACK, pdu.sequence_number, b"", p.ESME_RINVCMDID))
+
+    def _handle_deliver_sm(self, pdu: p.Pdu, writer: asyncio.StreamWriter) -> None:
+        """Queue a receipt unanswered (the consumer's next batch request answers it); answer anything else now."""
+        status = p.ESME_ROK
+        try:
+            message = p.decode_short_message(pdu.body)
+            if is_receipt(message) and (receipt := parse_receipt(message, datetime.now(UTC))):
+                self._receipts.put_nowait((receipt, ReceiptAck(self, self._link, pdu.sequence_number)))
+                self.counters["receipts"] += 1
+                return
+        except p.PduError:
+            status = p.ESME_RX_T_APPN  # the SMSC will send it again
+        writer.write(p.encode_pdu(p.DELIVER_SM_RESP, pdu.sequence_number, b"\x00", status))
+
+    def ack_receipt(self, link: int, sequence_number: int) -> bool:
+        """Answer a queued receipt's deliver_sm with ESME_ROK, unless its link has gone; whether it was."""
+        writer = self._writer
+        if writer is None or link != self._link or writer.is_closing():
+            return False  # that link's sequence numbers are void: the SMSC resends on the new one
+        writer.write(p.encode_pdu(p.DELIVER_SM_RESP, sequence_number, b"\x00", p.ESME_ROK))
+        self.counters["receipts_acked"] += 1
+        return True
 
     async def _keep_alive(self) -> None:
         """enquire_link every interval; no answer in time means the link is dead: abort it."""
@@ -316,7 +360,7 @@ class SmsChannel:
 
     def __init__(self, settings: SmppSettings) -> None:
         self.settings = settings
-        self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
+        self._receipts: asyncio.Queue[QueuedReceipt] = asyncio.Queue()
         self._binds = [SmppBind(settings, self._receipts, f"bind-{i}") for i in range(settings.binds)]
         self._next_bind = itertools.cycle(range(settings.binds))
         self._reference = itertools.count(random.randrange(0x10000))
@@ -373,13 +417,32 @@ class SmsChannel:
             remote_ids.append(message_id)
         return SendResult(message.key, SendOutcome.ACCEPTED, tuple(remote_ids))
 
-    async def receipts(self) -> AsyncIterator[Receipt]:
-        """Receipts as they arrive, until the channel is closed and the queue drained."""
+    async def receipts(self, max_batch: int = 1000) -> AsyncIterator[list[Receipt]]:
+        """Batches of what is queued (1 to max_batch receipts), until the channel is closed and the queue drained.
+
+        A batch's deliver_sm are answered only when the consumer asks for the next batch (see Channel.receipts):
+        leaving the loop, or closing the channel, leaves the latest batch unanswered, for the SMSC to resend.
+        """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         while not (self._closed and self._receipts.empty()):
-            try:
-                yield await asyncio.wait_for(self._receipts.get(), 0.5)
-            except TimeoutError:
+            queued = await self._take_queued(max_batch)
+            if not queued:
                 continue
+            yield [receipt for receipt, _ in queued]
+            # the consumer asked for the next batch: it has handled this one
+            for _, handle in queued:
+                handle.ack()
+
+    async def _take_queued(self, max_batch: int) -> list[QueuedReceipt]:
+        """Wait (at most 0.5 s, so a close is noticed) for one queued receipt, then take what else is queued."""
+        try:
+            queued = [await asyncio.wait_for(self._receipts.get(), 0.5)]
+        except TimeoutError:
+            return []
+        while len(queued) < max_batch and not self._receipts.empty():
+            queued.append(self._receipts.get_nowait())
+        return queued
 
     def health(self) -> Health:
         """Up when every bind is bound, degraded when some are, down when none is."""

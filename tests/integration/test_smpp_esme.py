@@ -11,7 +11,7 @@ import pytest
 from channels.base import HealthState, OutboundMessage, Receipt, ReceiptState, SendOutcome
 from channels.smpp.esme import SmppSettings, SmsChannel
 from channels.sms.encoding import SegmentMethod
-from tests.peers.smsc_fixture import SmscPeer, smsc  # noqa: F401  (the fixture)
+from tests.peers.smsc_fixture import SmscPeer, start_smsc
 
 TEXT_ZH_100 = (
     "乌海市气象台2025年7月1日10时发布高温橙色预警信号：预计未来24小时海勃湾区、乌达区、海南区最高气温将升至40℃以上，"
@@ -37,7 +37,7 @@ def settings_for(peer: SmscPeer, **overrides: object) -> SmppSettings:
 
 
 @pytest.fixture
-async def channel_for(smsc: SmscPeer) -> AsyncIterator[Callable[..., SmsChannel]]:  # noqa: F811
+async def channel_for(smsc: SmscPeer) -> AsyncIterator[Callable[..., SmsChannel]]:
     """Builds started channels bound to the peer; closes them after the test."""
     opened: list[SmsChannel] = []
 
@@ -60,17 +60,27 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
 
 
 async def collect_receipts(channel: SmsChannel, n: int, timeout_s: float = 5.0) -> list[Receipt]:
-    """The first n receipts, at most timeout_s."""
+    """The first n receipts (or more, the rest of the last batch), at most timeout_s; the last batch is left
+    unacknowledged, as leaving the loop does."""
     found: list[Receipt] = []
 
     async def take() -> None:
-        async for receipt in channel.receipts():
-            found.append(receipt)
-            if len(found) == n:
+        async for batch in channel.receipts():
+            found.extend(batch)
+            if len(found) >= n:
                 return
 
     await asyncio.wait_for(take(), timeout_s)
     return found
+
+
+async def ask_for_next(batches: AsyncIterator[list[Receipt]], wait_s: float = 0.3) -> list[Receipt] | None:
+    """Ask for the next batch, which acknowledges the one before; None when none came within wait_s (the
+    iterator is then finished, cancelled while it waited)."""
+    try:
+        return await asyncio.wait_for(anext(batches), wait_s)
+    except TimeoutError:
+        return None
 
 
 def messages(n: int, text: str = "高温预警", prefix: str = "1390477") -> list[OutboundMessage]:
@@ -78,7 +88,7 @@ def messages(n: int, text: str = "高温预警", prefix: str = "1390477") -> lis
 
 
 async def test_the_esme_binds_as_a_transceiver_and_unbinds_cleanly(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     channel = channel_for(binds=2)
@@ -92,7 +102,7 @@ async def test_the_esme_binds_as_a_transceiver_and_unbinds_cleanly(
     assert channel.health().state is HealthState.DOWN
 
 
-async def test_a_wrong_password_never_binds(smsc: SmscPeer, channel_for: Callable[..., SmsChannel]) -> None:  # noqa: F811
+async def test_a_wrong_password_never_binds(smsc: SmscPeer, channel_for: Callable[..., SmsChannel]) -> None:
     channel = channel_for(password="wrong", connect_wait_s=0.3)
     assert not await channel.start(wait_s=0.5)
     (result,) = await channel.send_batch(messages(1))
@@ -101,7 +111,7 @@ async def test_a_wrong_password_never_binds(smsc: SmscPeer, channel_for: Callabl
 
 
 async def test_a_two_segment_chinese_warning_arrives_as_two_ucs2_submits_with_a_udh(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     assert 70 < len(TEXT_ZH_100) <= 134
@@ -123,7 +133,7 @@ async def test_a_two_segment_chinese_warning_arrives_as_two_ucs2_submits_with_a_
 
 
 async def test_sar_tlvs_and_message_payload_are_the_configurable_alternatives(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     sar = channel_for(segment_method=SegmentMethod.SAR)
@@ -146,7 +156,7 @@ async def test_sar_tlvs_and_message_payload_are_the_configurable_alternatives(
 
 
 async def test_receipts_come_back_correlated_to_the_message_ids(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     channel = channel_for(window=4)
@@ -154,10 +164,17 @@ async def test_receipts_come_back_correlated_to_the_message_ids(
     results = await channel.send_batch(messages(10))
     remote_ids = {r.remote_ids[0] for r in results}
     assert len(remote_ids) == 10
-    receipts = await collect_receipts(channel, 10)
-    assert {r.remote_id for r in receipts} == remote_ids
+    batches = channel.receipts()
+    receipts: list[Receipt] = []
+    while len(receipts) < 10:
+        batch = await asyncio.wait_for(anext(batches), 5)
+        receipts.extend(batch)
+    assert await ask_for_next(batches) is None  # acknowledges the last batch
+    assert sorted(r.remote_id for r in receipts) == sorted(remote_ids)
     assert {(r.state, r.raw_state) for r in receipts} == {(ReceiptState.DELIVERED, "DELIVRD")}
-    await wait_until(lambda: smsc.state()["counters"]["receipts_acked"] == 10)
+    await wait_until(lambda: smsc.counters()["receipts_acked"] == 10)
+    assert channel.health().counters["receipts_acked"] == 10
+    assert smsc.counters()["distinct_destinations"] == 10
 
 
 @pytest.mark.parametrize(
@@ -170,7 +187,7 @@ async def test_receipts_come_back_correlated_to_the_message_ids(
     ],
 )
 async def test_final_states_map_from_the_tlvs_or_else_the_text(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
     faults: dict,
     state: ReceiptState,
@@ -185,7 +202,7 @@ async def test_final_states_map_from_the_tlvs_or_else_the_text(
 
 
 async def test_a_late_receipt_still_arrives_after_a_reconnect(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     smsc.set_faults(receipt_delay_ms=500)
@@ -200,7 +217,7 @@ async def test_a_late_receipt_still_arrives_after_a_reconnect(
 
 @pytest.mark.parametrize(("status", "name"), [(0x58, "ESME_RTHROTTLED"), (0x14, "ESME_RMSGQFUL")])
 async def test_throttling_gives_temporary_failures_and_nothing_is_lost_when_resent(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
     status: int,
     name: str,
@@ -227,7 +244,7 @@ async def test_throttling_gives_temporary_failures_and_nothing_is_lost_when_rese
     assert accepted == sorted(m.address for m in batch)  # every one exactly once
 
 
-async def test_throttling_slows_the_bind_down(smsc: SmscPeer, channel_for: Callable[..., SmsChannel]) -> None:  # noqa: F811
+async def test_throttling_slows_the_bind_down(smsc: SmscPeer, channel_for: Callable[..., SmsChannel]) -> None:
     smsc.set_faults(throttle_count=4)
     channel = channel_for(window=1, throttle_pause_min_s=0.05, throttle_pause_max_s=1.0)
     await channel.start()
@@ -240,7 +257,7 @@ async def test_throttling_slows_the_bind_down(smsc: SmscPeer, channel_for: Calla
 
 
 async def test_a_dropped_connection_reconnects_and_sending_goes_on(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     channel = channel_for()
@@ -254,7 +271,7 @@ async def test_a_dropped_connection_reconnects_and_sending_goes_on(
 
 
 async def test_a_submit_in_flight_when_the_link_drops_is_a_temporary_failure(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     smsc.set_faults(drop_after_submits=1)
@@ -268,7 +285,7 @@ async def test_a_submit_in_flight_when_the_link_drops_is_a_temporary_failure(
 
 
 async def test_an_unanswered_enquire_link_drops_the_link_and_it_comes_back(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     channel = channel_for(enquire_link_interval_s=0.1, response_timeout_s=0.3)
@@ -284,7 +301,7 @@ async def test_an_unanswered_enquire_link_drops_the_link_and_it_comes_back(
 
 
 async def test_slow_responses_fill_the_window_without_losing_anything(
-    smsc: SmscPeer,  # noqa: F811
+    smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
     smsc.set_faults(response_delay_ms=100)
@@ -296,3 +313,67 @@ async def test_slow_responses_fill_the_window_without_losing_anything(
     assert all(r.outcome is SendOutcome.ACCEPTED for r in results)
     assert 0.25 <= elapsed < 2.0  # three rounds of a full window, not thirty round trips
     assert len(smsc.accepted()) == 30
+
+
+async def test_a_batch_is_acknowledged_only_when_the_consumer_asks_for_the_next(
+    smsc: SmscPeer,
+    channel_for: Callable[..., SmsChannel],
+) -> None:
+    channel = channel_for()
+    await channel.start()
+    results = await channel.send_batch(messages(3))
+    await wait_until(lambda: channel.health().counters["receipts"] == 3)  # all three queued: batches are full
+    batches = channel.receipts(max_batch=2)
+    first = await asyncio.wait_for(anext(batches), 5)
+    assert len(first) == 2
+    await asyncio.sleep(0.3)  # time enough for an early answer to reach the SMSC
+    assert (smsc.counters()["receipts_sent"], smsc.counters()["receipts_acked"]) == (3, 0)
+    second = await ask_for_next(batches)
+    assert second is not None and len(second) == 1
+    await wait_until(lambda: smsc.counters()["receipts_acked"] == 2, timeout_s=2)
+    assert await ask_for_next(batches) is None
+    await wait_until(lambda: smsc.counters()["receipts_acked"] == 3, timeout_s=2)
+    assert sorted(r.remote_id for r in first + second) == sorted(r.remote_ids[0] for r in results)
+    assert channel.health().counters["receipts_acked"] == 3
+
+
+async def test_an_unacknowledged_batch_is_sent_again_after_the_link_drops(
+    smsc: SmscPeer,
+    channel_for: Callable[..., SmsChannel],
+) -> None:
+    channel = channel_for()
+    await channel.start()
+    (result,) = await channel.send_batch(messages(1))
+    batches = channel.receipts()
+    first = await asyncio.wait_for(anext(batches), 5)  # received, not yet handled: the process "dies" here
+    smsc.set_faults(drop_now=True)
+    await wait_until(lambda: channel.health().counters["disconnects"] >= 1, timeout_s=2)
+    await wait_until(lambda: smsc.counters()["receipts_requeued"] >= 1, timeout_s=2)
+    # resent on the new link: the first receipt's sequence_number now belongs to a link that is gone
+    await wait_until(lambda: channel.health().counters["receipts"] == 2, timeout_s=3)
+    # asking for the next batch tries to acknowledge the first: its link is gone, so that ack is skipped
+    again = await asyncio.wait_for(anext(batches), 5)
+    remote_id = result.remote_ids[0]
+    assert [r.remote_id for r in first + again] == [remote_id, remote_id]
+    assert smsc.counters()["receipts_acked"] == 0
+    assert channel.health().counters["receipts_acked"] == 0
+    assert await ask_for_next(batches) is None
+    await wait_until(lambda: smsc.counters()["receipts_acked"] == 1, timeout_s=2)
+    assert smsc.counters()["receipts_sent"] == 2
+
+
+async def test_counts_mode_keeps_counters_and_no_records() -> None:
+    peer = start_smsc(record_mode="counts")
+    channel = SmsChannel(settings_for(peer))
+    try:
+        assert await channel.start()
+        batch = messages(12)
+        for _ in range(2):  # every destination twice: distinct_destinations counts each once
+            assert all(r.outcome is SendOutcome.ACCEPTED for r in await channel.send_batch(batch))
+        counters = peer.counters()
+        assert (counters["submits"], counters["distinct_destinations"]) == (24, 12)
+        assert peer.received(None) == [] and peer.received() == []
+        await wait_until(lambda: peer.counters()["receipts_sent"] == 24, timeout_s=3)
+    finally:
+        await channel.close()
+        peer.stop()

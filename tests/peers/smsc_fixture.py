@@ -63,6 +63,10 @@ class SmscPeer:
         """Bound sessions, faults in force and counters."""
         return self._call("GET", "/state")
 
+    def counters(self) -> dict[str, int]:
+        """The counters of /state: submits, distinct_destinations, receipts_sent/_acked/_requeued, binds, drops."""
+        return self.state()["counters"]
+
     def reset(self) -> None:
         """Clear faults, records and counters."""
         self._call("POST", "/reset", {})
@@ -79,9 +83,17 @@ class SmscPeer:
 
 
 def start_smsc(
-    system_id: str = "wuhai", password: str = "secret", receipt_delay_ms: int = 50, record: Path | None = None
+    system_id: str = "wuhai",
+    password: str = "secret",
+    receipt_delay_ms: int = 50,
+    record: Path | None = None,
+    record_mode: str = "full",
 ) -> SmscPeer:
-    """Start the loopback SMSC on free ports of 127.0.0.1 and wait (at most 10 s) until it listens."""
+    """Start the loopback SMSC on free ports of 127.0.0.1 and wait (at most 10 s) until it listens.
+
+    ``record_mode="counts"`` keeps no per-PDU records (received() is empty), only the counters: for benchmarks,
+    where a record of every PDU would grow without bound.
+    """
     node = shutil.which("node")
     if node is None:
         raise SmscPeerError("no node on PATH: install Node.js 18 or newer")
@@ -89,6 +101,7 @@ def start_smsc(
         raise SmscPeerError("node-smpp is not installed: run scripts/install-smsc-peer")
     args = [node, str(PEER_DIR / "server.js"), "--host", "127.0.0.1", "--port", "0", "--control-port", "0"]
     args += ["--system-id", system_id, "--password", password, "--receipt-delay-ms", str(receipt_delay_ms)]
+    args += ["--record-mode", record_mode]
     if record is not None:
         args += ["--record", str(record)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PEER_DIR)

@@ -2,13 +2,15 @@
 //
 // Usage: node server.js [--port N] [--control-port N] [--host 127.0.0.1] [--system-id ID] [--password PW]
 //                       [--receipt-delay-ms N] [--receipt-state DELIVRD] [--record FILE]
+//                       [--record-mode full|counts]
 // Every option may also come from the environment (SMSC_PORT, SMSC_CONTROL_PORT, SMSC_SYSTEM_ID, ...).
 // Port 0 picks a free port. Once both listeners are up it prints one line on stdout:
 //   {"smpp_port": 41234, "control_port": 41235}
 //
 // Control endpoint (HTTP on the loopback):
-//   GET  /received[?command=submit_sm]  every PDU received, oldest first (JSON array)
-//   GET  /state                         bound sessions, faults in force, counters
+//   GET  /received[?command=submit_sm]  every PDU received, oldest first (JSON array); [] in counts mode
+//   GET  /state                         bound sessions, faults in force, counters (submits, distinct_destinations,
+//                                       receipts_sent, receipts_acked, receipts_requeued, binds, drops)
 //   POST /faults   JSON object, merged into the faults in force:
 //        throttle_count N, throttle_status 0x58|0x14  answer the next N submit_sm with that status
 //        response_delay_ms D                           delay every response by D ms
@@ -19,7 +21,9 @@
 //        receipt_tlvs false                             receipts carry only the text (no TLVs)
 //        ignore_enquire_link true                       stop answering enquire_link
 //   POST /reset    clear faults, records and counters
-// Receipts whose session has gone are kept and sent on the next bind of the same system_id, as SMSCs do.
+// Receipts whose session has gone are kept and sent on the next bind of the same system_id, as SMSCs do; so are
+// receipts sent and never answered with deliver_sm_resp when their session closes or the peer vanishes.
+// Record mode "counts" (for benchmarks) keeps no per-PDU records, only the counters: memory stays flat.
 "use strict";
 
 const http = require("http");
@@ -47,6 +51,11 @@ const CONTROL_PORT = parseInt(option("control-port", "0"), 10);
 const SYSTEM_ID = option("system-id", "wuhai");
 const PASSWORD = option("password", "secret");
 const RECORD_FILE = option("record", "");
+const RECORD_MODE = option("record-mode", "full");
+if (!["full", "counts"].includes(RECORD_MODE)) {
+  process.stderr.write(`--record-mode must be full or counts, not ${RECORD_MODE}\n`);
+  process.exit(2);
+}
 
 const STATES = { ENROUTE: 1, DELIVRD: 2, EXPIRED: 3, DELETED: 4, UNDELIV: 5, ACCEPTD: 6, UNKNOWN: 7, REJECTD: 8 };
 
@@ -65,12 +74,18 @@ function defaultFaults() {
 
 let faults = defaultFaults();
 let records = [];
-let counters = { submits: 0, receipts_sent: 0, receipts_acked: 0, binds: 0, drops: 0 };
+function freshCounters() {
+  return { submits: 0, receipts_sent: 0, receipts_acked: 0, receipts_requeued: 0, binds: 0, drops: 0 };
+}
+
+let counters = freshCounters();
+const destinations = new Set(); // destination_addr of every accepted submit_sm, in both record modes
 let nextMessageId = 1;
 const pendingReceipts = new Map(); // system_id -> [receipt options] waiting for a bound session
 const recordStream = RECORD_FILE ? fs.createWriteStream(RECORD_FILE, { flags: "a" }) : null;
 
 function record(entry) {
+  if (RECORD_MODE === "counts") return;
   entry.at = Date.now() / 1000;
   records.push(entry);
   if (recordStream) recordStream.write(JSON.stringify(entry) + "\n");
@@ -143,29 +158,46 @@ function receiptFor(pdu, messageId, submittedAt) {
   return options;
 }
 
+function keepForNextBind(options) {
+  if (!pendingReceipts.has(options.system_id)) pendingReceipts.set(options.system_id, []);
+  pendingReceipts.get(options.system_id).push(options);
+}
+
+// Send a receipt on a bound session of its system_id, or keep it for the next bind when there is none. Until
+// the ESME answers it, the receipt stays in the session's unacked map, so a session that ends takes none along.
+function sendReceipt(options) {
+  const target = server.sessions.find((s) => s.bound_system_id === options.system_id && s.socket.writable);
+  if (!target) return keepForNextBind(options);
+  const { system_id, ...fields } = options;
+  const pdu = new smpp.PDU("deliver_sm", fields);
+  const sent = target.send(pdu, (resp) => {
+    target.unacked.delete(pdu.sequence_number);
+    if (resp.command_status === 0) counters.receipts_acked += 1;
+  });
+  if (!sent) return keepForNextBind(options);
+  target.unacked.set(pdu.sequence_number, options);
+  counters.receipts_sent += 1;
+}
+
+// A session that ended (unbind, drop, vanished peer) never answered these: send them again, as SMSCs do.
+function requeueUnacked(session) {
+  const unacked = [...session.unacked.values()];
+  session.unacked.clear();
+  counters.receipts_requeued += unacked.length;
+  for (const options of unacked) sendReceipt(options);
+}
+
 const server = smpp.createServer((session) => {
   let systemId = null;
   let submitsOnSession = 0;
+  session.unacked = new Map(); // sequence_number -> receipt sent on this session and not yet answered
   session.on("error", () => {}); // a peer that vanishes is a scripted fault, not a crash
+  session.on("close", () => requeueUnacked(session));
 
   const respond = (pdu, options) => {
     const send = () => session.send(pdu.response(options || {}));
     if (faults.response_delay_ms > 0) setTimeout(send, faults.response_delay_ms);
     else send();
-  };
-
-  const sendReceipt = (options) => {
-    const target = server.sessions.find((s) => s.bound_system_id === options.system_id && s.socket.writable);
-    const { system_id, ...fields } = options;
-    if (!target) {
-      if (!pendingReceipts.has(system_id)) pendingReceipts.set(system_id, []);
-      pendingReceipts.get(system_id).push(options);
-      return;
-    }
-    counters.receipts_sent += 1;
-    target.deliver_sm(fields, (resp) => {
-      if (resp.command_status === 0) counters.receipts_acked += 1;
-    });
   };
 
   const bind = (pdu) => {
@@ -213,6 +245,7 @@ const server = smpp.createServer((session) => {
     }
     const messageId = (nextMessageId++).toString(16).padStart(8, "0");
     counters.submits += 1;
+    destinations.add(pdu.destination_addr);
     entry.outcome = "accepted";
     entry.message_id = messageId;
     record(entry);
@@ -268,7 +301,8 @@ const control = http.createServer(async (req, res) => {
       const bound = server.sessions.filter((s) => s.bound_system_id).length;
       let pending = 0;
       for (const list of pendingReceipts.values()) pending += list.length;
-      return reply(200, { bound_sessions: bound, faults, counters, pending_receipts: pending });
+      const all = { ...counters, distinct_destinations: destinations.size };
+      return reply(200, { bound_sessions: bound, faults, counters: all, pending_receipts: pending });
     }
     if (req.method === "POST" && url.pathname === "/faults") {
       const change = JSON.parse((await readBody(req)) || "{}");
@@ -283,8 +317,10 @@ const control = http.createServer(async (req, res) => {
     if (req.method === "POST" && url.pathname === "/reset") {
       faults = defaultFaults();
       records = [];
-      counters = { submits: 0, receipts_sent: 0, receipts_acked: 0, binds: 0, drops: 0 };
+      counters = freshCounters();
+      destinations.clear();
       pendingReceipts.clear();
+      for (const s of server.sessions) s.unacked.clear();
       return reply(200, faults);
     }
     reply(404, { error: "no such endpoint" });

@@ -1,0 +1,437 @@
+"""The dispatcher: expands fan-outs, claims deliveries, sends them through channel adapters, stores results
+and receipts. Any number of dispatchers, in any processes on any hosts, share one PostgreSQL outbox.
+
+One `Dispatcher` runs these asyncio tasks until stopped:
+
+- a listener (LISTEN on `outbox.DISPATCH_CHANNEL`; every loop also polls, so a lost notification or a
+  database restart only costs `poll_s`);
+- an expander turning pending fan-outs into deliveries (`expansion.expand_next`);
+- per endpoint, `batches_in_flight` senders: claim a batch (red first), respect the endpoint's rate limit
+  and circuit breaker, send, store the outcomes; temporary failures come back after exponential backoff with
+  full jitter (or the adapter's own hint, e.g. an SMSC's throttling), permanent ones and exhausted retries go
+  to ``dead`` with the reason;
+- per endpoint, a receipt writer: a batch of receipts is stored before the adapter acknowledges it to the
+  remote end (the adapter acknowledges a batch when the next one is asked for), so a crash loses none;
+- a reaper returning expired leases (a dispatcher that died mid-send) to the queue, and refreshing the
+  queue gauges.
+
+Database outages (a restart, a fail-over) are waited out: every loop retries with capped backoff, and a
+batch already sent keeps its outcomes in memory until they are stored. Adapters never touch the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import asyncpg
+
+from channels.base import Channel, OutboundMessage, SendOutcome, SendResult
+from channels.smpp.esme import SmppSettings, SmsChannel
+from channels.sms.encoding import SegmentMethod, segment_count
+from risk_zoning.store import UnitRecord
+from warnings_svc import outbox
+from warnings_svc.dispatch_metrics import DispatchMetrics
+from warnings_svc.dispatch_policy import CircuitBreaker, CircuitState, TokenBucket, backoff_delay
+from warnings_svc.expansion import expand_next
+from warnings_svc.settings import DispatchSettings, SettingsError, SmsEndpointSettings
+from warnings_svc.warning_store import region_units
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError, TimeoutError)
+LINK_FAILURES = ("link down", "timeout", "channel closed")  # temporary failures that count against a circuit
+STATS_EVERY_S = 5.0
+
+
+@dataclass
+class Endpoint:
+    """One remote end of a channel (one SMSC), with its own limits and circuit."""
+
+    name: str
+    channel: str
+    adapter: Channel
+    breaker: CircuitBreaker
+    bucket: TokenBucket | None = None
+    cost: Callable[[str], int] = field(default=lambda text: 1)  # rate-limit tokens one message uses
+
+    async def start(self) -> None:
+        start = getattr(self.adapter, "start", None)
+        if start is not None:
+            await start(wait_s=0)
+
+
+def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint:
+    """An SMS endpoint from its `[[dispatch.sms]]` table; `SettingsError` when its password file is unreadable."""
+    password = e.password
+    if e.password_file is not None:
+        try:
+            password = e.password_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise SettingsError(e.password_file, f"dispatch.sms {e.name}: {err.strerror or err}") from err
+    smpp = SmppSettings(
+        host=e.host,
+        port=e.port,
+        system_id=e.system_id,
+        password=password,
+        system_type=e.system_type,
+        source_addr=e.source_addr,
+        binds=e.binds,
+        window=e.window,
+        segment_method=SegmentMethod(e.segment_method),
+        enquire_link_interval_s=e.enquire_link_interval_s,
+        response_timeout_s=e.response_timeout_s,
+    )
+    return Endpoint(
+        name=e.name,
+        channel="sms",
+        adapter=SmsChannel(smpp),
+        breaker=_breaker(settings),
+        bucket=TokenBucket(e.rate_per_s, max(e.rate_per_s, 1.0)) if e.rate_per_s > 0 else None,
+        cost=segment_count,
+    )
+
+
+def _breaker(settings: DispatchSettings) -> CircuitBreaker:
+    return CircuitBreaker(
+        failure_threshold=settings.breaker_failures,
+        cool_down_s=settings.breaker_cool_down_s,
+        max_cool_down_s=settings.breaker_max_cool_down_s,
+    )
+
+
+def endpoints_from_settings(settings: DispatchSettings) -> list[Endpoint]:
+    """Every endpoint configured under `[dispatch]`."""
+    return [sms_endpoint(e, settings) for e in settings.sms]
+
+
+def owner_name() -> str:
+    """This dispatcher's name on its leases: host, process and a random tag (a restarted process differs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+
+
+class Dispatcher:
+    """One dispatcher process's worth of work; `run` until `stop` is set."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        settings: DispatchSettings,
+        endpoints: Sequence[Endpoint],
+        *,
+        region: str,
+        metrics: DispatchMetrics | None = None,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.settings = settings
+        self.endpoints = list(endpoints)
+        self.region = region
+        self.metrics = metrics or DispatchMetrics()
+        self.owner = owner or owner_name()
+        self.rng = rng or random.Random()
+        self._work = asyncio.Event()  # deliveries may be ready
+        self._fanouts = asyncio.Event()  # fan-outs may be pending
+        self._texts: dict[tuple[int, int, str], str] = {}
+        self._units: dict[str, UnitRecord] | None = None
+        self.counters = {"expanded": 0, "claimed": 0, "sent": 0, "retried": 0, "dead": 0, "receipts": 0}
+
+    # ------------------------------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start the endpoints and every loop; on `stop`, finish the batches in hand and close cleanly."""
+        for endpoint in self.endpoints:
+            await endpoint.start()
+        tasks = [
+            asyncio.create_task(self._listen(stop), name="dispatch-listen"),
+            asyncio.create_task(self._expand(stop), name="dispatch-expand"),
+            asyncio.create_task(self._reap(stop), name="dispatch-reap"),
+        ]
+        senders = []
+        for endpoint in self.endpoints:
+            tasks.append(
+                asyncio.create_task(self._store_receipts(endpoint), name=f"receipts-{endpoint.name}")
+            )
+            for i in range(self.settings.batches_in_flight):
+                senders.append(
+                    asyncio.create_task(self._send(endpoint, stop), name=f"send-{endpoint.name}-{i}")
+                )
+        log.info(
+            "dispatcher started",
+            extra={"owner": self.owner, "endpoints": [e.name for e in self.endpoints]},
+        )
+        try:
+            await stop.wait()
+        finally:
+            self._work.set()
+            self._fanouts.set()
+            await asyncio.gather(*senders, return_exceptions=True)  # they finish the batch in hand
+            for endpoint in self.endpoints:
+                await endpoint.adapter.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("dispatcher stopped", extra={"owner": self.owner, **self.counters})
+
+    async def _with_database(
+        self, stop: asyncio.Event | None, what: str, work: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run `work` until it gets through to the database (waiting out restarts with capped backoff)."""
+        delay = 0.1
+        while True:
+            try:
+                return await work()
+            except DATABASE_ERRORS as e:
+                if stop is not None and stop.is_set():
+                    raise
+                log.warning("database unavailable", extra={"while": what, "error": " ".join(str(e).split())})
+                self.metrics.database_errors.labels(what).inc()
+                await asyncio.sleep(self.rng.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+
+    async def _wait(self, event: asyncio.Event, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    # ------------------------------------------------------------------------------------------ waking
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """LISTEN on the dispatch channel on a connection of its own; reconnect when it drops."""
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.database_url)
+            except DATABASE_ERRORS:
+                await asyncio.sleep(self.settings.poll_s)
+                continue
+            try:
+                await conn.add_listener(outbox.DISPATCH_CHANNEL, self._heard)
+                self._work.set()  # anything notified while we were not listening
+                self._fanouts.set()
+                while not stop.is_set() and not conn.is_closed():
+                    await asyncio.sleep(self.settings.poll_s)
+                    with contextlib.suppress(*DATABASE_ERRORS):
+                        await conn.execute("SELECT 1")  # notice a dead connection
+            except DATABASE_ERRORS:
+                pass  # reconnect below
+            finally:
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await asyncio.wait_for(conn.close(), 2)
+
+    def _heard(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == "fanout":
+            self._fanouts.set()
+        self._work.set()
+
+    # ------------------------------------------------------------------------------------------ expanding
+
+    async def _expand(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._fanouts.clear()
+            done = await self._with_database(stop, "expand", self._expand_once)
+            if done:
+                continue
+            await self._wait(self._fanouts, self.settings.poll_s)
+
+    async def _expand_once(self) -> bool:
+        async with self.pool.acquire() as conn:
+            if self._units is None:
+                self._units = await region_units(conn, self.region)
+            result = await expand_next(
+                conn, self._units, chunk=self.settings.expand_chunk, first_chunk=self.settings.first_chunk
+            )
+        if result is None:
+            return False
+        self.counters["expanded"] += result.deliveries
+        self.metrics.expanded.labels(result.channel).inc(result.deliveries)
+        if result.deliveries:
+            self._work.set()
+        if result.done:
+            self._units = None  # the next fan-out sees a rebuilt risk database
+            log.info(
+                "fan-out expanded" if not result.dropped else "fan-out dropped: warning no longer in force",
+                extra={"warning_id": result.warning_id, "version": result.version, "channel": result.channel},
+            )
+        return True
+
+    # ------------------------------------------------------------------------------------------ sending
+
+    async def _send(self, endpoint: Endpoint, stop: asyncio.Event) -> None:
+        batch_size = self.settings.batch_size
+        while not stop.is_set():
+            now = time.monotonic()
+            state = endpoint.breaker.state_at(now)
+            self.metrics.circuit_state.labels(endpoint.name).set(_CIRCUIT_VALUE[state])
+            if state is CircuitState.open:
+                await asyncio.sleep(min(endpoint.breaker.retry_in(now), self.settings.poll_s))
+                continue
+            self._work.clear()
+            claimed = await self._with_database(stop, "claim", lambda: self._claim(endpoint, batch_size))
+            if not claimed:
+                await self._wait(self._work, self.settings.poll_s)
+                continue
+            self._work.set()  # there may be more: let the other senders look
+            if not endpoint.breaker.allow(time.monotonic()):  # another sender holds the half-open probe
+                await self._with_database(None, "release", partial(self._release, claimed))
+                await asyncio.sleep(0.05)
+                continue
+            await self._send_batch(endpoint, claimed)
+
+    async def _claim(self, endpoint: Endpoint, limit: int) -> list[outbox.Claimed]:
+        async with self.pool.acquire() as conn:
+            claimed = await outbox.claim(conn, endpoint.channel, self.owner, limit, self.settings.lease_s)
+        self.counters["claimed"] += len(claimed)
+        return claimed
+
+    async def _release(self, claimed: Sequence[outbox.Claimed]) -> None:
+        async with self.pool.acquire() as conn:
+            await outbox.release(conn, [c.id for c in claimed])
+
+    async def _send_batch(self, endpoint: Endpoint, claimed: list[outbox.Claimed]) -> None:
+        texts = await self._with_database(None, "texts", lambda: self._texts_for(claimed))
+        messages = [
+            OutboundMessage(c.key, c.address, texts[(c.warning_id, c.version, c.language)]) for c in claimed
+        ]
+        started = time.monotonic()
+        results = await self._send_paced(endpoint, messages)
+        elapsed = time.monotonic() - started
+        self._judge(endpoint, results)
+        delays = [self._retry_delay(c, r) for c, r in zip(claimed, results, strict=True)]
+        retry = outbox.Retry(self.settings.max_attempts, 0.0)
+
+        async def store() -> outbox.ResultCounts:
+            async with self.pool.acquire() as conn:
+                return await outbox.record_results(
+                    conn, endpoint.name, self.owner, claimed, results, retry, delays
+                )
+
+        counts = await self._with_database(None, "results", store)
+        for key in ("sent", "retried", "dead"):
+            self.counters[key] += getattr(counts, key)
+        self.metrics.observe_batch(endpoint.channel, endpoint.name, results, counts, elapsed)
+
+    async def _send_paced(self, endpoint: Endpoint, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send through the adapter, in slices the endpoint's rate limit lets through when it has one."""
+        bucket = endpoint.bucket
+        if bucket is None:
+            return await endpoint.adapter.send_batch(messages)
+        results: list[SendResult] = []
+        start = 0
+        while start < len(messages):
+            end, cost = start, 0
+            while end < len(messages) and (
+                end == start or cost + endpoint.cost(messages[end].text) <= bucket.burst
+            ):
+                cost += endpoint.cost(messages[end].text)
+                end += 1
+            wait = bucket.take(min(cost, bucket.burst), time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            results += await endpoint.adapter.send_batch(messages[start:end])
+            start = end
+        return results
+
+    def _judge(self, endpoint: Endpoint, results: Sequence[SendResult]) -> None:
+        """Feed the circuit breaker: a batch where the link failed for every item is a failure, any other a
+        success (throttling is back-pressure from a working endpoint, not a broken one)."""
+        now = time.monotonic()
+        if results and all(
+            r.outcome is SendOutcome.TEMPORARY_FAILURE and r.reason in LINK_FAILURES for r in results
+        ):
+            endpoint.breaker.record_failure(now)
+            log.warning("endpoint failing", extra={"endpoint": endpoint.name, "reason": results[0].reason})
+        else:
+            endpoint.breaker.record_success(now)
+        self.metrics.circuit_state.labels(endpoint.name).set(_CIRCUIT_VALUE[endpoint.breaker.state_at(now)])
+        self.metrics.circuit_opened.labels(endpoint.name).set(endpoint.breaker.opened_count)
+
+    def _retry_delay(self, claimed: outbox.Claimed, result: SendResult) -> float:
+        if result.outcome is not SendOutcome.TEMPORARY_FAILURE:
+            return 0.0
+        delay = backoff_delay(
+            max(claimed.attempts, 1),
+            base_s=self.settings.retry_base_s,
+            cap_s=self.settings.retry_cap_s,
+            rng=self.rng,
+        )
+        if result.retry_after_s is not None:
+            delay = max(delay, result.retry_after_s)
+        return delay
+
+    async def _texts_for(self, claimed: Sequence[outbox.Claimed]) -> dict[tuple[int, int, str], str]:
+        """The SMS text of each (warning, version, language) in the batch, as issued (cached)."""
+        missing = {
+            (c.warning_id, c.version)
+            for c in claimed
+            if (c.warning_id, c.version, c.language) not in self._texts
+        }
+        if missing:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT warning_id, version, rendered FROM svc.warning_version
+                       WHERE (warning_id, version) IN (SELECT * FROM unnest($1::bigint[], $2::int[]))""",
+                    [w for w, _ in missing],
+                    [v for _, v in missing],
+                )
+            for r in rows:
+                rendered = r["rendered"]
+                rendered = json.loads(rendered) if isinstance(rendered, str) else rendered
+                for language, texts in rendered.items():
+                    self._texts[(r["warning_id"], r["version"], language)] = texts["sms_full"]
+        out = {}
+        for c in claimed:
+            k = (c.warning_id, c.version, c.language)
+            out[k] = self._texts.get(k) or self._texts[(c.warning_id, c.version, "zh-CN")]
+        return out
+
+    # ------------------------------------------------------------------------------------------ receipts
+
+    async def _store_receipts(self, endpoint: Endpoint) -> None:
+        """Store every receipt batch before asking for the next (which acknowledges this one)."""
+        async for batch in endpoint.adapter.receipts():
+
+            async def store(batch: Sequence[Any] = batch) -> int:
+                async with self.pool.acquire() as conn:
+                    return await outbox.store_receipts(conn, endpoint.name, batch)
+
+            settled = await self._with_database(None, "receipts", store)
+            self.counters["receipts"] += len(batch)
+            self.metrics.observe_receipts(endpoint.name, batch, settled)
+
+    # ------------------------------------------------------------------------------------------ leases
+
+    async def _reap(self, stop: asyncio.Event) -> None:
+        every = max(0.5, min(self.settings.lease_s / 4, STATS_EVERY_S))
+        last_stats = 0.0
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    back = await outbox.reclaim_expired_leases(conn)
+                    if back:
+                        log.warning(
+                            "leases expired: deliveries back in the queue", extra={"deliveries": back}
+                        )
+                        self.metrics.leases_expired.inc(back)
+                        self._work.set()
+                    if time.monotonic() - last_stats >= STATS_EVERY_S:
+                        self.metrics.observe_queue(await outbox.queue_stats(conn))
+                        last_stats = time.monotonic()
+            except DATABASE_ERRORS as e:
+                log.warning("lease check failed", extra={"error": " ".join(str(e).split())})
+            await self._wait(stop, every)
+
+
+_CIRCUIT_VALUE = {CircuitState.closed: 0, CircuitState.half_open: 1, CircuitState.open: 2}

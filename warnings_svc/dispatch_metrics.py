@@ -1,0 +1,116 @@
+"""Prometheus metrics of dissemination: deliveries by channel and state, queue depth and age, send latency,
+circuit state. Registered on the service's registry when the dispatcher runs inside `serve`, on one of its
+own in a `warnings-svc dispatch` process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from channels.base import Receipt, SendResult
+from warnings_svc.outbox import STATES, ResultCounts
+
+# A batch of hundreds of SMS over a few binds: tens of milliseconds to the SMSC's response timeout.
+SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DispatchMetrics:
+    """The dispatcher's metrics on `registry` (a new one when None)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Gauge(
+            "warnings_deliveries",
+            "Deliveries in the outbox by channel and state (refreshed every few seconds).",
+            ["channel", "state"],
+            registry=r,
+        )
+        self.queue_oldest = Gauge(
+            "warnings_delivery_queue_oldest_seconds",
+            "Age of the oldest delivery ready to send, by channel (0 when none is waiting).",
+            ["channel"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "warnings_send_outcomes_total",
+            "Send attempts by channel, endpoint and outcome (accepted, temporary_failure, permanent_failure).",
+            ["channel", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "warnings_delivery_transitions_total",
+            "Deliveries this dispatcher moved to sent, back to pending (retried) or to dead, by channel.",
+            ["channel", "to"],
+            registry=r,
+        )
+        self.send_seconds = Histogram(
+            "warnings_send_batch_seconds",
+            "Time for an endpoint to answer a whole batch, by endpoint.",
+            ["endpoint"],
+            buckets=SEND_BUCKETS,
+            registry=r,
+        )
+        self.expanded = Counter(
+            "warnings_deliveries_expanded_total",
+            "Deliveries written by fan-out expansion, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.receipts = Counter(
+            "warnings_receipts_total",
+            "Receipts stored, by endpoint and state.",
+            ["endpoint", "state"],
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "warnings_circuit_state",
+            "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.circuit_opened = Gauge(
+            "warnings_circuit_opened",
+            "How many times the endpoint's circuit opened since this dispatcher started.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.leases_expired = Counter(
+            "warnings_delivery_leases_expired_total",
+            "Deliveries returned to the queue because the dispatcher holding them stopped answering.",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "warnings_dispatch_database_errors_total",
+            "Database calls of the dispatcher that failed and were retried, by what it was doing.",
+            ["during"],
+            registry=r,
+        )
+
+    def observe_batch(
+        self, channel: str, endpoint: str, results: Sequence[SendResult], counts: ResultCounts, seconds: float
+    ) -> None:
+        for result in results:
+            self.outcomes.labels(channel, endpoint, str(result.outcome)).inc()
+        self.transitions.labels(channel, "sent").inc(counts.sent)
+        self.transitions.labels(channel, "pending").inc(counts.retried)
+        self.transitions.labels(channel, "dead").inc(counts.dead)
+        self.send_seconds.labels(endpoint).observe(seconds)
+
+    def observe_receipts(self, endpoint: str, receipts: Iterable[Receipt], settled: int) -> None:
+        for receipt in receipts:
+            self.receipts.labels(endpoint, str(receipt.state)).inc()
+
+    def observe_queue(self, stats: Iterable[Mapping[str, Any]]) -> None:
+        seen: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        for row in stats:
+            seen.setdefault(row["channel"], {})[row["state"]] = row["n"]
+            if row["oldest_s"] is not None:
+                oldest[row["channel"]] = float(row["oldest_s"])
+        for channel, states in seen.items():
+            for state in STATES:
+                self.deliveries.labels(channel, state).set(states.get(state, 0))
+            self.queue_oldest.labels(channel).set(oldest.get(channel, 0.0))

@@ -1,0 +1,234 @@
+"""Fan-out expansion: turning the promise an issued version wrote (svc.fanout) into one delivery per person.
+
+`plan` is the pure decision for one chunk of people: who gets a message about this version, and which of
+the version's areas concern them (stored with the delivery, so the next Update can be compared with what
+each person was actually told). `expand_next` is the I/O around it: claim one pending fan-out (``SKIP
+LOCKED``, red first), read the next chunk of people after its cursor, COPY the deliveries and move the
+cursor in the same transaction. A crash between chunks loses nothing and writes nothing twice.
+
+Who is a candidate:
+
+- an Alert: the people `recipients.selection` picks for its hazard and areas (consented, not opted out;
+  for an exercise only test recipients);
+- an Update: those, plus everyone who was told an earlier version (an Update that drops a person's area
+  tells them so); `recipients.needs_message` then skips people for whom nothing changed;
+- a Cancel: only the people who were told an earlier version.
+
+A fan-out whose version stopped being in force before it was fully expanded (an Update or Cancel approved,
+or it expired) is dropped with the reason; the successor's own fan-out reaches the people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from risk_zoning.store import UnitRecord
+from warnings_svc.outbox import DROPPED_REASON, TOLD_STATES, notify_dispatchers
+from warnings_svc.recipients import needs_message, reach, relevant_areas, selection
+
+DELIVERY_COLUMNS = (
+    "key",
+    "fanout_id",
+    "warning_id",
+    "version",
+    "channel",
+    "recipient_id",
+    "address",
+    "language",
+    "areas",
+    "priority",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFacts:
+    """What expansion needs to know about the version a fan-out is for."""
+
+    warning_id: int
+    version: int
+    msg_type: str
+    level: str
+    hazard: str
+    areas: tuple[str, ...]
+    onset: datetime
+    expires: datetime
+    exercise: bool
+
+    def told(self, areas: Sequence[str]) -> dict[str, Any]:
+        """What a person whose relevant areas are `areas` is told by this version (`needs_message` form)."""
+        return {
+            "msg_type": self.msg_type,
+            "level": self.level,
+            "areas": list(areas),
+            "onset": self.onset,
+            "expires": self.expires,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A person who may get a message about the version."""
+
+    id: int
+    address: str
+    language: str
+    areas: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Expanded:
+    """What one call of `expand_next` did."""
+
+    fanout_id: int
+    warning_id: int
+    version: int
+    channel: str
+    deliveries: int
+    unchanged: int
+    done: bool
+    dropped: bool = False
+
+
+def plan(
+    fanout_id: int,
+    channel: str,
+    priority: int,
+    version: VersionFacts,
+    candidates: Sequence[Candidate],
+    previous: Mapping[int, Mapping[str, Any]],
+    units: Mapping[str, UnitRecord],
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The delivery rows (in `DELIVERY_COLUMNS` order) for `candidates` and how many were left unchanged.
+
+    `previous` maps a person's id to what they were last told about the warning (`needs_message` form)."""
+    rows: list[tuple[Any, ...]] = []
+    unchanged = 0
+    relevant: dict[tuple[str, ...], tuple[str, ...]] = {}  # many people share the same areas
+    for c in candidates:
+        areas = relevant.get(c.areas)
+        if areas is None:
+            areas = relevant[c.areas] = relevant_areas(version.areas, c.areas, units)
+        if not needs_message(previous.get(c.id), version.told(areas)):
+            unchanged += 1
+            continue
+        key = f"{version.warning_id}-{version.version}/{channel}/{c.id}"
+        rows.append(
+            (key, fanout_id, version.warning_id, version.version, channel, c.id, c.address, c.language,
+             list(areas), priority)
+        )  # fmt: skip
+    return rows, unchanged
+
+
+async def expand_next(
+    conn: asyncpg.Connection, units: Mapping[str, UnitRecord], *, chunk: int, first_chunk: int
+) -> Expanded | None:
+    """Expand the next chunk of the most urgent pending fan-out nobody else is expanding; None when there is
+    none. The first chunk of a fan-out is small so the first messages go out at once."""
+    async with conn.transaction():
+        f = await conn.fetchrow(
+            """SELECT f.id, f.warning_id, f.version, f.channel, f.priority, f.after_recipient,
+                      v.msg_type, v.level, v.hazard, v.areas, v.onset, v.expires, v.exercise,
+                      (v.status = 'issued' AND v.expires > now()) AS live
+               FROM svc.fanout f JOIN svc.warning_version v USING (warning_id, version)
+               WHERE f.state = 'pending'
+               ORDER BY f.priority, f.id LIMIT 1
+               FOR UPDATE OF f SKIP LOCKED"""
+        )
+        if f is None:
+            return None
+        if not f["live"]:
+            await conn.execute(
+                "UPDATE svc.fanout SET state = 'dropped', reason = $2, done_at = now() WHERE id = $1",
+                f["id"],
+                DROPPED_REASON,
+            )
+            return Expanded(f["id"], f["warning_id"], f["version"], f["channel"], 0, 0, True, dropped=True)
+        version = VersionFacts(
+            f["warning_id"], f["version"], f["msg_type"], f["level"], f["hazard"], tuple(f["areas"]),
+            f["onset"], f["expires"], f["exercise"],
+        )  # fmt: skip
+        limit = first_chunk if f["after_recipient"] == 0 else chunk
+        candidates = await _candidates(conn, version, f["channel"], units, f["after_recipient"], limit)
+        previous = await _previous(conn, version, f["channel"], [c.id for c in candidates])
+        rows, unchanged = plan(f["id"], f["channel"], f["priority"], version, candidates, previous, units)
+        if rows:
+            await conn.copy_records_to_table(
+                "delivery", schema_name="svc", columns=DELIVERY_COLUMNS, records=rows
+            )
+            await notify_dispatchers(conn, "delivery")
+        done = len(candidates) < limit
+        await conn.execute(
+            """UPDATE svc.fanout SET after_recipient = $2, deliveries = deliveries + $3, unchanged = unchanged + $4,
+                      state = CASE WHEN $5 THEN 'done' ELSE state END, done_at = CASE WHEN $5 THEN now() END
+               WHERE id = $1""",
+            f["id"],
+            candidates[-1].id if candidates else f["after_recipient"],
+            len(rows),
+            unchanged,
+            done,
+        )
+    return Expanded(f["id"], version.warning_id, version.version, f["channel"], len(rows), unchanged, done)
+
+
+async def _candidates(
+    conn: asyncpg.Connection,
+    version: VersionFacts,
+    channel: str,
+    units: Mapping[str, UnitRecord],
+    after: int,
+    limit: int,
+) -> list[Candidate]:
+    where, args = selection(version.hazard, version.exercise, reach(version.areas, units))
+    n = len(args)
+    told = f"""EXISTS (SELECT 1 FROM svc.delivery d WHERE d.warning_id = ${n + 1} AND d.recipient_id = r.id
+                       AND d.version < ${n + 2} AND d.channel = ${n + 3} AND d.state = ANY (${n + 4}::text[]))"""
+    args += [version.warning_id, version.version, channel, list(TOLD_STATES)]
+    if version.msg_type == "Alert":
+        chosen = where
+        args = args[:n]
+    elif version.msg_type == "Update":
+        chosen = f"(({where}) OR (consent AND opted_out_at IS NULL AND {told}))"
+    else:  # Cancel
+        chosen = f"(consent AND opted_out_at IS NULL AND {told})"
+    args += [after, limit]
+    rows = await conn.fetch(
+        f"""SELECT id, phone, language, areas FROM svc.recipient r
+            WHERE {chosen} AND id > ${len(args) - 1} ORDER BY id LIMIT ${len(args)}""",
+        *args,
+    )
+    return [Candidate(r["id"], r["phone"], r["language"], tuple(r["areas"])) for r in rows]
+
+
+async def _previous(
+    conn: asyncpg.Connection, version: VersionFacts, channel: str, people: list[int]
+) -> dict[int, dict[str, Any]]:
+    """What each of `people` was last told about the warning on `channel` (`needs_message` form)."""
+    if version.version == 1 or not people:
+        return {}
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (d.recipient_id) d.recipient_id, v.msg_type, v.level, d.areas, v.onset, v.expires
+           FROM svc.delivery d JOIN svc.warning_version v USING (warning_id, version)
+           WHERE d.warning_id = $1 AND d.version < $2 AND d.channel = $3 AND d.recipient_id = ANY ($4::bigint[])
+                 AND d.state = ANY ($5::text[])
+           ORDER BY d.recipient_id, d.version DESC""",
+        version.warning_id,
+        version.version,
+        channel,
+        people,
+        list(TOLD_STATES),
+    )
+    return {
+        r["recipient_id"]: {
+            "msg_type": r["msg_type"],
+            "level": r["level"],
+            "areas": list(r["areas"]),
+            "onset": r["onset"],
+            "expires": r["expires"],
+        }
+        for r in rows
+    }

@@ -1,0 +1,336 @@
+"""The delivery outbox in PostgreSQL: what issuing writes, what dispatchers claim, how results and receipts land.
+
+Only SQL on an asyncpg connection lives here; the dispatcher (`warnings_svc.dispatch`) decides when to call
+what, and `warnings_svc.expansion` turns a fan-out into deliveries. Every function is one short statement or
+one short transaction: PostgreSQL queues slow down sharply when long transactions hold back vacuum.
+
+- `write_fanouts` runs inside the transaction that issues a version, so a warning is never issued without the
+  promise to deliver it, and never promised without being issued.
+- `claim` takes up to N ready deliveries of a channel, red first, with ``FOR UPDATE SKIP LOCKED`` (any number
+  of dispatchers on any hosts share the queue without waiting on each other), leasing them to one owner; in
+  the same statement it drops the ready ones whose version is no longer in force (updated, cancelled,
+  expired), so nothing is sent late.
+- `reclaim_expired_leases` returns the deliveries of a dispatcher that died mid-send to the queue; they are
+  sent again, so duplicates are bounded by what that dispatcher had in flight.
+- `record_results` stores a batch's outcomes and the message-id map in one transaction; `store_receipts`
+  stores receipts (idempotently: an SMSC repeats those it saw unacknowledged) and settles the deliveries they
+  complete. A receipt may land before its part's map row; `record_results` settles those too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from channels.base import Receipt, SendOutcome, SendResult
+from warnings_svc.dispatch_policy import priority_of
+
+DISPATCH_CHANNEL = "svc_dispatch"  # NOTIFY channel that wakes dispatchers
+TOLD_STATES = ("sending", "sent", "delivered", "accepted")  # the person was (or is being) sent this version
+FINAL_STATES = ("delivered", "accepted", "failed", "dead", "dropped")
+STATES = ("pending", "sending", "sent", *FINAL_STATES)
+DROPPED_REASON = "warning no longer in force"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery leased to this dispatcher for one attempt."""
+
+    id: int
+    key: str
+    warning_id: int
+    version: int
+    address: str
+    language: str
+    attempts: int  # including this one
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How to treat a temporary failure: give up after ``max_attempts``, else try again after ``delay_s``."""
+
+    max_attempts: int
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCounts:
+    """What one batch's results did to the outbox."""
+
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    settled: int = 0
+
+
+async def notify_dispatchers(conn: asyncpg.Connection, what: str) -> None:
+    """Wake every dispatcher (when the current transaction commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", DISPATCH_CHANNEL, what)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+async def write_fanouts(
+    conn: asyncpg.Connection, warning_id: int, version: int, level: str, channels: Iterable[str]
+) -> None:
+    """Promise the deliveries of an issued version on every channel; call it inside the issuing transaction."""
+    priority = priority_of(level)
+    for channel in channels:
+        await conn.execute(
+            """INSERT INTO svc.fanout (warning_id, version, channel, priority) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (warning_id, version, channel) DO NOTHING""",
+            warning_id,
+            version,
+            channel,
+            priority,
+        )
+    await notify_dispatchers(conn, "fanout")
+
+
+# ---------------------------------------------------------------------------------------------- claiming
+
+
+async def claim(
+    conn: asyncpg.Connection, channel: str, owner: str, limit: int, lease_s: float
+) -> list[Claimed]:
+    """Lease up to `limit` ready deliveries of `channel` (red first, then by due time); drop the ready ones whose
+    version is no longer in force on the way. One statement: the rows are locked only while it runs."""
+    rows = await conn.fetch(
+        """WITH ready AS (
+               SELECT d.id, (v.status = 'issued' AND v.expires > now()) AS live
+               FROM svc.delivery d JOIN svc.warning_version v USING (warning_id, version)
+               WHERE d.state = 'pending' AND d.channel = $1 AND d.next_attempt_at <= now()
+               ORDER BY d.priority, d.next_attempt_at, d.id
+               LIMIT $2
+               FOR UPDATE OF d SKIP LOCKED)
+           UPDATE svc.delivery d
+           SET state = CASE WHEN ready.live THEN 'sending' ELSE 'dropped' END,
+               lease_owner = CASE WHEN ready.live THEN $3 END,
+               lease_until = CASE WHEN ready.live THEN now() + make_interval(secs => $4) END,
+               attempts = d.attempts + ready.live::int,
+               reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
+               final_at = CASE WHEN ready.live THEN NULL ELSE now() END
+           FROM ready WHERE d.id = ready.id
+           RETURNING d.id, d.key, d.warning_id, d.version, d.address, d.language, d.attempts, ready.live""",
+        channel,
+        limit,
+        owner,
+        lease_s,
+        DROPPED_REASON,
+    )
+    out = [
+        Claimed(r["id"], r["key"], r["warning_id"], r["version"], r["address"], r["language"], r["attempts"])
+        for r in rows
+        if r["live"]
+    ]
+    out.sort(key=lambda c: c.id)
+    return out
+
+
+async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
+    """Return to the queue every delivery whose lease ran out (its dispatcher died or hung); how many."""
+    status = await conn.execute(
+        """UPDATE svc.delivery SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                  reason = 'lease expired: sent again', next_attempt_at = now()
+           WHERE state = 'sending' AND lease_until < now()"""
+    )
+    return int(status.split()[-1])
+
+
+async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    """Give leased deliveries back untried (a dispatcher stopping before sending them)."""
+    await conn.execute(
+        """UPDATE svc.delivery SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                  attempts = greatest(attempts - 1, 0)
+           WHERE id = ANY($1::bigint[]) AND state = 'sending'""",
+        list(ids),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+async def record_results(
+    conn: asyncpg.Connection,
+    endpoint: str,
+    owner: str,
+    claimed: Sequence[Claimed],
+    results: Sequence[SendResult],
+    retry: Retry,
+    delays: Sequence[float],
+) -> ResultCounts:
+    """Store one batch's outcomes (``results[i]`` is for ``claimed[i]``; ``delays[i]`` is the backoff to use if
+    it failed temporarily) and the message-id map, in one transaction. Only rows still leased to `owner` are
+    changed: a row whose lease ran out and was claimed by another dispatcher belongs to that one now."""
+    ids: list[int] = []
+    states: list[str] = []
+    reasons: list[str] = []
+    waits: list[float] = []
+    segments: list[int] = []
+    part_ids: list[int] = []
+    part_remote: list[str] = []
+    counts = {"sent": 0, "retried": 0, "dead": 0}
+    for item, result in zip(claimed, results, strict=True):
+        if result.key != item.key:
+            raise ValueError(f"result for {result.key} where {item.key} was expected")
+        if result.outcome is SendOutcome.ACCEPTED:
+            state, reason = "sent", ""
+            part_ids.extend([item.id] * len(result.remote_ids))
+            part_remote.extend(result.remote_ids)
+        elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < retry.max_attempts:
+            state, reason = "pending", result.reason or "temporary failure"
+        elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
+            state, reason = (
+                "dead",
+                f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}",
+            )
+        else:
+            state, reason = "dead", f"refused: {result.reason or 'permanent failure'}"
+        counts[{"sent": "sent", "pending": "retried", "dead": "dead"}[state]] += 1
+        ids.append(item.id)
+        states.append(state)
+        reasons.append(reason)
+        waits.append(delays[len(ids) - 1])
+        segments.append(len(result.remote_ids))
+    async with conn.transaction():
+        await _serialise_with_receipts(conn, endpoint)
+        await conn.execute(
+            """UPDATE svc.delivery d
+               SET state = r.state, reason = r.reason, lease_owner = NULL, lease_until = NULL,
+                   endpoint = CASE WHEN r.state = 'sent' THEN $2 ELSE d.endpoint END,
+                   segments = CASE WHEN r.state = 'sent' THEN r.segments ELSE d.segments END,
+                   sent_at = CASE WHEN r.state = 'sent' THEN now() ELSE d.sent_at END,
+                   next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
+                                          ELSE d.next_attempt_at END,
+                   final_at = CASE WHEN r.state = 'dead' THEN now() ELSE d.final_at END
+               FROM unnest($1::bigint[], $4::text[], $5::text[], $6::float8[], $7::int[])
+                    AS r(id, state, reason, wait, segments)
+               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = $3""",
+            ids,
+            endpoint,
+            owner,
+            states,
+            reasons,
+            waits,
+            segments,
+        )
+        if part_ids:
+            await conn.execute(
+                """INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id)
+                   SELECT $1, r.remote_id, r.delivery_id FROM unnest($2::text[], $3::bigint[])
+                        AS r(remote_id, delivery_id)
+                   ON CONFLICT (endpoint, remote_id) DO NOTHING""",
+                endpoint,
+                part_remote,
+                part_ids,
+            )
+        settled = await _settle(conn, sorted(set(part_ids))) if part_ids else 0
+    return ResultCounts(counts["sent"], counts["retried"], counts["dead"], settled)
+
+
+async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequence[Receipt]) -> int:
+    """Store receipts (a final state is never overwritten by an interim one) and settle the deliveries whose
+    parts they complete; how many deliveries reached a final state."""
+    if not receipts:
+        return 0
+    latest: dict[str, Receipt] = {}
+    for r in receipts:  # a batch may repeat a receipt (an SMSC resending): keep the final one
+        if r.remote_id not in latest or r.state.is_final:
+            latest[r.remote_id] = r
+    rows = list(latest.values())
+    async with conn.transaction():
+        await _serialise_with_receipts(conn, endpoint)
+        delivery_ids = await conn.fetch(
+            """WITH new AS (
+                   INSERT INTO svc.receipt (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
+                   SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                                            $7::timestamptz[])
+                   ON CONFLICT (endpoint, remote_id) DO UPDATE
+                   SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
+                       done_at = excluded.done_at, received_at = excluded.received_at
+                   WHERE svc.receipt.state = 'en_route'
+                   RETURNING remote_id)
+               SELECT DISTINCT p.delivery_id FROM new JOIN svc.delivery_part p
+                   ON p.endpoint = $1 AND p.remote_id = new.remote_id""",
+            endpoint,
+            [r.remote_id for r in rows],
+            [str(r.state) for r in rows],
+            [r.raw_state for r in rows],
+            [r.error_code for r in rows],
+            [r.done_at for r in rows],
+            [r.received_at or datetime.now().astimezone() for r in rows],
+        )
+        return await _settle(conn, [r["delivery_id"] for r in delivery_ids])
+
+
+async def _serialise_with_receipts(conn: asyncpg.Connection, endpoint: str) -> None:
+    """Results and receipts of one endpoint are written one transaction at a time. Otherwise a receipt and
+    the map row of its part, committed at the same moment, could each miss the other, and the delivery would
+    stay ``sent`` for ever. The lock is held for one short transaction; statements after it see everything
+    committed before it was granted."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('svc.receipt:' || $1))", endpoint)
+
+
+async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
+    """Move sent deliveries whose every part has a final receipt to delivered (every part reached the
+    handset), failed (a part failed or expired) or accepted (the rest: the network took it, no proof of
+    delivery); how many moved."""
+    if not delivery_ids:
+        return 0
+    status = await conn.execute(
+        """UPDATE svc.delivery d SET state = s.state, final_at = now()
+           FROM (SELECT p.delivery_id,
+                        CASE WHEN bool_or(r.state IN ('failed', 'expired')) THEN 'failed'
+                             WHEN count(r.state) FILTER (WHERE r.state <> 'en_route') < count(*) THEN NULL
+                             WHEN bool_and(r.state = 'delivered') THEN 'delivered'
+                             ELSE 'accepted' END AS state
+                 FROM svc.delivery_part p
+                 LEFT JOIN svc.receipt r ON r.endpoint = p.endpoint AND r.remote_id = p.remote_id
+                 WHERE p.delivery_id = ANY($1::bigint[])
+                 GROUP BY p.delivery_id) s
+           WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent'
+                 AND d.segments = (SELECT count(*) FROM svc.delivery_part q WHERE q.delivery_id = d.id)""",
+        delivery_ids,
+    )
+    return int(status.split()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+async def queue_stats(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Deliveries by channel and state, with the age in seconds of the oldest ready one per channel."""
+    rows = await conn.fetch(
+        """SELECT channel, state, count(*) AS n,
+                  extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'pending'
+                                                                     AND next_attempt_at <= now())) AS oldest_s
+           FROM svc.delivery GROUP BY channel, state ORDER BY channel, state"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def summary(conn: asyncpg.Connection, warning_id: int, version: int | None = None) -> dict[str, Any]:
+    """Deliveries of a warning (or one version) by state, with segments and fan-out progress: the API's view."""
+    where = "warning_id = $1" + ("" if version is None else " AND version = $2")
+    args: list[Any] = [warning_id] + ([] if version is None else [version])
+    by_state = await conn.fetch(
+        f"SELECT state, count(*) AS n, sum(segments) AS segments FROM svc.delivery WHERE {where} GROUP BY state",
+        *args,
+    )
+    fanouts = await conn.fetch(
+        f"""SELECT version, channel, state, deliveries, unchanged, reason FROM svc.fanout WHERE {where}
+            ORDER BY version, channel""",
+        *args,
+    )
+    states = {s: 0 for s in STATES}
+    states.update({r["state"]: r["n"] for r in by_state})
+    return {
+        "deliveries": states,
+        "segments": sum(int(r["segments"] or 0) for r in by_state),
+        "fanouts": [dict(r) for r in fanouts],
+    }

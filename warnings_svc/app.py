@@ -37,6 +37,8 @@ from warnings_svc.api_warnings import setup_warnings_api
 from warnings_svc.appkeys import METRICS, POOL, REQUEST_ID, SETTINGS, TEMPLATES
 from warnings_svc.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
 from warnings_svc.console import setup_console
+from warnings_svc.dispatch import Dispatcher, endpoints_from_settings
+from warnings_svc.dispatch_metrics import DispatchMetrics
 from warnings_svc.lifecycle import Role
 from warnings_svc.message import LEVEL_COLOURS
 from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
@@ -274,6 +276,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     app.cleanup_ctx.append(_risk_database_watcher)
     if database_url is not None:
         app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))
+    if database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:
+        app.cleanup_ctx.append(partial(_run_dispatcher, database_url=database_url))
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
@@ -315,6 +319,25 @@ async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncItera
     with contextlib.suppress(asyncio.CancelledError):
         await task
     scorer.close()
+
+
+async def _run_dispatcher(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    """The embedded dispatcher: its metrics on the service's /metrics; stopped (batches in hand finished,
+    binds closed) with the app."""
+    settings = app[SETTINGS]
+    dispatcher = Dispatcher(
+        app[POOL],
+        database_url,
+        settings.dispatch,
+        endpoints_from_settings(settings.dispatch),
+        region=settings.region,
+        metrics=DispatchMetrics(app[METRICS].registry),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+    yield
+    stop.set()
+    await task
 
 
 async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:

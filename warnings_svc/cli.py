@@ -26,6 +26,8 @@ from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.audit_log import verify_log
 from warnings_svc.criteria import CriteriaError
 from warnings_svc.demo_users import seed_demo_users
+from warnings_svc.dispatch import Dispatcher, Endpoint, endpoints_from_settings
+from warnings_svc.dispatch_metrics import DispatchMetrics, serve_metrics
 from warnings_svc.hazards import HazardError
 from warnings_svc.lifecycle import Role
 from warnings_svc.recipients import (
@@ -106,6 +108,19 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="TOML settings file (see deploy/warnings-svc.example.toml)"
     )
     serve.set_defaults(command=run_serve)
+
+    dispatch = commands.add_parser(
+        "dispatch",
+        help="run one more dispatcher (deliveries of issued warnings); any number may run on any hosts",
+    )
+    dispatch.add_argument("--config", type=Path, help="TOML settings file ([dispatch] and its endpoints)")
+    dispatch.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    dispatch.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on HOST:PORT/metrics, HOST the settings' host (default: none)",
+    )
+    dispatch.set_defaults(command=run_dispatch)
 
     db = commands.add_parser("db", help="database administration").add_subparsers(
         required=True, metavar="ACTION"
@@ -267,6 +282,51 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     _configure_logging(settings.log_level)
     return serve(settings, progress=sys.stderr.isatty())
+
+
+def run_dispatch(args: argparse.Namespace) -> int:
+    """A dispatcher process: serves the outbox until SIGINT or SIGTERM, then finishes its batches in hand."""
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    _configure_logging(settings.log_level)
+    if not settings.dispatch.sms:
+        raise CommandError("no endpoint to send through: add a [[dispatch.sms]] table to the settings file")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise CommandError(f"--metrics-port {args.metrics_port}: not a port number")
+    endpoints = endpoints_from_settings(settings.dispatch)
+    with database_url(settings.database_url, settings.data_dir) as url:
+        asyncio.run(_dispatch(settings, url, endpoints, args.metrics_port))
+    return 0
+
+
+async def _dispatch(
+    settings: Settings, url: str, endpoints: list[Endpoint], metrics_port: int | None
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(url, max_size=settings.dispatch.batches_in_flight * len(endpoints) + 4)
+    metrics = DispatchMetrics()
+    runner = None
+    try:
+        if metrics_port is not None:
+            runner = await serve_metrics(metrics.registry, settings.host, metrics_port)
+        async with pool.acquire() as conn:
+            await upgrade(conn, MIGRATIONS)
+        dispatcher = Dispatcher(
+            pool, url, settings.dispatch, endpoints, region=settings.region, metrics=metrics
+        )
+        print(
+            json.dumps({"dispatcher": dispatcher.owner, "endpoints": [e.name for e in endpoints]}), flush=True
+        )
+        await dispatcher.run(stop)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            pool.terminate()
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:

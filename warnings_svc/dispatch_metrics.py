@@ -7,7 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from channels.base import Receipt, SendResult
 from warnings_svc.outbox import STATES, ResultCounts
@@ -114,3 +122,18 @@ class DispatchMetrics:
             for state in STATES:
                 self.deliveries.labels(channel, state).set(states.get(state, 0))
             self.queue_oldest.labels(channel).set(oldest.get(channel, 0.0))
+
+
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
+    """Serve `registry` at http://host:port/metrics (a dispatcher process has no web service of its own)."""
+
+    async def exposition(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from channels.smpp.esme import SmsChannel
 from warnings_svc import warning_store as ws
-from warnings_svc.dispatch import Dispatcher, sms_endpoint
+from warnings_svc.dispatch import Dispatcher, Endpoint, sms_endpoint
 from warnings_svc.lifecycle import Action, Actor, Role
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings
 from warnings_svc.texts import sms_segments
@@ -102,7 +109,7 @@ async def successor(
     """Issue an Update with `changes` (None: a Cancel) of the warning."""
     now = datetime.now(UTC)
     if changes is None:
-        await ws.start_cancel(conn, ctx, FORECASTER, warning_id, now=now)
+        await ws.start_cancel(conn, ctx, FORECASTER, warning_id, note="", now=now)
     else:
         await ws.start_update(conn, ctx, FORECASTER, warning_id, changes, now=now)
     await ws.act(conn, ctx, FORECASTER, warning_id, Action.submit, now=now)
@@ -162,3 +169,123 @@ async def states(conn: asyncpg.Connection, warning_id: int | None = None) -> dic
         warning_id,
     )
     return {r["state"]: r["n"] for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------- fault tests
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a loopback SMSC appended to its `--record` file (a line cut short by a kill is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def accepted_per_destination(records: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many submit_sm (segments) the SMSC accepted for each destination."""
+    return Counter(
+        r["destination_addr"]
+        for r in records
+        if r.get("command") == "submit_sm" and r.get("outcome") == "accepted"
+    )
+
+
+def write_dispatch_config(path: Path, database_url: str, settings: DispatchSettings) -> Path:
+    """A settings file for `warnings-svc dispatch --config`: the database and the `[dispatch]` table."""
+    lines = [f"database_url = {json.dumps(database_url)}", 'log_level = "WARNING"', "", "[dispatch]"]
+    for key, value in settings.model_dump(exclude={"sms", "channels"}).items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    for e in settings.sms:
+        lines += ["", "[[dispatch.sms]]"]
+        for key, value in e.model_dump(exclude_none=True).items():
+            lines.append(f"{key} = {json.dumps(value if not isinstance(value, Path) else str(value))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class DispatcherProcess:
+    """A `warnings-svc dispatch` process (its stdout and stderr go to files next to its config)."""
+
+    process: subprocess.Popen[bytes]
+    owner: str
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL: no clean stop, leases stay held."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> int:
+        """SIGTERM (finish the batches in hand), then SIGKILL after 30 s; the exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def start_dispatcher_process(
+    config: Path, name: str = "dispatcher", start_timeout_s: float = 30
+) -> DispatcherProcess:
+    """Start `warnings-svc dispatch --config` and wait until it prints its start line (its owner name)."""
+    from tests.factories_app import clean_environment, warnings_svc_command
+
+    out_path = config.with_name(f"{name}.out")
+    log_path = config.with_name(f"{name}.log")
+    with out_path.open("wb") as out, log_path.open("wb") as err:
+        process = subprocess.Popen(
+            [*warnings_svc_command(), "dispatch", "--config", str(config)],
+            stdout=out,
+            stderr=err,
+            env=clean_environment(),
+        )
+    deadline = time.monotonic() + start_timeout_s
+    while time.monotonic() < deadline:
+        first = out_path.read_text(encoding="utf-8").partition("\n")
+        if first[1]:
+            return DispatcherProcess(process, json.loads(first[0])["dispatcher"], log_path)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+    tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+    raise AssertionError(f"dispatcher did not start (exit {process.returncode}): {' | '.join(tail)}")
+
+
+def sms_endpoint_tuned(e: SmsEndpointSettings, settings: DispatchSettings, **smpp: Any) -> Endpoint:
+    """`sms_endpoint`, with SMPP link settings the settings file does not expose changed (e.g. reconnect_max_s)."""
+    endpoint = sms_endpoint(e, settings)
+    adapter = endpoint.adapter
+    assert isinstance(adapter, SmsChannel)
+    endpoint.adapter = SmsChannel(dataclasses.replace(adapter.settings, **smpp))
+    return endpoint
+
+
+@asynccontextmanager
+async def running_dispatcher_on(
+    database_url: str, settings: DispatchSettings, endpoints: list[Endpoint], *, region: str = "wuhai"
+) -> AsyncIterator[Dispatcher]:
+    """`running_dispatcher` with endpoints of the caller's making."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    dispatcher = Dispatcher(pool, database_url, settings, endpoints, region=region)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await pool.close()

@@ -198,7 +198,18 @@ class Dispatcher:
             except DATABASE_ERRORS as e:
                 if stop is not None and stop.is_set():
                     raise
-                log.warning("database unavailable", extra={"while": what, "error": " ".join(str(e).split())})
+                # unreachable (a restart, a fail-over) is waited out quietly; anything else is a fault to see
+                unreachable = not isinstance(e, asyncpg.PostgresError) or isinstance(
+                    e,
+                    asyncpg.PostgresConnectionError
+                    | asyncpg.CannotConnectNowError
+                    | asyncpg.AdminShutdownError,
+                )
+                log.log(
+                    logging.WARNING if unreachable else logging.ERROR,
+                    "database unavailable" if unreachable else "database refused a dispatcher statement",
+                    extra={"while": what, "error": " ".join(str(e).split())},
+                )
                 self.metrics.database_errors.labels(what).inc()
                 await asyncio.sleep(self.rng.uniform(0, delay))
                 delay = min(delay * 2, 5.0)

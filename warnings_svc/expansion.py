@@ -183,22 +183,33 @@ async def _candidates(
     after: int,
     limit: int,
 ) -> list[Candidate]:
-    where, args = selection(version.hazard, version.exercise, reach(version.areas, units))
-    n = len(args)
-    told = f"""EXISTS (SELECT 1 FROM svc.delivery d WHERE d.warning_id = ${n + 1} AND d.recipient_id = r.id
-                       AND d.version < ${n + 2} AND d.channel = ${n + 3} AND d.state = ANY (${n + 4}::text[]))"""
-    args += [version.warning_id, version.version, channel, list(TOLD_STATES)]
-    if version.msg_type == "Alert":
-        chosen = where
-        args = args[:n]
-    elif version.msg_type == "Update":
-        chosen = f"(({where}) OR (consent AND opted_out_at IS NULL AND {told}))"
-    else:  # Cancel
-        chosen = f"(consent AND opted_out_at IS NULL AND {told})"
-    args += [after, limit]
+    told = """EXISTS (SELECT 1 FROM svc.delivery d WHERE d.warning_id = {w} AND d.recipient_id = r.id
+                         AND d.version < {v} AND d.channel = {c} AND d.state = ANY ({s}::text[]))"""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if version.msg_type == "Cancel":
+        chosen = "consent AND opted_out_at IS NULL"
+    else:
+        where, selection_args = selection(version.hazard, version.exercise, reach(version.areas, units))
+        args.extend(selection_args)  # $1, $2, ... in `where`: first in the list
+        chosen = f"({where})"
+    if version.msg_type != "Alert":
+        was_told = told.format(
+            w=arg(version.warning_id), v=arg(version.version), c=arg(channel), s=arg(list(TOLD_STATES))
+        )
+        chosen = (
+            f"consent AND opted_out_at IS NULL AND {was_told}"
+            if version.msg_type == "Cancel"
+            else f"({chosen} OR (consent AND opted_out_at IS NULL AND {was_told}))"
+        )
+    after_arg, limit_arg = arg(after), arg(limit)
     rows = await conn.fetch(
         f"""SELECT id, phone, language, areas FROM svc.recipient r
-            WHERE {chosen} AND id > ${len(args) - 1} ORDER BY id LIMIT ${len(args)}""",
+            WHERE {chosen} AND id > {after_arg} ORDER BY id LIMIT {limit_arg}""",
         *args,
     )
     return [Candidate(r["id"], r["phone"], r["language"], tuple(r["areas"])) for r in rows]

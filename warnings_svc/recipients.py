@@ -743,11 +743,13 @@ def needs_message(previous: Mapping[str, Any] | None, current: Mapping[str, Any]
     Both hold ``msg_type`` (Alert, Update or Cancel), ``level``, ``areas`` (the warning's areas relevant
     to the person, `relevant_areas`), ``onset`` and ``expires`` (datetimes or ISO 8601 strings).
 
-    - A Cancel reaches exactly those who were sent the warning (and not cancelled already).
+    - A Cancel reaches those who were sent the warning while it concerned them, and not told since that it
+      no longer does (an Update that dropped their areas) nor cancelled already.
     - Someone never sent the warning gets an Alert or an Update when it covers one of their areas.
     - An Update is sent again only when the level, the areas relevant to the person (an Update that drops
-      their areas tells them so) or the onset or expiry changed; a new text, another person's area or a
-      new polygon alone texts no one twice.
+      their areas tells them so, once) or the onset or expiry changed; a new text, another person's area or
+      a new polygon alone texts no one twice, and someone already told the warning left their areas hears
+      no more of it unless it comes back to them.
 
     >>> was = {"msg_type": "Alert", "level": "orange", "areas": ["150302000000"],
     ...        "onset": "2026-07-09T11:00+08:00", "expires": "2026-07-10T14:00+08:00"}
@@ -755,10 +757,10 @@ def needs_message(previous: Mapping[str, Any] | None, current: Mapping[str, Any]
     (False, True)
     """
     if current["msg_type"] == "Cancel":
-        return previous is not None and previous["msg_type"] != "Cancel"
+        return previous is not None and previous["msg_type"] != "Cancel" and bool(previous["areas"])
     if previous is None:
         return bool(current["areas"])
-    if previous["msg_type"] == "Cancel":
+    if previous["msg_type"] == "Cancel" or not (previous["areas"] or current["areas"]):
         return False
     return (
         previous["level"] != current["level"]

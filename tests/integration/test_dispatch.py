@@ -17,6 +17,7 @@ from tests.factories_dispatch import (
     running_dispatcher,
     sms_segments_of,
     states,
+    successor,
     wait_until,
 )
 
@@ -55,3 +56,145 @@ async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_ur
 
 async def _all_final(conn: asyncpg.Connection, warning_id: int, n: int) -> bool:
     return (await states(conn, warning_id)).get("delivered", 0) == n
+
+
+async def _told(conn: asyncpg.Connection, warning_id: int, version: int) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT address FROM svc.delivery WHERE warning_id = $1 AND version = $2", warning_id, version
+    )
+    return {r["address"] for r in rows}
+
+
+async def _settled(conn: asyncpg.Connection, warning_id: int) -> bool:
+    s = await states(conn, warning_id)
+    return bool(s) and not {"pending", "sending", "sent"} & set(s) and not await _fanouts_pending(conn)
+
+
+async def _fanouts_pending(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM svc.fanout WHERE state = 'pending'"))
+
+
+async def test_updates_text_only_people_whose_warning_changed_and_cancels_reach_only_those_told(
+    conn, db_url, smsc
+) -> None:
+    # people in Haibowan (150302), Hainan (150303) and Wuda (150304), in turn
+    await add_recipients(conn, 30)
+    haibowan = {phone(i) for i in range(0, 30, 3)}
+    hainan = {phone(i) for i in range(1, 30, 3)}
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        v1 = await issue(conn, areas=("150302", "150303"))
+        await wait_until(lambda: _settled(conn, v1.warning_id), 30, "the Alert delivered")
+        assert await _told(conn, v1.warning_id, 1) == haibowan | hainan
+        # an Update that only drops Hainan: Haibowan's warning is unchanged, Hainan is told it is off
+        await successor(conn, v1.warning_id, {"areas": ["150302"]})
+        await wait_until(lambda: _settled(conn, v1.warning_id), 30, "the Update delivered")
+        assert await _told(conn, v1.warning_id, 2) == hainan
+        fanout = await conn.fetchrow("SELECT deliveries, unchanged FROM svc.fanout WHERE version = 2")
+        assert (fanout["deliveries"], fanout["unchanged"]) == (10, 10)
+        # raising the level changes it for everyone still concerned (Haibowan), not for Hainan any more
+        await successor(conn, v1.warning_id, {"level": "red"})
+        await wait_until(lambda: _settled(conn, v1.warning_id), 30, "the second Update delivered")
+        assert await _told(conn, v1.warning_id, 3) == haibowan
+        await successor(conn, v1.warning_id, None)
+        await wait_until(lambda: _settled(conn, v1.warning_id), 30, "the Cancel delivered")
+        # the Cancel goes to those the warning still concerned (Haibowan): Hainan was told it is off for them
+        assert await _told(conn, v1.warning_id, 4) == haibowan
+    per_phone = Counter(r["destination_addr"] for r in smsc.accepted())
+    assert not {phone(i) for i in range(2, 30, 3)} & set(per_phone)  # Wuda never texted
+
+
+async def test_an_exercise_reaches_only_test_recipients(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 40, test_every=10)
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        v = await issue(conn, exercise=True)
+        await wait_until(lambda: _settled(conn, v.warning_id), 30, "the exercise delivered")
+    destinations = {r["destination_addr"] for r in smsc.accepted()}
+    assert destinations == {phone(i) for i in (0, 10, 20, 30)}
+
+
+async def test_a_warning_cancelled_before_it_was_sent_is_never_sent_late(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 50)
+    v = await issue(conn)
+    await successor(conn, v.warning_id, None)  # cancelled while no dispatcher was running
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        await wait_until(lambda: _fanouts_done(conn, 2), 30, "both fan-outs handled")
+        await wait_until(lambda: _no_pending(conn), 30, "the queue empty")
+    assert smsc.accepted() == []
+    assert await conn.fetchval("SELECT state FROM svc.fanout WHERE version = 1") == "dropped"
+    # nobody was told the Alert, so the Cancel has nobody to reach
+    assert await conn.fetchval("SELECT deliveries FROM svc.fanout WHERE version = 2") == 0
+
+
+async def test_deliveries_of_an_updated_version_still_queued_are_dropped_not_sent(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 20)
+    v = await issue(conn)
+    # expand the Alert without sending (a dispatcher with no endpoint), then supersede it
+    async with running_dispatcher(db_url, dispatch_settings(smsc, sms=())):
+        await wait_until(lambda: _fanouts_done(conn, 1), 30, "the Alert expanded")
+    await successor(conn, v.warning_id, {"level": "red"})
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        await wait_until(lambda: _settled(conn, v.warning_id), 30, "everything final")
+    rows = await conn.fetch("SELECT version, state, reason FROM svc.delivery ORDER BY version")
+    assert {(r["version"], r["state"]) for r in rows} == {(1, "dropped"), (2, "delivered")}
+    assert {r["reason"] for r in rows if r["version"] == 1} == {"warning no longer in force"}
+    assert len(smsc.accepted()) == 20 * await sms_segments_of(conn, v.warning_id, 2)
+
+
+async def test_red_goes_out_before_orange(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 600)
+    orange = await issue(conn, level="orange", areas=("150303",))
+    red = await issue(conn, level="red", areas=("150302",))
+    settings = dispatch_settings(smsc, batch_size=50, batches_in_flight=1, first_chunk=1000)
+    async with running_dispatcher(db_url, settings):
+        await wait_until(lambda: _settled(conn, orange.warning_id), 60, "orange delivered")
+    red_phones = {phone(i) for i in range(0, 600, 3)}
+    segments = await sms_segments_of(conn, red.warning_id)
+    first = [r["destination_addr"] for r in smsc.accepted()][: segments * len(red_phones)]
+    assert set(first) == red_phones
+    assert (await states(conn, red.warning_id)) == {"delivered": 200}
+
+
+async def test_refused_messages_go_to_dead_letters_with_the_reason(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 5)
+    smsc.set_faults(throttle_count=5, throttle_status=0x0B)  # ESME_RINVDSTADR: a bad number, for good
+    async with running_dispatcher(db_url, dispatch_settings(smsc, batches_in_flight=1)):
+        v = await issue(conn)
+        await wait_until(lambda: _settled(conn, v.warning_id), 30, "every delivery final")
+    rows = await conn.fetch("SELECT state, reason, attempts FROM svc.delivery")
+    assert {(r["state"], r["reason"], r["attempts"]) for r in rows} == {
+        ("dead", "refused: ESME_RINVDSTADR", 1)
+    }
+
+
+async def test_receipts_tell_delivered_from_only_accepted_and_failed(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 6)
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        smsc.set_faults(receipt_state="UNDELIV")
+        v = await issue(conn, areas=("150302",))
+        await wait_until(lambda: _settled(conn, v.warning_id), 30, "the first warning final")
+        smsc.set_faults(receipt_state="ACCEPTD", receipt_tlvs=False)  # the receipt text alone
+        w = await issue(conn, areas=("150303",))
+        await wait_until(lambda: _settled(conn, w.warning_id), 30, "the second warning final")
+    assert await states(conn, v.warning_id) == {"failed": 2}
+    assert await states(conn, w.warning_id) == {"accepted": 2}
+
+
+async def test_two_dispatchers_share_the_queue_without_sending_twice(conn, db_url, smsc) -> None:
+    await add_recipients(conn, 2000)
+    settings = dispatch_settings(smsc, batch_size=100, first_chunk=200, expand_chunk=300)
+    async with running_dispatcher(db_url, settings) as a, running_dispatcher(db_url, settings) as b:
+        v = await issue(conn)
+        await wait_until(lambda: _settled(conn, v.warning_id), 60, "every delivery final")
+    segments = await sms_segments_of(conn, v.warning_id)
+    per_phone = Counter(r["destination_addr"] for r in smsc.accepted())
+    assert len(per_phone) == 2000 and set(per_phone.values()) == {segments}
+    assert a.counters["sent"] > 0 and b.counters["sent"] > 0  # both did part of the work
+    assert a.counters["sent"] + b.counters["sent"] == 2000
+
+
+async def _fanouts_done(conn: asyncpg.Connection, n: int) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM svc.fanout WHERE state <> 'pending'") == n
+
+
+async def _no_pending(conn: asyncpg.Connection) -> bool:
+    return not await conn.fetchval("SELECT count(*) FROM svc.delivery WHERE state IN ('pending', 'sending')")

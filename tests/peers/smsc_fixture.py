@@ -88,8 +88,14 @@ def start_smsc(
     receipt_delay_ms: int = 50,
     record: Path | None = None,
     record_mode: str = "full",
+    *,
+    port: int = 0,
+    first_message_id: int = 1,
 ) -> SmscPeer:
     """Start the loopback SMSC on free ports of 127.0.0.1 and wait (at most 10 s) until it listens.
+
+    ``port`` fixes the SMPP port (0: a free one), e.g. to start a peer again where its predecessor listened;
+    ``first_message_id`` lets such a successor hand out message_ids its predecessor never did.
 
     ``record_mode="counts"`` keeps no per-PDU records (received() is empty), only the counters: for benchmarks,
     where a record of every PDU would grow without bound.
@@ -99,9 +105,18 @@ def start_smsc(
         raise SmscPeerError("no node on PATH: install Node.js 18 or newer")
     if not (PEER_DIR / "node_modules" / "smpp").is_dir():
         raise SmscPeerError("node-smpp is not installed: run scripts/install-smsc-peer")
-    args = [node, str(PEER_DIR / "server.js"), "--host", "127.0.0.1", "--port", "0", "--control-port", "0"]
+    args = [
+        node,
+        str(PEER_DIR / "server.js"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--control-port",
+        "0",
+    ]
     args += ["--system-id", system_id, "--password", password, "--receipt-delay-ms", str(receipt_delay_ms)]
-    args += ["--record-mode", record_mode]
+    args += ["--record-mode", record_mode, "--first-message-id", str(first_message_id)]
     if record is not None:
         args += ["--record", str(record)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PEER_DIR)

@@ -294,3 +294,12 @@ def test_someone_never_sent_the_warning_gets_it_when_it_covers_them() -> None:
 @pytest.mark.parametrize("hazard", HAZARDS)
 def test_every_hazard_is_a_known_interest(hazard: str) -> None:
     assert check_row(_row(hazards=hazard), UNITS, now=NOW).hazards == (hazard,)
+
+
+def test_someone_told_the_warning_left_them_hears_no_more_of_it() -> None:
+    # a bug found by the dispatch tests: a later level change texted people outside the warning again
+    told_dropped = SENT | {"msg_type": "Update", "areas": []}
+    assert needs_message(told_dropped, told_dropped | {"level": "red"}) is False
+    assert needs_message(told_dropped, told_dropped | {"expires": "2026-07-10T20:00:00+08:00"}) is False
+    # ... and no Cancel either: they were told it no longer concerns them
+    assert needs_message(told_dropped, SENT | {"msg_type": "Cancel", "areas": []}) is False

@@ -2,7 +2,7 @@
 //
 // Usage: node server.js [--port N] [--control-port N] [--host 127.0.0.1] [--system-id ID] [--password PW]
 //                       [--receipt-delay-ms N] [--receipt-state DELIVRD] [--record FILE]
-//                       [--record-mode full|counts]
+//                       [--record-mode full|counts] [--first-message-id N]
 // Every option may also come from the environment (SMSC_PORT, SMSC_CONTROL_PORT, SMSC_SYSTEM_ID, ...).
 // Port 0 picks a free port. Once both listeners are up it prints one line on stdout:
 //   {"smpp_port": 41234, "control_port": 41235}
@@ -52,6 +52,8 @@ const SYSTEM_ID = option("system-id", "wuhai");
 const PASSWORD = option("password", "secret");
 const RECORD_FILE = option("record", "");
 const RECORD_MODE = option("record-mode", "full");
+// A peer restarted in a test starts its message_ids above its predecessor's, as a real SMSC's never repeat.
+const FIRST_MESSAGE_ID = parseInt(option("first-message-id", "1"), 10);
 if (!["full", "counts"].includes(RECORD_MODE)) {
   process.stderr.write(`--record-mode must be full or counts, not ${RECORD_MODE}\n`);
   process.exit(2);
@@ -80,7 +82,7 @@ function freshCounters() {
 
 let counters = freshCounters();
 const destinations = new Set(); // destination_addr of every accepted submit_sm, in both record modes
-let nextMessageId = 1;
+let nextMessageId = FIRST_MESSAGE_ID;
 const pendingReceipts = new Map(); // system_id -> [receipt options] waiting for a bound session
 const recordStream = RECORD_FILE ? fs.createWriteStream(RECORD_FILE, { flags: "a" }) : null;
 

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from warnings_svc import outbox
 from warnings_svc import warning_store as store
 from warnings_svc.appkeys import POOL, SETTINGS
 from warnings_svc.lifecycle import Action, LifecycleError, WarningStatus
@@ -67,6 +68,7 @@ def setup_warnings_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/warnings/{id}", get_warning, name="warning")
     app.router.add_patch("/api/v1/warnings/{id}", edit_warning, name="edit_warning")
     app.router.add_get("/api/v1/warnings/{id}/preview", preview_warning, name="preview_warning")
+    app.router.add_get("/api/v1/warnings/{id}/deliveries", warning_deliveries, name="warning_deliveries")
     for action in ("submit", "approve", "return", "discard"):
         app.router.add_post(f"/api/v1/warnings/{{id}}/{action}", act_on_warning, name=f"{action}_warning")
     app.router.add_post("/api/v1/warnings/{id}/update", update_warning, name="update_warning")
@@ -153,6 +155,34 @@ async def get_warning(request: web.Request) -> web.Response:
             found = await store.versions(conn, warning_id)
     return web.json_response(
         {"id": warning_id, "latest": found[-1].to_json(), "versions": [v.to_json() for v in found]}
+    )
+
+
+async def warning_deliveries(request: web.Request) -> web.Response:
+    """How far dissemination got: deliveries by state and segments sent, overall and per version, with each
+    fan-out's progress (people written, people an Update left unchanged)."""
+    require_user(request, scope="read")
+    warning_id = _path_id(request)
+    with _answers():
+        async with request.app[POOL].acquire() as conn:
+            found = await store.versions(conn, warning_id)
+            total = await outbox.summary(conn, warning_id)
+            per_version = [
+                {"version": v.state.version, **await outbox.summary(conn, warning_id, v.state.version)}
+                for v in found
+                if v.identifier is not None
+            ]
+    return web.json_response(
+        {
+            "id": warning_id,
+            "deliveries": total["deliveries"],
+            "segments": total["segments"],
+            "versions": [
+                {"version": p["version"], "deliveries": p["deliveries"], "segments": p["segments"]}
+                for p in per_version
+            ],
+            "fanouts": total["fanouts"],
+        }
     )
 
 
@@ -393,6 +423,11 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/api/v1/warnings/{id}/preview": {
         "get": {"summary": "Texts, SMS segments, budgets and impact if issued now"}
+    },
+    "/api/v1/warnings/{id}/deliveries": {
+        "get": {
+            "summary": "Dissemination progress: deliveries by state and segments, per version and fan-out"
+        }
     },
     "/api/v1/warnings/{id}/submit": {"post": {"summary": "Submit for approval"}},
     "/api/v1/warnings/{id}/approve": {

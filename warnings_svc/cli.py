@@ -25,7 +25,7 @@ from warnings_svc.accounts import SCOPES, AccountError, create_user, issue_token
 from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.audit_log import verify_log
 from warnings_svc.criteria import CriteriaError
-from warnings_svc.demo_users import seed_demo_users
+from warnings_svc.demo_users import seed_demo_recipients, seed_demo_users
 from warnings_svc.dispatch import Dispatcher, Endpoint, endpoints_from_settings
 from warnings_svc.dispatch_metrics import DispatchMetrics, serve_metrics
 from warnings_svc.hazards import HazardError
@@ -39,7 +39,13 @@ from warnings_svc.recipients import (
     read_csv_text,
 )
 from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
-from warnings_svc.settings import Settings, SettingsError, load_settings
+from warnings_svc.settings import (
+    DispatchSettings,
+    Settings,
+    SettingsError,
+    SmsEndpointSettings,
+    load_settings,
+)
 from warnings_svc.tiled import SchedulerError
 from warnings_svc.warning_store import Issuing, region_units
 
@@ -101,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="folder for the embedded PostgreSQL and local state")
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    demo.add_argument(
+        "--smsc",
+        metavar="HOST:PORT",
+        help="send the demo's SMS to this loopback SMSC (system_id wuhai, password secret; scripts/demo starts one)",
+    )
     demo.set_defaults(command=run_demo)
 
     serve = commands.add_parser("serve", help="run the service as configured")
@@ -274,7 +285,24 @@ def run_demo(args: argparse.Namespace) -> int:
         # A demo must never write into a real database someone left in the environment.
         log.info("demo ignores DATABASE_URL and uses an embedded PostgreSQL")
         settings = settings.model_copy(update={"database_url": None})
+    if args.smsc:
+        settings = settings.model_copy(update={"dispatch": _demo_dispatch(args.smsc)})
     return serve(settings, progress=True, demo=True)
+
+
+def _demo_dispatch(smsc: str) -> DispatchSettings:
+    """One SMS endpoint on the demo's loopback SMSC (`HOST:PORT`, loopback only: the demo's people are made up)."""
+    host, _, port = smsc.rpartition(":")
+    if (
+        host not in ("127.0.0.1", "localhost", "::1", "[::1]")
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise CommandError(f"--smsc {smsc!r}: give a loopback HOST:PORT such as 127.0.0.1:2775")
+    endpoint = SmsEndpointSettings(
+        name="demo-smsc", host=host.strip("[]"), port=int(port), system_id="wuhai", password="secret"
+    )
+    return DispatchSettings(sms=(endpoint,))
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -696,6 +724,16 @@ async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = F
             if demo:
                 for u in await seed_demo_users(pool, settings.data_dir):
                     print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+            if demo and settings.dispatch.sms:
+                async with pool.acquire() as conn:
+                    units = await region_units(conn, settings.region)
+                towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
+                added = await seed_demo_recipients(pool, towns)
+                if added:
+                    log.info("demo recipients registered", extra={"recipients": added})
+                print(
+                    f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True
+                )
             print(f"Console: http://{_authority(settings)}/console/", flush=True)
             await stop.wait()
             log.info("stopping")
@@ -734,6 +772,11 @@ async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
         await task
     log.info("stop asked for while starting")
     return False
+
+
+def _smsc_authority(settings: Settings) -> str:
+    endpoint = settings.dispatch.sms[0]
+    return f"{endpoint.host}:{endpoint.port}"
 
 
 def _authority(settings: Settings) -> str:

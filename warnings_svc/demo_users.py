@@ -1,5 +1,6 @@
 """The demo's people: one account per role, with passwords kept beside the demo's data so they can be shown
-again at every start (the database holds only their hashes)."""
+again at every start (the database holds only their hashes), and synthetic SMS recipients for the demo's
+loopback SMSC."""
 
 from __future__ import annotations
 
@@ -56,3 +57,29 @@ async def seed_demo_users(pool: asyncpg.Pool, data_dir: Path) -> list[dict[str, 
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     return out
+
+
+DEMO_RECIPIENTS = 600
+DEMO_SOURCE = "demo: synthetic people, phones that reach only the loopback SMSC"
+
+
+async def seed_demo_recipients(pool: asyncpg.Pool, region_units: list[str], n: int = DEMO_RECIPIENTS) -> int:
+    """Register `n` synthetic people, spread over `region_units` in turn (every tenth a test recipient for
+    exercises, every fifth reading English), unless the registry holds anyone already; how many were added."""
+    async with pool.acquire() as conn:
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM svc.recipient)"):
+            return 0
+        await conn.execute(
+            """INSERT INTO svc.recipient (name, phone, language, areas, roles, consent, consent_basis, consent_at,
+                                          test_recipient, source)
+               SELECT '演示用户 ' || i, '+86' || (19900000000 + i)::text,
+                      CASE WHEN i % 5 = 0 THEN 'en' ELSE 'zh-CN' END,
+                      ARRAY[($2::text[])[1 + i % cardinality($2::text[])]],
+                      ARRAY[CASE WHEN i % 50 = 0 THEN 'relayer' ELSE 'public_subscriber' END],
+                      true, 'explicit', now(), i % 10 = 0, $3
+               FROM generate_series(1, $1) AS i""",
+            n,
+            region_units,
+            DEMO_SOURCE,
+        )
+    return n

@@ -154,6 +154,8 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start the endpoints and every loop; on `stop`, finish the batches in hand and close cleanly."""
+        if not await self._schema_ready(stop):
+            return
         for endpoint in self.endpoints:
             await endpoint.start()
         tasks = [
@@ -186,6 +188,25 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("dispatcher stopped", extra={"owner": self.owner, **self.counters})
+
+    async def _schema_ready(self, stop: asyncio.Event) -> bool:
+        """Wait until the outbox tables exist (a service starting up applies migrations meanwhile); False when
+        stopped first."""
+        waited = False
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    if await conn.fetchval("SELECT to_regclass('svc.delivery_part') IS NOT NULL"):
+                        return True
+            except DATABASE_ERRORS as e:
+                log.warning(
+                    "database unavailable", extra={"while": "start", "error": " ".join(str(e).split())}
+                )
+            if not waited:
+                log.info("dispatcher waiting for the database schema (warnings-svc db upgrade)")
+                waited = True
+            await self._wait(stop, self.settings.poll_s)
+        return False
 
     async def _with_database(
         self, stop: asyncio.Event | None, what: str, work: Callable[[], Awaitable[T]]

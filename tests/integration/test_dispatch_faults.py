@@ -10,14 +10,17 @@ blocking.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from risk_zoning.db import EmbeddedPostgres
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import (
     accepted_per_destination,
@@ -26,13 +29,16 @@ from tests.factories_dispatch import (
     issue,
     phone,
     read_records,
+    running_dispatcher,
+    running_dispatcher_on,
+    sms_endpoint_tuned,
     sms_segments_of,
     start_dispatcher_process,
     states,
     wait_until,
     write_dispatch_config,
 )
-from tests.peers.smsc_fixture import start_smsc
+from tests.peers.smsc_fixture import SmscPeer, start_smsc
 
 pytestmark = pytest.mark.slow
 
@@ -125,4 +131,211 @@ async def test_a_dispatcher_killed_mid_fan_out_is_taken_over_with_bounded_duplic
     assert retried <= len(stuck)
     print(
         f"\nkill -9: {accepted_at_kill} segments at the kill, {len(stuck)} leased, {len(duplicated)} sent twice"
+    )
+
+
+# ------------------------------------------------------------------------------------ 2. the SMSC down for 30 s
+
+OUTAGE_S = 30.0
+SECOND_PEER_IDS = 0x10000000  # the restarted SMSC's message_ids, above any its predecessor handed out
+
+
+async def test_an_smsc_down_for_30_s_is_waited_out_and_the_fan_out_finishes(conn, db_url, record_dir) -> None:
+    n = 3_000
+    records = (record_dir / "first.jsonl", record_dir / "second.jsonl")
+    first = start_smsc(record=records[0])
+    second: SmscPeer | None = None
+    # The bind's reconnect backoff (30 s in production) and the circuit's longest cool-down are cut short, so
+    # the test waits for the outage rather than for the backoff after it.
+    settings = dispatch_settings(first, breaker_max_cool_down_s=2.0)
+    endpoints = [sms_endpoint_tuned(settings.sms[0], settings, reconnect_max_s=2.0)]
+    try:
+        await add_recipients(conn, n)
+        v = await issue(conn)
+        segments = await sms_segments_of(conn, v.warning_id)
+        async with running_dispatcher_on(db_url, settings, endpoints) as dispatcher:
+
+            async def some_sent() -> bool:
+                return first.counters()["submits"] >= 2_000
+
+            await wait_until(some_sent, WAIT_S, "the first 2,000 segments", every_s=0.02)
+            first.process.kill()  # SIGKILL: its pending receipts die with it
+            first.process.wait(timeout=10)
+            killed_at = await conn.fetchval("SELECT now()")
+            await asyncio.sleep(OUTAGE_S)
+            assert await states(conn, v.warning_id) != {"delivered": n}
+            second = start_smsc(record=records[1], port=first.port, first_message_id=SECOND_PEER_IDS)
+
+            async def all_served() -> bool:
+                left = await conn.fetchval(
+                    """SELECT count(*) FROM svc.delivery WHERE warning_id = $1
+                       AND (state IN ('pending', 'sending') OR (state = 'sent' AND sent_at > $2))""",
+                    v.warning_id,
+                    killed_at,
+                )
+                return left == 0
+
+            await wait_until(
+                all_served, WAIT_S, "every delivery sent, and delivered when sent after the outage"
+            )
+            opened = dispatcher.endpoints[0].breaker.opened_count
+            counters = dict(dispatcher.counters)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    by_state = await states(conn, v.warning_id)
+    assert set(by_state) <= {"delivered", "sent"} and sum(by_state.values()) == n  # none dead, none pending
+    assert opened >= 1  # the circuit opened while the SMSC was away
+    assert counters["retried"] > 0 and counters["dead"] == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM svc.delivery WHERE warning_id = $1 AND attempts > 1", v.warning_id
+    )
+
+    accepted = [accepted_per_destination(read_records(path)) for path in records]
+    union = accepted[0] + accepted[1]
+    assert set(union) == {phone(i) for i in range(n)}
+    assert min(union.values()) >= segments  # every segment of every person at least once
+    assert accepted[1]  # the second SMSC did get work
+    # Only what was in flight when the link broke went out twice.
+    twice = {p for p in accepted[0] if accepted[1][p]}
+    in_flight = settings.batch_size * settings.batches_in_flight
+    assert len(twice) <= in_flight
+
+    # A delivery still 'sent' went out through the first SMSC, which died before sending its receipts: it
+    # stays 'sent' (accepted by the network, no proof of delivery). Everything sent after the outage was
+    # delivered.
+    rows = await conn.fetch(
+        """SELECT d.address, d.state, d.sent_at, d.segments, array_agg(p.remote_id) AS ids,
+                  count(r.remote_id) FILTER (WHERE r.state <> 'en_route') AS final_receipts
+           FROM svc.delivery d JOIN svc.delivery_part p ON p.delivery_id = d.id
+           LEFT JOIN svc.receipt r ON r.endpoint = p.endpoint AND r.remote_id = p.remote_id
+           WHERE d.warning_id = $1 GROUP BY d.id""",
+        v.warning_id,
+    )
+    assert len(rows) == n
+    for r in rows:
+        assert len(r["ids"]) == r["segments"] == segments
+        through_second = {int(i, 16) >= SECOND_PEER_IDS for i in r["ids"]}
+        assert len(through_second) == 1, r  # every part of a delivery through one SMSC
+        if r["state"] == "sent":
+            assert (
+                through_second == {False} and r["sent_at"] <= killed_at and r["final_receipts"] < segments
+            ), r
+        else:
+            assert r["final_receipts"] == segments, r
+    print(
+        f"\nSMSC outage: circuit opened {opened}x, {counters['retried']} retries, {len(twice)} sent twice,"
+        f" {by_state.get('sent', 0)} left 'sent' (receipts lost with the first SMSC)"
+    )
+
+
+# ------------------------------------------------------------------------------------ 3. PostgreSQL restarted
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """A PostgreSQL of this test's own, to restart (outside pytest's tmp tree: see tests/conftest.py)."""
+    folder = Path(tempfile.mkdtemp(prefix="dispatch-faults-pg-"))
+    embedded = EmbeddedPostgres(folder)
+    url = embedded.start()
+    try:
+        yield embedded, url
+    finally:
+        embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _count(url: str, sql: str, *args: object) -> int | None:
+    """One value from a connection of its own; None while the server is away."""
+    try:
+        c = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None
+    try:
+        return await c.fetchval(sql, *args)
+    finally:
+        await c.close()
+
+
+async def test_a_postgresql_restart_mid_fan_out_is_waited_out(own_postgres, smsc) -> None:
+    embedded, server_url = own_postgres
+    n = 5_000
+    settings = dispatch_settings(smsc)
+    async with fresh_database(server_url, built=True) as url:
+        c = await asyncpg.connect(url)
+        try:
+            await add_recipients(c, n)
+            v = await issue(c)
+            segments = await sms_segments_of(c, v.warning_id)
+        finally:
+            await c.close()
+        async with running_dispatcher(url, settings) as dispatcher:
+
+            async def some_sent() -> bool:
+                return smsc.counters()["submits"] >= 3_000
+
+            await wait_until(some_sent, WAIT_S, "the first 3,000 segments", every_s=0.02)
+            await asyncio.to_thread(embedded.stop)
+            at_stop = smsc.counters()["submits"]
+            await asyncio.sleep(2.0)
+            restarted_url = await asyncio.to_thread(embedded.start)
+            assert restarted_url == server_url  # same socket folder: the dispatcher's URL still leads there
+            assert at_stop < n * segments  # restarted in the middle
+
+            async def all_delivered() -> bool:
+                done = await _count(
+                    url,
+                    "SELECT count(*) FROM svc.delivery WHERE warning_id = $1 AND state = 'delivered'",
+                    v.warning_id,
+                )
+                return done == n
+
+            await wait_until(all_delivered, WAIT_S, "every delivery delivered after the restart")
+            counters = dict(dispatcher.counters)
+        c = await asyncpg.connect(url)
+        try:
+            assert await states(c, v.warning_id) == {"delivered": n}
+            retried = await c.fetchval(
+                "SELECT count(*) FROM svc.delivery WHERE warning_id = $1 AND attempts > 1", v.warning_id
+            )
+        finally:
+            await c.close()
+    per_phone = accepted_per_destination(smsc.accepted())
+    assert set(per_phone) == {phone(i) for i in range(n)}
+    assert min(per_phone.values()) == segments
+    twice = {p for p, k in per_phone.items() if k > segments}
+    assert len(twice) <= settings.batch_size * settings.batches_in_flight
+    assert counters["dead"] == 0
+    print(f"\nPostgreSQL restart: {at_stop} segments at the stop, {len(twice)} sent twice, {retried} retried")
+
+
+# ------------------------------------------------------------------------------------ 4. a throttling storm
+
+
+@pytest.mark.parametrize(("status", "name"), [(0x58, "ESME_RTHROTTLED"), (0x14, "ESME_RMSGQFUL")])
+async def test_a_throttling_storm_sends_every_segment_exactly_once(conn, db_url, smsc, status, name) -> None:
+    n = 2_000
+    throttled = 3_000
+    await add_recipients(conn, n)
+    smsc.set_faults(throttle_count=throttled, throttle_status=status)
+    settings = dispatch_settings(smsc)
+    v = await issue(conn)
+    segments = await sms_segments_of(conn, v.warning_id)
+    async with running_dispatcher(db_url, settings) as dispatcher:
+        await wait_until(
+            lambda: _final(conn, v.warning_id, n), WAIT_S, f"every delivery delivered through {name}"
+        )
+        bind_throttled = sum(b.counters["throttled"] for b in dispatcher.endpoints[0].adapter.binds)
+        counters = dict(dispatcher.counters)
+    assert await states(conn, v.warning_id) == {"delivered": n}
+    received = smsc.received()
+    assert sum(r["outcome"] == "throttled" for r in received) == throttled
+    per_phone = accepted_per_destination(received)
+    assert set(per_phone) == {phone(i) for i in range(n)}
+    assert set(per_phone.values()) == {segments}, Counter(per_phone.values())  # every segment exactly once
+    assert counters["dead"] == 0 and bind_throttled > 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM svc.delivery WHERE warning_id = $1 AND attempts > 1", v.warning_id
     )

@@ -76,6 +76,13 @@ async def test_draft_submit_approve_by_a_second_person(client, tokens):
     response = await client.get(f"/api/v1/warnings/{wid}", headers=auth(tokens["dept"]))
     assert response.status == 200
     assert [v["status"] for v in (await response.json())["versions"]] == ["issued"]
+    # the approval promised the SMS deliveries in the same transaction (no dispatcher runs here)
+    response = await client.get(f"/api/v1/warnings/{wid}/deliveries", headers=auth(tokens["dept"]))
+    progress = await response.json()
+    assert response.status == 200 and progress["versions"] == [
+        {"version": 1, "deliveries": dict.fromkeys(progress["deliveries"], 0), "segments": 0}
+    ]
+    assert [(f["version"], f["channel"], f["state"]) for f in progress["fanouts"]] == [(1, "sms", "pending")]
 
 
 async def test_self_approval_is_a_403_naming_the_rule(client, tokens, built_url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import platformdirs
@@ -138,3 +139,30 @@ def test_a_database_url_is_never_echoed_in_an_error(tmp_path: Path) -> None:
 def test_only_the_environment_passed_in_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WARNINGS_SVC_PORT", "1234")
     assert load_settings(None, {}).port == 8080
+
+
+def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Path) -> None:
+    """deploy/warnings-svc.example.toml with every commented key switched on loads (a renamed or mistyped key
+    in the example would be an unknown-key error here)."""
+    example = Path(__file__).parents[2] / "deploy" / "warnings-svc.example.toml"
+    lines = []
+    for line in example.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^# ?(\[\[?[a-z.]+\]\]?|[a-z_]+ = .*)$", line)
+        setting = match.group(1) if match else ""
+        lines.append(setting if setting.startswith("[") else re.sub(r"\s+#\s.*$", "", setting))
+    path = tmp_path / "all.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    settings = load_settings(path, {})
+    assert settings.dispatch.sms[0].name == "cmcc" and settings.warnings.sms_segments == 3
+    assert settings.dispatch.sms[0].password_file == tmp_path / "keys" / "smsc-cmcc.password"
+
+
+def test_an_sms_endpoint_with_both_passwords_or_duplicate_names_is_refused(tmp_path: Path) -> None:
+    endpoint = 'host = "127.0.0.1"\nport = 2775\nsystem_id = "w"\n'
+    path = tmp_path / "s.toml"
+    path.write_text(f'[[dispatch.sms]]\n{endpoint}password = "x"\npassword_file = "p"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match="password or password_file"):
+        load_settings(path, {})
+    path.write_text(f"[[dispatch.sms]]\n{endpoint}\n[[dispatch.sms]]\n{endpoint}", encoding="utf-8")
+    with pytest.raises(SettingsError, match="names must be unique"):
+        load_settings(path, {})

@@ -87,14 +87,16 @@ async def issue(
 ) -> ws.Version:
     """A warning issued now (real time: the dispatcher compares with the database clock) by two people."""
     now = datetime.now(UTC)
+    # on the hour, as forecasters set them (times with minutes make the texts longer)
+    onset = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     v = await ws.create(
         conn,
         ctx,
         FORECASTER,
         hazard=hazard,
         level=level,
-        onset=now + timedelta(minutes=30),
-        expires=now + timedelta(hours=hours),
+        onset=onset,
+        expires=onset + timedelta(hours=hours),
         content=ws.Content(areas=areas),
         exercise=exercise,
         now=now,

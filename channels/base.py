@@ -111,10 +111,11 @@ class Channel(Protocol):
         per-item failure: those are results."""
         ...
 
-    def receipts(self, max_batch: int = 1000) -> AsyncIterator[list[Receipt]]:
+    def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[list[Receipt]]:
         """Receipts in batches as they arrive, for as long as the channel is open.
 
-        A batch holds whatever is queued right now: at least one receipt, at most ``max_batch``. A batch is
+        A batch holds whatever is queued right now: at least one receipt, at most ``max_batch``; with
+        ``linger_s`` a batch that is not full waits that long once for more. A batch is
         acknowledged to the remote end only when the consumer asks for the next batch, so a consumer that
         persists a batch before iterating again never loses one: if it dies first, the remote end sends those
         receipts again. Duplicates are therefore possible and the consumer must treat them idempotently.

@@ -53,6 +53,10 @@ T = TypeVar("T")
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError, TimeoutError)
 LINK_FAILURES = ("link down", "timeout", "channel closed")  # temporary failures that count against a circuit
 STATS_EVERY_S = 5.0
+# Receipts are stored a batch per transaction: wait a moment for a batch to fill rather than write thousands
+# of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
+RECEIPT_BATCH = 2000
+RECEIPT_LINGER_S = 0.05
 
 
 @dataclass
@@ -433,7 +437,7 @@ class Dispatcher:
 
     async def _store_receipts(self, endpoint: Endpoint) -> None:
         """Store every receipt batch before asking for the next (which acknowledges this one)."""
-        async for batch in endpoint.adapter.receipts():
+        async for batch in endpoint.adapter.receipts(max_batch=RECEIPT_BATCH, linger_s=RECEIPT_LINGER_S):
 
             async def store(batch: Sequence[Any] = batch) -> int:
                 async with self.pool.acquire() as conn:

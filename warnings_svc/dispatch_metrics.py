@@ -4,6 +4,7 @@ own in a `warnings-svc dispatch` process."""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -100,16 +101,16 @@ class DispatchMetrics:
     def observe_batch(
         self, channel: str, endpoint: str, results: Sequence[SendResult], counts: ResultCounts, seconds: float
     ) -> None:
-        for result in results:
-            self.outcomes.labels(channel, endpoint, str(result.outcome)).inc()
+        for outcome, n in Tally(str(r.outcome) for r in results).items():  # one labels() per outcome
+            self.outcomes.labels(channel, endpoint, outcome).inc(n)
         self.transitions.labels(channel, "sent").inc(counts.sent)
         self.transitions.labels(channel, "pending").inc(counts.retried)
         self.transitions.labels(channel, "dead").inc(counts.dead)
         self.send_seconds.labels(endpoint).observe(seconds)
 
     def observe_receipts(self, endpoint: str, receipts: Iterable[Receipt], settled: int) -> None:
-        for receipt in receipts:
-            self.receipts.labels(endpoint, str(receipt.state)).inc()
+        for state, n in Tally(str(r.state) for r in receipts).items():
+            self.receipts.labels(endpoint, state).inc(n)
 
     def observe_queue(self, stats: Iterable[Mapping[str, Any]]) -> None:
         seen: dict[str, dict[str, int]] = {}

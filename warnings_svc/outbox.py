@@ -288,13 +288,13 @@ async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
                         CASE WHEN bool_or(r.state IN ('failed', 'expired')) THEN 'failed'
                              WHEN count(r.state) FILTER (WHERE r.state <> 'en_route') < count(*) THEN NULL
                              WHEN bool_and(r.state = 'delivered') THEN 'delivered'
-                             ELSE 'accepted' END AS state
+                             ELSE 'accepted' END AS state,
+                        count(*) AS parts
                  FROM svc.delivery_part p
                  LEFT JOIN svc.receipt r ON r.endpoint = p.endpoint AND r.remote_id = p.remote_id
                  WHERE p.delivery_id = ANY($1::bigint[])
                  GROUP BY p.delivery_id) s
-           WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent'
-                 AND d.segments = (SELECT count(*) FROM svc.delivery_part q WHERE q.delivery_id = d.id)""",
+           WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent' AND d.segments = s.parts""",
         delivery_ids,
     )
     return int(status.split()[-1])

@@ -60,6 +60,14 @@ class SmppSettings:
     unbind_timeout_s: float = 2.0
 
 
+WRITE_BUFFER_HIGH = 256 * 1024  # bytes queued on the socket before a sender waits for it to drain
+
+
+def _time_out(future: asyncio.Future[p.Pdu]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("no response in time"))
+
+
 class SmppError(Exception):
     """Base of the SMPP adapter's errors."""
 
@@ -137,6 +145,8 @@ class SmppBind:
 
     async def wait_bound(self, timeout_s: float) -> bool:
         """Wait until bound, at most timeout_s; whether it is."""
+        if self._bound.is_set():  # the common case, without a timer per submit
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._bound.wait(), timeout_s)
         return self.is_bound
@@ -285,13 +295,18 @@ class SmppBind:
         if sequence > 0x7FFFFFFF:
             self._sequence = itertools.count(2)
             sequence = 1
-        future: asyncio.Future[p.Pdu] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[p.Pdu] = loop.create_future()
         self._pending[sequence] = future
+        # one timer handle, not asyncio.wait_for's task per request: thousands of requests a second
+        timer = loop.call_later(self.settings.response_timeout_s, _time_out, future)
         try:
             writer.write(p.encode_pdu(command_id, sequence, body))
-            await writer.drain()
-            return await asyncio.wait_for(future, self.settings.response_timeout_s)
+            if writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
+                await writer.drain()
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(sequence, None)
 
     # ------------------------------------------------------------------------------------------ sending
@@ -417,8 +432,9 @@ class SmsChannel:
             remote_ids.append(message_id)
         return SendResult(message.key, SendOutcome.ACCEPTED, tuple(remote_ids))
 
-    async def receipts(self, max_batch: int = 1000) -> AsyncIterator[list[Receipt]]:
-        """Batches of what is queued (1 to max_batch receipts), until the channel is closed and the queue drained.
+    async def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[list[Receipt]]:
+        """Batches of what is queued (1 to max_batch receipts), until the channel is closed and the queue drained;
+        with `linger_s`, a batch not full waits that long once for more (fewer, larger writes downstream).
 
         A batch's deliver_sm are answered only when the consumer asks for the next batch (see Channel.receipts):
         leaving the loop, or closing the channel, leaves the latest batch unanswered, for the SMSC to resend.
@@ -429,6 +445,10 @@ class SmsChannel:
             queued = await self._take_queued(max_batch)
             if not queued:
                 continue
+            if linger_s > 0 and len(queued) < max_batch:
+                await asyncio.sleep(linger_s)
+                while len(queued) < max_batch and not self._receipts.empty():
+                    queued.append(self._receipts.get_nowait())
             yield [receipt for receipt, _ in queued]
             # the consumer asked for the next batch: it has handled this one
             for _, handle in queued:

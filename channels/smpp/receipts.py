@@ -55,11 +55,16 @@ def is_receipt(message: ShortMessage) -> bool:
 
 
 def _smpp_time(raw: bytes) -> datetime | None:
-    """YYMMDDhhmm[ss] in UTC, as receipts write it; None when unreadable."""
-    text = raw.decode("ascii", errors="replace")
-    pattern = "%y%m%d%H%M%S" if len(text) >= 12 else "%y%m%d%H%M"
+    """YYMMDDhhmm[ss] in UTC, as receipts write it; None when unreadable. Sliced rather than strptime'd: every
+    receipt carries two of these."""
+    t = raw[:12]
+    if len(t) < 10 or not t.isdigit():
+        return None
     try:
-        return datetime.strptime(text[:12], pattern).replace(tzinfo=UTC)
+        return datetime(
+            2000 + int(t[0:2]), int(t[2:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]),
+            int(t[10:12]) if len(t) == 12 else 0, tzinfo=UTC,
+        )  # fmt: skip
     except ValueError:
         return None
 

@@ -20,6 +20,7 @@ needs one part more than ``ceil(n / 67)``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -140,16 +141,11 @@ def split_text(text: str, method: SegmentMethod = SegmentMethod.UDH, reference: 
     """
     if not text:
         raise SmsEncodingError("empty text: nothing to send")
-    coding = sms_coding(text)
-    width = 1 if coding == "GSM-7" else 2
-    units = _units(text, coding)
-    data_coding = DATA_CODING[coding]
-    octets = b"".join(units)
-    if len(octets) <= SINGLE_LIMIT[coding] * width:
+    data_coding, octets, chunks = _encoded(text)
+    if not chunks:
         return [SmsPart(short_message=octets, data_coding=data_coding)]
     if method is SegmentMethod.PAYLOAD:
         return [SmsPart(short_message=b"", data_coding=data_coding, tlvs={TAG_MESSAGE_PAYLOAD: octets})]
-    chunks = _split_units(units, PART_LIMIT[coding] * width)
     total = len(chunks)
     if total > 255:
         raise SmsEncodingError(f"text needs {total} parts; at most 255 can be tied together")
@@ -166,6 +162,19 @@ def split_text(text: str, method: SegmentMethod = SegmentMethod.UDH, reference: 
             }
             parts.append(SmsPart(chunk, data_coding, 0, tlvs, seq, total))
     return parts
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(text: str) -> tuple[int, bytes, tuple[bytes, ...]]:
+    """(data_coding, the whole text's octets, its part octets or () when one SMS holds it). Cached: a warning
+    sends the same few texts to every recipient, and only the part reference differs between them."""
+    coding = sms_coding(text)
+    width = 1 if coding == "GSM-7" else 2
+    units = _units(text, coding)
+    octets = b"".join(units)
+    if len(octets) <= SINGLE_LIMIT[coding] * width:
+        return DATA_CODING[coding], octets, ()
+    return DATA_CODING[coding], octets, tuple(_split_units(units, PART_LIMIT[coding] * width))
 
 
 def segment_count(text: str) -> int:

@@ -319,14 +319,15 @@ async def bare_client(
 async def draft(conn: asyncpg.Connection, ctx: ws.Issuing, level: str) -> ws.Version:
     """A heat warning for the whole city, created and submitted (approving it is what is timed)."""
     now = datetime.now(UTC)
+    onset = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)  # on the hour, as forecasters do
     v = await ws.create(
         conn,
         ctx,
         FORECASTER,
         hazard="heat",
         level=level,
-        onset=now + timedelta(minutes=30),
-        expires=now + timedelta(hours=24),
+        onset=onset,
+        expires=onset + timedelta(hours=24),
         content=ws.Content(areas=AREAS),
         now=now,
     )

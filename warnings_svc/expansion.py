@@ -32,7 +32,6 @@ from warnings_svc.outbox import DROPPED_REASON, TOLD_STATES, notify_dispatchers
 from warnings_svc.recipients import needs_message, reach, relevant_areas, selection
 
 DELIVERY_COLUMNS = (
-    "key",
     "fanout_id",
     "warning_id",
     "version",
@@ -116,9 +115,8 @@ def plan(
         if not needs_message(previous.get(c.id), version.told(areas)):
             unchanged += 1
             continue
-        key = f"{version.warning_id}-{version.version}/{channel}/{c.id}"
         rows.append(
-            (key, fanout_id, version.warning_id, version.version, channel, c.id, c.address, c.language,
+            (fanout_id, version.warning_id, version.version, channel, c.id, c.address, c.language,
              list(areas), priority)
         )  # fmt: skip
     return rows, unchanged

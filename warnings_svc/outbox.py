@@ -116,7 +116,8 @@ async def claim(
                reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
                final_at = CASE WHEN ready.live THEN NULL ELSE now() END
            FROM ready WHERE d.id = ready.id
-           RETURNING d.id, d.key, d.warning_id, d.version, d.address, d.language, d.attempts, ready.live""",
+           RETURNING d.id, d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
+                     d.warning_id, d.version, d.address, d.language, d.attempts, ready.live""",
         channel,
         limit,
         owner,

@@ -23,13 +23,14 @@ CREATE TABLE svc.fanout (
 );
 CREATE INDEX fanout_pending ON svc.fanout (priority, id) WHERE state = 'pending';
 
--- One message to one person on one channel. `key` is the idempotency key every attempt carries.
+-- One message to one person on one channel, at most one per version: (warning_id, version, channel,
+-- recipient_id) is its identity and, written as "warning-version/channel/recipient", the idempotency key every
+-- attempt carries (warnings_svc.outbox.claim). Few indexes on purpose: every state change rewrites them all.
 -- pending -> sending (claimed under a lease) -> sent (the remote end took it) -> delivered | accepted | failed
 -- (receipts); a temporary failure goes back to pending with a later next_attempt_at; dead: given up, with the
 -- reason; dropped: its version stopped being in force (updated, cancelled, expired) before it was sent.
 CREATE TABLE svc.delivery (
     id              bigserial PRIMARY KEY,
-    key             text NOT NULL UNIQUE,
     fanout_id       bigint NOT NULL REFERENCES svc.fanout (id),
     warning_id      bigint NOT NULL,
     version         int NOT NULL,
@@ -57,7 +58,8 @@ CREATE TABLE svc.delivery (
 );
 CREATE INDEX delivery_ready ON svc.delivery (channel, priority, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX delivery_leased ON svc.delivery (lease_until) WHERE state = 'sending';
-CREATE INDEX delivery_by_person ON svc.delivery (warning_id, recipient_id, version);
+-- What each person was told about a warning (Update and Cancel fan-outs), and no delivery twice.
+CREATE UNIQUE INDEX delivery_identity ON svc.delivery (warning_id, recipient_id, version, channel);
 
 -- The persisted message-id map: the ids a remote end gave each part, so receipts find their delivery.
 CREATE TABLE svc.delivery_part (

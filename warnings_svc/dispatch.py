@@ -163,18 +163,18 @@ class Dispatcher:
         for endpoint in self.endpoints:
             await endpoint.start()
         tasks = [
-            asyncio.create_task(self._listen(stop), name="dispatch-listen"),
-            asyncio.create_task(self._expand(stop), name="dispatch-expand"),
-            asyncio.create_task(self._reap(stop), name="dispatch-reap"),
+            self._supervised(stop, "dispatch-listen", partial(self._listen, stop)),
+            self._supervised(stop, "dispatch-expand", partial(self._expand, stop)),
+            self._supervised(stop, "dispatch-reap", partial(self._reap, stop)),
         ]
         senders = []
         for endpoint in self.endpoints:
             tasks.append(
-                asyncio.create_task(self._store_receipts(endpoint), name=f"receipts-{endpoint.name}")
+                self._supervised(stop, f"receipts-{endpoint.name}", partial(self._store_receipts, endpoint))
             )
             for i in range(self.settings.batches_in_flight):
                 senders.append(
-                    asyncio.create_task(self._send(endpoint, stop), name=f"send-{endpoint.name}-{i}")
+                    self._supervised(stop, f"send-{endpoint.name}-{i}", partial(self._send, endpoint, stop))
                 )
         log.info(
             "dispatcher started",
@@ -192,6 +192,28 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("dispatcher stopped", extra={"owner": self.owner, **self.counters})
+
+    def _supervised(
+        self, stop: asyncio.Event, name: str, loop: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Run one of the dispatcher's loops as a task that a bug cannot silently end: an unexpected error is
+        logged with its traceback and the loop starts again a second later (its leased deliveries, if any,
+        return when their lease runs out)."""
+
+        async def run() -> None:
+            while True:
+                try:
+                    await loop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("dispatcher loop failed; starting it again", extra={"loop": name})
+                    if stop.is_set():
+                        return
+                    await asyncio.sleep(1.0)
+
+        return asyncio.create_task(run(), name=name)
 
     async def _schema_ready(self, stop: asyncio.Event) -> bool:
         """Wait until the outbox tables exist (a service starting up applies migrations meanwhile); False when
@@ -339,11 +361,22 @@ class Dispatcher:
     async def _send_batch(self, endpoint: Endpoint, claimed: list[outbox.Claimed]) -> None:
         texts = await self._with_database(None, "texts", lambda: self._texts_for(claimed))
         messages = [
-            OutboundMessage(c.key, c.address, texts[(c.warning_id, c.version, c.language)]) for c in claimed
+            OutboundMessage(c.key, c.address, text)
+            for c in claimed
+            if (text := texts.get((c.warning_id, c.version, c.language)))
         ]
         started = time.monotonic()
-        results = await self._send_paced(endpoint, messages)
+        sent = iter(await self._send_paced(endpoint, messages))
         elapsed = time.monotonic() - started
+        # a version without an SMS text (a damaged row) is a dead letter, not a batch failing for ever
+        results = [
+            next(sent)
+            if (c.warning_id, c.version, c.language) in texts
+            else SendResult(
+                c.key, SendOutcome.PERMANENT_FAILURE, reason=f"no SMS text issued for {c.language}"
+            )
+            for c in claimed
+        ]
         self._judge(endpoint, results)
         delays = [self._retry_delay(c, r) for c, r in zip(claimed, results, strict=True)]
         retry = outbox.Retry(self.settings.max_attempts, 0.0)
@@ -408,7 +441,8 @@ class Dispatcher:
         return delay
 
     async def _texts_for(self, claimed: Sequence[outbox.Claimed]) -> dict[tuple[int, int, str], str]:
-        """The SMS text of each (warning, version, language) in the batch, as issued (cached)."""
+        """The SMS text of each (warning, version, language) in the batch, as issued (cached); missing when
+        the version has none."""
         missing = {
             (c.warning_id, c.version)
             for c in claimed
@@ -424,13 +458,21 @@ class Dispatcher:
                 )
             for r in rows:
                 rendered = r["rendered"]
-                rendered = json.loads(rendered) if isinstance(rendered, str) else rendered
+                rendered = json.loads(rendered) if isinstance(rendered, str) else (rendered or {})
                 for language, texts in rendered.items():
-                    self._texts[(r["warning_id"], r["version"], language)] = texts["sms_full"]
+                    if (
+                        isinstance(texts, dict)
+                        and isinstance(texts.get("sms_full"), str)
+                        and texts["sms_full"]
+                    ):
+                        self._texts[(r["warning_id"], r["version"], language)] = texts["sms_full"]
         out = {}
         for c in claimed:
             k = (c.warning_id, c.version, c.language)
-            out[k] = self._texts.get(k) or self._texts[(c.warning_id, c.version, "zh-CN")]
+            # a language the version was not issued in falls back to Chinese, the public's language
+            text = self._texts.get(k) or self._texts.get((c.warning_id, c.version, "zh-CN"))
+            if text is not None:
+                out[k] = text
         return out
 
     # ------------------------------------------------------------------------------------------ receipts

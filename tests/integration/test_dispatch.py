@@ -198,3 +198,23 @@ async def _fanouts_done(conn: asyncpg.Connection, n: int) -> bool:
 
 async def _no_pending(conn: asyncpg.Connection) -> bool:
     return not await conn.fetchval("SELECT count(*) FROM svc.delivery WHERE state IN ('pending', 'sending')")
+
+
+async def test_a_version_without_an_sms_text_is_dead_lettered_and_the_rest_still_goes(
+    conn, db_url, smsc
+) -> None:
+    await add_recipients(conn, 30)
+    damaged = await issue(conn, areas=("150302",))
+    sound = await issue(conn, areas=("150303",))
+    # a damaged row (restored from a bad backup, say): nothing to send, and no batch may fail for ever on it
+    await conn.execute(
+        "UPDATE svc.warning_version SET rendered = '{}' WHERE warning_id = $1", damaged.warning_id
+    )
+    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+        await wait_until(lambda: _settled(conn, sound.warning_id), 30, "the sound warning delivered")
+        await wait_until(lambda: _settled(conn, damaged.warning_id), 30, "the damaged one dead-lettered")
+    assert await states(conn, sound.warning_id) == {"delivered": 10}
+    reasons = await conn.fetch(
+        "SELECT DISTINCT state, reason FROM svc.delivery WHERE warning_id = $1", damaged.warning_id
+    )
+    assert [(r["state"], r["reason"]) for r in reasons] == [("dead", "refused: no SMS text issued for zh-CN")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -50,7 +51,15 @@ from warnings_svc.warning_store import region_units
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError, TimeoutError)
+# InternalClientError: asyncpg's state when a connection broke mid-operation (seen across a server restart)
+DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+)
 LINK_FAILURES = ("link down", "timeout", "channel closed")  # temporary failures that count against a circuit
 STATS_EVERY_S = 5.0
 # Receipts are stored a batch per transaction: wait a moment for a batch to fill rather than write thousands
@@ -69,6 +78,7 @@ class Endpoint:
     breaker: CircuitBreaker
     bucket: TokenBucket | None = None
     cost: Callable[[str], int] = field(default=lambda text: 1)  # rate-limit tokens one message uses
+    probing: bool = False  # a sender is sending the half-open circuit's probe batch
 
     async def start(self) -> None:
         start = getattr(self.adapter, "start", None)
@@ -152,6 +162,7 @@ class Dispatcher:
         self._fanouts = asyncio.Event()  # fan-outs may be pending
         self._texts: dict[tuple[int, int, str], str] = {}
         self._units: dict[str, UnitRecord] | None = None
+        self._claims = itertools.count(1)
         self.counters = {"expanded": 0, "claimed": 0, "sent": 0, "retried": 0, "dead": 0, "receipts": 0}
 
     # ------------------------------------------------------------------------------------------ running
@@ -333,24 +344,38 @@ class Dispatcher:
             now = time.monotonic()
             state = endpoint.breaker.state_at(now)
             self.metrics.circuit_state.labels(endpoint.name).set(_CIRCUIT_VALUE[state])
-            if state is CircuitState.open:
-                await asyncio.sleep(min(endpoint.breaker.retry_in(now), self.settings.poll_s))
+            if state is CircuitState.open or (state is CircuitState.half_open and endpoint.probing):
+                # open: wait for the cool-down; half-open: one sender probes, the others wait for its verdict
+                await asyncio.sleep(
+                    min(endpoint.breaker.retry_in(now) or self.settings.poll_s, self.settings.poll_s)
+                )
                 continue
             self._work.clear()
-            claimed = await self._with_database(stop, "claim", lambda: self._claim(endpoint, batch_size))
+            lease = (
+                f"{self.owner}#{next(self._claims)}"  # each claim its own lease: stale results are refused
+            )
+            claimed = await self._with_database(
+                stop, "claim", partial(self._claim, endpoint, lease, batch_size)
+            )
             if not claimed:
                 await self._wait(self._work, self.settings.poll_s)
                 continue
             self._work.set()  # there may be more: let the other senders look
-            if not endpoint.breaker.allow(time.monotonic()):  # another sender holds the half-open probe
+            probing = endpoint.breaker.state_at(time.monotonic()) is CircuitState.half_open
+            if not endpoint.breaker.allow(time.monotonic()):  # another sender took the probe meanwhile
                 await self._with_database(None, "release", partial(self._release, claimed))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(self.settings.poll_s)
                 continue
-            await self._send_batch(endpoint, claimed)
+            endpoint.probing = endpoint.probing or probing
+            try:
+                await self._send_batch(endpoint, lease, claimed)
+            finally:
+                if probing:
+                    endpoint.probing = False
 
-    async def _claim(self, endpoint: Endpoint, limit: int) -> list[outbox.Claimed]:
+    async def _claim(self, endpoint: Endpoint, lease: str, limit: int) -> list[outbox.Claimed]:
         async with self.pool.acquire() as conn:
-            claimed = await outbox.claim(conn, endpoint.channel, self.owner, limit, self.settings.lease_s)
+            claimed = await outbox.claim(conn, endpoint.channel, lease, limit, self.settings.lease_s)
         self.counters["claimed"] += len(claimed)
         return claimed
 
@@ -358,7 +383,27 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             await outbox.release(conn, [c.id for c in claimed])
 
-    async def _send_batch(self, endpoint: Endpoint, claimed: list[outbox.Claimed]) -> None:
+    async def _send_batch(self, endpoint: Endpoint, lease: str, claimed: list[outbox.Claimed]) -> None:
+        renewing = asyncio.create_task(self._renew(lease, [c.id for c in claimed]))
+        try:
+            await self._send_and_store(endpoint, lease, claimed)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew(self, lease: str, ids: list[int]) -> None:
+        """Keep the batch's lease while it is being sent: only a dispatcher that stopped answering loses it."""
+        every = self.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.pool.acquire() as conn:
+                    await outbox.renew_leases(conn, lease, ids, self.settings.lease_s)
+            except DATABASE_ERRORS as e:
+                log.warning("lease renewal failed", extra={"error": " ".join(str(e).split())})
+
+    async def _send_and_store(self, endpoint: Endpoint, lease: str, claimed: list[outbox.Claimed]) -> None:
         texts = await self._with_database(None, "texts", lambda: self._texts_for(claimed))
         messages = [
             OutboundMessage(c.key, c.address, text)
@@ -384,7 +429,7 @@ class Dispatcher:
         async def store() -> outbox.ResultCounts:
             async with self.pool.acquire() as conn:
                 return await outbox.record_results(
-                    conn, endpoint.name, self.owner, claimed, results, retry, delays
+                    conn, endpoint.name, lease, claimed, results, retry, delays
                 )
 
         counts = await self._with_database(None, "results", store)

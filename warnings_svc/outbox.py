@@ -19,6 +19,7 @@ one short transaction: PostgreSQL queues slow down sharply when long transaction
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,7 +97,7 @@ async def write_fanouts(
 
 
 async def claim(
-    conn: asyncpg.Connection, channel: str, owner: str, limit: int, lease_s: float
+    conn: asyncpg.Connection, channel: str, lease: str, limit: int, lease_s: float
 ) -> list[Claimed]:
     """Lease up to `limit` ready deliveries of `channel` (red first, then by due time); drop the ready ones whose
     version is no longer in force on the way. One statement: the rows are locked only while it runs."""
@@ -120,7 +121,7 @@ async def claim(
                      d.warning_id, d.version, d.address, d.language, d.attempts, ready.live""",
         channel,
         limit,
-        owner,
+        lease,
         lease_s,
         DROPPED_REASON,
     )
@@ -143,6 +144,19 @@ async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
     return int(status.split()[-1])
 
 
+async def renew_leases(conn: asyncpg.Connection, lease: str, ids: Sequence[int], lease_s: float) -> int:
+    """Extend the lease of a batch still being sent (a slow SMSC, a long throttling pause); how many rows
+    were still held under `lease`."""
+    status = await conn.execute(
+        """UPDATE svc.delivery SET lease_until = now() + make_interval(secs => $3)
+           WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = $2""",
+        list(ids),
+        lease,
+        lease_s,
+    )
+    return int(status.split()[-1])
+
+
 async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
     """Give leased deliveries back untried (a dispatcher stopping before sending them)."""
     await conn.execute(
@@ -159,15 +173,16 @@ async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
 async def record_results(
     conn: asyncpg.Connection,
     endpoint: str,
-    owner: str,
+    lease: str,
     claimed: Sequence[Claimed],
     results: Sequence[SendResult],
     retry: Retry,
     delays: Sequence[float],
 ) -> ResultCounts:
     """Store one batch's outcomes (``results[i]`` is for ``claimed[i]``; ``delays[i]`` is the backoff to use if
-    it failed temporarily) and the message-id map, in one transaction. Only rows still leased to `owner` are
-    changed: a row whose lease ran out and was claimed by another dispatcher belongs to that one now."""
+    it failed temporarily) and the message-id map, in one transaction. Only rows still held under this claim's
+    `lease` are changed, and only their outcomes counted: a row whose lease ran out and was claimed again
+    (by another dispatcher, or another sender of this one) belongs to that claim now."""
     ids: list[int] = []
     states: list[str] = []
     reasons: list[str] = []
@@ -175,7 +190,6 @@ async def record_results(
     segments: list[int] = []
     part_ids: list[int] = []
     part_remote: list[str] = []
-    counts = {"sent": 0, "retried": 0, "dead": 0}
     for item, result in zip(claimed, results, strict=True):
         if result.key != item.key:
             raise ValueError(f"result for {result.key} where {item.key} was expected")
@@ -192,7 +206,6 @@ async def record_results(
             )
         else:
             state, reason = "dead", f"refused: {result.reason or 'permanent failure'}"
-        counts[{"sent": "sent", "pending": "retried", "dead": "dead"}[state]] += 1
         ids.append(item.id)
         states.append(state)
         reasons.append(reason)
@@ -200,7 +213,7 @@ async def record_results(
         segments.append(len(result.remote_ids))
     async with conn.transaction():
         await _serialise_with_receipts(conn, endpoint)
-        await conn.execute(
+        changed = await conn.fetch(
             """UPDATE svc.delivery d
                SET state = r.state, reason = r.reason, lease_owner = NULL, lease_until = NULL,
                    endpoint = CASE WHEN r.state = 'sent' THEN $2 ELSE d.endpoint END,
@@ -211,15 +224,20 @@ async def record_results(
                    final_at = CASE WHEN r.state = 'dead' THEN now() ELSE d.final_at END
                FROM unnest($1::bigint[], $4::text[], $5::text[], $6::float8[], $7::int[])
                     AS r(id, state, reason, wait, segments)
-               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = $3""",
+               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = $3
+               RETURNING d.id""",
             ids,
             endpoint,
-            owner,
+            lease,
             states,
             reasons,
             waits,
             segments,
         )
+        mine = {r["id"] for r in changed}
+        kept = [i for i, delivery in enumerate(part_ids) if delivery in mine]
+        part_ids = [part_ids[i] for i in kept]
+        part_remote = [part_remote[i] for i in kept]
         if part_ids:
             await conn.execute(
                 """INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id)
@@ -231,7 +249,8 @@ async def record_results(
                 part_ids,
             )
         settled = await _settle(conn, sorted(set(part_ids))) if part_ids else 0
-    return ResultCounts(counts["sent"], counts["retried"], counts["dead"], settled)
+    outcome = Counter(state for i, state in zip(ids, states, strict=True) if i in mine)
+    return ResultCounts(outcome["sent"], outcome["pending"], outcome["dead"], settled)
 
 
 async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequence[Receipt]) -> int:

@@ -60,6 +60,7 @@ class SmppSettings:
     unbind_timeout_s: float = 2.0
 
 
+MAX_PART_THROTTLES = 50  # throttled answers to one later part before the message is given back
 WRITE_BUFFER_HIGH = 256 * 1024  # bytes queued on the socket before a sender waits for it to drain
 
 
@@ -416,11 +417,19 @@ class SmsChannel:
         bind = self._pick_bind()
         remote_ids: list[str] = []
         for part in parts:
-            try:
-                status, message_id = await bind.submit(message.address, part)
-            except (LinkDown, TimeoutError, OSError) as e:
-                reason = "timeout" if isinstance(e, TimeoutError) else "link down"
-                return SendResult(message.key, SendOutcome.TEMPORARY_FAILURE, tuple(remote_ids), reason)
+            throttled = 0
+            while True:
+                try:
+                    status, message_id = await bind.submit(message.address, part)
+                except (LinkDown, TimeoutError, OSError) as e:
+                    reason = "timeout" if isinstance(e, TimeoutError) else "link down"
+                    return SendResult(message.key, SendOutcome.TEMPORARY_FAILURE, tuple(remote_ids), reason)
+                # A later part throttled is resent in place (the bind waits out its pause first): giving the
+                # message back would resend its earlier parts under a new reference, a broken duplicate.
+                if status in p.THROTTLING_STATUSES and remote_ids and throttled < MAX_PART_THROTTLES:
+                    throttled += 1
+                    continue
+                break
             if status != p.ESME_ROK:
                 outcome = (
                     SendOutcome.TEMPORARY_FAILURE

@@ -319,7 +319,9 @@ async def bare_client(
 async def draft(conn: asyncpg.Connection, ctx: ws.Issuing, level: str) -> ws.Version:
     """A heat warning for the whole city, created and submitted (approving it is what is timed)."""
     now = datetime.now(UTC)
-    onset = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)  # on the hour, as forecasters do
+    onset = now.replace(minute=0, second=0, microsecond=0) + timedelta(
+        hours=1
+    )  # on the hour, as forecasters do
     v = await ws.create(
         conn,
         ctx,

@@ -138,18 +138,9 @@ async def running_dispatcher(
     database_url: str, settings: DispatchSettings, *, region: str = "wuhai"
 ) -> AsyncIterator[Dispatcher]:
     """A dispatcher running in this event loop until the block ends."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    dispatcher = Dispatcher(
-        pool, database_url, settings, [sms_endpoint(e, settings) for e in settings.sms], region=region
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    try:
+    endpoints = [sms_endpoint(e, settings) for e in settings.sms]
+    async with running_dispatcher_on(database_url, settings, endpoints, region=region) as dispatcher:
         yield dispatcher
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await pool.close()
 
 
 async def wait_until(

@@ -424,7 +424,7 @@ class Dispatcher:
         ]
         self._judge(endpoint, results)
         delays = [self._retry_delay(c, r) for c, r in zip(claimed, results, strict=True)]
-        retry = outbox.Retry(self.settings.max_attempts, 0.0)
+        retry = outbox.Retry(self.settings.max_attempts)
 
         async def store() -> outbox.ResultCounts:
             async with self.pool.acquire() as conn:

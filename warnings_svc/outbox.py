@@ -52,10 +52,10 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """How to treat a temporary failure: give up after ``max_attempts``, else try again after ``delay_s``."""
+    """How to treat a temporary failure: give up after ``max_attempts`` (the delay is per item, see
+    `record_results`)."""
 
     max_attempts: int
-    delay_s: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,15 +287,13 @@ class Dispatcher:
                 await asyncio.sleep(self.settings.poll_s)
                 continue
             try:
-                await conn.add_listener(outbox.DISPATCH_CHANNEL, self._heard)
-                self._work.set()  # anything notified while we were not listening
-                self._fanouts.set()
-                while not stop.is_set() and not conn.is_closed():
-                    await asyncio.sleep(self.settings.poll_s)
-                    with contextlib.suppress(*DATABASE_ERRORS):
+                with contextlib.suppress(*DATABASE_ERRORS):  # a dropped connection: the loop reconnects
+                    await conn.add_listener(outbox.DISPATCH_CHANNEL, self._heard)
+                    self._work.set()  # anything notified while we were not listening
+                    self._fanouts.set()
+                    while not stop.is_set() and not conn.is_closed():
+                        await asyncio.sleep(self.settings.poll_s)
                         await conn.execute("SELECT 1")  # notice a dead connection
-            except DATABASE_ERRORS:
-                pass  # reconnect below
             finally:
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await asyncio.wait_for(conn.close(), 2)

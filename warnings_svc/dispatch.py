@@ -528,9 +528,9 @@ class Dispatcher:
                 async with self.pool.acquire() as conn:
                     return await outbox.store_receipts(conn, endpoint.name, batch)
 
-            settled = await self._with_database(None, "receipts", store)
+            await self._with_database(None, "receipts", store)
             self.counters["receipts"] += len(batch)
-            self.metrics.observe_receipts(endpoint.name, batch, settled)
+            self.metrics.observe_receipts(endpoint.name, batch)
 
     # ------------------------------------------------------------------------------------------ leases
 

@@ -108,7 +108,7 @@ class DispatchMetrics:
         self.transitions.labels(channel, "dead").inc(counts.dead)
         self.send_seconds.labels(endpoint).observe(seconds)
 
-    def observe_receipts(self, endpoint: str, receipts: Iterable[Receipt], settled: int) -> None:
+    def observe_receipts(self, endpoint: str, receipts: Iterable[Receipt]) -> None:
         for state, n in Tally(str(r.state) for r in receipts).items():
             self.receipts.labels(endpoint, state).inc(n)
 

@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -62,6 +61,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests/ holds the factories and the loopback peer
     sys.path.insert(0, str(ROOT))
+
+from machine_facts import cpu_and_memory  # noqa: E402  (bench/machine_facts.py, beside this script)
 
 from channels.base import HealthState, OutboundMessage, SendOutcome  # noqa: E402
 from channels.smpp.esme import SmppSettings, SmsChannel  # noqa: E402
@@ -561,24 +562,13 @@ async def latency(
 
 
 def machine(pg_version: str | None) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        mem = 0
     node = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         if shutil.which("node"):
             node = subprocess.run(
                 ["node", "--version"], capture_output=True, text=True, timeout=10
             ).stdout.strip()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem / 2**30, 1),
-        "python": platform.python_version(),
+    return cpu_and_memory() | {
         "asyncpg": asyncpg.__version__,
         "postgresql": pg_version,
         "node": node,

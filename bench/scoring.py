@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from machine_facts import cpu_and_memory  # bench/machine_facts.py, beside this script
 from scipy.ndimage import zoom
 from scipy.special import expit
 
@@ -534,21 +533,13 @@ def machine() -> dict[str, Any]:
     import dask
     import numba
 
-    cpu = platform.processor() or platform.machine()
-    # optional: not every system names its CPU
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        mem = 0
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "xarray": xr.__version__}
+    versions = {"numpy": np.__version__, "xarray": xr.__version__}
     versions |= {"dask": dask.__version__, "numba": numba.__version__}
     with contextlib.suppress(ImportError):  # the baseline's library, when installed
         import xclim
 
         versions["xclim"] = xclim.__version__
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), **versions}
+    return cpu_and_memory() | versions
 
 
 def print_table(result: dict[str, Any]) -> None:

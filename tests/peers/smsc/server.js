@@ -84,13 +84,15 @@ let counters = freshCounters();
 const destinations = new Set(); // destination_addr of every accepted submit_sm, in both record modes
 let nextMessageId = FIRST_MESSAGE_ID;
 const pendingReceipts = new Map(); // system_id -> [receipt options] waiting for a bound session
-const recordStream = RECORD_FILE ? fs.createWriteStream(RECORD_FILE, { flags: "a" }) : null;
+// Written synchronously, line by line: a test may SIGKILL the peer (an SMSC crash) and must still read every
+// record made before the kill (a write stream would lose what it had buffered).
+const recordFd = RECORD_FILE ? fs.openSync(RECORD_FILE, "a") : null;
 
 function record(entry) {
   if (RECORD_MODE === "counts") return;
   entry.at = Date.now() / 1000;
   records.push(entry);
-  if (recordStream) recordStream.write(JSON.stringify(entry) + "\n");
+  if (recordFd !== null) fs.writeSync(recordFd, JSON.stringify(entry) + "\n");
 }
 
 function hex(buffer) {
@@ -341,7 +343,7 @@ const stop = () => {
   for (const s of [...server.sessions]) s.destroy();
   server.close();
   control.close();
-  if (recordStream) recordStream.end();
+  if (recordFd !== null) fs.closeSync(recordFd);
   process.exit(0);
 };
 process.on("SIGTERM", stop);

@@ -165,25 +165,9 @@ async def warning_deliveries(request: web.Request) -> web.Response:
     warning_id = _path_id(request)
     with _answers():
         async with request.app[POOL].acquire() as conn:
-            found = await store.versions(conn, warning_id)
-            total = await outbox.summary(conn, warning_id)
-            per_version = [
-                {"version": v.state.version, **await outbox.summary(conn, warning_id, v.state.version)}
-                for v in found
-                if v.identifier is not None
-            ]
-    return web.json_response(
-        {
-            "id": warning_id,
-            "deliveries": total["deliveries"],
-            "segments": total["segments"],
-            "versions": [
-                {"version": p["version"], "deliveries": p["deliveries"], "segments": p["segments"]}
-                for p in per_version
-            ],
-            "fanouts": total["fanouts"],
-        }
-    )
+            await store.versions(conn, warning_id)  # a 404 for a warning that does not exist
+            progress = await outbox.summary(conn, warning_id)
+    return web.json_response({"id": warning_id} | progress)
 
 
 async def preview_warning(request: web.Request) -> web.Response:

@@ -334,23 +334,29 @@ async def queue_stats(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def summary(conn: asyncpg.Connection, warning_id: int, version: int | None = None) -> dict[str, Any]:
-    """Deliveries of a warning (or one version) by state, with segments and fan-out progress: the API's view."""
-    where = "warning_id = $1" + ("" if version is None else " AND version = $2")
-    args: list[Any] = [warning_id] + ([] if version is None else [version])
-    by_state = await conn.fetch(
-        f"SELECT state, count(*) AS n, sum(segments) AS segments FROM svc.delivery WHERE {where} GROUP BY state",
-        *args,
+async def summary(conn: asyncpg.Connection, warning_id: int) -> dict[str, Any]:
+    """Deliveries of a warning by state with segments, overall and per version, and each fan-out's progress:
+    the API's view. One pass over the warning's deliveries."""
+    rows = await conn.fetch(
+        """SELECT version, state, count(*) AS n, coalesce(sum(segments), 0) AS segments FROM svc.delivery
+           WHERE warning_id = $1 GROUP BY version, state ORDER BY version""",
+        warning_id,
     )
     fanouts = await conn.fetch(
-        f"""SELECT version, channel, state, deliveries, unchanged, reason FROM svc.fanout WHERE {where}
-            ORDER BY version, channel""",
-        *args,
+        """SELECT version, channel, state, deliveries, unchanged, reason FROM svc.fanout WHERE warning_id = $1
+           ORDER BY version, channel""",
+        warning_id,
     )
-    states = {s: 0 for s in STATES}
-    states.update({r["state"]: r["n"] for r in by_state})
-    return {
-        "deliveries": states,
-        "segments": sum(int(r["segments"] or 0) for r in by_state),
-        "fanouts": [dict(r) for r in fanouts],
+    total: dict[str, Any] = {"deliveries": dict.fromkeys(STATES, 0), "segments": 0}
+    versions: dict[int, dict[str, Any]] = {
+        f["version"]: {"version": f["version"], "deliveries": dict.fromkeys(STATES, 0), "segments": 0}
+        for f in fanouts
     }
+    for r in rows:
+        version = versions.setdefault(
+            r["version"], {"version": r["version"], "deliveries": dict.fromkeys(STATES, 0), "segments": 0}
+        )
+        for part in (total, version):
+            part["deliveries"][r["state"]] += r["n"]
+            part["segments"] += int(r["segments"])
+    return total | {"versions": list(versions.values()), "fanouts": [dict(f) for f in fanouts]}

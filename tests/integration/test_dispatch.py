@@ -20,6 +20,7 @@ from tests.factories_dispatch import (
     successor,
     wait_until,
 )
+from warnings_svc import outbox
 
 
 @pytest.fixture
@@ -52,6 +53,11 @@ async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_ur
     assert segments >= 2 and set(per_phone.values()) == {segments}  # every segment sent exactly once
     parts = await conn.fetchval("SELECT count(*) FROM svc.delivery_part")
     assert parts == 300 * segments == await conn.fetchval("SELECT count(*) FROM svc.receipt")
+    progress = await outbox.summary(conn, v.warning_id)  # what GET /api/v1/warnings/{id}/deliveries shows
+    assert progress["deliveries"]["delivered"] == 300 and progress["segments"] == 300 * segments
+    assert progress["versions"] == [
+        {"version": 1, "deliveries": progress["deliveries"], "segments": 300 * segments}
+    ]
 
 
 async def _all_final(conn: asyncpg.Connection, warning_id: int, n: int) -> bool:

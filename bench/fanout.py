@@ -68,10 +68,17 @@ from channels.base import HealthState, OutboundMessage, SendOutcome  # noqa: E40
 from channels.smpp.esme import SmppSettings, SmsChannel  # noqa: E402
 from risk_zoning.db import DatabaseError, EmbeddedPostgres  # noqa: E402
 from tests.factories_db import fresh_database  # noqa: E402
-from tests.factories_dispatch import APPROVER, FORECASTER, add_recipients, sms_segments_of, states  # noqa: E402
+from tests.factories_dispatch import (  # noqa: E402
+    APPROVER,
+    FORECASTER,
+    add_recipients,
+    running_dispatcher_on,
+    sms_segments_of,
+    states,
+)
 from tests.peers.smsc_fixture import SmscPeer, SmscPeerError, start_smsc  # noqa: E402
 from warnings_svc import warning_store as ws  # noqa: E402
-from warnings_svc.dispatch import Dispatcher, sms_endpoint  # noqa: E402
+from warnings_svc.dispatch import sms_endpoint  # noqa: E402
 from warnings_svc.lifecycle import Action  # noqa: E402
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings  # noqa: E402
 from warnings_svc.texts import sms_segments  # noqa: E402
@@ -218,27 +225,14 @@ def dispatch_settings(
 @contextlib.asynccontextmanager
 async def dispatcher_running(database_url: str, settings: DispatchSettings, region: str) -> Any:
     """A dispatcher in this event loop with the pool `warnings-svc dispatch` gives it, bound before yielding."""
-    pool = await asyncpg.create_pool(
-        database_url, min_size=1, max_size=settings.batches_in_flight * len(settings.sms) + 4
-    )
-    dispatcher = Dispatcher(
-        pool, database_url, settings, [sms_endpoint(e, settings) for e in settings.sms], region=region
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    try:
+    endpoints = [sms_endpoint(e, settings) for e in settings.sms]
+    async with running_dispatcher_on(database_url, settings, endpoints, region=region) as dispatcher:
         deadline = time.monotonic() + 15
         while not all(e.adapter.health().state is HealthState.UP for e in dispatcher.endpoints):
-            if task.done() or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise BenchError("the dispatcher did not bind to the SMSC within 15 s")
             await asyncio.sleep(0.05)
         yield dispatcher
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, 30)
-        finally:
-            await pool.close()
 
 
 # ---------------------------------------------------------------------------------------------- the ceiling

@@ -20,7 +20,7 @@ import asyncpg
 
 from channels.smpp.esme import SmsChannel
 from warnings_svc import warning_store as ws
-from warnings_svc.dispatch import Dispatcher, Endpoint, sms_endpoint
+from warnings_svc.dispatch import Dispatcher, Endpoint, pool_size, sms_endpoint
 from warnings_svc.lifecycle import Action, Actor, Role
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings
 from warnings_svc.texts import sms_segments
@@ -271,8 +271,8 @@ def sms_endpoint_tuned(e: SmsEndpointSettings, settings: DispatchSettings, **smp
 async def running_dispatcher_on(
     database_url: str, settings: DispatchSettings, endpoints: list[Endpoint], *, region: str = "wuhai"
 ) -> AsyncIterator[Dispatcher]:
-    """`running_dispatcher` with endpoints of the caller's making."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    """`running_dispatcher` with endpoints of the caller's making, on the pool `warnings-svc dispatch` gives it."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size(settings))
     dispatcher = Dispatcher(pool, database_url, settings, endpoints, region=region)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
@@ -280,5 +280,7 @@ async def running_dispatcher_on(
         yield dispatcher
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
-        await pool.close()
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            await pool.close()

@@ -26,7 +26,7 @@ from warnings_svc.app import MIGRATIONS, create_app
 from warnings_svc.audit_log import verify_log
 from warnings_svc.criteria import CriteriaError
 from warnings_svc.demo_users import seed_demo_recipients, seed_demo_users
-from warnings_svc.dispatch import Dispatcher, Endpoint, endpoints_from_settings
+from warnings_svc.dispatch import Dispatcher, Endpoint, endpoints_from_settings, pool_size
 from warnings_svc.dispatch_metrics import DispatchMetrics, serve_metrics
 from warnings_svc.hazards import HazardError
 from warnings_svc.lifecycle import Role
@@ -333,7 +333,7 @@ async def _dispatch(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url, max_size=settings.dispatch.batches_in_flight * len(endpoints) + 4)
+    pool = await create_pool(url, max_size=pool_size(settings.dispatch))
     metrics = DispatchMetrics()
     runner = None
     try:

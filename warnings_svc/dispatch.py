@@ -130,6 +130,12 @@ def endpoints_from_settings(settings: DispatchSettings) -> list[Endpoint]:
     return [sms_endpoint(e, settings) for e in settings.sms]
 
 
+def pool_size(settings: DispatchSettings) -> int:
+    """Connections a dispatcher process wants: one per batch in flight, and a few for expansion, receipts,
+    leases and texts."""
+    return settings.batches_in_flight * max(len(settings.sms), 1) + 4
+
+
 def owner_name() -> str:
     """This dispatcher's name on its leases: host, process and a random tag (a restarted process differs)."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"

@@ -7,9 +7,11 @@ One `Dispatcher` runs these asyncio tasks until stopped:
   database restart only costs `poll_s`);
 - an expander turning pending fan-outs into deliveries (`expansion.expand_next`);
 - per endpoint, `batches_in_flight` senders: claim a batch (red first), respect the endpoint's rate limit
-  and circuit breaker, send, store the outcomes; temporary failures come back after exponential backoff with
-  full jitter (or the adapter's own hint, e.g. an SMSC's throttling), permanent ones and exhausted retries go
-  to ``dead`` with the reason;
+  and circuit breaker, send, and hand the outcomes to the endpoint's results writer, which stores every batch
+  waiting in one transaction while the senders go on (so the SMSC's window never waits for the database);
+  temporary failures come back after exponential backoff with full jitter (or the adapter's own hint, e.g.
+  an SMSC's throttling), permanent ones and exhausted retries go to ``dead`` with the reason. A batch keeps
+  its lease (renewed every third of `lease_s`) until its outcomes are stored;
 - per endpoint, a receipt writer: a batch of receipts is stored before the adapter acknowledges it to the
   remote end (the adapter acknowledges a batch when the next one is asked for), so a crash loses none;
 - a reaper returning expired leases (a dispatcher that died mid-send) to the queue, and refreshing the
@@ -84,6 +86,14 @@ class Endpoint:
         start = getattr(self.adapter, "start", None)
         if start is not None:
             await start(wait_s=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch sent, waiting for its outcomes to be stored; `seconds` it took to send."""
+
+    batch: outbox.SentBatch
+    seconds: float
 
 
 def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint:
@@ -169,6 +179,13 @@ class Dispatcher:
         self._texts: dict[tuple[int, int, str], str] = {}
         self._units: dict[str, UnitRecord] | None = None
         self._claims = itertools.count(1)
+        self._held: dict[
+            str, list[int]
+        ] = {}  # lease -> its deliveries, from claim until their outcomes are stored
+        # per endpoint: batches sent whose outcomes are not stored yet, and a bound on how many there may be
+        # (so a dispatcher holds at most 2 x batches_in_flight batches: being sent, and waiting to be stored)
+        self._sent: dict[str, asyncio.Queue[Sent]] = {}
+        self._unstored: dict[str, asyncio.Semaphore] = {}
         self.counters = {"expanded": 0, "claimed": 0, "sent": 0, "retried": 0, "dead": 0, "receipts": 0}
 
     # ------------------------------------------------------------------------------------------ running
@@ -183,11 +200,19 @@ class Dispatcher:
             self._supervised(stop, "dispatch-listen", partial(self._listen, stop)),
             self._supervised(stop, "dispatch-expand", partial(self._expand, stop)),
             self._supervised(stop, "dispatch-reap", partial(self._reap, stop)),
+            self._supervised(stop, "dispatch-renew", self._renew),
         ]
         senders = []
+        writers = []
         for endpoint in self.endpoints:
+            # senders hand sent batches to the endpoint's writer and go on; at most this many wait to be stored
+            self._sent[endpoint.name] = asyncio.Queue()
+            self._unstored[endpoint.name] = asyncio.Semaphore(self.settings.batches_in_flight)
             tasks.append(
                 self._supervised(stop, f"receipts-{endpoint.name}", partial(self._store_receipts, endpoint))
+            )
+            writers.append(
+                self._supervised(stop, f"results-{endpoint.name}", partial(self._store_results, endpoint))
             )
             for i in range(self.settings.batches_in_flight):
                 senders.append(
@@ -203,6 +228,10 @@ class Dispatcher:
             self._work.set()
             self._fanouts.set()
             await asyncio.gather(*senders, return_exceptions=True)  # they finish the batch in hand
+            await asyncio.gather(*(q.join() for q in self._sent.values()))  # and its outcomes are stored
+            for writer in writers:
+                writer.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
             for endpoint in self.endpoints:
                 await endpoint.adapter.close()
             for task in tasks:
@@ -367,12 +396,17 @@ class Dispatcher:
             self._work.set()  # there may be more: let the other senders look
             probing = endpoint.breaker.state_at(time.monotonic()) is CircuitState.half_open
             if not endpoint.breaker.allow(time.monotonic()):  # another sender took the probe meanwhile
-                await self._with_database(None, "release", partial(self._release, claimed))
+                await self._with_database(None, "release", partial(self._release, lease, claimed))
                 await asyncio.sleep(self.settings.poll_s)
                 continue
             endpoint.probing = endpoint.probing or probing
             try:
                 await self._send_batch(endpoint, lease, claimed)
+            except BaseException:
+                self._held.pop(
+                    lease, None
+                )  # no longer renewed: the lease runs out and the batch is sent again
+                raise
             finally:
                 if probing:
                     endpoint.probing = False
@@ -380,34 +414,36 @@ class Dispatcher:
     async def _claim(self, endpoint: Endpoint, lease: str, limit: int) -> list[outbox.Claimed]:
         async with self.pool.acquire() as conn:
             claimed = await outbox.claim(conn, endpoint.channel, lease, limit, self.settings.lease_s)
+        if claimed:
+            self._held[lease] = [c.id for c in claimed]
         self.counters["claimed"] += len(claimed)
         return claimed
 
-    async def _release(self, claimed: Sequence[outbox.Claimed]) -> None:
+    async def _release(self, lease: str, claimed: Sequence[outbox.Claimed]) -> None:
         async with self.pool.acquire() as conn:
             await outbox.release(conn, [c.id for c in claimed])
+        self._held.pop(lease, None)
 
-    async def _send_batch(self, endpoint: Endpoint, lease: str, claimed: list[outbox.Claimed]) -> None:
-        renewing = asyncio.create_task(self._renew(lease, [c.id for c in claimed]))
-        try:
-            await self._send_and_store(endpoint, lease, claimed)
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-
-    async def _renew(self, lease: str, ids: list[int]) -> None:
-        """Keep the batch's lease while it is being sent: only a dispatcher that stopped answering loses it."""
+    async def _renew(self) -> None:
+        """Keep the leases of every batch in hand (being sent, or waiting for its outcomes to be stored): only
+        a dispatcher that stopped answering loses them."""
         every = self.settings.lease_s / 3
         while True:
             await asyncio.sleep(every)
+            held = dict(self._held)
+            if not held:
+                continue
             try:
                 async with self.pool.acquire() as conn:
-                    await outbox.renew_leases(conn, lease, ids, self.settings.lease_s)
+                    await outbox.renew_leases(
+                        conn, list(held), [i for ids in held.values() for i in ids], self.settings.lease_s
+                    )
             except DATABASE_ERRORS as e:
                 log.warning("lease renewal failed", extra={"error": " ".join(str(e).split())})
 
-    async def _send_and_store(self, endpoint: Endpoint, lease: str, claimed: list[outbox.Claimed]) -> None:
+    async def _send_batch(self, endpoint: Endpoint, lease: str, claimed: list[outbox.Claimed]) -> None:
+        """Send a claimed batch and hand its outcomes to the endpoint's writer (waiting only while
+        `batches_in_flight` batches already wait to be stored)."""
         texts = await self._with_database(None, "texts", lambda: self._texts_for(claimed))
         messages = [
             OutboundMessage(c.key, c.address, text)
@@ -428,18 +464,39 @@ class Dispatcher:
         ]
         self._judge(endpoint, results)
         delays = [self._retry_delay(c, r) for c, r in zip(claimed, results, strict=True)]
-        retry = outbox.Retry(self.settings.max_attempts)
+        await self._unstored[endpoint.name].acquire()  # released once stored
+        self._sent[endpoint.name].put_nowait(Sent(outbox.SentBatch(lease, claimed, results, delays), elapsed))
 
-        async def store() -> outbox.ResultCounts:
-            async with self.pool.acquire() as conn:
-                return await outbox.record_results(
-                    conn, endpoint.name, lease, claimed, results, retry, delays
+    async def _record_results(
+        self, endpoint: Endpoint, batches: list[outbox.SentBatch]
+    ) -> list[outbox.ResultCounts]:
+        async with self.pool.acquire() as conn:
+            return await outbox.record_results(conn, endpoint.name, batches, self.settings.max_attempts)
+
+    async def _store_results(self, endpoint: Endpoint) -> None:
+        """Store the outcomes of sent batches, as many as are waiting in one transaction."""
+        queue = self._sent[endpoint.name]
+        while True:
+            waiting = [await queue.get()]
+            while not queue.empty():
+                waiting.append(queue.get_nowait())
+            batches = [w.batch for w in waiting]
+            try:
+                all_counts = await self._with_database(
+                    None, "results", partial(self._record_results, endpoint, batches)
                 )
-
-        counts = await self._with_database(None, "results", store)
-        for key in ("sent", "retried", "dead"):
-            self.counters[key] += getattr(counts, key)
-        self.metrics.observe_batch(endpoint.channel, endpoint.name, results, counts, elapsed)
+            finally:
+                # stored, or lost to a bug: either way no longer renewed (lost ones run out and are sent again)
+                for w in waiting:
+                    self._held.pop(w.batch.lease, None)
+                    self._unstored[endpoint.name].release()
+                    queue.task_done()
+            for w, counts in zip(waiting, all_counts, strict=True):
+                for key in ("sent", "retried", "dead"):
+                    self.counters[key] += getattr(counts, key)
+                self.metrics.observe_batch(
+                    endpoint.channel, endpoint.name, w.batch.results, counts, w.seconds
+                )
 
     async def _send_paced(self, endpoint: Endpoint, messages: list[OutboundMessage]) -> list[SendResult]:
         """Send through the adapter, in slices the endpoint's rate limit lets through when it has one."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -69,9 +69,8 @@ class VersionFacts:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A person who may get a message about the version."""
+class Candidate(NamedTuple):
+    """A person who may get a message about the version (a tuple: a fan-out makes one per person)."""
 
     id: int
     address: str
@@ -107,17 +106,20 @@ def plan(
     `previous` maps a person's id to what they were last told about the warning (`needs_message` form)."""
     rows: list[tuple[Any, ...]] = []
     unchanged = 0
-    relevant: dict[tuple[str, ...], tuple[str, ...]] = {}  # many people share the same areas
+    # many people share the same areas: what they are told is worked out once per set of areas
+    told: dict[tuple[str, ...], tuple[list[str], dict[str, Any]]] = {}
     for c in candidates:
-        areas = relevant.get(c.areas)
-        if areas is None:
-            areas = relevant[c.areas] = relevant_areas(version.areas, c.areas, units)
-        if not needs_message(previous.get(c.id), version.told(areas)):
+        known = told.get(c.areas)
+        if known is None:
+            areas = list(relevant_areas(version.areas, c.areas, units))
+            known = told[c.areas] = (areas, version.told(areas))
+        areas, now_told = known
+        if not needs_message(previous.get(c.id), now_told):
             unchanged += 1
             continue
         rows.append(
-            (fanout_id, version.warning_id, version.version, channel, c.id, c.address, c.language,
-             list(areas), priority)
+            (fanout_id, version.warning_id, version.version, channel, c.id, c.address, c.language, areas,
+             priority)
         )  # fmt: skip
     return rows, unchanged
 
@@ -210,7 +212,7 @@ async def _candidates(
             WHERE {chosen} AND id > {after_arg} ORDER BY id LIMIT {limit_arg}""",
         *args,
     )
-    return [Candidate(r["id"], r["phone"], r["language"], tuple(r["areas"])) for r in rows]
+    return [Candidate(r[0], r[1], r[2], tuple(r[3])) for r in rows]  # by position: a fan-out reads many
 
 
 async def _previous(

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -37,9 +37,8 @@ STATES = ("pending", "sending", "sent", *FINAL_STATES)
 DROPPED_REASON = "warning no longer in force"
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A delivery leased to this dispatcher for one attempt."""
+class Claimed(NamedTuple):
+    """A delivery leased to this dispatcher for one attempt (a tuple: cheap to make by the thousand)."""
 
     id: int
     key: str
@@ -51,11 +50,14 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
-class Retry:
-    """How to treat a temporary failure: give up after ``max_attempts`` (the delay is per item, see
-    `record_results`)."""
+class SentBatch:
+    """One claim's batch once sent: ``results[i]`` is the outcome of ``claimed[i]`` and ``delays[i]`` the backoff
+    to use if it failed temporarily."""
 
-    max_attempts: int
+    lease: str
+    claimed: Sequence[Claimed]
+    results: Sequence[SendResult]
+    delays: Sequence[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,6 @@ class ResultCounts:
     sent: int = 0
     retried: int = 0
     dead: int = 0
-    settled: int = 0
 
 
 async def notify_dispatchers(conn: asyncpg.Connection, what: str) -> None:
@@ -125,11 +126,7 @@ async def claim(
         lease_s,
         DROPPED_REASON,
     )
-    out = [
-        Claimed(r["id"], r["key"], r["warning_id"], r["version"], r["address"], r["language"], r["attempts"])
-        for r in rows
-        if r["live"]
-    ]
+    out = [Claimed(*r[:7]) for r in rows if r[7]]  # RETURNING lists Claimed's fields in order, then live
     out.sort(key=lambda c: c.id)
     return out
 
@@ -144,14 +141,16 @@ async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
     return int(status.split()[-1])
 
 
-async def renew_leases(conn: asyncpg.Connection, lease: str, ids: Sequence[int], lease_s: float) -> int:
-    """Extend the lease of a batch still being sent (a slow SMSC, a long throttling pause); how many rows
-    were still held under `lease`."""
+async def renew_leases(
+    conn: asyncpg.Connection, leases: Sequence[str], ids: Sequence[int], lease_s: float
+) -> int:
+    """Extend the leases of batches still in hand (being sent, or sent and waiting for their outcomes to be
+    stored); how many of the rows `ids` were still held under one of `leases`."""
     status = await conn.execute(
         """UPDATE svc.delivery SET lease_until = now() + make_interval(secs => $3)
-           WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = $2""",
+           WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = ANY($2::text[])""",
         list(ids),
-        lease,
+        list(leases),
         lease_s,
     )
     return int(status.split()[-1])
@@ -171,48 +170,43 @@ async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
 
 
 async def record_results(
-    conn: asyncpg.Connection,
-    endpoint: str,
-    lease: str,
-    claimed: Sequence[Claimed],
-    results: Sequence[SendResult],
-    retry: Retry,
-    delays: Sequence[float],
-) -> ResultCounts:
-    """Store one batch's outcomes (``results[i]`` is for ``claimed[i]``; ``delays[i]`` is the backoff to use if
-    it failed temporarily) and the message-id map, in one transaction. Only rows still held under this claim's
-    `lease` are changed, and only their outcomes counted: a row whose lease ran out and was claimed again
-    (by another dispatcher, or another sender of this one) belongs to that claim now."""
+    conn: asyncpg.Connection, endpoint: str, batches: Sequence[SentBatch], max_attempts: int
+) -> list[ResultCounts]:
+    """Store the outcomes of sent batches (each under its own claim's lease) and the message-id map, in one
+    transaction; what each batch did, in order. Only rows still held under their batch's lease are changed,
+    and only their outcomes counted: a row whose lease ran out and was claimed again (by another dispatcher,
+    or another sender of this one) belongs to that claim now. A temporary failure is retried until the
+    delivery has had `max_attempts`, then it is dead."""
     ids: list[int] = []
+    leases: list[str] = []
     states: list[str] = []
     reasons: list[str] = []
     waits: list[float] = []
     segments: list[int] = []
-    part_ids: list[int] = []
-    part_remote: list[str] = []
-    for item, result in zip(claimed, results, strict=True):
-        if result.key != item.key:
-            raise ValueError(f"result for {result.key} where {item.key} was expected")
-        if result.outcome is SendOutcome.ACCEPTED:
-            state, reason = "sent", ""
-            part_ids.extend([item.id] * len(result.remote_ids))
-            part_remote.extend(result.remote_ids)
-        elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < retry.max_attempts:
-            state, reason = "pending", result.reason or "temporary failure"
-        elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
-            state, reason = (
-                "dead",
-                f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}",
-            )
-        else:
-            state, reason = "dead", f"refused: {result.reason or 'permanent failure'}"
-        ids.append(item.id)
-        states.append(state)
-        reasons.append(reason)
-        waits.append(delays[len(ids) - 1])
-        segments.append(len(result.remote_ids))
+    remote_ids: dict[tuple[int, str], tuple[str, ...]] = {}
+    for batch in batches:
+        for item, result, delay in zip(batch.claimed, batch.results, batch.delays, strict=True):
+            if result.key != item.key:
+                raise ValueError(f"result for {result.key} where {item.key} was expected")
+            if result.outcome is SendOutcome.ACCEPTED:
+                state, reason = "sent", ""
+                remote_ids[(item.id, batch.lease)] = result.remote_ids
+            elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
+                state, reason = "pending", result.reason or "temporary failure"
+            elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
+                state, reason = (
+                    "dead",
+                    f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}",
+                )
+            else:
+                state, reason = "dead", f"refused: {result.reason or 'permanent failure'}"
+            ids.append(item.id)
+            leases.append(batch.lease)
+            states.append(state)
+            reasons.append(reason)
+            waits.append(delay)
+            segments.append(len(result.remote_ids))
     async with conn.transaction():
-        await _serialise_with_receipts(conn, endpoint)
         changed = await conn.fetch(
             """UPDATE svc.delivery d
                SET state = r.state, reason = r.reason, lease_owner = NULL, lease_until = NULL,
@@ -222,35 +216,56 @@ async def record_results(
                    next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
                                           ELSE d.next_attempt_at END,
                    final_at = CASE WHEN r.state = 'dead' THEN now() ELSE d.final_at END
-               FROM unnest($1::bigint[], $4::text[], $5::text[], $6::float8[], $7::int[])
-                    AS r(id, state, reason, wait, segments)
-               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = $3
-               RETURNING d.id""",
+               FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[])
+                    AS r(id, lease, state, reason, wait, segments)
+               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = r.lease
+               RETURNING d.id, r.lease""",
             ids,
             endpoint,
-            lease,
+            leases,
             states,
             reasons,
             waits,
             segments,
         )
-        mine = {r["id"] for r in changed}
-        kept = [i for i, delivery in enumerate(part_ids) if delivery in mine]
-        part_ids = [part_ids[i] for i in kept]
-        part_remote = [part_remote[i] for i in kept]
+        mine = {(r["id"], r["lease"]) for r in changed}
+        part_ids: list[int] = []
+        part_remote: list[str] = []
+        for (delivery_id, lease), remote in remote_ids.items():
+            if (delivery_id, lease) in mine:
+                part_ids.extend([delivery_id] * len(remote))
+                part_remote.extend(remote)
         if part_ids:
-            await conn.execute(
-                """INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id)
-                   SELECT $1, r.remote_id, r.delivery_id FROM unnest($2::text[], $3::bigint[])
-                        AS r(remote_id, delivery_id)
-                   ON CONFLICT (endpoint, remote_id) DO NOTHING""",
-                endpoint,
-                part_remote,
-                part_ids,
-            )
-        settled = await _settle(conn, sorted(set(part_ids))) if part_ids else 0
-    outcome = Counter(state for i, state in zip(ids, states, strict=True) if i in mine)
-    return ResultCounts(outcome["sent"], outcome["pending"], outcome["dead"], settled)
+            await _write_map(conn, endpoint, part_remote, part_ids)
+    counts = []
+    offset = 0
+    for batch in batches:
+        outcome = Counter(
+            state
+            for item, state in zip(batch.claimed, states[offset : offset + len(batch.claimed)], strict=True)
+            if (item.id, batch.lease) in mine
+        )
+        offset += len(batch.claimed)
+        counts.append(ResultCounts(outcome["sent"], outcome["pending"], outcome["dead"]))
+    return counts
+
+
+async def _write_map(
+    conn: asyncpg.Connection, endpoint: str, remote_ids: list[str], delivery_ids: list[int]
+) -> int:
+    """Store the message-id map of sent deliveries and settle those whose receipts all came first; how many
+    settled. Inside the caller's transaction."""
+    await _serialise_with_receipts(conn, endpoint)
+    await conn.execute(
+        """INSERT INTO svc.delivery_part AS p (endpoint, remote_id, delivery_id)
+           SELECT $1, r.remote_id, r.delivery_id FROM unnest($2::text[], $3::bigint[]) AS r(remote_id, delivery_id)
+           ON CONFLICT (endpoint, remote_id) DO UPDATE SET delivery_id = excluded.delivery_id
+           WHERE p.delivery_id IS NULL""",
+        endpoint,
+        remote_ids,
+        delivery_ids,
+    )
+    return await _settle(conn, sorted(set(delivery_ids)))
 
 
 async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequence[Receipt]) -> int:
@@ -262,30 +277,34 @@ async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequ
     for r in receipts:  # a batch may repeat a receipt (an SMSC resending): keep the final one
         if r.remote_id not in latest or r.state.is_final:
             latest[r.remote_id] = r
-    rows = list(latest.values())
+    now = datetime.now().astimezone()
+    # one pass into rows, transposed into the statement's columns
+    columns = list(
+        zip(
+            *(
+                (r.remote_id, str(r.state), r.raw_state, r.error_code, r.done_at, r.received_at or now)
+                for r in latest.values()
+            ),
+            strict=True,
+        )
+    )
     async with conn.transaction():
         await _serialise_with_receipts(conn, endpoint)
+        # the part's row if its results came first (its delivery known), a new one otherwise
         delivery_ids = await conn.fetch(
-            """WITH new AS (
-                   INSERT INTO svc.receipt (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
-                   SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                                            $7::timestamptz[])
-                   ON CONFLICT (endpoint, remote_id) DO UPDATE
-                   SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
-                       done_at = excluded.done_at, received_at = excluded.received_at
-                   WHERE svc.receipt.state = 'en_route'
-                   RETURNING remote_id)
-               SELECT DISTINCT p.delivery_id FROM new JOIN svc.delivery_part p
-                   ON p.endpoint = $1 AND p.remote_id = new.remote_id""",
+            """INSERT INTO svc.delivery_part AS p
+                      (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
+               SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                                        $7::timestamptz[])
+               ON CONFLICT (endpoint, remote_id) DO UPDATE
+               SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
+                   done_at = excluded.done_at, received_at = excluded.received_at
+               WHERE p.state IS NULL OR p.state = 'en_route'
+               RETURNING p.delivery_id""",
             endpoint,
-            [r.remote_id for r in rows],
-            [str(r.state) for r in rows],
-            [r.raw_state for r in rows],
-            [r.error_code for r in rows],
-            [r.done_at for r in rows],
-            [r.received_at or datetime.now().astimezone() for r in rows],
+            *columns,
         )
-        return await _settle(conn, [r["delivery_id"] for r in delivery_ids])
+        return await _settle(conn, sorted({r[0] for r in delivery_ids if r[0] is not None}))
 
 
 async def _serialise_with_receipts(conn: asyncpg.Connection, endpoint: str) -> None:
@@ -304,16 +323,14 @@ async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
         return 0
     status = await conn.execute(
         """UPDATE svc.delivery d SET state = s.state, final_at = now()
-           FROM (SELECT p.delivery_id,
-                        CASE WHEN bool_or(r.state IN ('failed', 'expired')) THEN 'failed'
-                             WHEN count(r.state) FILTER (WHERE r.state <> 'en_route') < count(*) THEN NULL
-                             WHEN bool_and(r.state = 'delivered') THEN 'delivered'
+           FROM (SELECT delivery_id,
+                        CASE WHEN bool_or(state IN ('failed', 'expired')) THEN 'failed'
+                             WHEN count(*) FILTER (WHERE state <> 'en_route') < count(*) THEN NULL
+                             WHEN bool_and(state = 'delivered') THEN 'delivered'
                              ELSE 'accepted' END AS state,
                         count(*) AS parts
-                 FROM svc.delivery_part p
-                 LEFT JOIN svc.receipt r ON r.endpoint = p.endpoint AND r.remote_id = p.remote_id
-                 WHERE p.delivery_id = ANY($1::bigint[])
-                 GROUP BY p.delivery_id) s
+                 FROM svc.delivery_part WHERE delivery_id = ANY($1::bigint[])
+                 GROUP BY delivery_id) s
            WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent' AND d.segments = s.parts""",
         delivery_ids,
     )

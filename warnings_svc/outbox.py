@@ -19,10 +19,10 @@ one short transaction: PostgreSQL queues slow down sharply when long transaction
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -277,12 +277,20 @@ async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequ
     for r in receipts:  # a batch may repeat a receipt (an SMSC resending): keep the final one
         if r.remote_id not in latest or r.state.is_final:
             latest[r.remote_id] = r
-    now = datetime.now().astimezone()
-    # one pass into rows, transposed into the statement's columns
+    now = time.time()
+    # one pass into rows, transposed into the statement's columns; times as epoch seconds (asyncpg encodes a
+    # float in a quarter of the time of a datetime, and receipts come by the thousand)
     columns = list(
         zip(
             *(
-                (r.remote_id, str(r.state), r.raw_state, r.error_code, r.done_at, r.received_at or now)
+                (
+                    r.remote_id,
+                    str(r.state),
+                    r.raw_state,
+                    r.error_code,
+                    r.done_at.timestamp() if r.done_at is not None else None,
+                    r.received_at.timestamp() if r.received_at is not None else now,
+                )
                 for r in latest.values()
             ),
             strict=True,
@@ -294,8 +302,10 @@ async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequ
         delivery_ids = await conn.fetch(
             """INSERT INTO svc.delivery_part AS p
                       (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
-               SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                                        $7::timestamptz[])
+               SELECT $1, r.remote_id, r.state, r.raw_state, r.error_code, to_timestamp(r.done_at),
+                      to_timestamp(r.received_at)
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[])
+                    AS r(remote_id, state, raw_state, error_code, done_at, received_at)
                ON CONFLICT (endpoint, remote_id) DO UPDATE
                SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
                    done_at = excluded.done_at, received_at = excluded.received_at

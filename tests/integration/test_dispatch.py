@@ -40,6 +40,7 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_url, smsc) -> None:
     await add_recipients(conn, 300)
+    started = await conn.fetchval("SELECT now()")
     v = await issue(conn)
     # the outbox row was written by the approval itself
     assert await conn.fetchval("SELECT count(*) FROM svc.fanout WHERE warning_id = $1", v.warning_id) == 1
@@ -52,9 +53,13 @@ async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_ur
     segments = await sms_segments_of(conn, v.warning_id)
     assert segments >= 2 and set(per_phone.values()) == {segments}  # every segment sent exactly once
     parts = await conn.fetchrow(
-        "SELECT count(delivery_id) AS mapped, count(state) AS receipts FROM svc.delivery_part"
+        """SELECT count(delivery_id) AS mapped, count(state) AS receipts,
+                  count(*) FILTER (WHERE received_at BETWEEN $1 AND now()
+                                   AND done_at BETWEEN date_trunc('minute', $1) AND now()) AS timed
+           FROM svc.delivery_part""",
+        started,
     )
-    assert parts["mapped"] == parts["receipts"] == 300 * segments
+    assert parts["mapped"] == parts["receipts"] == parts["timed"] == 300 * segments
     progress = await outbox.summary(conn, v.warning_id)  # what GET /api/v1/warnings/{id}/deliveries shows
     assert progress["deliveries"]["delivered"] == 300 and progress["segments"] == 300 * segments
     assert progress["versions"] == [

@@ -12,7 +12,8 @@ stored). Timed from the moment the approval returns until every delivery has lef
 with ``--smsc-control URL``, the peer's control endpoint).
 
 The ceiling: in the same run, against the same SMSC, a bare `SmsChannel` (same binds and window, no
-database) sends N messages of the same text to distinct numbers and consumes the receipts. It runs before
+database) sends N messages of the same text to distinct numbers and consumes the receipts. Both run with
+the garbage-collector settings a dispatcher process uses (`dispatch.tune_collector`). It runs before
 the real path (with the previewed text) and after it (with the issued text); the ratio is against the better
 of the two.
 
@@ -78,7 +79,7 @@ from tests.factories_dispatch import (  # noqa: E402
 )
 from tests.peers.smsc_fixture import SmscPeer, SmscPeerError, start_smsc  # noqa: E402
 from warnings_svc import warning_store as ws  # noqa: E402
-from warnings_svc.dispatch import sms_endpoint  # noqa: E402
+from warnings_svc.dispatch import sms_endpoint, tune_collector  # noqa: E402
 from warnings_svc.lifecycle import Action  # noqa: E402
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings  # noqa: E402
 from warnings_svc.texts import sms_segments  # noqa: E402
@@ -594,6 +595,7 @@ def peer_process(record_mode: str) -> Iterator[SmscPeer]:
 
 async def run(server_url: str, pgdata: Path, args: argparse.Namespace) -> dict[str, Any]:
     global CLOCK
+    tune_collector()  # as a dispatcher does when it starts: the bare client runs under the same collector
     ctx = ws.Issuing.from_settings(Settings(warnings={"sms_segments": args.sms_segments}))
     conn = await asyncpg.connect(server_url)
     try:

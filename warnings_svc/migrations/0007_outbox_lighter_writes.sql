@@ -27,7 +27,9 @@ ALTER TABLE svc.delivery_part
     ADD COLUMN error_code text NOT NULL DEFAULT '',
     ADD COLUMN done_at timestamptz,
     ADD COLUMN received_at timestamptz;
--- room on each page for the receipt's update, so it stays on the page (a HOT update: no new index entry)
+-- room on each page for a receipt written on a part mapped before it, so the update stays on the page (HOT:
+-- no new index entry). When the receipt comes first (usual at full speed: a batch's results are stored once
+-- the whole batch is sent), the map's update sets the indexed delivery_id and cannot be HOT anyway.
 ALTER TABLE svc.delivery_part SET (fillfactor = 80);
 
 INSERT INTO svc.delivery_part (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)

@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -63,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests/ holds the factories and the loopback peer
     sys.path.insert(0, str(ROOT))
 
-from machine_facts import cpu_and_memory  # noqa: E402  (bench/machine_facts.py, beside this script)
+from machine_facts import CpuClock, cpu_and_memory, postgres_pid  # noqa: E402  (bench/machine_facts.py, beside this script)
 
 from channels.base import HealthState, OutboundMessage, SendOutcome  # noqa: E402
 from channels.smpp.esme import SmppSettings, SmsChannel  # noqa: E402
@@ -143,59 +142,6 @@ def counter_delta(before: dict[str, int] | None, after: dict[str, int] | None) -
 
 
 # ---------------------------------------------------------------------------------------------- CPU time
-
-
-def _ticks(pid: int, children: bool) -> int:
-    """utime + stime (+ cutime + cstime: children it has waited for) of a process, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3): utime is field 14, so index 11
-    return sum(int(x) for x in fields[11 : 15 if children else 13])
-
-
-def _postgres_pid(pgdata: Path) -> int | None:
-    try:
-        return int((pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{entry}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry))
-    return out
-
-
-@dataclass
-class CpuClock:
-    """CPU seconds used by this process, the PostgreSQL server (postmaster and its backends) and the SMSC
-    peer when it runs here."""
-
-    postmaster: int | None
-    peer_pid: int | None
-
-    def read(self) -> dict[str, float]:
-        hz = os.sysconf("SC_CLK_TCK")
-        out = {"bench_python": time.process_time()}
-        with contextlib.suppress(OSError, ValueError):
-            if self.postmaster is not None:
-                ticks = _ticks(self.postmaster, True)
-                for child in _children(self.postmaster):
-                    with contextlib.suppress(OSError, ValueError):
-                        ticks += _ticks(child, True)
-                out["postgres"] = ticks / hz
-        with contextlib.suppress(OSError, ValueError):
-            if self.peer_pid is not None:
-                out["smsc_peer"] = _ticks(self.peer_pid, True) / hz
-        return out
-
-    @staticmethod
-    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        return {k: round(after[k] - before[k], 2) for k in after if k in before}
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -628,7 +574,7 @@ async def run(server_url: str, pgdata: Path, args: argparse.Namespace) -> dict[s
                 peer.host, peer.port, peer.system_id, peer.password, peer.control_url, "the loopback peer"
             )
             peer_pid = peer.process.pid
-        CLOCK = CpuClock(_postgres_pid(pgdata), peer_pid)
+        CLOCK = CpuClock(postgres_pid(pgdata), peer_pid)
         result["smsc"] = (
             "loopback node-smpp peer (tests/peers/smsc/server.js), counters only"
             if not args.smsc

@@ -30,10 +30,12 @@ class DispatchMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._channels: set[str] = set()  # channels whose deliveries have been counted
         r = self.registry
         self.deliveries = Gauge(
             "warnings_deliveries",
-            "Deliveries in the outbox by channel and state (refreshed every few seconds).",
+            "Deliveries by channel and state: all those pending or sending, and the others of versions still in "
+            "force (refreshed every few seconds).",
             ["channel", "state"],
             registry=r,
         )
@@ -113,12 +115,14 @@ class DispatchMetrics:
             self.receipts.labels(endpoint, state).inc(n)
 
     def observe_queue(self, stats: Iterable[Mapping[str, Any]]) -> None:
-        seen: dict[str, dict[str, int]] = {}
+        # a channel seen before and absent now (its versions all expired) goes to zero, not stale figures
+        seen: dict[str, dict[str, int]] = {channel: {} for channel in self._channels}
         oldest: dict[str, float] = {}
         for row in stats:
             seen.setdefault(row["channel"], {})[row["state"]] = row["n"]
             if row["oldest_s"] is not None:
                 oldest[row["channel"]] = float(row["oldest_s"])
+        self._channels |= seen.keys()
         for channel, states in seen.items():
             for state in STATES:
                 self.deliveries.labels(channel, state).set(states.get(state, 0))

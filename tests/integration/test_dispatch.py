@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from channels.base import SendOutcome, SendResult
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import (
     add_recipients,
@@ -23,6 +24,9 @@ from tests.factories_dispatch import (
 )
 from warnings_svc import outbox
 from warnings_svc.dispatch import GC_YOUNG_THRESHOLD, tune_collector
+from warnings_svc.dispatch_metrics import DispatchMetrics
+from warnings_svc.expansion import expand_next
+from warnings_svc.warning_store import region_units
 
 
 @pytest.fixture
@@ -247,3 +251,35 @@ async def test_a_running_dispatcher_has_tuned_the_garbage_collector(conn, db_url
         assert gc.get_freeze_count() > 10_000  # the modules and settings loaded before it started
         tune_collector()  # once per process: a second call changes nothing
         assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+
+
+async def test_queue_figures_count_open_deliveries_and_those_of_versions_in_force(conn) -> None:
+    """What the `warnings_deliveries` gauge shows: everything pending or sending, the rest only while its
+    version is in force (the outbox keeps every delivery ever made: the gauge must not count its history)."""
+    await add_recipients(conn, 50)
+    v = await issue(conn)
+    units = await region_units(conn, "wuhai")
+    while await expand_next(conn, units, chunk=1000, first_chunk=1000) is not None:
+        pass
+    stats = await outbox.queue_stats(conn)
+    assert [(r["channel"], r["state"], r["n"]) for r in stats] == [("sms", "pending", 50)]
+    assert stats[0]["oldest_s"] >= 0
+    claimed = await outbox.claim(conn, "sms", "test#1", 20, 60)
+    results = [SendResult(c.key, SendOutcome.ACCEPTED, (f"id-{c.id}",)) for c in claimed]
+    await outbox.record_results(conn, "smsc", [outbox.SentBatch("test#1", claimed, results, [0.0] * 20)], 12)
+    await outbox.claim(conn, "sms", "test#2", 5, 60)
+    metrics = DispatchMetrics()
+
+    def gauge(state: str) -> float | None:
+        return metrics.registry.get_sample_value("warnings_deliveries", {"channel": "sms", "state": state})
+
+    metrics.observe_queue(await outbox.queue_stats(conn))
+    assert (gauge("pending"), gauge("sending"), gauge("sent"), gauge("delivered")) == (25, 5, 20, 0)
+    await conn.execute(
+        "UPDATE svc.warning_version SET status = 'expired' WHERE warning_id = $1", v.warning_id
+    )
+    metrics.observe_queue(await outbox.queue_stats(conn))
+    assert (gauge("pending"), gauge("sending"), gauge("sent")) == (25, 5, 0)  # the expired version's sent
+    await conn.execute("UPDATE svc.delivery SET state = 'dropped', lease_until = NULL, final_at = now()")
+    metrics.observe_queue(await outbox.queue_stats(conn))  # nothing left to count: zeros, not stale figures
+    assert (gauge("pending"), gauge("sending"), gauge("sent")) == (0, 0, 0)

@@ -3,8 +3,8 @@
 --
 -- 1. A delivery's fan-out and version are checked once, when the fan-out is written (svc.fanout's key to
 --    svc.warning_version); a delivery is written only by the expansion of the fan-out row it holds locked,
---    and neither fan-outs nor versions are ever deleted. Checking both again for every delivery was about
---    two thirds of what writing a delivery cost the server. The key to the person stays.
+--    and neither fan-outs nor versions are ever deleted. Checking both again for every delivery cost the
+--    server about a third of what expanding a fan-out costs it. The key to the person stays.
 ALTER TABLE svc.delivery
     DROP CONSTRAINT delivery_fanout_id_fkey,
     DROP CONSTRAINT delivery_warning_id_version_fkey;

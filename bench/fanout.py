@@ -5,7 +5,9 @@ risk database, N registered recipients spread over the city's three districts, a
 city issued with ``[warnings] sms_segments = 2`` (its SMS text must need exactly two UCS2 segments: checked,
 and the run stops with exit status 2 when approval refuses the text or it needs another count; ``--sms-segments``
 sets both the budget and the count expected), and a `Dispatcher` running in this process (expansion, SKIP LOCKED claims, SMPP sends, results and receipts
-stored). Timed from the moment the approval returns until every delivery has left pending/sending
+stored), or with ``--dispatchers N`` that many ``warnings-svc dispatch`` processes sharing the outbox, as
+deployed (each opens ``--binds`` binds; the bare client then opens ``--binds`` x N; their progress is read from
+the SMSC's counters, so ``--smsc`` needs ``--smsc-control``). Timed from the moment the approval returns until every delivery has left pending/sending
 (``seconds``, ``rate`` = segments sent per second) and until every receipt is stored
 (``seconds_to_receipts``). Without ``--smsc`` the SMSC is the loopback node-smpp peer of the tests
 (tests/peers/smsc/server.js, counters only); with ``--smsc HOST:PORT`` it is that SMSC (its counters only
@@ -74,7 +76,9 @@ from tests.factories_dispatch import (  # noqa: E402
     add_recipients,
     running_dispatcher_on,
     sms_segments_of,
+    start_dispatcher_process,
     states,
+    write_dispatch_config,
 )
 from tests.peers.smsc_fixture import SmscPeer, SmscPeerError, start_smsc  # noqa: E402
 from warnings_svc import warning_store as ws  # noqa: E402
@@ -141,9 +145,6 @@ def counter_delta(before: dict[str, int] | None, after: dict[str, int] | None) -
     return {k: after[k] - before.get(k, 0) for k in after}
 
 
-# ---------------------------------------------------------------------------------------------- CPU time
-
-
 # ---------------------------------------------------------------------------------------------- settings
 
 
@@ -182,6 +183,64 @@ async def dispatcher_running(database_url: str, settings: DispatchSettings, regi
         yield dispatcher
 
 
+@contextlib.contextmanager
+def dispatcher_processes(database_url: str, settings: DispatchSettings, count: int) -> Iterator[list[int]]:
+    """`count` processes of `warnings-svc dispatch` on the database, as deployed; their pids."""
+    folder = Path(tempfile.mkdtemp(prefix="fanout-dispatchers-"))
+    started: list[Any] = []
+    try:
+        config = write_dispatch_config(folder / "dispatch.toml", database_url, settings)
+        for i in range(count):
+            try:
+                started.append(start_dispatcher_process(config, f"dispatcher-{i}"))
+            except AssertionError as e:
+                raise BenchError(f"a dispatcher process did not start: {e}") from None
+        yield [d.process.pid for d in started]
+    finally:
+        for d in started:
+            d.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Watch:
+    """How far the fan-out is: from the in-process dispatcher's counters, or (dispatcher processes) from the
+    SMSC's counters while sending and the outbox at the end, so watching costs the database nothing while
+    it works."""
+
+    def __init__(self, conn: asyncpg.Connection, smsc: Smsc, segments: int, dispatcher: Any = None) -> None:
+        self.conn = conn
+        self.smsc = smsc
+        self.segments = segments
+        self.dispatcher = dispatcher
+        self.base = (smsc.counters() or {}) if dispatcher is None else {}
+
+    def _peer(self, key: str) -> int:
+        now = self.smsc.counters()
+        if now is None:
+            raise BenchError("the SMSC's counters are unreadable: dispatcher processes cannot be watched")
+        return now.get(key, 0) - self.base.get(key, 0)
+
+    def sent(self) -> int:
+        """Deliveries sent (or dead) so far, approximately while sending."""
+        if self.dispatcher is not None:
+            return self.dispatcher.counters["sent"] + self.dispatcher.counters["dead"]
+        return self._peer("submits") // self.segments
+
+    async def all_out(self, warning_id: int) -> bool:
+        """Whether no delivery of the warning is pending or sending (nor waits to be expanded)."""
+        return not await self.conn.fetchval(
+            """SELECT EXISTS (SELECT FROM svc.fanout WHERE warning_id = $1 AND state = 'pending')
+                   OR EXISTS (SELECT FROM svc.delivery WHERE state = 'pending' AND warning_id = $1)
+                   OR EXISTS (SELECT FROM svc.delivery WHERE state = 'sending' AND warning_id = $1)""",
+            warning_id,
+        )
+
+    def receipts(self) -> int:
+        if self.dispatcher is not None:
+            return self.dispatcher.counters["receipts"]
+        return self._peer("receipts_acked")
+
+
 # ---------------------------------------------------------------------------------------------- the ceiling
 
 
@@ -192,7 +251,12 @@ async def bare_client(
     distinct numbers, CEILING_IN_FLIGHT chunks of CEILING_CHUNK at a time, and consumes the receipts."""
     channel = SmsChannel(
         SmppSettings(
-            smsc.host, smsc.port, smsc.system_id, smsc.password, binds=args.binds, window=args.window
+            smsc.host,
+            smsc.port,
+            smsc.system_id,
+            smsc.password,
+            binds=args.binds * args.dispatchers,  # as many binds as the dispatchers open together
+            window=args.window,
         )
     )
     if not await channel.start(wait_s=10):
@@ -357,8 +421,17 @@ async def real_path(
 
         settings = dispatch_settings(args, smsc.host, smsc.port, smsc.system_id, smsc.password)
         progress = Progress()
-        async with dispatcher_running(url, settings, ctx.region) as dispatcher:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.dispatchers == 1:
+                dispatcher = await stack.enter_async_context(dispatcher_running(url, settings, ctx.region))
+                watch = Watch(conn, smsc, args.sms_segments, dispatcher)
+            else:
+                pids = stack.enter_context(dispatcher_processes(url, settings, args.dispatchers))
+                CLOCK.dispatchers = tuple(pids)
+                dispatcher = None
             await asyncio.sleep(1.0)  # idle, as a dispatcher waiting for work is
+            if dispatcher is None:
+                watch = Watch(conn, smsc, args.sms_segments)
             counters_before = smsc.counters()
             cpu_before = CLOCK.read()
             profiler = None
@@ -370,41 +443,47 @@ async def real_path(
             t_call = time.perf_counter()
             await approve(conn, ctx, v.warning_id)
             t0 = time.perf_counter()
-            c = dispatcher.counters
             first_sent = None
-            while c["sent"] + c["dead"] < n:
-                if first_sent is None and c["sent"]:
+            # polled often in-process (free), every 0.1 s from the SMSC's control endpoint otherwise
+            every = 0.02 if dispatcher is not None else 0.1
+            while True:
+                sent_now = watch.sent()
+                if first_sent is None and sent_now:
                     first_sent = time.perf_counter() - t0
+                if sent_now >= n and await watch.all_out(v.warning_id):
+                    break
                 elapsed = time.perf_counter() - t0
                 if elapsed > timeout_s:
                     raise BenchError(
-                        f"not every delivery was sent within {timeout_s:.0f} s: {c} {await states(conn)}"
+                        f"not every delivery was sent within {timeout_s:.0f} s: {await states(conn)}"
                     )
                 progress.show(
-                    f"sent {c['sent']}/{n}, {c['sent'] * args.sms_segments / max(elapsed, 1e-9):.0f} segments/s"
+                    f"sent {sent_now}/{n}, {sent_now * args.sms_segments / max(elapsed, 1e-9):.0f} segments/s"
                 )
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(every)
             seconds = time.perf_counter() - t0
             if profiler is not None:
                 profiler.stop()
             cpu_sent = CLOCK.read()
-            counters_sent = dict(c)
-            progress.show(f"sent {c['sent']}/{n} in {seconds:.1f} s", final=True)
-            while c["receipts"] < n * args.sms_segments:
+            counters_sent = dict(dispatcher.counters) if dispatcher is not None else None
+            progress.show(f"sent {n}/{n} in {seconds:.1f} s", final=True)
+            while watch.receipts() < n * args.sms_segments:
                 if time.perf_counter() - t0 > 2 * timeout_s:
-                    raise BenchError(f"not every receipt was stored within {2 * timeout_s:.0f} s: {c}")
-                progress.show(f"receipts {c['receipts']}/{n * args.sms_segments}")
-                await asyncio.sleep(0.02)
+                    raise BenchError(f"not every receipt was stored within {2 * timeout_s:.0f} s")
+                progress.show(f"receipts {watch.receipts()}/{n * args.sms_segments}")
+                await asyncio.sleep(every)
             deadline = time.monotonic() + 30  # receipts stored: every delivery should be settled
             while (await states(conn, v.warning_id)).get("sent", 0) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             seconds_to_receipts = time.perf_counter() - t0
             progress.show(
-                f"receipts {c['receipts']}/{n * args.sms_segments} in {seconds_to_receipts:.1f} s", final=True
+                f"receipts {watch.receipts()}/{n * args.sms_segments} in {seconds_to_receipts:.1f} s",
+                final=True,
             )
             cpu_receipts = CLOCK.read()
             counters_after = smsc.counters()
-            dispatcher_counters = dict(c)
+            dispatcher_counters = dict(dispatcher.counters) if dispatcher is not None else None
+        CLOCK.dispatchers = ()  # the dispatcher processes have stopped
         by_state = await states(conn, v.warning_id)
         segments = await conn.fetchval(
             "SELECT coalesce(sum(segments), 0) FROM svc.delivery WHERE warning_id = $1", v.warning_id
@@ -417,7 +496,7 @@ async def real_path(
             "delivered": by_state.get("delivered", 0),
             "segments": int(segments),
             "seconds": round(seconds, 3),
-            "rate": round(counters_sent["sent"] * args.sms_segments / seconds, 1),
+            "rate": round(sent * args.sms_segments / seconds, 1),
             "seconds_to_receipts": round(seconds_to_receipts, 3),
             "approve_seconds": round(t0 - t_call, 3),
             "approval_to_first_sent_seconds": round(first_sent, 3) if first_sent is not None else None,
@@ -554,6 +633,7 @@ async def run(server_url: str, pgdata: Path, args: argparse.Namespace) -> dict[s
         "settings": {
             "batch_size": args.batch_size,
             "batches_in_flight": args.batches_in_flight,
+            "dispatchers": args.dispatchers,
             "binds": args.binds,
             "window": args.window,
             "expand_chunk": args.expand_chunk,
@@ -645,7 +725,15 @@ def main() -> None:
     )
     p.add_argument("--batch-size", type=int, default=1000, help="[dispatch] batch_size")
     p.add_argument("--batches-in-flight", type=int, default=4, help="[dispatch] batches_in_flight")
-    p.add_argument("--binds", type=int, default=2, help="[[dispatch.sms]] binds (and the bare client's)")
+    p.add_argument(
+        "--binds", type=int, default=2, help="[[dispatch.sms]] binds (the bare client: times --dispatchers)"
+    )
+    p.add_argument(
+        "--dispatchers",
+        type=int,
+        default=1,
+        help="1: a dispatcher in this process; more: that many `warnings-svc dispatch` processes",
+    )
     p.add_argument("--window", type=int, default=100, help="[[dispatch.sms]] window (and the bare client's)")
     p.add_argument(
         "--expand-chunk", type=int, default=DispatchSettings().expand_chunk, help="[dispatch] expand_chunk"
@@ -677,6 +765,12 @@ def main() -> None:
             parse_smsc(args.smsc)
         if args.recipients < 1:
             raise BenchError("--recipients must be at least 1", 2)
+        if not 1 <= args.dispatchers <= 8:
+            raise BenchError("--dispatchers must be between 1 and 8", 2)
+        if args.dispatchers > 1 and args.profile:
+            raise BenchError("--profile profiles this process: it needs --dispatchers 1", 2)
+        if args.dispatchers > 1 and args.smsc and not args.smsc_control:
+            raise BenchError("--dispatchers above 1 needs the SMSC's counters: give --smsc-control", 2)
         try:
             DispatchSettings(
                 batch_size=args.batch_size,

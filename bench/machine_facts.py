@@ -58,11 +58,12 @@ def _children(pid: int) -> list[int]:
 
 @dataclass
 class CpuClock:
-    """CPU seconds used by this process, the PostgreSQL server (postmaster and its backends) and the SMSC
-    peer when it runs here."""
+    """CPU seconds used by this process, the PostgreSQL server (postmaster and its backends), the SMSC
+    peer when it runs here, and dispatcher processes when there are any."""
 
     postmaster: int | None
     peer_pid: int | None
+    dispatchers: tuple[int, ...] = ()
 
     def read(self) -> dict[str, float]:
         hz = os.sysconf("SC_CLK_TCK")
@@ -77,6 +78,12 @@ class CpuClock:
         with contextlib.suppress(OSError, ValueError):
             if self.peer_pid is not None:
                 out["smsc_peer"] = _ticks(self.peer_pid, True) / hz
+        if self.dispatchers:
+            ticks = 0
+            for pid in self.dispatchers:
+                with contextlib.suppress(OSError, ValueError):
+                    ticks += _ticks(pid, False)
+            out["dispatchers"] = ticks / hz
         return out
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""bench/outbox.py runs end to end on its own embedded PostgreSQL and reports every phase."""
+"""The benchmarks' command lines: bench/outbox.py runs end to end on its own embedded PostgreSQL and reports
+every phase; bench/fanout.py refuses options it cannot honour before starting anything."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +38,31 @@ def test_the_outbox_benchmark_refuses_a_silly_size_with_status_2() -> None:
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "outbox: --recipients must be between 1,000 and 1,000,000"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--dispatchers", "9"], "fanout: --dispatchers must be between 1 and 8"),
+        (
+            ["--dispatchers", "2", "--profile"],
+            "fanout: --profile profiles this process: it needs --dispatchers 1",
+        ),
+        (
+            ["--dispatchers", "2", "--smsc", "127.0.0.1:2775"],
+            "fanout: --dispatchers above 1 needs the SMSC's counters: give --smsc-control",
+        ),
+    ],
+)
+def test_the_fanout_benchmark_refuses_impossible_dispatcher_options_with_status_2(
+    arguments: list[str], message: str
+) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fanout.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == message

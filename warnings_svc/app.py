@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
 from risk_zoning.db import RISK_MIGRATIONS, MigrationSource, read_migrations
@@ -43,8 +43,16 @@ from warnings_svc.lifecycle import Role
 from warnings_svc.message import LEVEL_COLOURS
 from warnings_svc.message import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.metrics import ServiceMetrics
-from warnings_svc.problems import Problem
-from warnings_svc.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable, save_upload, watch_inbox
+from warnings_svc.problems import ApiProblem, Problem
+from warnings_svc.runs import (
+    Inbox,
+    RejectedRun,
+    RunScorer,
+    ScoringUnavailable,
+    new_upload_folder,
+    upload_path,
+    watch_inbox,
+)
 from warnings_svc.scoring import ACTION_NAMES
 from warnings_svc.settings import Settings
 from warnings_svc.web_auth import (
@@ -515,24 +523,25 @@ async def upload_run(request: web.Request) -> web.Response:
     require_user(request, Role.forecaster, Role.approver, Role.operations, scope="write")
     if RUN_SCORER not in request.app:
         raise RequestError("run", "this server does not score forecast runs")
-    files: list[tuple[str, bytes]] = []
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if part.filename:
-                files.append((part.filename, bytes(await part.read())))
-    else:
-        files.append((request.query.get("filename", "forecast.nc"), await request.read()))
-    files = [(name, data) for name, data in files if data]
-    if not files:
-        raise RequestError("file", "no forecast file in the request")
     settings = request.app[SETTINGS]
     loop = asyncio.get_running_loop()
-    folder = await loop.run_in_executor(
-        None, save_upload, files, settings.data_dir
-    )  # large files: off the loop
+    folder = await loop.run_in_executor(None, new_upload_folder, settings.data_dir)
     try:
-        outcome = await request.app[RUN_SCORER].ingest(sorted(folder.iterdir()), settings.region)
+        # streamed to disk as it comes: a run's files can be large, and memory is not where they belong
+        received = _UploadStream(folder)
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if isinstance(part, BodyPartReader) and part.filename:
+                    await received.save(part.filename, _part_chunks(part))
+        else:
+            await received.save(
+                request.query.get("filename", "forecast.nc"), request.content.iter_chunked(2**20)
+            )
+        files = sorted(p for p in folder.iterdir() if p.stat().st_size)
+        if not files:
+            raise RequestError("file", "no forecast file in the request")
+        outcome = await request.app[RUN_SCORER].ingest(files, settings.region)
     finally:
         await loop.run_in_executor(None, partial(shutil.rmtree, folder, ignore_errors=True))
     body = {
@@ -547,6 +556,36 @@ async def upload_run(request: web.Request) -> web.Response:
         headers={"Location": f"/api/v1/runs/{outcome.run_id}"},
         dumps=partial(json.dumps, ensure_ascii=False),
     )
+
+
+class _UploadStream:
+    """Writes an upload's files into its folder chunk by chunk (off the event loop), refusing the request
+    with 413 once it holds more than `MAX_UPLOAD_BYTES` in all."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files = 0
+        self.size = 0
+
+    async def save(self, name: str, chunks: AsyncIterator[bytes]) -> None:
+        self.files += 1
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(None, upload_path(self.folder, self.files, name).open, "wb")
+        try:
+            async for chunk in chunks:
+                self.size += len(chunk)
+                if self.size > MAX_UPLOAD_BYTES:
+                    raise ApiProblem(
+                        413, "too_large", f"the upload is larger than {MAX_UPLOAD_BYTES} bytes", "file"
+                    )
+                await loop.run_in_executor(None, out.write, chunk)
+        finally:
+            await loop.run_in_executor(None, out.close)
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(2**20):
+        yield chunk
 
 
 async def get_run(request: web.Request) -> web.Response:

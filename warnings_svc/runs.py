@@ -278,19 +278,19 @@ async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def save_upload(files: list[tuple[str, bytes]], root: Path) -> Path:
-    """Write uploaded files into a fresh folder under `root/uploads` and return it (the caller removes it).
-
-    Names are reduced to safe characters and numbered, so parts can neither escape the folder nor
-    overwrite each other; the original name stays recognisable in messages.
-    """
+def new_upload_folder(root: Path) -> Path:
+    """A fresh folder under `root/uploads` for one upload's files (the caller removes it)."""
     uploads = root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="run-", dir=uploads))
-    for i, (name, data) in enumerate(files, start=1):
-        safe = SAFE_NAME.sub("_", Path(name).name).strip("._") or "forecast.nc"
-        (folder / f"{i:02d}_{safe}").write_bytes(data)
-    return folder
+    return Path(tempfile.mkdtemp(prefix="run-", dir=uploads))
+
+
+def upload_path(folder: Path, index: int, name: str) -> Path:
+    """Where the `index`-th uploaded file goes in `folder`. Names are reduced to safe characters and
+    numbered, so parts can neither escape the folder nor overwrite each other; the original name stays
+    recognisable in messages."""
+    safe = SAFE_NAME.sub("_", Path(name).name).strip("._") or "forecast.nc"
+    return folder / f"{index:02d}_{safe}"
 
 
 DEMO_SCENARIO = "sandstorm"  # assessed all year round, unlike frost; a 10-member ensemble shows probabilities

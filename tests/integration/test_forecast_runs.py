@@ -292,6 +292,25 @@ async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> N
     assert "junk.nc" in problem["detail"] and "\n" not in problem["detail"]
 
 
+async def test_an_upload_over_the_size_limit_is_a_413_problem_and_leaves_no_file(
+    service, monkeypatch
+) -> None:
+    """Uploads are streamed to disk; past the limit the request is refused and what was written removed."""
+    from warnings_svc import app as app_module
+
+    client, root = service
+    monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 3 * 2**20)
+    resp = await client.post(
+        "/api/v1/runs?filename=big.nc",
+        data=b"\x00" * (4 * 2**20),
+        headers={"Content-Type": "application/x-netcdf"},
+    )
+    assert resp.status == 413
+    problem = await resp.json()
+    assert problem["code"] == "too_large" and problem["field"] == "file"
+    assert not any((root / "uploads").iterdir())
+
+
 async def test_bad_proposal_filters_are_400_problems(service) -> None:
     client, _ = service
     for query in ("status=maybe", "hazard=hail", "limit=0", "limit=x"):

@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from risk_zoning.db import default_data_dir
 from risk_zoning.tomlfile import read_toml
@@ -162,6 +170,9 @@ class Settings(BaseModel):
     data_dir: Path = Field(default_factory=default_data_dir)
     host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8080
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks): the login limits then count
+    # failures per client, not per proxy (warnings_svc.client_address).
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     region: Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")] = "wuhai"
     log_level: LogLevel = "INFO"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)

@@ -41,6 +41,7 @@ from warnings_svc.accounts import (
     login,
 )
 from warnings_svc.appkeys import POOL, SETTINGS, TEMPLATES
+from warnings_svc.client_address import client_address
 from warnings_svc.lifecycle import Role
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,10 @@ async def login_submit(request: web.Request) -> web.Response:
         return _login_page(request, lang, next_path, error=TEXTS[lang]["failed"], status=400)
     try:
         async with request.app[POOL].acquire() as conn:
-            session_id, session = await login(conn, name, password, remote_address=request.remote or "")
+            client = client_address(
+                request.remote, request.headers.get("X-Forwarded-For"), request.app[SETTINGS].trusted_proxies
+            )
+            session_id, session = await login(conn, name, password, remote_address=client)
             if previous := request.cookies.get(SESSION_COOKIE):
                 await end_session(conn, previous)  # a new id at every login: no session fixation
     except RateLimited as e:

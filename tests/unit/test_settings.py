@@ -154,6 +154,7 @@ def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Pat
     path.write_text("\n".join(lines), encoding="utf-8")
     settings = load_settings(path, {})
     assert settings.dispatch.sms[0].name == "cmcc" and settings.warnings.sms_segments == 3
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
     assert settings.dispatch.sms[0].password_file == tmp_path / "keys" / "smsc-cmcc.password"
 
 

@@ -92,6 +92,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "map": ("预警地图", "Warning map"),
     "map_legend_live": ("生效中的预警", "Warnings in force"),
     "map_legend_proposal": ("预警建议（虚线）", "Proposals (dashed)"),
+    "map_legend_draft": ("草稿、待批和退回的预警（点线）", "Drafts, awaiting approval or returned (dotted)"),
     "map_none": ("无", "none"),
     "proposals": ("待处理的预警建议", "Open proposals"),
     "no_proposals": ("暂无待处理的预警建议", "No open proposals"),
@@ -554,16 +555,31 @@ class RegionViews:
             return self._view
 
 
+# stroke-dasharray by kind, drawn in this order (proposals on top); drafts are round dots (round caps)
+OUTLINE_DASHES = {"draft": "0.1 7", "proposal": "8 5"}
+
+
+@dataclass(frozen=True)
+class Outline:
+    """An area drawn as an outline on the map: an SVG path, its level's colour, a title, and its kind."""
+
+    d: str
+    colour: str
+    title: str
+    kind: Literal["proposal", "draft"]
+
+
 def map_context(
     view: RegionView,
     lang: str,
     *,
     named_levels: Mapping[str, str],
-    outlines: Sequence[tuple[str, str, str]] = (),
+    outlines: Sequence[Outline] = (),
     selectable: bool = False,
-    caption: str = "",
+    captions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What the map template draws: units filled by level, dashed outlines (path, colour, title) on top."""
+    """What the map template draws: units filled by level, outlines on top (dashed for proposals, dotted for
+    warnings still being prepared), and a legend line for each kind of outline drawn (`captions` by kind)."""
     effective = view.effective_levels(named_levels)
 
     def shape(u: UnitRecord) -> dict[str, Any]:
@@ -592,9 +608,17 @@ def map_context(
             }
             for u in districts
         ],
-        "outlines": [{"d": d, "colour": colour, "title": title} for d, colour, title in outlines if d],
+        "outlines": [
+            {"d": o.d, "colour": o.colour, "title": o.title, "kind": o.kind, "dash": OUTLINE_DASHES[o.kind]}
+            for o in outlines
+            if o.d
+        ],
         "selectable": selectable,
-        "caption": caption,
+        "outline_legend": [
+            {"kind": kind, "dash": OUTLINE_DASHES[kind], "name": (captions or {}).get(kind, "")}
+            for kind in OUTLINE_DASHES
+            if any(o.kind == kind and o.d for o in outlines)
+        ],
         "legend": [{"colour": LEVEL_COLOURS[lv], "name": level_name(lv, lang)} for lv in LEVELS],
     }
 
@@ -716,6 +740,7 @@ async def console_home(request: web.Request) -> web.Response:
     names = partial(_area_names, view, lang=lang)
 
     live_levels: dict[str, str] = {}
+    draft_outlines: list[Outline] = []
     groups: dict[str, list[dict[str, Any]]] = {"drafts": [], "pending": [], "returned": [], "issued": []}
     for row in rows:
         v = store.version_from_row(row)
@@ -739,6 +764,9 @@ async def console_home(request: web.Request) -> web.Response:
         bucket = {"draft": "drafts", "pending_approval": "pending", "returned": "returned"}.get(str(s.status))
         if bucket:
             groups[bucket].append(item)
+            d = "".join(view.paths.get(a, "") for a in v.content.areas)
+            title = f"#{v.warning_id} {item['title']} · {item['status']}"
+            draft_outlines.append(Outline(d, LEVEL_COLOURS[s.level], title, "draft"))
         if row["face_status"] == "issued":
             groups["issued"].append(
                 item
@@ -767,7 +795,7 @@ async def console_home(request: web.Request) -> web.Response:
             if geometry
             else "".join(view.paths.get(a, "") for a in p["areas"])
         )
-        outlines.append((d, LEVEL_COLOURS[p["level"]], title))
+        outlines.append(Outline(d, LEVEL_COLOURS[p["level"]], title, "proposal"))
     for p in proposals:
         proposal_items.append(
             {
@@ -787,7 +815,11 @@ async def console_home(request: web.Request) -> web.Response:
             }
         )
     region_map = map_context(
-        view, lang, named_levels=live_levels, outlines=outlines, caption=page.t["map_legend_proposal"]
+        view,
+        lang,
+        named_levels=live_levels,
+        outlines=[*reversed(draft_outlines), *outlines],  # oldest first, proposals on top
+        captions={"proposal": page.t["map_legend_proposal"], "draft": page.t["map_legend_draft"]},
     )
     return page.render(
         "console/home.html",

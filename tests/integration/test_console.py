@@ -206,6 +206,15 @@ async def test_the_console_shows_the_map_proposals_and_warnings_by_status(
     assert re.search(rf'data-code="150303000000" fill="{LEVEL_COLOURS["red"]}"', html)
     assert re.search(rf'data-code="150303100000" fill="{LEVEL_COLOURS["red"]}"', html)
     assert 'class="proposal-outline"' in html and 'stroke-dasharray="8 5"' in html
+    # the yellow draft is a dotted outline of its areas, named, with its own legend line (the issued
+    # warning, no longer being prepared, is not)
+    draft_outlines = re.findall(r'stroke="([^"]+)" stroke-width="4"\s+stroke-dasharray="0.1 7" '
+                                r'stroke-linecap="round"\s+fill-rule="evenodd" class="draft-outline">'
+                                r'<title>([^<]*)</title>', html)  # fmt: skip
+    assert draft_outlines == [(LEVEL_COLOURS["yellow"], f"#{drafted.warning_id} 高温黄色预警 · 草稿")], (
+        draft_outlines
+    )
+    assert "草稿、待批和退回的预警（点线）" in html and "预警建议（虚线）" in html
     assert html.count('class="unit district') == 3 and html.count('class="unit town') == 20
 
 

@@ -8,8 +8,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -111,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         "--smsc",
         metavar="HOST:PORT",
         help="send the demo's SMS to this loopback SMSC (system_id wuhai, password secret; scripts/demo starts one)",
+    )
+    demo.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run the whole chain once in a fresh temporary folder (ingest, proposals, two-person approval, "
+        "dispatch and receipts with --smsc) and print a JSON summary; exit 0 when every step passed",
     )
     demo.set_defaults(command=run_demo)
 
@@ -287,7 +295,26 @@ def run_demo(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"database_url": None})
     if args.smsc:
         settings = settings.model_copy(update={"dispatch": _demo_dispatch(args.smsc)})
+    if args.smoke:
+        return _smoke(settings, args)
     return serve(settings, progress=True, demo=True)
+
+
+def _smoke(settings: Settings, args: argparse.Namespace) -> int:
+    """`demo --smoke`: the chain once on a fresh embedded database in a temporary folder, removed after."""
+    from warnings_svc.smoke import run_smoke  # the service's whole stack: only this command needs it here
+
+    if args.data_dir is not None:
+        raise CommandError("--smoke runs in a fresh temporary folder of its own: leave out --data-dir")
+    folder = Path(tempfile.mkdtemp(prefix="warnings-svc-smoke-"))
+    try:
+        settings = settings.model_copy(update={"data_dir": folder})
+        with database_url(None, folder) as url:
+            summary = asyncio.run(run_smoke(settings, url))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(summary, ensure_ascii=False, default=str))
+    return 0 if summary["ok"] else 1
 
 
 def _demo_dispatch(smsc: str) -> DispatchSettings:

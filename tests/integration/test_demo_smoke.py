@@ -1,0 +1,62 @@
+"""`warnings-svc demo --smoke`: the whole chain once, as other tools run it, against a real SMSC."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from typing import Any
+
+from tests.factories_app import clean_environment, warnings_svc_command
+
+
+def smoke(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*warnings_svc_command(), "demo", "--smoke", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_environment(),
+    )
+
+
+def test_the_smoke_run_ingests_issues_dispatches_and_reports_in_json(smsc: Any) -> None:
+    run = smoke("--smsc", f"127.0.0.1:{smsc.port}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert summary["ok"] is True and "failed" not in summary
+    assert summary["ingest"]["proposals"] and summary["warning"]["status"] == "issued"
+    assert summary["warning"]["drafted_by"] != summary["warning"]["approved_by"]  # two people
+    deliveries = summary["dispatch"]["deliveries"]
+    delivered = deliveries["delivered"]
+    assert delivered > 0 and delivered == sum(deliveries.values())
+    assert summary["dispatch"]["receipts"] == summary["dispatch"]["segments"]
+    assert summary["reach"] == {
+        "people_sent_to": delivered,
+        "delivered_to_handset": delivered,
+        "share": 1.0,
+        "public_coverage": None,
+    }
+    # what the SMSC received: every person texted, all of their segments, once
+    per_phone = Counter(r["destination_addr"] for r in smsc.accepted())
+    assert len(per_phone) == delivered
+    assert sum(per_phone.values()) == summary["dispatch"]["segments"]
+
+
+def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> None:
+    run = smoke()
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert summary["ok"] is True and summary["warning"]["status"] == "issued"
+    assert summary["dispatch"] == {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
+    assert "reach" not in summary
+
+
+def test_the_smoke_run_refuses_a_data_folder_with_status_2(tmp_path: Any) -> None:
+    run = smoke("--data-dir", str(tmp_path))
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.strip() == (
+        "warnings-svc: --smoke runs in a fresh temporary folder of its own: leave out --data-dir"
+    )
+    assert not any(tmp_path.iterdir())

@@ -12,8 +12,8 @@ fi
 extras="${1:-}"
 stamp=".venv/.installed-${extras:-base}-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
+  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" 2>&1 | grep -v "is ignored" >&2 || true
   .venv/bin/python -c 'import risk_zoning, warnings_svc' # fail here, not later, if the install did not work
   touch "$stamp"
 fi

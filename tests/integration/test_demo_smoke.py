@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from tests.factories_app import clean_environment, warnings_svc_command
@@ -60,3 +61,21 @@ def test_the_smoke_run_refuses_a_data_folder_with_status_2(tmp_path: Any) -> Non
         "warnings-svc: --smoke runs in a fresh temporary folder of its own: leave out --data-dir"
     )
     assert not any(tmp_path.iterdir())
+
+
+def test_scripts_demo_smoke_prints_only_the_json_summary() -> None:
+    """`./scripts/demo --smoke` as a tool runs it: the set-up (a venv check, the loopback SMSC it starts)
+    writes to stderr, and its arguments go to the demo, not to pip as extras (which they once did)."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [str(root / "scripts" / "demo"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+        env=clean_environment(),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)  # the whole of stdout is one JSON object
+    assert summary["ok"] is True
+    assert "placeholder[--smoke]" not in run.stderr and "InvalidRequirement" not in run.stderr

@@ -193,17 +193,21 @@ async def test_after_five_failures_login_is_429_with_retry_after_even_with_the_r
     assert "分钟后再试" in await response.text()
 
 
+async def log_in_from(client: TestClient, address: str, name: str, password: str = PASSWORD) -> Any:
+    """A login through a proxy that names the client `address` in X-Forwarded-For."""
+    return await client.post(
+        "/console/login",
+        data={"name": name, "password": password},
+        headers={"X-Forwarded-For": address},
+        allow_redirects=False,
+    )
+
+
 async def _fail_twenty_times_from(client: TestClient, address: str) -> None:
     """20 failed logins (the per-address limit) claiming to come from `address`, spread over names so that
     no name reaches its own limit."""
     for i in range(20):
-        response = await client.post(
-            "/console/login",
-            data={"name": f"nobody.{i % 5}.{address}", "password": "wrong"},
-            headers={"X-Forwarded-For": address},
-            allow_redirects=False,
-        )
-        assert response.status == 401
+        assert (await log_in_from(client, address, f"nobody.{i % 5}.{address}", "wrong")).status == 401
 
 
 async def test_behind_a_trusted_proxy_failed_logins_count_per_client_address(
@@ -212,22 +216,8 @@ async def test_behind_a_trusted_proxy_failed_logins_count_per_client_address(
     await create_user(db, "zhao.lei", "forecaster", password=PASSWORD)
     async with service(accounts_url, tmp_path, trusted_proxies=("127.0.0.1", "::1")) as client:
         await _fail_twenty_times_from(client, "203.0.113.7")
-        headers = {"X-Forwarded-For": "203.0.113.7"}
-        limited = await client.post(
-            "/console/login",
-            data={"name": "zhao.lei", "password": PASSWORD},
-            headers=headers,
-            allow_redirects=False,
-        )
-        assert limited.status == 429  # that client is limited...
-        headers = {"X-Forwarded-For": "203.0.113.8"}
-        other = await client.post(
-            "/console/login",
-            data={"name": "zhao.lei", "password": PASSWORD},
-            headers=headers,
-            allow_redirects=False,
-        )
-        assert other.status == 303  # ...the next one behind the same proxy is not
+        assert (await log_in_from(client, "203.0.113.7", "zhao.lei")).status == 429  # that client is limited
+        assert (await log_in_from(client, "203.0.113.8", "zhao.lei")).status == 303  # the next one is not
 
 
 async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
@@ -235,13 +225,8 @@ async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
 ) -> None:
     await create_user(db, "qian.yu", "forecaster", password=PASSWORD)
     await _fail_twenty_times_from(client, "203.0.113.9")
-    response = await client.post(
-        "/console/login",
-        data={"name": "qian.yu", "password": PASSWORD},
-        headers={"X-Forwarded-For": "203.0.113.10"},  # claiming another address does not escape the limit
-        allow_redirects=False,
-    )
-    assert response.status == 429
+    # claiming another address does not escape the limit of the address the requests really come from
+    assert (await log_in_from(client, "203.0.113.10", "qian.yu")).status == 429
 
 
 # ---------------------------------------------------------------------------------------------- CSRF

@@ -261,7 +261,9 @@ READINESS = web.AppKey("readiness", ReadinessProbe)
 RUN_SCORER = web.AppKey("run_scorer", RunScorer)
 
 
-MAX_UPLOAD_BYTES = 2 * 1024**3
+# Request bodies aiohttp reads whole: url-encoded forms (login, console actions). Forecast uploads are
+# streamed to disk ([scoring] max_upload_mib) and JSON bodies capped on their own (api_warnings).
+FORM_MAX_BYTES = 2**20
 
 
 def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None = None) -> web.Application:
@@ -272,7 +274,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     """
     metrics = ServiceMetrics()
     app = web.Application(
-        middlewares=[observe_requests, answer_problems, authenticate], client_max_size=MAX_UPLOAD_BYTES
+        middlewares=[observe_requests, answer_problems, authenticate], client_max_size=FORM_MAX_BYTES
     )
     app[SETTINGS] = settings
     app[POOL] = pool
@@ -528,7 +530,7 @@ async def upload_run(request: web.Request) -> web.Response:
     folder = await loop.run_in_executor(None, new_upload_folder, settings.data_dir)
     try:
         # streamed to disk as it comes: a run's files can be large, and memory is not where they belong
-        received = _UploadStream(folder)
+        received = _UploadStream(folder, settings.scoring.max_upload_mib * 2**20)
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
@@ -560,10 +562,11 @@ async def upload_run(request: web.Request) -> web.Response:
 
 class _UploadStream:
     """Writes an upload's files into its folder chunk by chunk (off the event loop), refusing the request
-    with 413 once it holds more than `MAX_UPLOAD_BYTES` in all."""
+    with 413 once it holds more than `limit` bytes in all."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, limit: int) -> None:
         self.folder = folder
+        self.limit = limit
         self.files = 0
         self.size = 0
 
@@ -574,9 +577,12 @@ class _UploadStream:
         try:
             async for chunk in chunks:
                 self.size += len(chunk)
-                if self.size > MAX_UPLOAD_BYTES:
+                if self.size > self.limit:
                     raise ApiProblem(
-                        413, "too_large", f"the upload is larger than {MAX_UPLOAD_BYTES} bytes", "file"
+                        413,
+                        "too_large",
+                        f"the upload is larger than {self.limit // 2**20} MiB ([scoring] max_upload_mib)",
+                        "file",
                     )
                 await loop.run_in_executor(None, out.write, chunk)
         finally:

@@ -60,6 +60,8 @@ class ScoringSettings(BaseModel):
     dask_scheduler: Annotated[str, Field(pattern=r"^(tcp|tls|inproc)://\S+$")] | None = None
     tile: Annotated[int, Field(ge=16, le=4096)] = 256  # cells per tile side on the Dask path
     inbox_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # The largest forecast upload (POST /api/v1/runs), all its files together; streamed to disk, not memory.
+    max_upload_mib: Annotated[int, Field(ge=1, le=65536)] = 2048
 
 
 class WarningSettings(BaseModel):

@@ -4,6 +4,7 @@ against the embedded PostgreSQL and the real HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -219,9 +221,18 @@ async def test_a_run_is_stored_once_and_supersedes_earlier_proposals(scenarios: 
 
 @pytest.fixture
 async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Path]]:
+    async with serving(built_url, tmp_path) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(built_url: str, tmp_path: Path, **scoring: Any) -> AsyncIterator[tuple[TestClient, Path]]:
+    """The service with an operations token, scoring settings changed by `scoring`."""
     pool = await create_pool(built_url, max_size=4)
     settings = Settings(
-        database_url=built_url, data_dir=tmp_path, scoring=ScoringSettings(inbox_poll_seconds=0.2)
+        database_url=built_url,
+        data_dir=tmp_path,
+        scoring=ScoringSettings(inbox_poll_seconds=0.2, **scoring),
     )
     async with pool.acquire() as conn:
         token = (
@@ -293,22 +304,20 @@ async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> N
 
 
 async def test_an_upload_over_the_size_limit_is_a_413_problem_and_leaves_no_file(
-    service, monkeypatch
+    built_url: str, tmp_path: Path
 ) -> None:
     """Uploads are streamed to disk; past the limit the request is refused and what was written removed."""
-    from warnings_svc import app as app_module
-
-    client, root = service
-    monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 3 * 2**20)
-    resp = await client.post(
-        "/api/v1/runs?filename=big.nc",
-        data=b"\x00" * (4 * 2**20),
-        headers={"Content-Type": "application/x-netcdf"},
-    )
-    assert resp.status == 413
-    problem = await resp.json()
-    assert problem["code"] == "too_large" and problem["field"] == "file"
-    assert not any((root / "uploads").iterdir())
+    async with serving(built_url, tmp_path, max_upload_mib=3) as (client, root):
+        resp = await client.post(
+            "/api/v1/runs?filename=big.nc",
+            data=b"\x00" * (4 * 2**20),
+            headers={"Content-Type": "application/x-netcdf"},
+        )
+        assert resp.status == 413
+        problem = await resp.json()
+        assert problem["code"] == "too_large" and problem["field"] == "file"
+        assert "3 MiB" in problem["detail"]
+        assert not any((root / "uploads").iterdir())
 
 
 async def test_bad_proposal_filters_are_400_problems(service) -> None:

@@ -463,3 +463,11 @@ async def test_adding_a_user_twice_is_one_line_and_exit_status_2(
     result = run_cli("user", "add", "zhou", "--role", "forecaster", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["warnings-svc: user 'zhou' exists already"]
+
+
+async def test_a_form_larger_than_forms_need_is_refused_with_413(client: TestClient) -> None:
+    """Url-encoded forms are read whole, so they are capped (1 MiB); uploads stream and have their own limit."""
+    response = await client.post(
+        "/console/login", data={"name": "x", "password": "y" * (2 * 2**20)}, allow_redirects=False
+    )
+    assert response.status == 413

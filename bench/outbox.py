@@ -4,7 +4,7 @@ The phases a fan-out goes through, run one after the other on N registered recip
 issued for the whole city, each timed alone (wall seconds, CPU seconds of this process and of PostgreSQL,
 and microseconds of each per delivery):
 
-- ``expand``: the fan-out expanded into deliveries (`expansion.expand_next`, chunks of 10,000);
+- ``expand``: the fan-out expanded into deliveries (`expansion.expand_next`, chunks of 10,000, the first of 500);
 - ``claim``: every delivery claimed in batches of 1,000 (`outbox.claim`);
 - ``results``: every batch stored as accepted with two message ids, two batches per transaction as the
   dispatcher's results writer does when it is behind (`outbox.record_results`);
@@ -44,11 +44,9 @@ from machine_facts import CpuClock, cpu_and_memory, postgres_pid  # noqa: E402  
 from channels.base import Receipt, ReceiptState, SendOutcome, SendResult  # noqa: E402
 from risk_zoning.db import DatabaseError, EmbeddedPostgres  # noqa: E402
 from tests.factories_db import fresh_database  # noqa: E402
-from tests.factories_dispatch import add_recipients, issue  # noqa: E402
+from tests.factories_dispatch import add_recipients, expand_all, issue  # noqa: E402
 from warnings_svc import outbox  # noqa: E402
 from warnings_svc.dispatch import tune_collector  # noqa: E402
-from warnings_svc.expansion import expand_next  # noqa: E402
-from warnings_svc.warning_store import region_units  # noqa: E402
 
 ENDPOINT = "smsc"
 CLAIM_BATCH = 1000
@@ -97,11 +95,9 @@ async def run(server_url: str, pgdata: Path, n: int) -> dict[str, Any]:
             await conn.execute("ANALYZE svc.recipient")
             await baseline(conn, n, phases)
             await issue(conn)
-            units = await region_units(conn, "wuhai")
 
             started = phases.start()
-            while await expand_next(conn, units, chunk=10_000, first_chunk=500) is not None:
-                pass
+            await expand_all(conn)
             phases.stop("expand", started)
 
             started = phases.start()

@@ -21,9 +21,11 @@ import asyncpg
 from channels.smpp.esme import SmsChannel
 from warnings_svc import warning_store as ws
 from warnings_svc.dispatch import Dispatcher, Endpoint, pool_size, sms_endpoint
+from warnings_svc.expansion import expand_next
 from warnings_svc.lifecycle import Action, Actor, Role
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings
 from warnings_svc.texts import sms_segments
+from warnings_svc.warning_store import region_units
 
 FORECASTER = Actor("wang", Role.forecaster)
 APPROVER = Actor("li", Role.approver)
@@ -56,6 +58,15 @@ async def add_recipients(
         test_every,
         language_en_every,
     )
+
+
+async def expand_all(conn: asyncpg.Connection, *, region: str = "wuhai", chunk: int = 10_000) -> int:
+    """Expand every pending fan-out into deliveries, as a dispatcher's expander does; how many were written."""
+    units = await region_units(conn, region)
+    written = 0
+    while (expanded := await expand_next(conn, units, chunk=chunk, first_chunk=min(500, chunk))) is not None:
+        written += expanded.deliveries
+    return written
 
 
 async def sms_segments_of(conn: asyncpg.Connection, warning_id: int, version: int = 1) -> int:

@@ -14,6 +14,7 @@ from tests.factories_db import fresh_database
 from tests.factories_dispatch import (
     add_recipients,
     dispatch_settings,
+    expand_all,
     issue,
     phone,
     running_dispatcher,
@@ -25,8 +26,6 @@ from tests.factories_dispatch import (
 from warnings_svc import outbox
 from warnings_svc.dispatch import GC_YOUNG_THRESHOLD, tune_collector
 from warnings_svc.dispatch_metrics import DispatchMetrics
-from warnings_svc.expansion import expand_next
-from warnings_svc.warning_store import region_units
 
 
 @pytest.fixture
@@ -258,9 +257,7 @@ async def test_queue_figures_count_open_deliveries_and_those_of_versions_in_forc
     version is in force (the outbox keeps every delivery ever made: the gauge must not count its history)."""
     await add_recipients(conn, 50)
     v = await issue(conn)
-    units = await region_units(conn, "wuhai")
-    while await expand_next(conn, units, chunk=1000, first_chunk=1000) is not None:
-        pass
+    assert await expand_all(conn) == 50
     stats = await outbox.queue_stats(conn)
     assert [(r["channel"], r["state"], r["n"]) for r in stats] == [("sms", "pending", 50)]
     assert stats[0]["oldest_s"] >= 0

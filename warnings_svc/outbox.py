@@ -253,9 +253,9 @@ async def record_results(
 
 async def _write_map(
     conn: asyncpg.Connection, endpoint: str, remote_ids: list[str], delivery_ids: list[int]
-) -> int:
-    """Store the message-id map of sent deliveries and settle those whose receipts all came first; how many
-    settled. Inside the caller's transaction."""
+) -> None:
+    """Store the message-id map of sent deliveries and settle those whose receipts all came first. Inside the
+    caller's transaction."""
     await _serialise_with_receipts(conn, endpoint)
     await conn.execute(
         """INSERT INTO svc.delivery_part AS p (endpoint, remote_id, delivery_id)
@@ -266,7 +266,7 @@ async def _write_map(
         remote_ids,
         delivery_ids,
     )
-    return await _settle(conn, sorted(set(delivery_ids)))
+    await _settle(conn, sorted(set(delivery_ids)))
 
 
 async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequence[Receipt]) -> int:

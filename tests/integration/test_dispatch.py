@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 
 from channels.base import SendOutcome, SendResult
+from tests.factories_db import fresh_database
 from tests.factories_dispatch import (
     add_recipients,
     dispatch_settings,
@@ -23,6 +26,13 @@ from tests.factories_dispatch import (
 from warnings_svc import outbox
 from warnings_svc.dispatch import GC_YOUNG_THRESHOLD, tune_collector
 from warnings_svc.dispatch_metrics import DispatchMetrics
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A fresh database with the Wuhai risk database built (the suite's `conn` connects to it)."""
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
 
 
 async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_url, smsc) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -44,6 +44,13 @@ from tests.peers.smsc_fixture import SmscPeer, start_smsc
 pytestmark = pytest.mark.slow
 
 WAIT_S = 120.0
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A fresh database with the Wuhai risk database built (the suite's `conn` connects to it)."""
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
 
 
 @pytest.fixture

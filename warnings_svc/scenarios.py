@@ -14,8 +14,9 @@ Scenarios (`scenario_names`):
   afternoon in the hottest part. The default run starts at 20:00 Beijing time (12 UTC), so its 72 hours
   hold three nearly whole Beijing days.
 - ``rainstorm`` (August): one convective cell at the front of the largest range, on the side facing the
-  towns, in the afternoon and evening of the first day: up to about 110 mm in 3 h on a few km², with light
-  rain around it, dry elsewhere.
+  towns, in the afternoon and evening of the first day (3 h out when the run starts after that afternoon,
+  so that it always falls within the 24 h the criteria look ahead): up to about 110 mm in 3 h on a few km²,
+  with light rain around it, dry elsewhere.
 - ``frost`` (late April): two cold clear nights; ground-surface minimum -1 to -6 °C away from the river and
   on higher ground, above 0 °C along the river.
 - ``sandstorm`` (April): a dust front from the north-west, arriving within a few hours; gusts 15-25 m/s,
@@ -577,6 +578,10 @@ def _frost(geo: _Geography, clock: _Clock, p: _Perturbation) -> dict[str, np.nda
 
 # The convective cell: hourly shares of its rain from the local hour of onset, its spread (km), its drift.
 STORM_ONSET_LOCAL_HOUR = 15
+# The latest lead the cell may start at: it then ends (6 h, a member up to 1 h late) within the 24 h the
+# rainstorm criteria look ahead. A run made after the afternoon would otherwise show it the next afternoon,
+# beyond the horizon, and propose nothing; its cell starts 3 h out instead.
+STORM_LATEST_ONSET_LEAD = 17
 STORM_SHARES = (0.08, 0.22, 0.34, 0.24, 0.09, 0.03)
 STORM_SIGMA_KM = (3.5, 5.0)  # across (east-west) and along (north-south) the range front
 STORM_DRIFT_KMH = (0.9, 2.4)  # east and north components: slowly north along the front
@@ -609,6 +614,13 @@ def _storm_anchor(geo: _Geography) -> tuple[float, float]:
     )
 
 
+def _storm_onset(clock: _Clock) -> int:
+    """The control cell's first lead: the first 15:00 Beijing time at least 3 h out, or 3 h out when that
+    afternoon lies beyond the warning horizon (see `STORM_LATEST_ONSET_LEAD`)."""
+    onset = clock.first_lead_at(STORM_ONSET_LOCAL_HOUR, not_before=3)
+    return onset if onset <= STORM_LATEST_ONSET_LEAD else 3
+
+
 def _rainstorm(geo: _Geography, clock: _Clock, p: _Perturbation) -> dict[str, np.ndarray]:
     w = _background("rainstorm", geo, clock, p)
     rng = np.random.default_rng([geo.seed, 4242])
@@ -617,7 +629,7 @@ def _rainstorm(geo: _Geography, clock: _Clock, p: _Perturbation) -> dict[str, np
     cx, cy = cx + 1.5 * rng.standard_normal(), cy + 1.5 * rng.standard_normal()  # the seed moves it a little
 
     def cell(dx: float, dy: float, delay_h: int) -> np.ndarray:
-        onset = clock.first_lead_at(STORM_ONSET_LOCAL_HOUR, not_before=3) + delay_h
+        onset = _storm_onset(clock) + delay_h
         out = np.zeros((clock.lead.size, *geo.grid.shape))
         for k, share in enumerate(STORM_SHARES):
             lead = onset + k
@@ -635,7 +647,7 @@ def _rainstorm(geo: _Geography, clock: _Clock, p: _Perturbation) -> dict[str, np
     scale = math.exp(0.25 * p.scale) if p.member else 1.0
     delay = int(np.clip(round(p.delay), -1, 1)) if p.member else 0
     conv = cell(4.0 * p.shift_x, 4.0 * p.shift_y, delay) * amplitude * scale
-    onset = clock.first_lead_at(STORM_ONSET_LOCAL_HOUR, not_before=3) + delay - 1
+    onset = _storm_onset(clock) + delay - 1
     r2 = ((geo.x - cx) ** 2 + (geo.y - cy) ** 2) / LIGHT_RAIN_SIGMA_KM**2
     light = np.zeros_like(conv)
     for k in range(LIGHT_RAIN_HOURS):

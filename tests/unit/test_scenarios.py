@@ -345,3 +345,17 @@ def test_a_shorter_run_has_fewer_steps(tmp_path: Path, region: Region) -> None:
         "quiet", tmp_path, region, hours=24, reference_time=datetime(2024, 9, 1, tzinfo=UTC)
     )
     assert read_quantity(paths, "precipitation").sizes["time"] == 24
+
+
+@pytest.mark.parametrize("hour", range(24))
+def test_the_rainstorm_falls_within_the_criteria_horizon_whatever_the_hour_the_run_starts(
+    region: Region, hour: int
+) -> None:
+    """Its largest 3-hour total (>= 100 mm: red) ends within 24 h of the run's start, the horizon of the
+    rainstorm criteria. Runs starting 13-17 Beijing time used to put the cell on the next afternoon, beyond
+    it, so the browser tests that ingest a rainstorm "now" failed every day from 05 to 09 UTC."""
+    start = datetime(2026, 8, 2, hour, 20, tzinfo=UTC)
+    rain = scenario_fields("rainstorm", region, reference_time=start).fields["precipitation"][:, 0]
+    three_hours = running_sum(rain, 3).max(axis=(1, 2))
+    assert three_hours.max() >= 100
+    assert int(three_hours.argmax()) + 2 <= 24  # the lead at which the largest window ends

@@ -270,6 +270,7 @@ async def bare_client(
         nonlocal received
         async for batch in channel.receipts():
             received += len(batch)
+            batch.ack()
             if received >= expected:
                 all_in.set()
 

@@ -7,9 +7,11 @@ and microseconds of each per delivery):
 - ``expand``: the fan-out expanded into deliveries (`expansion.expand_next`, chunks of 10,000, the first of 500);
 - ``claim``: every delivery claimed in batches of 1,000 (`outbox.claim`);
 - ``results``: every batch stored as accepted with two message ids, two batches per transaction as the
-  dispatcher's results writer does when it is behind (`outbox.record_results`);
-- ``receipts``: a DELIVRD receipt for every part, 2,000 per transaction (`outbox.store_receipts`), which
-  settles every delivery.
+  dispatcher's results writer does when it is behind (`outbox.record_results`), each with a DELIVRD receipt
+  for every part riding with it (receipts that beat their results, the usual case at full speed), which
+  settles every delivery;
+- ``receipts`` (with ``--receipts-after``, and then the results carry none): a DELIVRD receipt for every
+  part, 2,000 per transaction (`outbox.store_receipts`), which settles every delivery.
 
 This is the database's share of `bench/fanout.py`'s real path, measured where no SMPP traffic competes for
 the cores: the instrument for making a delivery cheaper to store. The baseline in the same run is a plain
@@ -17,7 +19,7 @@ the cores: the instrument for making a delivery cheaper to store. The baseline i
 makes (claimed, sent, settled) in their cheapest form, so PostgreSQL's figure reads as "so many times the
 bare minimum a delivery's state changes cost".
 
-    python bench/outbox.py [--recipients 30000] [--json]
+    python bench/outbox.py [--recipients 30000] [--receipts-after] [--json]
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ async def baseline(conn: asyncpg.Connection, n: int, phases: Phases) -> None:
     phases.stop("baseline", started)
 
 
-async def run(server_url: str, pgdata: Path, n: int) -> dict[str, Any]:
+async def run(server_url: str, pgdata: Path, n: int, receipts_with_results: bool) -> dict[str, Any]:
     tune_collector()
     phases = Phases(CpuClock(postgres_pid(pgdata), None), n)
     async with fresh_database(server_url, built=True) as url:
@@ -106,35 +108,40 @@ async def run(server_url: str, pgdata: Path, n: int) -> dict[str, Any]:
                 claims.append((f"bench#{len(claims)}", batch))
             phases.stop("claim", started)
 
+            now = datetime.now(UTC)
             remote = iter(range(n * SEGMENTS))
-            sent = [
-                outbox.SentBatch(
-                    lease,
-                    batch,
-                    [
-                        SendResult(
-                            c.key, SendOutcome.ACCEPTED, tuple(f"{next(remote):08x}" for _ in range(SEGMENTS))
-                        )
-                        for c in batch
-                    ],
-                    [0.0] * len(batch),
+            sent = []
+            for lease, batch in claims:
+                results = [
+                    SendResult(
+                        c.key, SendOutcome.ACCEPTED, tuple(f"{next(remote):08x}" for _ in range(SEGMENTS))
+                    )
+                    for c in batch
+                ]
+                riding = (
+                    {
+                        i: Receipt(i, ReceiptState.DELIVERED, "DELIVRD", "000", now, now, r.key)
+                        for r in results
+                        for i in r.remote_ids
+                    }
+                    if receipts_with_results
+                    else {}
                 )
-                for lease, batch in claims
-            ]
+                sent.append(outbox.SentBatch(lease, batch, results, [0.0] * len(batch), riding))
             started = phases.start()
             for i in range(0, len(sent), RESULT_BATCHES_PER_TRANSACTION):
                 await outbox.record_results(conn, ENDPOINT, sent[i : i + RESULT_BATCHES_PER_TRANSACTION], 12)
             phases.stop("results", started)
 
-            now = datetime.now(UTC)
-            receipts = [
-                Receipt(f"{i:08x}", ReceiptState.DELIVERED, "DELIVRD", "000", now, now)
-                for i in range(n * SEGMENTS)
-            ]
-            started = phases.start()
-            for i in range(0, len(receipts), RECEIPT_BATCH):
-                await outbox.store_receipts(conn, ENDPOINT, receipts[i : i + RECEIPT_BATCH])
-            phases.stop("receipts", started)
+            if not receipts_with_results:
+                receipts = [
+                    Receipt(f"{i:08x}", ReceiptState.DELIVERED, "DELIVRD", "000", now, now)
+                    for i in range(n * SEGMENTS)
+                ]
+                started = phases.start()
+                for i in range(0, len(receipts), RECEIPT_BATCH):
+                    await outbox.store_receipts(conn, ENDPOINT, receipts[i : i + RECEIPT_BATCH])
+                phases.stop("receipts", started)
 
             final = dict(await conn.fetch("SELECT state, count(*) FROM svc.delivery GROUP BY state"))
             if final != {"delivered": n}:
@@ -152,6 +159,7 @@ async def run(server_url: str, pgdata: Path, n: int) -> dict[str, Any]:
         "machine": cpu_and_memory() | {"postgresql": version},
         "deliveries": n,
         "segments_each": SEGMENTS,
+        "receipts": "with results" if receipts_with_results else "after results",
         "phases": phases.figures,
         "total": total
         | {
@@ -165,6 +173,11 @@ async def run(server_url: str, pgdata: Path, n: int) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipients", type=int, default=30_000, help="registered people the warning reaches")
+    p.add_argument(
+        "--receipts-after",
+        action="store_true",
+        help="receipts stored after their batches' results (as when they come late), not with them",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     if not 1_000 <= args.recipients <= 1_000_000:
@@ -174,7 +187,7 @@ def main() -> None:
     embedded = EmbeddedPostgres(folder)
     try:
         server_url = embedded.start()
-        result = asyncio.run(run(server_url, embedded.pgdata, args.recipients))
+        result = asyncio.run(run(server_url, embedded.pgdata, args.recipients, not args.receipts_after))
     except DatabaseError as e:
         print(f"outbox: {e}", file=sys.stderr)
         sys.exit(2)

@@ -7,7 +7,7 @@ refused it for now (retry later, never drop) or refused it for good.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -86,6 +86,23 @@ class Receipt:
     error_code: str = ""
     done_at: datetime | None = None
     received_at: datetime | None = None
+    # the key of the message it reports on, when the adapter that sent the message still remembers it: lets
+    # a dispatcher store a receipt with its message's results when it beats them ("" when not known)
+    key: str = ""
+
+
+class ReceiptBatch(list[Receipt]):
+    """A batch of receipts as `Channel.receipts` yields it; `ack()` acknowledges it to the remote end."""
+
+    __slots__ = ("_ack",)
+
+    def __init__(self, receipts: Iterable[Receipt], ack: Callable[[], object] = lambda: None) -> None:
+        super().__init__(receipts)
+        self._ack = ack
+
+    def ack(self) -> None:
+        """Tell the remote end these receipts are handled (stored), so it does not send them again."""
+        self._ack()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +128,15 @@ class Channel(Protocol):
         per-item failure: those are results."""
         ...
 
-    def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[list[Receipt]]:
+    def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[ReceiptBatch]:
         """Receipts in batches as they arrive, for as long as the channel is open.
 
         A batch holds whatever is queued right now: at least one receipt, at most ``max_batch``; with
-        ``linger_s`` a batch that is not full waits that long once for more. A batch is
-        acknowledged to the remote end only when the consumer asks for the next batch, so a consumer that
-        persists a batch before iterating again never loses one: if it dies first, the remote end sends those
-        receipts again. Duplicates are therefore possible and the consumer must treat them idempotently.
-        Receipts of a batch not yet acknowledged when the iterator is closed or the channel closes are not
-        acknowledged (the remote end sends them again later).
+        ``linger_s`` a batch that is not full waits that long once for more. A batch is acknowledged to the
+        remote end only when the consumer calls its ``ack()``, so a consumer that persists a batch before
+        acknowledging it never loses one: if it dies first, the remote end sends those receipts again.
+        Batches may be acknowledged in any order, and the consumer may go on to the next batch before
+        acknowledging one. Duplicates are therefore possible and the consumer must treat them idempotently.
         """
         ...
 

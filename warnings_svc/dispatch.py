@@ -12,8 +12,11 @@ One `Dispatcher` runs these asyncio tasks until stopped:
   temporary failures come back after exponential backoff with full jitter (or the adapter's own hint, e.g.
   an SMSC's throttling), permanent ones and exhausted retries go to ``dead`` with the reason. A batch keeps
   its lease (renewed every third of `lease_s`) until its outcomes are stored;
-- per endpoint, a receipt writer: a batch of receipts is stored before the adapter acknowledges it to the
-  remote end (the adapter acknowledges a batch when the next one is asked for), so a crash loses none;
+- per endpoint, a receipt writer: a batch of receipts is stored before it is acknowledged to the remote end,
+  so a crash loses none. A receipt that beats its message's results (the adapter names the message's key,
+  and this dispatcher still holds the batch, results not yet stored) rides with those results: one write
+  stores the part, its receipt and, when every part's final receipt came, the delivery settled. Its receipt
+  batch is acknowledged once the batches it rides with are stored;
 - a reaper returning expired leases (a dispatcher that died mid-send) to the queue, and refreshing the
   queue gauges.
 
@@ -40,7 +43,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from channels.base import Channel, OutboundMessage, SendOutcome, SendResult
+from channels.base import Channel, OutboundMessage, Receipt, ReceiptBatch, SendOutcome, SendResult
 from channels.smpp.esme import SmppSettings, SmsChannel
 from channels.sms.encoding import SegmentMethod, segment_count
 from risk_zoning.store import UnitRecord
@@ -64,7 +67,10 @@ DATABASE_ERRORS = (
     TimeoutError,
 )
 LINK_FAILURES = ("link down", "timeout", "channel closed")  # temporary failures that count against a circuit
-STATS_EVERY_S = 5.0
+REAP_EVERY_S = 5.0  # at most this long between two looks for expired leases
+# The queue gauges are refreshed at Prometheus's usual scrape interval: counting the deliveries of the versions
+# in force reads every one of them (about 20 ms of the server's CPU at 100,000), and every dispatcher does it.
+STATS_EVERY_S = 15.0
 # Young objects allowed between two runs of the cyclic garbage collector (Python's default: 700). A
 # dispatcher makes and drops objects by the hundred thousand a second (claims, PDUs, receipts): at the default
 # the collector took a third of its CPU time in bench/fanout.py, at this (and the start-up heap frozen) 7 %.
@@ -74,6 +80,9 @@ _collector_tuned = False
 # of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
 RECEIPT_BATCH = 2000
 RECEIPT_LINGER_S = 0.05
+# A sent batch's outcomes wait this long before they are stored, so that the receipts of its last parts (the
+# SMSC answers the submit, then reports) can still ride with them rather than be written on their own.
+RESULTS_LINGER_S = 0.1
 
 
 @dataclass
@@ -94,12 +103,25 @@ class Endpoint:
             await start(wait_s=0)
 
 
+@dataclass(eq=False, slots=True)
+class InHand:
+    """A claimed batch, from its claim until its outcomes are stored (or it is given up)."""
+
+    endpoint: str
+    claimed: list[outbox.Claimed]
+    stored: asyncio.Future[bool]  # True once its outcomes (and the receipts riding with them) are stored
+    # receipts of its parts that came before the results writer took it, by remote id: stored with it
+    receipts: dict[str, Receipt] = field(default_factory=dict)
+    taken: bool = False  # the results writer has it: receipts coming now are stored on their own
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """A batch sent, waiting for its outcomes to be stored; `seconds` it took to send."""
 
     batch: outbox.SentBatch
     seconds: float
+    sent_at: float  # time.monotonic() when it was sent
 
 
 def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint:
@@ -198,13 +220,24 @@ class Dispatcher:
         self._texts: dict[tuple[int, int, str], str] = {}
         self._units: dict[str, UnitRecord] | None = None
         self._claims = itertools.count(1)
-        # lease -> its deliveries, from the claim until their outcomes are stored (what `_renew` keeps leased)
-        self._held: dict[str, list[int]] = {}
+        # lease -> its batch, from the claim until its outcomes are stored (what `_renew` keeps leased), and
+        # the key of each delivery in hand -> its batch (so a receipt that beats its results can ride with them)
+        self._held: dict[str, InHand] = {}
+        self._by_key: dict[str, InHand] = {}
+        self._acks: set[asyncio.Task[None]] = set()  # receipt batches waiting for the batches they ride with
         # per endpoint: batches sent whose outcomes are not stored yet, and a bound on how many there may be
         # (so a dispatcher holds at most 2 x batches_in_flight batches: being sent, and waiting to be stored)
         self._sent: dict[str, asyncio.Queue[Sent]] = {}
         self._unstored: dict[str, asyncio.Semaphore] = {}
-        self.counters = {"expanded": 0, "claimed": 0, "sent": 0, "retried": 0, "dead": 0, "receipts": 0}
+        self.counters = {
+            "expanded": 0,
+            "claimed": 0,
+            "sent": 0,
+            "retried": 0,
+            "dead": 0,
+            "receipts": 0,
+            "receipts_with_results": 0,  # of those, stored with their message's results
+        }
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -251,6 +284,10 @@ class Dispatcher:
             for writer in writers:
                 writer.cancel()
             await asyncio.gather(*writers, return_exceptions=True)
+            if self._acks:  # their batches are stored: acknowledge them (any left are resent by the SMSC)
+                await asyncio.wait(set(self._acks), timeout=5)
+                for ack in self._acks:
+                    ack.cancel()
             for endpoint in self.endpoints:
                 await endpoint.adapter.close()
             for task in tasks:
@@ -423,7 +460,7 @@ class Dispatcher:
                 await self._send_batch(endpoint, lease, claimed)
             except BaseException:
                 # no longer renewed: the lease runs out and the batch is sent again
-                self._held.pop(lease, None)
+                self._let_go(lease, stored=False)
                 raise
             finally:
                 if probing:
@@ -433,14 +470,30 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             claimed = await outbox.claim(conn, endpoint.channel, lease, limit, self.settings.lease_s)
         if claimed:
-            self._held[lease] = [c.id for c in claimed]
+            held = self._held[lease] = InHand(
+                endpoint.name, claimed, asyncio.get_running_loop().create_future()
+            )
+            for c in claimed:
+                self._by_key[c.key] = held
         self.counters["claimed"] += len(claimed)
         return claimed
+
+    def _let_go(self, lease: str, *, stored: bool) -> None:
+        """A batch is no longer in hand: its outcomes are stored, or it was given back or given up (its lease
+        then runs out, and receipts that rode with it are stored on their own)."""
+        held = self._held.pop(lease, None)
+        if held is None:
+            return
+        for c in held.claimed:
+            if self._by_key.get(c.key) is held:
+                del self._by_key[c.key]
+        if not held.stored.done():
+            held.stored.set_result(stored)
 
     async def _release(self, lease: str, claimed: Sequence[outbox.Claimed]) -> None:
         async with self.pool.acquire() as conn:
             await outbox.release(conn, [c.id for c in claimed])
-        self._held.pop(lease, None)
+        self._let_go(lease, stored=False)
 
     async def _renew(self) -> None:
         """Keep the leases of every batch in hand (being sent, or waiting for its outcomes to be stored): only
@@ -454,7 +507,10 @@ class Dispatcher:
             try:
                 async with self.pool.acquire() as conn:
                     await outbox.renew_leases(
-                        conn, list(held), [i for ids in held.values() for i in ids], self.settings.lease_s
+                        conn,
+                        list(held),
+                        [c.id for batch in held.values() for c in batch.claimed],
+                        self.settings.lease_s,
                     )
             except DATABASE_ERRORS as e:
                 log.warning("lease renewal failed", extra={"error": " ".join(str(e).split())})
@@ -483,7 +539,10 @@ class Dispatcher:
         self._judge(endpoint, results)
         delays = [self._retry_delay(c, r) for c, r in zip(claimed, results, strict=True)]
         await self._unstored[endpoint.name].acquire()  # released once stored
-        self._sent[endpoint.name].put_nowait(Sent(outbox.SentBatch(lease, claimed, results, delays), elapsed))
+        # the receipts riding with it so far; more may join until the results writer takes it
+        riding = self._held[lease].receipts if lease in self._held else {}
+        batch = outbox.SentBatch(lease, claimed, results, delays, riding)
+        self._sent[endpoint.name].put_nowait(Sent(batch, elapsed, time.monotonic()))
 
     async def _record_results(
         self, endpoint: Endpoint, batches: list[outbox.SentBatch]
@@ -496,17 +555,25 @@ class Dispatcher:
         queue = self._sent[endpoint.name]
         while True:
             waiting = [await queue.get()]
+            linger = waiting[0].sent_at + RESULTS_LINGER_S - time.monotonic()
+            if linger > 0:
+                await asyncio.sleep(linger)
             while not queue.empty():
                 waiting.append(queue.get_nowait())
+            for w in waiting:  # before any await: no receipt joins a batch once it is being written
+                if (held := self._held.get(w.batch.lease)) is not None:
+                    held.taken = True
             batches = [w.batch for w in waiting]
+            stored = False
             try:
                 all_counts = await self._with_database(
                     None, "results", partial(self._record_results, endpoint, batches)
                 )
+                stored = True
             finally:
                 # stored, or lost to a bug: either way no longer renewed (lost ones run out and are sent again)
                 for w in waiting:
-                    self._held.pop(w.batch.lease, None)
+                    self._let_go(w.batch.lease, stored=stored)
                     self._unstored[endpoint.name].release()
                     queue.task_done()
             for w, counts in zip(waiting, all_counts, strict=True):
@@ -602,21 +669,49 @@ class Dispatcher:
     # ------------------------------------------------------------------------------------------ receipts
 
     async def _store_receipts(self, endpoint: Endpoint) -> None:
-        """Store every receipt batch before asking for the next (which acknowledges this one)."""
+        """Store every receipt batch, or hand its receipts to the batches in hand whose results they beat, and
+        acknowledge it once all of it is stored."""
         async for batch in endpoint.adapter.receipts(max_batch=RECEIPT_BATCH, linger_s=RECEIPT_LINGER_S):
-
-            async def store(batch: Sequence[Any] = batch) -> int:
-                async with self.pool.acquire() as conn:
-                    return await outbox.store_receipts(conn, endpoint.name, batch)
-
-            await self._with_database(None, "receipts", store)
+            own: list[Receipt] = []
+            riding: dict[int, InHand] = {}
+            for r in batch:
+                held = self._by_key.get(r.key) if r.key else None
+                if held is None or held.taken or held.endpoint != endpoint.name:
+                    own.append(r)
+                    continue
+                known = held.receipts.get(r.remote_id)
+                if known is None or not known.state.is_final:  # a final state is never overwritten
+                    held.receipts[r.remote_id] = r
+                riding[id(held)] = held
+            if own:
+                await self._with_database(None, "receipts", partial(self._write_receipts, endpoint, own))
             self.counters["receipts"] += len(batch)
+            self.counters["receipts_with_results"] += len(batch) - len(own)
             self.metrics.observe_receipts(endpoint.name, batch)
+            if riding:
+                ack = asyncio.create_task(self._ack_when_stored(endpoint, batch, list(riding.values())))
+                self._acks.add(ack)
+                ack.add_done_callback(self._acks.discard)
+            else:
+                batch.ack()
+
+    async def _write_receipts(self, endpoint: Endpoint, receipts: Sequence[Receipt]) -> int:
+        async with self.pool.acquire() as conn:
+            return await outbox.store_receipts(conn, endpoint.name, receipts)
+
+    async def _ack_when_stored(self, endpoint: Endpoint, batch: ReceiptBatch, riding: list[InHand]) -> None:
+        """Acknowledge a receipt batch once the batches its receipts ride with are stored; the receipts of a
+        batch given up are stored on their own first."""
+        stored = await asyncio.gather(*(held.stored for held in riding))
+        lost = [r for held, ok in zip(riding, stored, strict=True) if not ok for r in held.receipts.values()]
+        if lost:
+            await self._with_database(None, "receipts", partial(self._write_receipts, endpoint, lost))
+        batch.ack()
 
     # ------------------------------------------------------------------------------------------ leases
 
     async def _reap(self, stop: asyncio.Event) -> None:
-        every = max(0.5, min(self.settings.lease_s / 4, STATS_EVERY_S))
+        every = max(0.5, min(self.settings.lease_s / 4, REAP_EVERY_S))
         last_stats = 0.0
         while not stop.is_set():
             try:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import asyncpg
 
-from channels.base import Receipt, SendOutcome, SendResult
+from channels.base import Receipt, ReceiptState, SendOutcome, SendResult
 from warnings_svc.dispatch_policy import priority_of
 
 DISPATCH_CHANNEL = "svc_dispatch"  # NOTIFY channel that wakes dispatchers
@@ -53,12 +53,15 @@ class Claimed(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class SentBatch:
     """One claim's batch once sent: ``results[i]`` is the outcome of ``claimed[i]`` and ``delays[i]`` the backoff
-    to use if it failed temporarily."""
+    to use if it failed temporarily. ``receipts`` are those of its parts that came before its results were
+    stored, by remote id: they are stored with the results (a delivery whose every part has its final receipt
+    there is settled in the same write)."""
 
     lease: str
     claimed: Sequence[Claimed]
     results: Sequence[SendResult]
     delays: Sequence[float]
+    receipts: Mapping[str, Receipt] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,25 +176,32 @@ async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
 async def record_results(
     conn: asyncpg.Connection, endpoint: str, batches: Sequence[SentBatch], max_attempts: int
 ) -> list[ResultCounts]:
-    """Store the outcomes of sent batches (each under its own claim's lease) and the message-id map, in one
-    transaction; what each batch did, in order. Only rows still held under their batch's lease are changed,
-    and only their outcomes counted: a row whose lease ran out and was claimed again (by another dispatcher,
-    or another sender of this one) belongs to that claim now. A temporary failure is retried until the
-    delivery has had `max_attempts`, then it is dead."""
+    """Store the outcomes of sent batches (each under its own claim's lease), the message-id map and the
+    receipts that came with them, in one transaction; what each batch did, in order. Only rows still held
+    under their batch's lease are changed, and only their outcomes counted: a row whose lease ran out and was
+    claimed again (by another dispatcher, or another sender of this one) belongs to that claim now. A
+    temporary failure is retried until the delivery has had `max_attempts`, then it is dead. A delivery whose
+    every part's final receipt came with its batch is stored settled at once."""
     ids: list[int] = []
     leases: list[str] = []
     states: list[str] = []
     reasons: list[str] = []
     waits: list[float] = []
     segments: list[int] = []
-    remote_ids: dict[tuple[int, str], tuple[str, ...]] = {}
+    sent: dict[tuple[int, str], tuple[tuple[str, ...], Mapping[str, Receipt]]] = {}
     for batch in batches:
         for item, result, delay in zip(batch.claimed, batch.results, batch.delays, strict=True):
             if result.key != item.key:
                 raise ValueError(f"result for {result.key} where {item.key} was expected")
             if result.outcome is SendOutcome.ACCEPTED:
-                state, reason = "sent", ""
-                remote_ids[(item.id, batch.lease)] = result.remote_ids
+                got = batch.receipts
+                state = (
+                    settled_state([r.state if (r := got.get(i)) else None for i in result.remote_ids])
+                    if got
+                    else None
+                ) or "sent"
+                reason = ""
+                sent[(item.id, batch.lease)] = (result.remote_ids, got)
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
                 state, reason = "pending", result.reason or "temporary failure"
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
@@ -211,12 +221,12 @@ async def record_results(
         changed = await conn.fetch(
             """UPDATE svc.delivery d
                SET state = r.state, reason = r.reason, lease_owner = NULL, lease_until = NULL,
-                   endpoint = CASE WHEN r.state = 'sent' THEN $2 ELSE d.endpoint END,
-                   segments = CASE WHEN r.state = 'sent' THEN r.segments ELSE d.segments END,
-                   sent_at = CASE WHEN r.state = 'sent' THEN now() ELSE d.sent_at END,
+                   endpoint = CASE WHEN r.state IN ('pending', 'dead') THEN d.endpoint ELSE $2 END,
+                   segments = CASE WHEN r.state IN ('pending', 'dead') THEN d.segments ELSE r.segments END,
+                   sent_at = CASE WHEN r.state IN ('pending', 'dead') THEN d.sent_at ELSE now() END,
                    next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
                                           ELSE d.next_attempt_at END,
-                   final_at = CASE WHEN r.state = 'dead' THEN now() ELSE d.final_at END
+                   final_at = CASE WHEN r.state IN ('pending', 'sent') THEN d.final_at ELSE now() END
                FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[])
                     AS r(id, lease, state, reason, wait, segments)
                WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = r.lease
@@ -230,19 +240,34 @@ async def record_results(
             segments,
         )
         mine = {(r["id"], r["lease"]) for r in changed}
-        part_ids: list[int] = []
-        part_remote: list[str] = []
-        for (delivery_id, lease), remote in remote_ids.items():
-            if (delivery_id, lease) in mine:
-                part_ids.extend([delivery_id] * len(remote))
-                part_remote.extend(remote)
-        if part_ids:
-            await _write_map(conn, endpoint, part_remote, part_ids)
+        parts: list[tuple[Any, ...]] = []
+        mapped: set[str] = set()
+        unsettled: set[int] = set()
+        now = time.time()
+        for i, key in enumerate(zip(ids, leases, strict=True)):
+            if key not in mine or key not in sent:
+                continue
+            remote_ids, got = sent[key]
+            if states[i] == "sent":
+                unsettled.add(key[0])
+            for remote_id in remote_ids:
+                parts.append((remote_id, key[0], *_receipt_columns(got.get(remote_id), now)))
+                mapped.add(remote_id)
+        # receipts that came with a batch but whose part is not mapped here (its delivery failed, or its
+        # lease ran out) are stored as any other receipt
+        stray = [r for batch in batches for r in batch.receipts.values() if r.remote_id not in mapped]
+        if parts or stray:
+            await _serialise_with_receipts(conn, endpoint)
+        if parts:
+            await _write_map(conn, endpoint, parts)
+        if stray:
+            unsettled |= await _write_receipts(conn, endpoint, stray)
+        await _settle(conn, sorted(unsettled))
     counts = []
     offset = 0
     for batch in batches:
         outcome = Counter(
-            state
+            "sent" if state not in ("pending", "dead") else state
             for item, state in zip(batch.claimed, states[offset : offset + len(batch.claimed)], strict=True)
             if (item.id, batch.lease) in mine
         )
@@ -251,22 +276,56 @@ async def record_results(
     return counts
 
 
-async def _write_map(
-    conn: asyncpg.Connection, endpoint: str, remote_ids: list[str], delivery_ids: list[int]
-) -> None:
-    """Store the message-id map of sent deliveries and settle those whose receipts all came first. Inside the
-    caller's transaction."""
-    await _serialise_with_receipts(conn, endpoint)
+def settled_state(parts: Sequence[ReceiptState | None]) -> str | None:
+    """The final state of a sent delivery whose parts' latest receipts are `parts` (None: none yet), or None
+    while one is still to come: failed when a part failed or expired, delivered when every part reached the
+    handset, accepted otherwise (the network took it, no proof of delivery). `_settle` decides the same in
+    SQL, from the stored parts."""
+    if any(s is ReceiptState.FAILED or s is ReceiptState.EXPIRED for s in parts):
+        return "failed"
+    if not parts or any(s is None or s is ReceiptState.EN_ROUTE for s in parts):
+        return None
+    return "delivered" if all(s is ReceiptState.DELIVERED for s in parts) else "accepted"
+
+
+def _receipt_columns(r: Receipt | None, now: float) -> tuple[Any, ...]:
+    """A receipt as the map's receipt columns (state, raw_state, error_code, done_at, received_at); times as
+    epoch seconds (asyncpg encodes a float in a quarter of the time of a datetime, and receipts come by the
+    thousand)."""
+    if r is None:
+        return None, "", "", None, None
+    return (
+        str(r.state),
+        r.raw_state,
+        r.error_code,
+        r.done_at.timestamp() if r.done_at is not None else None,
+        r.received_at.timestamp() if r.received_at is not None else now,
+    )
+
+
+async def _write_map(conn: asyncpg.Connection, endpoint: str, parts: list[tuple[Any, ...]]) -> None:
+    """Store the message-id map of sent deliveries: (remote_id, delivery_id, then `_receipt_columns`) per part.
+    A part whose receipt was stored first gets its delivery, and keeps the receipt unless this one is final and
+    that one was not. Inside the caller's transaction, after `_serialise_with_receipts`."""
+    newer = "(excluded.state IS NOT NULL AND (p.state IS NULL OR p.state = 'en_route'))"
     await conn.execute(
-        """INSERT INTO svc.delivery_part AS p (endpoint, remote_id, delivery_id)
-           SELECT $1, r.remote_id, r.delivery_id FROM unnest($2::text[], $3::bigint[]) AS r(remote_id, delivery_id)
-           ON CONFLICT (endpoint, remote_id) DO UPDATE SET delivery_id = excluded.delivery_id
+        f"""INSERT INTO svc.delivery_part AS p
+                  (endpoint, remote_id, delivery_id, state, raw_state, error_code, done_at, received_at)
+           SELECT $1, r.remote_id, r.delivery_id, r.state, r.raw_state, r.error_code, to_timestamp(r.done_at),
+                  to_timestamp(r.received_at)
+           FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[])
+                AS r(remote_id, delivery_id, state, raw_state, error_code, done_at, received_at)
+           ON CONFLICT (endpoint, remote_id) DO UPDATE
+           SET delivery_id = excluded.delivery_id,
+               state = CASE WHEN {newer} THEN excluded.state ELSE p.state END,
+               raw_state = CASE WHEN {newer} THEN excluded.raw_state ELSE p.raw_state END,
+               error_code = CASE WHEN {newer} THEN excluded.error_code ELSE p.error_code END,
+               done_at = CASE WHEN {newer} THEN excluded.done_at ELSE p.done_at END,
+               received_at = CASE WHEN {newer} THEN excluded.received_at ELSE p.received_at END
            WHERE p.delivery_id IS NULL""",
         endpoint,
-        remote_ids,
-        delivery_ids,
+        *zip(*parts, strict=True),
     )
-    await _settle(conn, sorted(set(delivery_ids)))
 
 
 async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequence[Receipt]) -> int:
@@ -274,48 +333,36 @@ async def store_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Sequ
     parts they complete; how many deliveries reached a final state."""
     if not receipts:
         return 0
+    async with conn.transaction():
+        await _serialise_with_receipts(conn, endpoint)
+        return await _settle(conn, sorted(await _write_receipts(conn, endpoint, receipts)))
+
+
+async def _write_receipts(conn: asyncpg.Connection, endpoint: str, receipts: Iterable[Receipt]) -> set[int]:
+    """Write receipts on their parts' rows: the part's row if its results came first (its delivery known), a
+    new one otherwise; the deliveries known. Inside the caller's transaction, after `_serialise_with_receipts`."""
     latest: dict[str, Receipt] = {}
     for r in receipts:  # a batch may repeat a receipt (an SMSC resending): keep the final one
         if r.remote_id not in latest or r.state.is_final:
             latest[r.remote_id] = r
     now = time.time()
-    # one pass into rows, transposed into the statement's columns; times as epoch seconds (asyncpg encodes a
-    # float in a quarter of the time of a datetime, and receipts come by the thousand)
-    columns = list(
-        zip(
-            *(
-                (
-                    r.remote_id,
-                    str(r.state),
-                    r.raw_state,
-                    r.error_code,
-                    r.done_at.timestamp() if r.done_at is not None else None,
-                    r.received_at.timestamp() if r.received_at is not None else now,
-                )
-                for r in latest.values()
-            ),
-            strict=True,
-        )
+    rows = [(remote_id, *_receipt_columns(r, now)) for remote_id, r in latest.items()]
+    delivery_ids = await conn.fetch(
+        """INSERT INTO svc.delivery_part AS p
+                  (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
+           SELECT $1, r.remote_id, r.state, r.raw_state, r.error_code, to_timestamp(r.done_at),
+                  to_timestamp(r.received_at)
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[])
+                AS r(remote_id, state, raw_state, error_code, done_at, received_at)
+           ON CONFLICT (endpoint, remote_id) DO UPDATE
+           SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
+               done_at = excluded.done_at, received_at = excluded.received_at
+           WHERE p.state IS NULL OR p.state = 'en_route'
+           RETURNING p.delivery_id""",
+        endpoint,
+        *zip(*rows, strict=True),
     )
-    async with conn.transaction():
-        await _serialise_with_receipts(conn, endpoint)
-        # the part's row if its results came first (its delivery known), a new one otherwise
-        delivery_ids = await conn.fetch(
-            """INSERT INTO svc.delivery_part AS p
-                      (endpoint, remote_id, state, raw_state, error_code, done_at, received_at)
-               SELECT $1, r.remote_id, r.state, r.raw_state, r.error_code, to_timestamp(r.done_at),
-                      to_timestamp(r.received_at)
-               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[])
-                    AS r(remote_id, state, raw_state, error_code, done_at, received_at)
-               ON CONFLICT (endpoint, remote_id) DO UPDATE
-               SET state = excluded.state, raw_state = excluded.raw_state, error_code = excluded.error_code,
-                   done_at = excluded.done_at, received_at = excluded.received_at
-               WHERE p.state IS NULL OR p.state = 'en_route'
-               RETURNING p.delivery_id""",
-            endpoint,
-            *columns,
-        )
-        return await _settle(conn, sorted({r[0] for r in delivery_ids if r[0] is not None}))
+    return {r[0] for r in delivery_ids if r[0] is not None}
 
 
 async def _serialise_with_receipts(conn: asyncpg.Connection, endpoint: str) -> None:

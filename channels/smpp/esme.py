@@ -11,8 +11,10 @@ Each SmppBind keeps one transceiver bind up: connect, bind, a window of outstand
 sequence_number, enquire_link keep-alive, reconnect with capped exponential backoff and jitter, clean unbind.
 ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (doubling pause, reset by a success) and are reported as a
 temporary failure, never dropped. Receipts (deliver_sm, esm_class 0x04) go to one queue with a handle to
-acknowledge them, and deliver_sm_resp is written only once the consumer has handled them (it asks for the next
-batch): a crash before that loses nothing, since the SMSC sends unacknowledged receipts again.
+acknowledge them, and deliver_sm_resp is written only once the consumer has handled them (it acknowledges the
+batch): a crash before that loses nothing, since the SMSC sends unacknowledged receipts again. The channel
+remembers the key of each recently submitted part's message and gives it to the part's receipt, so a
+dispatcher can store a receipt together with its message's results when it beats them.
 """
 
 from __future__ import annotations
@@ -23,11 +25,21 @@ import itertools
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
-from channels.base import Health, HealthState, OutboundMessage, Receipt, SendOutcome, SendResult
+from channels.base import (
+    Health,
+    HealthState,
+    OutboundMessage,
+    Receipt,
+    ReceiptBatch,
+    SendOutcome,
+    SendResult,
+)
 from channels.smpp import pdu as p
 from channels.smpp.receipts import is_receipt, parse_receipt
 from channels.sms.encoding import SegmentMethod, SmsEncodingError, SmsPart, split_text
@@ -62,6 +74,9 @@ class SmppSettings:
 
 MAX_PART_THROTTLES = 50  # throttled answers to one later part before the message is given back
 WRITE_BUFFER_HIGH = 256 * 1024  # bytes queued on the socket before a sender waits for it to drain
+# Parts whose message key a receipt can still be given: a dispatcher only needs the key while the message's
+# results wait to be stored (a few batches), and 65,536 ids take about 15 MB.
+RECENT_KEYS = 65_536
 
 
 def _time_out(future: asyncio.Future[p.Pdu]) -> None:
@@ -101,18 +116,37 @@ class ReceiptAck:
 QueuedReceipt = tuple[Receipt, ReceiptAck]
 
 
+def remember_key(sent_keys: OrderedDict[str, str], message_id: str, key: str) -> None:
+    """Remember which message a submitted part belongs to (the latest RECENT_KEYS parts)."""
+    sent_keys[message_id] = key
+    if len(sent_keys) > RECENT_KEYS:
+        sent_keys.popitem(last=False)
+
+
+def _ack_all(handles: Sequence[ReceiptAck]) -> None:
+    for handle in handles:
+        handle.ack()
+
+
 class SmppBind:
     """One transceiver bind, kept up until closed. Sends submit_sm within a window; routes receipts."""
 
     def __init__(
-        self, settings: SmppSettings, receipts: asyncio.Queue[QueuedReceipt], name: str = "bind-0"
+        self,
+        settings: SmppSettings,
+        receipts: asyncio.Queue[QueuedReceipt],
+        name: str = "bind-0",
+        sent_keys: OrderedDict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self._receipts = receipts
+        self._sent_keys = sent_keys  # message id -> key of recent submits (the channel's), for receipts
         self._link = 0  # generation of the link, one more on every bind
         self._window = asyncio.Semaphore(settings.window)
         self._pending: dict[int, asyncio.Future[p.Pdu]] = {}
+        # sequence_number -> message key of a submit_sm awaiting its answer
+        self._submit_keys: dict[int, str] = {}
         self._sequence = itertools.count(1)
         self._bound = asyncio.Event()
         self._closing = False
@@ -228,6 +262,10 @@ class SmppBind:
     def _handle(self, pdu: p.Pdu, writer: asyncio.StreamWriter) -> None:
         if pdu.command_id & p.RESPONSE_BIT:
             future = self._pending.pop(pdu.sequence_number, None)
+            key = self._submit_keys.pop(pdu.sequence_number, None)
+            if key is not None and pdu.command_status == p.ESME_ROK and self._sent_keys is not None:
+                # remembered now, not when the sender resumes: the part's receipt may be in the same read
+                remember_key(self._sent_keys, p.decode_message_id(pdu.body), key)
             if future is not None and not future.done():
                 future.set_result(pdu)
             return
@@ -242,11 +280,13 @@ class SmppBind:
             writer.write(p.encode_pdu(p.GENERIC_NACK, pdu.sequence_number, b"", p.ESME_RINVCMDID))
 
     def _handle_deliver_sm(self, pdu: p.Pdu, writer: asyncio.StreamWriter) -> None:
-        """Queue a receipt unanswered (the consumer's next batch request answers it); answer anything else now."""
+        """Queue a receipt unanswered (the consumer acknowledges it once stored); answer anything else now."""
         status = p.ESME_ROK
         try:
             message = p.decode_short_message(pdu.body)
-            if is_receipt(message) and (receipt := parse_receipt(message, datetime.now(UTC))):
+            if is_receipt(message) and (
+                receipt := parse_receipt(message, datetime.now(UTC), self._sent_keys)
+            ):
                 self._receipts.put_nowait((receipt, ReceiptAck(self, self._link, pdu.sequence_number)))
                 self.counters["receipts"] += 1
                 return
@@ -287,7 +327,7 @@ class SmppBind:
         if was_bound:
             self.counters["disconnects"] += 1
 
-    async def _request(self, command_id: int, body: bytes) -> p.Pdu:
+    async def _request(self, command_id: int, body: bytes, key: str = "") -> p.Pdu:
         """Send one request and wait for its response (at most response_timeout_s)."""
         writer = self._writer
         if writer is None or not self._bound.is_set():
@@ -299,6 +339,8 @@ class SmppBind:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[p.Pdu] = loop.create_future()
         self._pending[sequence] = future
+        if key:
+            self._submit_keys[sequence] = key
         # one timer handle, not asyncio.wait_for's task per request: thousands of requests a second
         timer = loop.call_later(self.settings.response_timeout_s, _time_out, future)
         try:
@@ -309,12 +351,15 @@ class SmppBind:
         finally:
             timer.cancel()
             self._pending.pop(sequence, None)
+            if key:
+                self._submit_keys.pop(sequence, None)
 
     # ------------------------------------------------------------------------------------------ sending
 
-    async def submit(self, destination: str, part: SmsPart) -> tuple[int, str]:
+    async def submit(self, destination: str, part: SmsPart, key: str = "") -> tuple[int, str]:
         """Send one submit_sm within the window; (command_status, message_id). Raises LinkDown or
-        TimeoutError when no answer came (a temporary failure: the SMSC may or may not have it)."""
+        TimeoutError when no answer came (a temporary failure: the SMSC may or may not have it). The part's
+        receipt will carry `key` (its message's) while the channel remembers it."""
         if not await self.wait_bound(self.settings.connect_wait_s):
             raise LinkDown("not bound")
         body = p.submit_sm_body(
@@ -330,7 +375,7 @@ class SmppBind:
             pause = self._paused_until - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-            response = await self._request(p.SUBMIT_SM, body)
+            response = await self._request(p.SUBMIT_SM, body, key)
         self.counters["submits"] += 1
         if response.command_status in p.THROTTLING_STATUSES:
             self._slow_down()
@@ -377,7 +422,11 @@ class SmsChannel:
     def __init__(self, settings: SmppSettings) -> None:
         self.settings = settings
         self._receipts: asyncio.Queue[QueuedReceipt] = asyncio.Queue()
-        self._binds = [SmppBind(settings, self._receipts, f"bind-{i}") for i in range(settings.binds)]
+        # message id -> message key of the latest RECENT_KEYS parts submitted (oldest first), for receipts
+        self._sent_keys: OrderedDict[str, str] = OrderedDict()
+        self._binds = [
+            SmppBind(settings, self._receipts, f"bind-{i}", self._sent_keys) for i in range(settings.binds)
+        ]
         self._next_bind = itertools.cycle(range(settings.binds))
         self._reference = itertools.count(random.randrange(0x10000))
         self._closed = False
@@ -420,7 +469,7 @@ class SmsChannel:
             throttled = 0
             while True:
                 try:
-                    status, message_id = await bind.submit(message.address, part)
+                    status, message_id = await bind.submit(message.address, part, message.key)
                 except (LinkDown, TimeoutError, OSError) as e:
                     reason = "timeout" if isinstance(e, TimeoutError) else "link down"
                     return SendResult(message.key, SendOutcome.TEMPORARY_FAILURE, tuple(remote_ids), reason)
@@ -441,12 +490,12 @@ class SmsChannel:
             remote_ids.append(message_id)
         return SendResult(message.key, SendOutcome.ACCEPTED, tuple(remote_ids))
 
-    async def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[list[Receipt]]:
+    async def receipts(self, max_batch: int = 1000, linger_s: float = 0.0) -> AsyncIterator[ReceiptBatch]:
         """Batches of what is queued (1 to max_batch receipts), until the channel is closed and the queue drained;
         with `linger_s`, a batch not full waits that long once for more (fewer, larger writes downstream).
 
-        A batch's deliver_sm are answered only when the consumer asks for the next batch (see Channel.receipts):
-        leaving the loop, or closing the channel, leaves the latest batch unanswered, for the SMSC to resend.
+        A batch's deliver_sm are answered when the consumer calls its ``ack()`` (see Channel.receipts); a batch
+        never acknowledged, or acknowledged after its link dropped, is left for the SMSC to resend.
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -458,10 +507,7 @@ class SmsChannel:
                 await asyncio.sleep(linger_s)
                 while len(queued) < max_batch and not self._receipts.empty():
                     queued.append(self._receipts.get_nowait())
-            yield [receipt for receipt, _ in queued]
-            # the consumer asked for the next batch: it has handled this one
-            for _, handle in queued:
-                handle.ack()
+            yield ReceiptBatch((receipt for receipt, _ in queued), partial(_ack_all, [h for _, h in queued]))
 
     async def _take_queued(self, max_batch: int) -> list[QueuedReceipt]:
         """Wait (at most 0.5 s, so a close is noticed) for one queued receipt, then take what else is queued."""

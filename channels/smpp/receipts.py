@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 from channels.base import Receipt, ReceiptState
@@ -69,10 +70,14 @@ def _smpp_time(raw: bytes) -> datetime | None:
         return None
 
 
-def parse_receipt(message: ShortMessage, received_at: datetime | None = None) -> Receipt | None:
+def parse_receipt(
+    message: ShortMessage, received_at: datetime | None = None, keys: MutableMapping[str, str] | None = None
+) -> Receipt | None:
     """The Receipt a deliver_sm carries, or None when it names no message id.
 
-    The TLVs receipted_message_id and message_state win over the text; the text fills what they lack.
+    The TLVs receipted_message_id and message_state win over the text; the text fills what they lack. `keys`
+    maps the message ids of recent submits to their messages' keys: a receipt found there carries its key, and
+    a final one takes its id out (no later receipt is expected for it).
     """
     text = message.short_message or message.tlvs.get(0x0424, b"")
     remote_id = (
@@ -93,11 +98,16 @@ def parse_receipt(message: ShortMessage, received_at: datetime | None = None) ->
     elif m := _ERR.search(text):
         error_code = m.group(1).decode("ascii")
     done = _DONE.search(text)
+    state = STATE_MAP.get(raw_state, ReceiptState.UNKNOWN)
+    key = ""
+    if keys is not None:
+        key = (keys.pop(remote_id, "") if state.is_final else keys.get(remote_id, "")) or ""
     return Receipt(
         remote_id=remote_id,
-        state=STATE_MAP.get(raw_state, ReceiptState.UNKNOWN),
+        state=state,
         raw_state=raw_state,
         error_code=error_code,
         done_at=_smpp_time(done.group(1)) if done else None,
         received_at=received_at,
+        key=key,
     )

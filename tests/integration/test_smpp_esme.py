@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from channels.base import HealthState, OutboundMessage, Receipt, ReceiptState, SendOutcome
+from channels.base import HealthState, OutboundMessage, Receipt, ReceiptBatch, ReceiptState, SendOutcome
 from channels.smpp.esme import SmppSettings, SmsChannel
 from channels.sms.encoding import SegmentMethod
 from tests.peers.smsc_fixture import SmscPeer, start_smsc
@@ -67,6 +67,7 @@ async def collect_receipts(channel: SmsChannel, n: int, timeout_s: float = 5.0) 
     async def take() -> None:
         async for batch in channel.receipts():
             found.extend(batch)
+            batch.ack()
             if len(found) >= n:
                 return
 
@@ -74,9 +75,9 @@ async def collect_receipts(channel: SmsChannel, n: int, timeout_s: float = 5.0) 
     return found
 
 
-async def ask_for_next(batches: AsyncIterator[list[Receipt]], wait_s: float = 0.3) -> list[Receipt] | None:
-    """Ask for the next batch, which acknowledges the one before; None when none came within wait_s (the
-    iterator is then finished, cancelled while it waited)."""
+async def ask_for_next(batches: AsyncIterator[ReceiptBatch], wait_s: float = 0.3) -> ReceiptBatch | None:
+    """Ask for the next batch; None when none came within wait_s (the iterator is then finished, cancelled
+    while it waited)."""
     try:
         return await asyncio.wait_for(anext(batches), wait_s)
     except TimeoutError:
@@ -169,9 +170,11 @@ async def test_receipts_come_back_correlated_to_the_message_ids(
     while len(receipts) < 10:
         batch = await asyncio.wait_for(anext(batches), 5)
         receipts.extend(batch)
-    assert await ask_for_next(batches) is None  # acknowledges the last batch
+        batch.ack()
     assert sorted(r.remote_id for r in receipts) == sorted(remote_ids)
     assert {(r.state, r.raw_state) for r in receipts} == {(ReceiptState.DELIVERED, "DELIVRD")}
+    # the channel sent these messages: each receipt names its message's key, so a dispatcher can match it
+    assert {r.remote_id: r.key for r in receipts} == {r.remote_ids[0]: r.key for r in results}
     await wait_until(lambda: smsc.counters()["receipts_acked"] == 10)
     assert channel.health().counters["receipts_acked"] == 10
     assert smsc.counters()["distinct_destinations"] == 10
@@ -315,7 +318,7 @@ async def test_slow_responses_fill_the_window_without_losing_anything(
     assert len(smsc.accepted()) == 30
 
 
-async def test_a_batch_is_acknowledged_only_when_the_consumer_asks_for_the_next(
+async def test_a_batch_is_acknowledged_only_when_the_consumer_says_so_in_any_order(
     smsc: SmscPeer,
     channel_for: Callable[..., SmsChannel],
 ) -> None:
@@ -326,12 +329,13 @@ async def test_a_batch_is_acknowledged_only_when_the_consumer_asks_for_the_next(
     batches = channel.receipts(max_batch=2)
     first = await asyncio.wait_for(anext(batches), 5)
     assert len(first) == 2
+    second = await ask_for_next(batches)  # going on to the next batch acknowledges nothing
+    assert second is not None and len(second) == 1
     await asyncio.sleep(0.3)  # time enough for an early answer to reach the SMSC
     assert (smsc.counters()["receipts_sent"], smsc.counters()["receipts_acked"]) == (3, 0)
-    second = await ask_for_next(batches)
-    assert second is not None and len(second) == 1
-    await wait_until(lambda: smsc.counters()["receipts_acked"] == 2, timeout_s=2)
-    assert await ask_for_next(batches) is None
+    second.ack()  # the later batch first
+    await wait_until(lambda: smsc.counters()["receipts_acked"] == 1, timeout_s=2)
+    first.ack()
     await wait_until(lambda: smsc.counters()["receipts_acked"] == 3, timeout_s=2)
     assert sorted(r.remote_id for r in first + second) == sorted(r.remote_ids[0] for r in results)
     assert channel.health().counters["receipts_acked"] == 3
@@ -351,13 +355,14 @@ async def test_an_unacknowledged_batch_is_sent_again_after_the_link_drops(
     await wait_until(lambda: smsc.counters()["receipts_requeued"] >= 1, timeout_s=2)
     # resent on the new link: the first receipt's sequence_number now belongs to a link that is gone
     await wait_until(lambda: channel.health().counters["receipts"] == 2, timeout_s=3)
-    # asking for the next batch tries to acknowledge the first: its link is gone, so that ack is skipped
+    # acknowledging the first batch now is skipped: its link is gone
+    first.ack()
     again = await asyncio.wait_for(anext(batches), 5)
     remote_id = result.remote_ids[0]
     assert [r.remote_id for r in first + again] == [remote_id, remote_id]
     assert smsc.counters()["receipts_acked"] == 0
     assert channel.health().counters["receipts_acked"] == 0
-    assert await ask_for_next(batches) is None
+    again.ack()
     await wait_until(lambda: smsc.counters()["receipts_acked"] == 1, timeout_s=2)
     assert smsc.counters()["receipts_sent"] == 2
 

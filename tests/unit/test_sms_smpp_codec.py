@@ -98,3 +98,16 @@ def test_every_final_state_of_the_text_maps(stat: str, state: ReceiptState) -> N
 def test_a_message_from_a_handset_is_not_a_receipt() -> None:
     assert not is_receipt(deliver(b"hello", esm_class=0))
     assert parse_receipt(deliver(b"no id here")) is None
+
+
+def test_a_receipt_names_its_message_key_while_the_channel_remembers_it() -> None:
+    keys = {"7": "12-1/sms/40", "8": "12-1/sms/41"}
+    text = "id:{} sub:001 dlvrd:000 submit date:2507011200 done date:2507011201 stat:{} err:000 text:"
+    interim = parse_receipt(deliver(text.format(7, "ENROUTE").encode()), keys=keys)
+    assert (
+        interim is not None and interim.key == "12-1/sms/40" and "7" in keys
+    )  # a final one is still to come
+    final = parse_receipt(deliver(text.format(7, "DELIVRD").encode()), keys=keys)
+    assert final is not None and final.key == "12-1/sms/40" and "7" not in keys  # nothing more is expected
+    again = parse_receipt(deliver(text.format(7, "DELIVRD").encode()), keys=keys)  # an SMSC resending it
+    assert again is not None and again.key == "" and keys == {"8": "12-1/sms/41"}

@@ -82,6 +82,10 @@ _collector_tuned = False
 # of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
 RECEIPT_BATCH = 2000
 RECEIPT_LINGER_S = 0.05
+# Receipt batches written on their own at the same time, per endpoint. The receipt writer goes on reading
+# while they are written: a receipt read late misses the batch it could have ridden with, is written on its
+# own, and that makes the writer later still (with a window of 400 and one write at a time, 9 % rode, not 90).
+RECEIPT_WRITES_IN_FLIGHT = 2
 # A sent batch's outcomes wait this long before they are stored, so that the receipts of its last parts (the
 # SMSC answers the submit, then reports) can still ride with them rather than be written on their own.
 RESULTS_LINGER_S = 0.1
@@ -171,9 +175,9 @@ def endpoints_from_settings(settings: DispatchSettings) -> list[Endpoint]:
 
 
 def pool_size(settings: DispatchSettings) -> int:
-    """Connections a dispatcher process wants: one per batch in flight, and a few for expansion, receipts,
-    leases and texts."""
-    return settings.batches_in_flight * max(len(settings.sms), 1) + 4
+    """Connections a dispatcher process wants: one per batch in flight and receipt write, and a few for
+    expansion, results, leases and texts."""
+    return (settings.batches_in_flight + RECEIPT_WRITES_IN_FLIGHT) * max(len(settings.sms), 1) + 4
 
 
 def tune_collector() -> None:
@@ -226,7 +230,9 @@ class Dispatcher:
         # the key of each delivery in hand -> its batch (so a receipt that beats its results can ride with them)
         self._held: dict[str, InHand] = {}
         self._by_key: dict[str, InHand] = {}
-        self._acks: set[asyncio.Task[None]] = set()  # receipt batches waiting for the batches they ride with
+        # receipt batches being written or waiting for the batches they ride with, and a bound on writes
+        self._acks: set[asyncio.Task[None]] = set()
+        self._receipt_writes: dict[str, asyncio.Semaphore] = {}
         # per endpoint: batches sent whose outcomes are not stored yet, and a bound on how many there may be
         # (so a dispatcher holds at most 2 x batches_in_flight batches: being sent, and waiting to be stored)
         self._sent: dict[str, asyncio.Queue[Sent]] = {}
@@ -673,6 +679,7 @@ class Dispatcher:
     async def _store_receipts(self, endpoint: Endpoint) -> None:
         """Store every receipt batch, or hand its receipts to the batches in hand whose results they beat, and
         acknowledge it once all of it is stored."""
+        writes = self._receipt_writes.setdefault(endpoint.name, asyncio.Semaphore(RECEIPT_WRITES_IN_FLIGHT))
         async for batch in endpoint.adapter.receipts(max_batch=RECEIPT_BATCH, linger_s=RECEIPT_LINGER_S):
             own: list[Receipt] = []
             riding: dict[int, InHand] = {}
@@ -685,25 +692,29 @@ class Dispatcher:
                 if known is None or not known.state.is_final:  # a final state is never overwritten
                     held.receipts[r.remote_id] = r
                 riding[id(held)] = held
-            if own:
-                await self._with_database(None, "receipts", partial(self._write_receipts, endpoint, own))
             self.counters["receipts"] += len(batch)
             self.counters["receipts_with_results"] += len(batch) - len(own)
             self.metrics.observe_receipts(endpoint.name, batch)
-            if riding:
-                ack = asyncio.create_task(self._ack_when_stored(endpoint, batch, list(riding.values())))
-                self._acks.add(ack)
-                ack.add_done_callback(self._acks.discard)
-            else:
-                batch.ack()
+            if own:
+                await writes.acquire()  # released once written
+            ack = asyncio.create_task(self._store_and_ack(endpoint, batch, own, list(riding.values())))
+            self._acks.add(ack)
+            ack.add_done_callback(self._acks.discard)
 
     async def _write_receipts(self, endpoint: Endpoint, receipts: Sequence[Receipt]) -> int:
         async with self.pool.acquire() as conn:
             return await outbox.store_receipts(conn, endpoint.name, receipts)
 
-    async def _ack_when_stored(self, endpoint: Endpoint, batch: ReceiptBatch, riding: list[InHand]) -> None:
-        """Acknowledge a receipt batch once the batches its receipts ride with are stored; the receipts of a
-        batch given up are stored on their own first."""
+    async def _store_and_ack(
+        self, endpoint: Endpoint, batch: ReceiptBatch, own: list[Receipt], riding: list[InHand]
+    ) -> None:
+        """Acknowledge a receipt batch once all of it is stored: `own` written here, the rest with the batches
+        it rides with (the receipts of a batch given up are written here too)."""
+        if own:
+            try:
+                await self._with_database(None, "receipts", partial(self._write_receipts, endpoint, own))
+            finally:
+                self._receipt_writes[endpoint.name].release()
         stored = await asyncio.gather(*(held.stored for held in riding))
         lost = [r for held, ok in zip(riding, stored, strict=True) if not ok for r in held.receipts.values()]
         if lost:

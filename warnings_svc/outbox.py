@@ -12,10 +12,12 @@ one short transaction: PostgreSQL queues slow down sharply when long transaction
   expired), so nothing is sent late.
 - `reclaim_expired_leases` returns the deliveries of a dispatcher that died mid-send to the queue; they are
   sent again, so duplicates are bounded by what that dispatcher had in flight.
-- `record_results` stores the outcomes of sent batches (each under its own lease) and the message-id map in
-  one transaction; `store_receipts` writes receipts on their parts' map rows (idempotently: an SMSC repeats
-  those it saw unacknowledged) and settles the deliveries they complete. A receipt may land before its part's
-  map row (it then creates the row, and the map fills in the delivery); `record_results` settles those.
+- `record_results` stores the outcomes of sent batches (each under its own lease), the message-id map and the
+  receipts that came before the results (riding with them: a delivery whose every part has its final receipt
+  there is settled in the same write) in one transaction; `store_receipts` writes the other receipts on their
+  parts' map rows (idempotently: an SMSC repeats those it saw unacknowledged) and settles the deliveries they
+  complete. A receipt may land before its part's map row (it then creates the row, and the map fills in the
+  delivery); `record_results` settles those.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -183,11 +183,39 @@ async def dispatcher_running(database_url: str, settings: DispatchSettings, regi
         yield dispatcher
 
 
+@dataclass
+class DispatcherProcesses:
+    """Dispatcher processes running: their pids, and once stopped, the counters each printed as it stopped."""
+
+    pids: list[int]
+    counters: list[dict[str, int]] = field(default_factory=list)
+
+    def total(self) -> dict[str, int] | None:
+        """The counters of every process added up (None when a process logged none)."""
+        if not self.counters or len(self.counters) < len(self.pids):
+            return None
+        return {k: sum(c.get(k, 0) for c in self.counters) for k in self.counters[0]}
+
+
+def stopped_counters(output: str) -> dict[str, int] | None:
+    """The counters `warnings-svc dispatch` printed as it stopped (a JSON line on its standard output)."""
+    for line in reversed(output.splitlines()):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("counters"), dict):
+                return {k: int(v) for k, v in record["counters"].items()}
+    return None
+
+
 @contextlib.contextmanager
-def dispatcher_processes(database_url: str, settings: DispatchSettings, count: int) -> Iterator[list[int]]:
-    """`count` processes of `warnings-svc dispatch` on the database, as deployed; their pids."""
+def dispatcher_processes(
+    database_url: str, settings: DispatchSettings, count: int
+) -> Iterator[DispatcherProcesses]:
+    """`count` processes of `warnings-svc dispatch` on the database, as deployed; stopped (SIGTERM) on leaving,
+    when the counters each printed are read."""
     folder = Path(tempfile.mkdtemp(prefix="fanout-dispatchers-"))
     started: list[Any] = []
+    running = DispatcherProcesses([])
     try:
         config = write_dispatch_config(folder / "dispatch.toml", database_url, settings)
         for i in range(count):
@@ -195,10 +223,15 @@ def dispatcher_processes(database_url: str, settings: DispatchSettings, count: i
                 started.append(start_dispatcher_process(config, f"dispatcher-{i}"))
             except AssertionError as e:
                 raise BenchError(f"a dispatcher process did not start: {e}") from None
-        yield [d.process.pid for d in started]
+        running.pids = [d.process.pid for d in started]
+        yield running
     finally:
         for d in started:
             d.stop()
+            output = d.log.with_suffix(".out").read_text(encoding="utf-8", errors="replace")
+            counters = stopped_counters(output)
+            if counters is not None:
+                running.counters.append(counters)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -422,13 +455,14 @@ async def real_path(
 
         settings = dispatch_settings(args, smsc.host, smsc.port, smsc.system_id, smsc.password)
         progress = Progress()
+        processes: DispatcherProcesses | None = None
         async with contextlib.AsyncExitStack() as stack:
             if args.dispatchers == 1:
                 dispatcher = await stack.enter_async_context(dispatcher_running(url, settings, ctx.region))
                 watch = Watch(conn, smsc, args.sms_segments, dispatcher)
             else:
-                pids = stack.enter_context(dispatcher_processes(url, settings, args.dispatchers))
-                CLOCK.dispatchers = tuple(pids)
+                processes = stack.enter_context(dispatcher_processes(url, settings, args.dispatchers))
+                CLOCK.dispatchers = tuple(processes.pids)
                 dispatcher = None
             await asyncio.sleep(1.0)  # idle, as a dispatcher waiting for work is
             if dispatcher is None:
@@ -485,6 +519,8 @@ async def real_path(
             counters_after = smsc.counters()
             dispatcher_counters = dict(dispatcher.counters) if dispatcher is not None else None
         CLOCK.dispatchers = ()  # the dispatcher processes have stopped
+        if processes is not None:  # added up from what each printed as it stopped
+            dispatcher_counters = processes.total()
         by_state = await states(conn, v.warning_id)
         segments = await conn.fetchval(
             "SELECT coalesce(sum(segments), 0) FROM svc.delivery WHERE warning_id = $1", v.warning_id

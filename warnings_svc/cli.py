@@ -340,7 +340,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_dispatch(args: argparse.Namespace) -> int:
-    """A dispatcher process: serves the outbox until SIGINT or SIGTERM, then finishes its batches in hand."""
+    """A dispatcher process: serves the outbox until SIGINT or SIGTERM, then finishes its batches in hand.
+    It prints one JSON line when it has started (its owner name) and one with its counters when it stops."""
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging(settings.log_level)
     if not settings.dispatch.sms:
@@ -375,6 +376,8 @@ async def _dispatch(
             json.dumps({"dispatcher": dispatcher.owner, "endpoints": [e.name for e in endpoints]}), flush=True
         )
         await dispatcher.run(stop)
+        # what it did, for whoever started it (the fan-out benchmark adds these up across processes)
+        print(json.dumps({"stopped": dispatcher.owner, "counters": dispatcher.counters}), flush=True)
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -12,6 +12,7 @@ timing is asserted: waits are bounded and generous only so that a hang fails ins
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from collections import Counter
@@ -110,6 +111,11 @@ async def test_a_dispatcher_killed_mid_fan_out_is_taken_over_with_bounded_duplic
         await wait_until(lambda: _final(conn, v.warning_id, n), WAIT_S, "every delivery delivered")
         assert await states(conn, v.warning_id) == {"delivered": n}
         assert second.stop() == 0
+        # a clean stop prints what the process did as a last JSON line; a killed one prints nothing more
+        last = json.loads(second.log.with_suffix(".out").read_text(encoding="utf-8").splitlines()[-1])
+        assert last["stopped"] == second.owner
+        assert 0 < last["counters"]["sent"] <= n and last["counters"]["receipts"] > 0
+        assert len(first.log.with_suffix(".out").read_text(encoding="utf-8").splitlines()) == 1
     finally:
         for d in (first, second):
             if d is not None:

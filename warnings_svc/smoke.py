@@ -4,7 +4,8 @@ Ingest the demo forecast -> proposals -> a draft from the most severe new one ->
 forecaster, approved by the chief (two people) -> dispatched over SMS to the demo's synthetic people ->
 receipts -> reach. Each step's figures go into the summary; the first step that fails stops the run and is
 named in ``failed``. Dispatch needs an SMSC (``--smsc``, which `scripts/demo` starts when Node.js is there);
-without one the chain stops after approval and the summary says so.
+without one the chain stops after approval and the summary says so, and one that takes no TCP connection
+fails the dispatch step at once.
 
 Reach is what this service can measure today: the share of the people a warning was sent to whose every SMS
 segment was reported delivered to the handset. The public coverage the climate plan asks for (95 % of the
@@ -14,6 +15,7 @@ population, across every channel and with confirmations) is not measured yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,7 @@ from warnings_svc.warning_store import region_units
 
 LEVEL_ORDER = ("blue", "yellow", "orange", "red")
 DISPATCH_TIMEOUT_S = 120.0
+SMSC_CONNECT_TIMEOUT_S = 5.0  # an SMSC that does not take a connection by then is reported, not waited for
 
 
 class SmokeFailed(Exception):
@@ -132,7 +135,29 @@ async def _issue(pool: asyncpg.Pool, settings: Settings, proposals: list[dict[st
     }
 
 
+async def _reachable(settings: Settings) -> None:
+    """Fail at once, naming it, when an SMSC does not take a TCP connection (rather than waiting out the
+    dispatch timeout with the deliveries queued)."""
+    for e in settings.dispatch.sms:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(e.host, e.port), SMSC_CONNECT_TIMEOUT_S
+            )
+        except TimeoutError:
+            raise SmokeFailed(
+                f"the SMSC {e.name} at {e.host}:{e.port} took no connection within {SMSC_CONNECT_TIMEOUT_S:.0f} s"
+            ) from None
+        except OSError as err:
+            raise SmokeFailed(
+                f"the SMSC {e.name} at {e.host}:{e.port} is unreachable: {err.strerror or err}"
+            ) from None
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def _dispatch(pool: asyncpg.Pool, url: str, settings: Settings, warning_id: int) -> dict[str, Any]:
+    await _reachable(settings)
     async with pool.acquire() as conn:
         units = await region_units(conn, settings.region)
     towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)

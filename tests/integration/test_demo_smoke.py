@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,20 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert summary["ok"] is True and summary["warning"]["status"] == "issued"
     assert summary["dispatch"] == {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
     assert "reach" not in summary
+
+
+def test_an_unreachable_smsc_fails_the_dispatch_step_at_once_naming_it() -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, then let go
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    run = smoke("--smsc", f"127.0.0.1:{port}")
+    assert run.returncode == 1, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert summary["ok"] is False and summary["warning"]["status"] == "issued"
+    assert summary["failed"]["step"] == "dispatch"
+    assert summary["failed"]["error"].startswith(f"the SMSC demo-smsc at 127.0.0.1:{port} is unreachable: ")
+    assert time.monotonic() - started < 90  # not the 120 s dispatch timeout
 
 
 def test_the_smoke_run_refuses_a_data_folder_with_status_2(tmp_path: Any) -> None:

@@ -682,7 +682,7 @@ class Dispatcher:
         writes = self._receipt_writes.setdefault(endpoint.name, asyncio.Semaphore(RECEIPT_WRITES_IN_FLIGHT))
         async for batch in endpoint.adapter.receipts(max_batch=RECEIPT_BATCH, linger_s=RECEIPT_LINGER_S):
             own: list[Receipt] = []
-            riding: dict[int, InHand] = {}
+            riding: set[InHand] = set()
             for r in batch:
                 held = self._by_key.get(r.key) if r.key else None
                 if held is None or held.taken or held.endpoint != endpoint.name:
@@ -691,13 +691,13 @@ class Dispatcher:
                 known = held.receipts.get(r.remote_id)
                 if known is None or not known.state.is_final:  # a final state is never overwritten
                     held.receipts[r.remote_id] = r
-                riding[id(held)] = held
+                riding.add(held)
             self.counters["receipts"] += len(batch)
             self.counters["receipts_with_results"] += len(batch) - len(own)
             self.metrics.observe_receipts(endpoint.name, batch)
             if own:
                 await writes.acquire()  # released once written
-            ack = asyncio.create_task(self._store_and_ack(endpoint, batch, own, list(riding.values())))
+            ack = asyncio.create_task(self._store_and_ack(endpoint, batch, own, list(riding)))
             self._acks.add(ack)
             ack.add_done_callback(self._acks.discard)
 

@@ -101,7 +101,7 @@ def parse_receipt(
     state = STATE_MAP.get(raw_state, ReceiptState.UNKNOWN)
     key = ""
     if keys is not None:
-        key = (keys.pop(remote_id, "") if state.is_final else keys.get(remote_id, "")) or ""
+        key = keys.pop(remote_id, "") if state.is_final else keys.get(remote_id, "")
     return Receipt(
         remote_id=remote_id,
         state=state,

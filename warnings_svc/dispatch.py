@@ -699,7 +699,13 @@ class Dispatcher:
                 await writes.acquire()  # released once written
             ack = asyncio.create_task(self._store_and_ack(endpoint, batch, own, list(riding)))
             self._acks.add(ack)
-            ack.add_done_callback(self._acks.discard)
+            ack.add_done_callback(self._ack_done)
+
+    def _ack_done(self, task: asyncio.Task[None]) -> None:
+        self._acks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # not acknowledged: the SMSC sends these receipts again once the link ends
+            log.error("receipt batch not stored", exc_info=error)
 
     async def _write_receipts(self, endpoint: Endpoint, receipts: Sequence[Receipt]) -> int:
         async with self.pool.acquire() as conn:

@@ -191,15 +191,15 @@ class DispatcherProcesses:
     counters: list[dict[str, int]] = field(default_factory=list)
 
     def total(self) -> dict[str, int] | None:
-        """The counters of every process added up (None when a process logged none)."""
+        """The counters of every process added up (None when a process printed none)."""
         if not self.counters or len(self.counters) < len(self.pids):
             return None
         return {k: sum(c.get(k, 0) for c in self.counters) for k in self.counters[0]}
 
 
-def stopped_counters(output: str) -> dict[str, int] | None:
+def stopped_counters(printed: list[str]) -> dict[str, int] | None:
     """The counters `warnings-svc dispatch` printed as it stopped (a JSON line on its standard output)."""
-    for line in reversed(output.splitlines()):
+    for line in reversed(printed):
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict) and isinstance(record.get("counters"), dict):
@@ -228,8 +228,7 @@ def dispatcher_processes(
     finally:
         for d in started:
             d.stop()
-            output = d.log.with_suffix(".out").read_text(encoding="utf-8", errors="replace")
-            counters = stopped_counters(output)
+            counters = stopped_counters(d.printed())
             if counters is not None:
                 running.counters.append(counters)
         shutil.rmtree(folder, ignore_errors=True)

@@ -221,6 +221,12 @@ class DispatcherProcess:
     owner: str
     log: Path
 
+    def printed(self) -> list[str]:
+        """The lines it printed on its standard output: its start line, then its counters if it stopped
+        cleanly."""
+        out = self.log.with_suffix(".out")
+        return out.read_text(encoding="utf-8", errors="replace").splitlines()
+
     def kill(self) -> None:
         """SIGKILL: no clean stop, leases stay held."""
         if self.process.poll() is None:

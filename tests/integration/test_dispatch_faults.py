@@ -112,10 +112,10 @@ async def test_a_dispatcher_killed_mid_fan_out_is_taken_over_with_bounded_duplic
         assert await states(conn, v.warning_id) == {"delivered": n}
         assert second.stop() == 0
         # a clean stop prints what the process did as a last JSON line; a killed one prints nothing more
-        last = json.loads(second.log.with_suffix(".out").read_text(encoding="utf-8").splitlines()[-1])
+        last = json.loads(second.printed()[-1])
         assert last["stopped"] == second.owner
         assert 0 < last["counters"]["sent"] <= n and last["counters"]["receipts"] > 0
-        assert len(first.log.with_suffix(".out").read_text(encoding="utf-8").splitlines()) == 1
+        assert len(first.printed()) == 1
     finally:
         for d in (first, second):
             if d is not None:

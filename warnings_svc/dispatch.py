@@ -500,7 +500,7 @@ class Dispatcher:
 
     async def _release(self, lease: str, claimed: Sequence[outbox.Claimed]) -> None:
         async with self.pool.acquire() as conn:
-            await outbox.release(conn, [c.id for c in claimed])
+            await outbox.release(conn, lease, [c.id for c in claimed])
         self._let_go(lease, stored=False)
 
     async def _renew(self) -> None:
@@ -514,12 +514,7 @@ class Dispatcher:
                 continue
             try:
                 async with self.pool.acquire() as conn:
-                    await outbox.renew_leases(
-                        conn,
-                        list(held),
-                        [c.id for batch in held.values() for c in batch.claimed],
-                        self.settings.lease_s,
-                    )
+                    await outbox.renew_leases(conn, list(held), self.settings.lease_s)
             except DATABASE_ERRORS as e:
                 log.warning("lease renewal failed", extra={"error": " ".join(str(e).split())})
 

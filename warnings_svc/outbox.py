@@ -106,32 +106,45 @@ async def write_fanouts(
 async def claim(
     conn: asyncpg.Connection, channel: str, lease: str, limit: int, lease_s: float
 ) -> list[Claimed]:
-    """Lease up to `limit` ready deliveries of `channel` (red first, then by due time); drop the ready ones whose
-    version is no longer in force on the way. One statement: the rows are locked only while it runs."""
-    rows = await conn.fetch(
-        """WITH ready AS (
+    """Lease up to `limit` ready deliveries of `channel` (red first, then by due time) under one lease row;
+    drop the ready ones whose version is no longer in force on the way. One statement: the rows are locked only
+    while it runs."""
+    async with conn.transaction():
+        # The ready deliveries are read in the queue index's order, stopping at `limit`. The planner must not
+        # sort them all instead: the statistics of a queue never match the burst a fan-out has just written,
+        # and with a few thousand ready it chose to sort every one of them for each claim.
+        await conn.execute("SET LOCAL enable_sort = off")
+        rows = await conn.fetch(
+            """WITH ready AS (
                SELECT d.id, (v.status = 'issued' AND v.expires > now()) AS live
                FROM svc.delivery d JOIN svc.warning_version v USING (warning_id, version)
-               WHERE d.state = 'pending' AND d.channel = $1 AND d.next_attempt_at <= now()
+               WHERE d.queued AND d.channel = $1 AND d.next_attempt_at <= now()
                ORDER BY d.priority, d.next_attempt_at, d.id
                LIMIT $2
-               FOR UPDATE OF d SKIP LOCKED)
-           UPDATE svc.delivery d
-           SET state = CASE WHEN ready.live THEN 'sending' ELSE 'dropped' END,
-               lease_owner = CASE WHEN ready.live THEN $3 END,
-               lease_until = CASE WHEN ready.live THEN now() + make_interval(secs => $4) END,
-               attempts = d.attempts + ready.live::int,
-               reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
-               final_at = CASE WHEN ready.live THEN NULL ELSE now() END
-           FROM ready WHERE d.id = ready.id
-           RETURNING d.id, d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
-                     d.warning_id, d.version, d.address, d.language, d.attempts, ready.live""",
-        channel,
-        limit,
-        lease,
-        lease_s,
-        DROPPED_REASON,
-    )
+               FOR UPDATE OF d SKIP LOCKED),
+           claimed AS (
+               UPDATE svc.delivery d
+               SET queued = false,
+                   state = CASE WHEN ready.live THEN 'sending' ELSE 'dropped' END,
+                   lease_owner = CASE WHEN ready.live THEN $3 END,
+                   attempts = d.attempts + ready.live::int,
+                   reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
+                   final_at = CASE WHEN ready.live THEN NULL ELSE now() END
+               FROM ready WHERE d.id = ready.id
+               RETURNING d.id,
+                         d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
+                         d.warning_id, d.version, d.address, d.language, d.attempts, ready.live),
+           leased AS (
+               INSERT INTO svc.delivery_lease (lease, until, ids)
+               SELECT $3, now() + make_interval(secs => $4), array_agg(id) FROM claimed WHERE live
+               HAVING count(*) > 0)
+           SELECT * FROM claimed""",
+            channel,
+            limit,
+            lease,
+            lease_s,
+            DROPPED_REASON,
+        )
     out = [Claimed(*r[:7]) for r in rows if r[7]]  # RETURNING lists Claimed's fields in order, then live
     out.sort(key=lambda c: c.id)
     return out
@@ -140,36 +153,38 @@ async def claim(
 async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
     """Return to the queue every delivery whose lease ran out (its dispatcher died or hung); how many."""
     status = await conn.execute(
-        """UPDATE svc.delivery SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+        """WITH expired AS (
+               DELETE FROM svc.delivery_lease WHERE until < now() RETURNING lease, ids)
+           UPDATE svc.delivery d SET state = 'pending', queued = true, lease_owner = NULL,
                   reason = 'lease expired: sent again', next_attempt_at = now()
-           WHERE state = 'sending' AND lease_until < now()"""
+           FROM (SELECT lease, unnest(ids) AS id FROM expired) e
+           WHERE d.id = e.id AND d.state = 'sending' AND d.lease_owner = e.lease"""
     )
     return int(status.split()[-1])
 
 
-async def renew_leases(
-    conn: asyncpg.Connection, leases: Sequence[str], ids: Sequence[int], lease_s: float
-) -> int:
+async def renew_leases(conn: asyncpg.Connection, leases: Sequence[str], lease_s: float) -> int:
     """Extend the leases of batches still in hand (being sent, or sent and waiting for their outcomes to be
-    stored); how many of the rows `ids` were still held under one of `leases`."""
+    stored); how many of `leases` were still held (a lease that ran out is gone, and its rows with it)."""
     status = await conn.execute(
-        """UPDATE svc.delivery SET lease_until = now() + make_interval(secs => $3)
-           WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = ANY($2::text[])""",
-        list(ids),
+        "UPDATE svc.delivery_lease SET until = now() + make_interval(secs => $2) WHERE lease = ANY($1::text[])",
         list(leases),
         lease_s,
     )
     return int(status.split()[-1])
 
 
-async def release(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
-    """Give leased deliveries back untried (a dispatcher stopping before sending them)."""
-    await conn.execute(
-        """UPDATE svc.delivery SET state = 'pending', lease_owner = NULL, lease_until = NULL,
-                  attempts = greatest(attempts - 1, 0)
-           WHERE id = ANY($1::bigint[]) AND state = 'sending'""",
-        list(ids),
-    )
+async def release(conn: asyncpg.Connection, lease: str, ids: Sequence[int]) -> None:
+    """Give a batch's leased deliveries back untried (a dispatcher stopping before sending them)."""
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE svc.delivery SET state = 'pending', queued = true, lease_owner = NULL,
+                      attempts = greatest(attempts - 1, 0)
+               WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = $2""",
+            list(ids),
+            lease,
+        )
+        await conn.execute("DELETE FROM svc.delivery_lease WHERE lease = $1", lease)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -222,7 +237,7 @@ async def record_results(
     async with conn.transaction():
         changed = await conn.fetch(
             """UPDATE svc.delivery d
-               SET state = r.state, reason = r.reason, lease_owner = NULL, lease_until = NULL,
+               SET state = r.state, queued = r.state = 'pending', reason = r.reason, lease_owner = NULL,
                    endpoint = CASE WHEN r.state IN ('pending', 'dead') THEN d.endpoint ELSE $2 END,
                    segments = CASE WHEN r.state IN ('pending', 'dead') THEN d.segments ELSE r.segments END,
                    sent_at = CASE WHEN r.state IN ('pending', 'dead') THEN d.sent_at ELSE now() END,
@@ -241,6 +256,9 @@ async def record_results(
             waits,
             segments,
         )
+        await conn.execute(
+            "DELETE FROM svc.delivery_lease WHERE lease = ANY($1::text[])", [b.lease for b in batches]
+        )
         mine = {(r["id"], r["lease"]) for r in changed}
         parts: list[tuple[Any, ...]] = []
         mapped: set[str] = set()
@@ -250,10 +268,11 @@ async def record_results(
             if key not in mine or key not in sent:
                 continue
             remote_ids, got = sent[key]
-            if states[i] == "sent":
+            waiting = states[i] == "sent"
+            if waiting:
                 unsettled.add(key[0])
             for remote_id in remote_ids:
-                parts.append((remote_id, key[0], *_receipt_columns(got.get(remote_id), now)))
+                parts.append((remote_id, key[0], waiting, *_receipt_columns(got.get(remote_id), now)))
                 mapped.add(remote_id)
         # receipts that came with a batch but whose part is not mapped here (its delivery failed, or its
         # lease ran out) are stored as any other receipt
@@ -306,19 +325,23 @@ def _receipt_columns(r: Receipt | None, now: float) -> tuple[Any, ...]:
 
 
 async def _write_map(conn: asyncpg.Connection, endpoint: str, parts: list[tuple[Any, ...]]) -> None:
-    """Store the message-id map of sent deliveries: (remote_id, delivery_id, then `_receipt_columns`) per part.
-    A part whose receipt was stored first gets its delivery, and keeps the receipt unless this one is final and
-    that one was not. Inside the caller's transaction, after `_serialise_with_receipts`."""
+    """Store the message-id map of sent deliveries: (remote_id, delivery_id, unsettled, then
+    `_receipt_columns`) per part, `unsettled` when the delivery was stored `sent` (a receipt is still to come:
+    the part is then indexed by its delivery for `_settle`). A part whose receipt was stored first gets its
+    delivery, and keeps the receipt unless this one is final and that one was not. Inside the caller's
+    transaction, after `_serialise_with_receipts`."""
     newer = "(excluded.state IS NOT NULL AND (p.state IS NULL OR p.state = 'en_route'))"
     await conn.execute(
         f"""INSERT INTO svc.delivery_part AS p
-                  (endpoint, remote_id, delivery_id, state, raw_state, error_code, done_at, received_at)
-           SELECT $1, r.remote_id, r.delivery_id, r.state, r.raw_state, r.error_code, to_timestamp(r.done_at),
-                  to_timestamp(r.received_at)
-           FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[])
-                AS r(remote_id, delivery_id, state, raw_state, error_code, done_at, received_at)
+                  (endpoint, remote_id, delivery_id, unsettled, state, raw_state, error_code, done_at,
+                   received_at)
+           SELECT $1, r.remote_id, r.delivery_id, r.unsettled, r.state, r.raw_state, r.error_code,
+                  to_timestamp(r.done_at), to_timestamp(r.received_at)
+           FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::float8[],
+                       $9::float8[])
+                AS r(remote_id, delivery_id, unsettled, state, raw_state, error_code, done_at, received_at)
            ON CONFLICT (endpoint, remote_id) DO UPDATE
-           SET delivery_id = excluded.delivery_id,
+           SET delivery_id = excluded.delivery_id, unsettled = excluded.unsettled,
                state = CASE WHEN {newer} THEN excluded.state ELSE p.state END,
                raw_state = CASE WHEN {newer} THEN excluded.raw_state ELSE p.raw_state END,
                error_code = CASE WHEN {newer} THEN excluded.error_code ELSE p.error_code END,
@@ -389,7 +412,7 @@ async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
                              WHEN bool_and(state = 'delivered') THEN 'delivered'
                              ELSE 'accepted' END AS state,
                         count(*) AS parts
-                 FROM svc.delivery_part WHERE delivery_id = ANY($1::bigint[])
+                 FROM svc.delivery_part WHERE delivery_id = ANY($1::bigint[]) AND unsettled
                  GROUP BY delivery_id) s
            WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent' AND d.segments = s.parts""",
         delivery_ids,
@@ -408,9 +431,11 @@ async def queue_stats(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT channel, 'pending' AS state, count(*) AS n,
                   extract(epoch FROM now() - min(created_at) FILTER (WHERE next_attempt_at <= now())) AS oldest_s
-           FROM svc.delivery WHERE state = 'pending' GROUP BY channel
+           FROM svc.delivery WHERE queued GROUP BY channel
            UNION ALL
-           SELECT channel, 'sending', count(*), NULL FROM svc.delivery WHERE state = 'sending' GROUP BY channel
+           SELECT d.channel, 'sending', count(*), NULL
+           FROM (SELECT unnest(ids) AS id FROM svc.delivery_lease) l JOIN svc.delivery d USING (id)
+           WHERE d.state = 'sending' GROUP BY d.channel
            UNION ALL
            SELECT d.channel, d.state, count(*), NULL
            FROM svc.warning_version v JOIN svc.delivery d USING (warning_id, version)

@@ -275,6 +275,8 @@ async def test_queue_figures_count_open_deliveries_and_those_of_versions_in_forc
     )
     metrics.observe_queue(await outbox.queue_stats(conn))
     assert (gauge("pending"), gauge("sending"), gauge("sent")) == (25, 5, 0)  # the expired version's sent
-    await conn.execute("UPDATE svc.delivery SET state = 'dropped', lease_until = NULL, final_at = now()")
+    await conn.execute(
+        "UPDATE svc.delivery SET state = 'dropped', queued = false, lease_owner = NULL, final_at = now()"
+    )
     metrics.observe_queue(await outbox.queue_stats(conn))  # nothing left to count: zeros, not stale figures
     assert (gauge("pending"), gauge("sending"), gauge("sent")) == (0, 0, 0)

@@ -4,6 +4,7 @@ import asyncpg
 import pytest
 
 from risk_zoning.db import RISK_MIGRATIONS, DatabaseError, read_migrations, upgrade
+from warnings_svc import outbox
 from warnings_svc.app import SERVICE_MIGRATIONS
 
 
@@ -52,3 +53,39 @@ async def test_receipts_move_onto_their_parts_when_the_outbox_is_upgraded(conn: 
         ("smsc", "c", None, "failed", "UNDELIV"),
     ]
     assert await conn.fetchval("SELECT to_regclass('svc.receipt')") is None
+
+
+async def test_leases_become_rows_of_their_own_when_the_outbox_is_upgraded(conn: asyncpg.Connection) -> None:
+    """Service migration 8: a batch being sent keeps its lease (now a row naming its deliveries, which the
+    reaper still honours), ready deliveries stay queued, and the parts already mapped stay findable by their
+    delivery for settling."""
+    await upgrade(conn, [RISK_MIGRATIONS])
+    service = read_migrations(SERVICE_MIGRATIONS)
+    assert service[7].name == "outbox_updates_in_place"
+    for m in service[:7]:
+        await conn.execute(m.sql)
+    await conn.execute("SET session_replication_role = replica")  # recipients not written here
+    await conn.execute(
+        """INSERT INTO svc.delivery (id, fanout_id, warning_id, version, channel, recipient_id, address,
+                                     language, areas, priority, state, lease_owner, lease_until)
+           VALUES (1, 1, 1, 1, 'sms', 1, '+8613900000001', 'zh', '{}', 1, 'pending', NULL, NULL),
+                  (2, 1, 1, 1, 'sms', 2, '+8613900000002', 'zh', '{}', 1, 'sending', 'w#1', now() - interval '1 s'),
+                  (3, 1, 1, 1, 'sms', 3, '+8613900000003', 'zh', '{}', 1, 'sending', 'w#1', now() - interval '1 s'),
+                  (4, 1, 1, 1, 'sms', 4, '+8613900000004', 'zh', '{}', 1, 'sent', NULL, NULL)"""
+    )
+    await conn.execute(
+        "INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id) VALUES ('smsc', 'a', 4)"
+    )
+    await conn.execute("RESET session_replication_role")
+    await conn.execute(service[7].sql)
+
+    queued = await conn.fetch("SELECT id, queued FROM svc.delivery ORDER BY id")
+    assert [tuple(r) for r in queued] == [(1, True), (2, False), (3, False), (4, False)]
+    assert [tuple(r) for r in await conn.fetch("SELECT lease, ids FROM svc.delivery_lease")] == [
+        ("w#1", [2, 3])
+    ]
+    assert await conn.fetchval("SELECT unsettled FROM svc.delivery_part WHERE remote_id = 'a'") is True
+    assert await outbox.reclaim_expired_leases(conn) == 2
+    states = await conn.fetch("SELECT id, state, queued, lease_owner FROM svc.delivery WHERE id IN (2, 3)")
+    assert {tuple(r) for r in states} == {(2, "pending", True, None), (3, "pending", True, None)}
+    assert await conn.fetchval("SELECT count(*) FROM svc.delivery_lease") == 0

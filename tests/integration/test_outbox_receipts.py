@@ -133,3 +133,21 @@ async def test_receipts_riding_with_a_failed_or_lost_delivery_are_stored_all_the
         f"{throttled.id}a": (None, "delivered"),
         f"{lost.id}a": (None, "delivered"),
     }
+
+
+async def test_outcomes_and_receipts_rewrite_deliveries_in_place(conn) -> None:
+    """Storing outcomes and settling by receipts change no indexed column of a delivery (nor one in an index's
+    predicate), so PostgreSQL may keep the new versions on their pages without new index entries (HOT updates),
+    as long as a page has room. With `state` or `lease_owner` in an index none of these writes could be."""
+    batch = await claimed(conn, 200)
+    receipts = {f"{c.id}a": receipt(f"{c.id}a", ReceiptState.DELIVERED, c.key) for c in batch}
+    sent = outbox.SentBatch("test#1", batch, accepted(batch), [0.0] * len(batch), receipts)
+    await outbox.record_results(conn, ENDPOINT, [sent], 12)  # stored sent: the "b" parts are still to come
+    await outbox.store_receipts(conn, ENDPOINT, [receipt(f"{c.id}b", ReceiptState.DELIVERED) for c in batch])
+    assert set((await delivery_states(conn)).values()) == {"delivered"}
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    updates, in_place = await conn.fetchrow(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'svc.delivery'::regclass"
+    )
+    assert updates == 3 * 200  # claimed, outcome stored, settled
+    assert in_place >= 200  # of the last two writes of each row (292 of 400 when written, fillfactor 70)

@@ -20,6 +20,9 @@
 //        receipt_delay_ms D                             send receipts D ms after the submit (late receipts)
 //        receipt_tlvs false                             receipts carry only the text (no TLVs)
 //        ignore_enquire_link true                       stop answering enquire_link
+//        receipts_on "submitter"|"first"                a receipt goes back on the session its message came
+//                                                       on (the default, while that session is bound), or on
+//                                                       the first bound session of the system_id
 //   POST /reset    clear faults, records and counters
 // Receipts whose session has gone are kept and sent on the next bind of the same system_id, as SMSCs do; so are
 // receipts sent and never answered with deliver_sm_resp when their session closes or the peer vanishes.
@@ -71,6 +74,7 @@ function defaultFaults() {
     receipt_delay_ms: parseInt(option("receipt-delay-ms", "50"), 10),
     receipt_tlvs: true,
     ignore_enquire_link: false,
+    receipts_on: "submitter",
   };
 }
 
@@ -167,10 +171,17 @@ function keepForNextBind(options) {
   pendingReceipts.get(options.system_id).push(options);
 }
 
-// Send a receipt on a bound session of its system_id, or keep it for the next bind when there is none. Until
-// the ESME answers it, the receipt stays in the session's unacked map, so a session that ends takes none along.
-function sendReceipt(options) {
-  const target = server.sessions.find((s) => s.bound_system_id === options.system_id && s.socket.writable);
+function canTake(session, systemId) {
+  return session.bound_system_id === systemId && session.socket.writable;
+}
+
+// Send a receipt on the session its message was submitted on while that one is bound (or on the first bound
+// session of its system_id, when `receipts_on` says "first" or the submitter's session has gone), or keep it for
+// the next bind when there is none. Until the ESME answers it, the receipt stays in the session's unacked map,
+// so a session that ends takes none along.
+function sendReceipt(options, submitter) {
+  const own = faults.receipts_on !== "first" && submitter && canTake(submitter, options.system_id);
+  const target = own ? submitter : server.sessions.find((s) => canTake(s, options.system_id));
   if (!target) return keepForNextBind(options);
   const { system_id, ...fields } = options;
   const pdu = new smpp.PDU("deliver_sm", fields);
@@ -223,7 +234,8 @@ const server = smpp.createServer((session) => {
   session.on("bind_receiver", bind);
 
   session.on("submit_sm", (pdu) => {
-    const entry = submitRecord(pdu);
+    // in counts mode nothing is kept: the record's hex and decoded text would be built only to be thrown away
+    const entry = RECORD_MODE === "counts" ? {} : submitRecord(pdu);
     if (!systemId) {
       entry.outcome = "not bound";
       record(entry);
@@ -257,7 +269,7 @@ const server = smpp.createServer((session) => {
     if (pdu.registered_delivery & 0x01) {
       const receipt = receiptFor(pdu, messageId, new Date());
       receipt.system_id = systemId;
-      setTimeout(() => sendReceipt(receipt), faults.receipt_delay_ms);
+      setTimeout(() => sendReceipt(receipt, session), faults.receipt_delay_ms);
     }
   });
 

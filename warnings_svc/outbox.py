@@ -7,11 +7,13 @@ one short transaction: PostgreSQL queues slow down sharply when long transaction
 - `write_fanouts` runs inside the transaction that issues a version, so a warning is never issued without the
   promise to deliver it, and never promised without being issued.
 - `claim` takes up to N ready deliveries of a channel, red first, with ``FOR UPDATE SKIP LOCKED`` (any number
-  of dispatchers on any hosts share the queue without waiting on each other), leasing them to one owner; in
-  the same statement it drops the ready ones whose version is no longer in force (updated, cancelled,
-  expired), so nothing is sent late.
+  of dispatchers on any hosts share the queue without waiting on each other), under one lease row per batch
+  (`svc.delivery_lease`, renewed while the batch is in hand); in the same statement it drops the ready ones
+  whose version is no longer in force (updated, cancelled, expired), so nothing is sent late.
 - `reclaim_expired_leases` returns the deliveries of a dispatcher that died mid-send to the queue; they are
   sent again, so duplicates are bounded by what that dispatcher had in flight.
+- After its claim a delivery's writes (its outcome, its settlement by receipts) change no indexed column, so
+  PostgreSQL rewrites it in place on its page when there is room (migration 8 says why).
 - `record_results` stores the outcomes of sent batches (each under its own lease), the message-id map and the
   receipts that came before the results (riding with them: a delivery whose every part has its final receipt
   there is settled in the same write) in one transaction; `store_receipts` writes the other receipts on their

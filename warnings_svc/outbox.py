@@ -167,7 +167,8 @@ async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
 
 async def renew_leases(conn: asyncpg.Connection, leases: Sequence[str], lease_s: float) -> int:
     """Extend the leases of batches still in hand (being sent, or sent and waiting for their outcomes to be
-    stored); how many of `leases` were still held (a lease that ran out is gone, and its rows with it)."""
+    stored); how many of `leases` were still held (the reaper deletes a lease that ran out, and its deliveries
+    go back to the queue)."""
     status = await conn.execute(
         "UPDATE svc.delivery_lease SET until = now() + make_interval(secs => $2) WHERE lease = ANY($1::text[])",
         list(leases),

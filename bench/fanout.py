@@ -524,7 +524,7 @@ async def real_path(
         segments = await conn.fetchval(
             "SELECT coalesce(sum(segments), 0) FROM svc.delivery WHERE warning_id = $1", v.warning_id
         )
-        parts = await conn.fetchval("SELECT count(*) FROM svc.delivery_part")
+        parts = await conn.fetchval("SELECT count(*) FROM svc.sent_part")
         text = await issued_text(conn, v.warning_id, args.sms_segments)
         sent = sum(by_state.get(s, 0) for s in ("sent", "delivered", "accepted"))
         out |= {

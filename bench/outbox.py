@@ -4,8 +4,11 @@ The phases a fan-out goes through, run one after the other on N registered recip
 issued for the whole city, each timed alone (wall seconds, CPU seconds of this process and of PostgreSQL,
 and microseconds of each per delivery):
 
-- ``expand``: the fan-out expanded into deliveries (`expansion.expand_next`, chunks of 10,000, the first of 500);
-- ``claim``: every delivery claimed in batches of 1,000 (`outbox.claim`);
+- ``take``: the fan-out expanded by a sender for itself, as a dispatcher's senders do, chunks of 1,000 (the
+  first of 500) written already leased (`expansion.expand_next` with a `Taker`); with ``--through-queue``
+  instead, the path of retries and of a dispatcher without endpoints:
+- ``expand``: the fan-out expanded into the queue (`expansion.expand_next`, chunks of 10,000, the first of 500);
+- ``claim``: every delivery claimed from the queue in batches of 1,000 (`outbox.claim`);
 - ``results``: every batch stored as accepted with two message ids, two batches per transaction as the
   dispatcher's results writer does when it is behind (`outbox.record_results`), each with a DELIVRD receipt
   for every part riding with it (receipts that beat their results, the usual case at full speed), which
@@ -19,7 +22,7 @@ the cores: the instrument for making a delivery cheaper to store. The baseline i
 makes (claimed, sent, settled) in their cheapest form, so PostgreSQL's figure reads as "so many times the
 bare minimum a delivery's state changes cost".
 
-    python bench/outbox.py [--recipients 30000] [--receipts-after] [--json]
+    python bench/outbox.py [--recipients 30000] [--receipts-after] [--through-queue] [--json]
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from tests.factories_db import fresh_database  # noqa: E402
 from tests.factories_dispatch import add_recipients, expand_all, issue  # noqa: E402
 from warnings_svc import outbox  # noqa: E402
 from warnings_svc.dispatch import tune_collector  # noqa: E402
+from warnings_svc.expansion import Taker, expand_next  # noqa: E402
+from warnings_svc.warning_store import region_units  # noqa: E402
 
 ENDPOINT = "smsc"
 CLAIM_BATCH = 1000
@@ -87,7 +92,9 @@ async def baseline(conn: asyncpg.Connection, n: int, phases: Phases) -> None:
     phases.stop("baseline", started)
 
 
-async def run(server_url: str, pgdata: Path, n: int, receipts_with_results: bool) -> dict[str, Any]:
+async def run(
+    server_url: str, pgdata: Path, n: int, receipts_with_results: bool, through_queue: bool = False
+) -> dict[str, Any]:
     tune_collector()
     phases = Phases(CpuClock(postgres_pid(pgdata), None), n)
     async with fresh_database(server_url, built=True) as url:
@@ -98,15 +105,26 @@ async def run(server_url: str, pgdata: Path, n: int, receipts_with_results: bool
             await baseline(conn, n, phases)
             await issue(conn)
 
-            started = phases.start()
-            await expand_all(conn)
-            phases.stop("expand", started)
-
-            started = phases.start()
             claims: list[tuple[str, list[outbox.Claimed]]] = []
-            while batch := await outbox.claim(conn, "sms", f"bench#{len(claims)}", CLAIM_BATCH, 600):
-                claims.append((f"bench#{len(claims)}", batch))
-            phases.stop("claim", started)
+            if through_queue:
+                started = phases.start()
+                await expand_all(conn)
+                phases.stop("expand", started)
+                started = phases.start()
+                while batch := await outbox.claim(conn, "sms", f"bench#{len(claims)}", CLAIM_BATCH, 600):
+                    claims.append((f"bench#{len(claims)}", batch))
+                phases.stop("claim", started)
+            else:
+                units = await region_units(conn, "wuhai")
+                started = phases.start()
+                while True:
+                    taker = Taker("sms", f"bench#{len(claims)}", 600, CLAIM_BATCH)
+                    expanded = await expand_next(conn, units, chunk=CLAIM_BATCH, first_chunk=500, taker=taker)
+                    if expanded is None:
+                        break
+                    if expanded.claimed:
+                        claims.append((taker.lease, list(expanded.claimed)))
+                phases.stop("take", started)
 
             now = datetime.now(UTC)
             remote = iter(range(n * SEGMENTS))
@@ -160,6 +178,7 @@ async def run(server_url: str, pgdata: Path, n: int, receipts_with_results: bool
         "deliveries": n,
         "segments_each": SEGMENTS,
         "receipts": "with results" if receipts_with_results else "after results",
+        "first_attempts": "through the queue" if through_queue else "taken at expansion",
         "phases": phases.figures,
         "total": total
         | {
@@ -178,6 +197,11 @@ def main() -> None:
         action="store_true",
         help="receipts stored after their batches' results (as when they come late), not with them",
     )
+    p.add_argument(
+        "--through-queue",
+        action="store_true",
+        help="expand into the queue and claim from it (retries' path) instead of expanding leased",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     if not 1_000 <= args.recipients <= 1_000_000:
@@ -187,7 +211,9 @@ def main() -> None:
     embedded = EmbeddedPostgres(folder)
     try:
         server_url = embedded.start()
-        result = asyncio.run(run(server_url, embedded.pgdata, args.recipients, not args.receipts_after))
+        result = asyncio.run(
+            run(server_url, embedded.pgdata, args.recipients, not args.receipts_after, args.through_queue)
+        )
     except DatabaseError as e:
         print(f"outbox: {e}", file=sys.stderr)
         sys.exit(2)

@@ -5,13 +5,17 @@ One `Dispatcher` runs these asyncio tasks until stopped:
 
 - a listener (LISTEN on `outbox.DISPATCH_CHANNEL`; every loop also polls, so a lost notification or a
   database restart only costs `poll_s`);
-- an expander turning pending fan-outs into deliveries (`expansion.expand_next`);
-- per endpoint, `batches_in_flight` senders: claim a batch (red first), respect the endpoint's rate limit
+- per endpoint, `batches_in_flight` senders: take a batch, respect the endpoint's rate limit
   and circuit breaker, send, and hand the outcomes to the endpoint's results writer, which stores every batch
   waiting in one transaction while the senders go on (so the SMSC's window never waits for the database);
   temporary failures come back after exponential backoff with full jitter (or the adapter's own hint, e.g.
   an SMSC's throttling), permanent ones and exhausted retries go to ``dead`` with the reason. A batch keeps
-  its lease (renewed every third of `lease_s`) until its outcomes are stored;
+  its lease (renewed every third of `lease_s`) until its outcomes are stored. A batch is the next chunk of
+  the most urgent pending fan-out, expanded by the sender itself and written already leased to it (red
+  first; the senders of every dispatcher take chunks in turn), or else ready deliveries claimed from the
+  queue (retries, and those of a dispatcher that died), which go first when a fan-out is no more urgent: a
+  first attempt costs no claim (`expansion.expand_next`, `outbox.claim`). A dispatcher without endpoints
+  expands fan-outs into the queue for the others;
 - per endpoint, a receipt writer: a batch of receipts is stored before it is acknowledged to the remote end,
   so a crash loses none. A receipt that beats its message's results (the adapter names the message's key,
   and this dispatcher still holds the batch, results not yet stored) rides with those results: one write
@@ -50,7 +54,7 @@ from risk_zoning.store import UnitRecord
 from warnings_svc import outbox
 from warnings_svc.dispatch_metrics import DispatchMetrics
 from warnings_svc.dispatch_policy import CircuitBreaker, CircuitState, TokenBucket, backoff_delay
-from warnings_svc.expansion import expand_next
+from warnings_svc.expansion import Expanded, Taker, expand_next
 from warnings_svc.settings import DispatchSettings, SettingsError, SmsEndpointSettings
 from warnings_svc.warning_store import region_units
 
@@ -80,6 +84,10 @@ GC_YOUNG_THRESHOLD = 100_000
 _collector_tuned = False
 # Receipts are stored a batch per transaction: wait a moment for a batch to fill rather than write thousands
 # of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
+# the newest outbox schema this code writes (migration 9's column) is in place
+OUTBOX_SCHEMA_READY = """SELECT EXISTS (SELECT FROM pg_attribute
+                                         WHERE attrelid = to_regclass('svc.delivery') AND attname = 'remote_ids'
+                                           AND NOT attisdropped)"""
 RECEIPT_BATCH = 2000
 RECEIPT_LINGER_S = 0.05
 # Receipt batches written on their own at the same time, per endpoint. The receipt writer goes on reading
@@ -239,7 +247,8 @@ class Dispatcher:
         self._unstored: dict[str, asyncio.Semaphore] = {}
         self.counters = {
             "expanded": 0,
-            "claimed": 0,
+            "claimed": 0,  # taken to send: written leased by its own expansion, or claimed from the queue
+            "claimed_from_queue": 0,
             "sent": 0,
             "retried": 0,
             "dead": 0,
@@ -258,10 +267,11 @@ class Dispatcher:
             await endpoint.start()
         tasks = [
             self._supervised(stop, "dispatch-listen", partial(self._listen, stop)),
-            self._supervised(stop, "dispatch-expand", partial(self._expand, stop)),
             self._supervised(stop, "dispatch-reap", partial(self._reap, stop)),
             self._supervised(stop, "dispatch-renew", self._renew),
         ]
+        if not self.endpoints:  # nothing to send with: expand into the queue for dispatchers that have some
+            tasks.append(self._supervised(stop, "dispatch-expand", partial(self._expand, stop)))
         senders = []
         writers = []
         for endpoint in self.endpoints:
@@ -332,7 +342,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
-                    if await conn.fetchval("SELECT to_regclass('svc.delivery_part') IS NOT NULL"):
+                    if await conn.fetchval(OUTBOX_SCHEMA_READY):
                         return True
             except DATABASE_ERRORS as e:
                 log.warning(
@@ -414,13 +424,22 @@ class Dispatcher:
 
     async def _expand_once(self) -> bool:
         async with self.pool.acquire() as conn:
-            if self._units is None:
-                self._units = await region_units(conn, self.region)
-            result = await expand_next(
-                conn, self._units, chunk=self.settings.expand_chunk, first_chunk=self.settings.first_chunk
-            )
+            result = await self._expand_on(conn, None)
+        return result is not None
+
+    async def _expand_on(self, conn: asyncpg.Connection, taker: Taker | None) -> Expanded | None:
+        """Expand the next chunk of a pending fan-out (into the queue, or leased to `taker`) and account for it."""
+        if self._units is None:
+            self._units = await region_units(conn, self.region)
+        result = await expand_next(
+            conn,
+            self._units,
+            chunk=self.settings.expand_chunk,
+            first_chunk=self.settings.first_chunk,
+            taker=taker,
+        )
         if result is None:
-            return False
+            return None
         self.counters["expanded"] += result.deliveries
         self.metrics.expanded.labels(result.channel).inc(result.deliveries)
         if result.deliveries:
@@ -431,7 +450,7 @@ class Dispatcher:
                 "fan-out expanded" if not result.dropped else "fan-out dropped: warning no longer in force",
                 extra={"warning_id": result.warning_id, "version": result.version, "channel": result.channel},
             )
-        return True
+        return result
 
     # ------------------------------------------------------------------------------------------ sending
 
@@ -475,8 +494,17 @@ class Dispatcher:
                     endpoint.probing = False
 
     async def _claim(self, endpoint: Endpoint, lease: str, limit: int) -> list[outbox.Claimed]:
+        """Take a batch: the next chunk of a pending fan-out, written leased to this sender (its first
+        attempts), or else ready deliveries from the queue."""
         async with self.pool.acquire() as conn:
-            claimed = await outbox.claim(conn, endpoint.channel, lease, limit, self.settings.lease_s)
+            taker = Taker(endpoint.channel, lease, self.settings.lease_s, limit)
+            expanded = await self._expand_on(conn, taker)
+            if expanded is not None:
+                claimed = list(expanded.claimed)
+                self._work.set()  # a fan-out may have more: look again at once, even if this chunk was empty
+            else:
+                claimed = await outbox.claim(conn, endpoint.channel, lease, limit, self.settings.lease_s)
+                self.counters["claimed_from_queue"] += len(claimed)
         if claimed:
             held = self._held[lease] = InHand(
                 endpoint.name, claimed, asyncio.get_running_loop().create_future()

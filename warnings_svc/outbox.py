@@ -16,10 +16,12 @@ one short transaction: PostgreSQL queues slow down sharply when long transaction
   PostgreSQL rewrites it in place on its page when there is room (migration 8 says why).
 - `record_results` stores the outcomes of sent batches (each under its own lease), the message-id map and the
   receipts that came before the results (riding with them: a delivery whose every part has its final receipt
-  there is settled in the same write) in one transaction; `store_receipts` writes the other receipts on their
-  parts' map rows (idempotently: an SMSC repeats those it saw unacknowledged) and settles the deliveries they
-  complete. A receipt may land before its part's map row (it then creates the row, and the map fills in the
-  delivery); `record_results` settles those.
+  there is settled in the same write, and one delivered at once keeps its parts' ids on its own row instead
+  of map rows) in one transaction; `store_receipts` writes the other receipts on their parts' map rows
+  (idempotently: an SMSC repeats those it saw unacknowledged) and settles the deliveries they complete. A
+  receipt may land before its part's map row (it then creates the row, and the map fills in the delivery);
+  `record_results` settles those. A receipt repeated for a part kept on its delivery's row finds no map row
+  and stays a row of its own, matched to nothing (the delivery is settled already).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ TOLD_STATES = ("sending", "sent", "delivered", "accepted")  # the person was (or
 FINAL_STATES = ("delivered", "accepted", "failed", "dead", "dropped")
 STATES = ("pending", "sending", "sent", *FINAL_STATES)
 DROPPED_REASON = "warning no longer in force"
+# joins the message ids of a delivery kept on its own row (chr(31), the unit separator: no SMSC puts it in an
+# id; a delivery with an id that has it is mapped in svc.delivery_part instead)
+_ID_SEPARATOR = chr(31)
 
 
 class Claimed(NamedTuple):
@@ -52,6 +57,11 @@ class Claimed(NamedTuple):
     address: str
     language: str
     attempts: int  # including this one
+
+
+def delivery_key(warning_id: int, version: int, channel: str, recipient_id: int) -> str:
+    """A delivery's idempotency key, as `claim` spells it in SQL: one per person, version and channel."""
+    return f"{warning_id}-{version}/{channel}/{recipient_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,7 @@ async def claim(
                FROM ready WHERE d.id = ready.id
                RETURNING d.id,
                          d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
+                         -- the key as delivery_key spells it
                          d.warning_id, d.version, d.address, d.language, d.attempts, ready.live),
            leased AS (
                INSERT INTO svc.delivery_lease (lease, until, ids)
@@ -201,18 +212,22 @@ async def record_results(
     under their batch's lease are changed, and only their outcomes counted: a row whose lease ran out and was
     claimed again (by another dispatcher, or another sender of this one) belongs to that claim now. A
     temporary failure is retried until the delivery has had `max_attempts`, then it is dead. A delivery whose
-    every part's final receipt came with its batch is stored settled at once."""
+    every part's final receipt came with its batch is stored settled at once; when every part reached the
+    handset (the usual case at full speed) its parts' ids stay on its row and it gets no map rows (migration 9)."""
     ids: list[int] = []
     leases: list[str] = []
     states: list[str] = []
     reasons: list[str] = []
     waits: list[float] = []
     segments: list[int] = []
+    in_row: list[str | None] = []  # the parts' ids of a delivery stored delivered at once, else None
+    done_at: list[float | None] = []
     sent: dict[tuple[int, str], tuple[tuple[str, ...], Mapping[str, Receipt]]] = {}
     for batch in batches:
         for item, result, delay in zip(batch.claimed, batch.results, batch.delays, strict=True):
             if result.key != item.key:
                 raise ValueError(f"result for {result.key} where {item.key} was expected")
+            ids_in_row = done = None
             if result.outcome is SendOutcome.ACCEPTED:
                 got = batch.receipts
                 state = (
@@ -222,6 +237,10 @@ async def record_results(
                 ) or "sent"
                 reason = ""
                 sent[(item.id, batch.lease)] = (result.remote_ids, got)
+                if state != "sent":  # settled by the receipts that came with it
+                    done = _latest_done(got[i] for i in result.remote_ids if i in got)
+                if state == "delivered" and not any(_ID_SEPARATOR in i for i in result.remote_ids):
+                    ids_in_row = _ID_SEPARATOR.join(result.remote_ids)
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
                 state, reason = "pending", result.reason or "temporary failure"
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
@@ -237,6 +256,8 @@ async def record_results(
             reasons.append(reason)
             waits.append(delay)
             segments.append(len(result.remote_ids))
+            in_row.append(ids_in_row)
+            done_at.append(done)
     async with conn.transaction():
         changed = await conn.fetch(
             """UPDATE svc.delivery d
@@ -246,9 +267,11 @@ async def record_results(
                    sent_at = CASE WHEN r.state IN ('pending', 'dead') THEN d.sent_at ELSE now() END,
                    next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
                                           ELSE d.next_attempt_at END,
-                   final_at = CASE WHEN r.state IN ('pending', 'sent') THEN d.final_at ELSE now() END
-               FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[])
-                    AS r(id, lease, state, reason, wait, segments)
+                   final_at = CASE WHEN r.state IN ('pending', 'sent') THEN d.final_at ELSE now() END,
+                   remote_ids = string_to_array(r.in_row, chr(31)), done_at = to_timestamp(r.done_at)
+               FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[],
+                           $8::text[], $9::float8[])
+                    AS r(id, lease, state, reason, wait, segments, in_row, done_at)
                WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = r.lease
                RETURNING d.id, r.lease""",
             ids,
@@ -258,6 +281,8 @@ async def record_results(
             reasons,
             waits,
             segments,
+            in_row,
+            done_at,
         )
         await conn.execute(
             "DELETE FROM svc.delivery_lease WHERE lease = ANY($1::text[])", [b.lease for b in batches]
@@ -271,6 +296,9 @@ async def record_results(
             if key not in mine or key not in sent:
                 continue
             remote_ids, got = sent[key]
+            if in_row[i] is not None:  # its ids are on its row: its receipts are stored, it needs no map
+                mapped.update(remote_ids)
+                continue
             waiting = states[i] == "sent"
             if waiting:
                 unsettled.add(key[0])
@@ -310,6 +338,12 @@ def settled_state(parts: Sequence[ReceiptState | None]) -> str | None:
     if not parts or any(s is None or s is ReceiptState.EN_ROUTE for s in parts):
         return None
     return "delivered" if all(s is ReceiptState.DELIVERED for s in parts) else "accepted"
+
+
+def _latest_done(receipts: Iterable[Receipt]) -> float | None:
+    """When the last of a delivery's parts reached the handset, by its receipts (epoch seconds), if they say."""
+    latest = max((r.done_at for r in receipts if r.done_at is not None), default=None)
+    return latest.timestamp() if latest is not None else None
 
 
 def _receipt_columns(r: Receipt | None, now: float) -> tuple[Any, ...]:
@@ -408,8 +442,8 @@ async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
     if not delivery_ids:
         return 0
     status = await conn.execute(
-        """UPDATE svc.delivery d SET state = s.state, final_at = now()
-           FROM (SELECT delivery_id,
+        """UPDATE svc.delivery d SET state = s.state, final_at = now(), done_at = s.done_at
+           FROM (SELECT delivery_id, max(done_at) AS done_at,
                         CASE WHEN bool_or(state IN ('failed', 'expired')) THEN 'failed'
                              WHEN count(*) FILTER (WHERE state <> 'en_route') < count(*) THEN NULL
                              WHEN bool_and(state = 'delivered') THEN 'delivered'

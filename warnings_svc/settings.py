@@ -143,7 +143,9 @@ class DispatchSettings(BaseModel):
     breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 3  # failed batches in a row that open a circuit
     breaker_cool_down_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     breaker_max_cool_down_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    expand_chunk: Annotated[int, Field(ge=1, le=100_000)] = 10_000  # people per fan-out transaction
+    # people per fan-out transaction of a dispatcher without endpoints; one with endpoints has each sender
+    # expand at most a batch (`batch_size`) for itself
+    expand_chunk: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     first_chunk: Annotated[int, Field(ge=1, le=100_000)] = (
         500  # the first one is small: first messages go at once
     )

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("flags", "phases"),
     [
-        ((), {"baseline", "expand", "claim", "results"}),  # receipts ride with the results
-        (("--receipts-after",), {"baseline", "expand", "claim", "results", "receipts"}),
+        ((), {"baseline", "take", "results"}),  # expanded leased; receipts ride with the results
+        (("--receipts-after", "--through-queue"), {"baseline", "expand", "claim", "results", "receipts"}),
     ],
 )
 def test_the_outbox_benchmark_reports_each_phase_per_delivery(

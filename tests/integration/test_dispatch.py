@@ -52,6 +52,8 @@ async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_ur
     # stored, none before (the kill -9 test shows none is lost)
     counters = dispatcher.counters
     assert 0 < counters["receipts_with_results"] <= counters["receipts"]
+    # the senders expanded the fan-out themselves, already leased: no first attempt went through the queue
+    assert counters["expanded"] == counters["claimed"] == 300 and counters["claimed_from_queue"] == 0
     smsc_counters = smsc.counters()
     assert smsc_counters["receipts_acked"] == smsc_counters["receipts_sent"] == counters["receipts"]
     accepted = smsc.accepted()
@@ -63,7 +65,7 @@ async def test_an_issued_warning_reaches_everyone_once_with_receipts(conn, db_ur
         """SELECT count(delivery_id) AS mapped, count(state) AS receipts,
                   count(*) FILTER (WHERE received_at BETWEEN $1 AND now()
                                    AND done_at BETWEEN date_trunc('minute', $1) AND now()) AS timed
-           FROM svc.delivery_part""",
+           FROM svc.sent_part""",
         started,
     )
     assert parts["mapped"] == parts["receipts"] == parts["timed"] == 300 * segments
@@ -152,8 +154,10 @@ async def test_deliveries_of_an_updated_version_still_queued_are_dropped_not_sen
     async with running_dispatcher(db_url, dispatch_settings(smsc, sms=())):
         await wait_until(lambda: _fanouts_done(conn, 1), 30, "the Alert expanded")
     await successor(conn, v.warning_id, {"level": "red"})
-    async with running_dispatcher(db_url, dispatch_settings(smsc)):
+    async with running_dispatcher(db_url, dispatch_settings(smsc)) as dispatcher:
         await wait_until(lambda: _settled(conn, v.warning_id), 30, "everything final")
+    # the Alert's deliveries waited in the queue (claimed, and dropped there); the Update's were expanded leased
+    assert dispatcher.counters["claimed_from_queue"] == 0 and dispatcher.counters["claimed"] == 20
     rows = await conn.fetch("SELECT version, state, reason FROM svc.delivery ORDER BY version")
     assert {(r["version"], r["state"]) for r in rows} == {(1, "dropped"), (2, "delivered")}
     assert {r["reason"] for r in rows if r["version"] == 1} == {"warning no longer in force"}
@@ -210,6 +214,9 @@ async def test_two_dispatchers_share_the_queue_without_sending_twice(conn, db_ur
     assert len(per_phone) == 2000 and set(per_phone.values()) == {segments}
     assert a.counters["sent"] > 0 and b.counters["sent"] > 0  # both did part of the work
     assert a.counters["sent"] + b.counters["sent"] == 2000
+    # each expanded the chunks it sent, taking turns on the one fan-out
+    assert a.counters["expanded"] == a.counters["claimed"] and b.counters["expanded"] == b.counters["claimed"]
+    assert a.counters["claimed_from_queue"] == b.counters["claimed_from_queue"] == 0
 
 
 async def _fanouts_done(conn: asyncpg.Connection, n: int) -> bool:

@@ -175,7 +175,7 @@ async def test_an_smsc_down_for_30_s_is_waited_out_and_the_fan_out_finishes(conn
                 left = await conn.fetchval(
                     """SELECT count(*) FROM svc.delivery d WHERE warning_id = $1
                        AND (state IN ('pending', 'sending') OR (state = 'sent' AND EXISTS (
-                            SELECT FROM svc.delivery_part p WHERE p.delivery_id = d.id AND p.remote_id >= $2)))""",
+                            SELECT FROM svc.sent_part p WHERE p.delivery_id = d.id AND p.remote_id >= $2)))""",
                     v.warning_id,
                     f"{SECOND_PEER_IDS:08x}",
                 )
@@ -215,7 +215,7 @@ async def test_an_smsc_down_for_30_s_is_waited_out_and_the_fan_out_finishes(conn
     rows = await conn.fetch(
         """SELECT d.address, d.state, d.segments, array_agg(p.remote_id) AS ids,
                   count(*) FILTER (WHERE p.state <> 'en_route') AS final_receipts
-           FROM svc.delivery d JOIN svc.delivery_part p ON p.delivery_id = d.id
+           FROM svc.delivery d JOIN svc.sent_part p ON p.delivery_id = d.id
            WHERE d.warning_id = $1 GROUP BY d.id""",
         v.warning_id,
     )
@@ -391,7 +391,7 @@ async def test_a_batch_sent_for_longer_than_its_lease_is_sent_once_and_settles(c
 
         async def settled() -> bool:
             s = await states(conn, v.warning_id)
-            receipts = await conn.fetchval("SELECT count(state) FROM svc.delivery_part")
+            receipts = await conn.fetchval("SELECT count(state) FROM svc.sent_part")
             done = sum(s.values()) == n and not s.get("pending") and not s.get("sending")
             return done and receipts >= smsc.counters()["submits"]
 
@@ -400,7 +400,7 @@ async def test_a_batch_sent_for_longer_than_its_lease_is_sent_once_and_settles(c
     per_phone = accepted_per_destination(smsc.received())
     parts = await conn.fetch(
         """SELECT d.segments, count(p.remote_id) AS parts FROM svc.delivery d
-           JOIN svc.delivery_part p ON p.delivery_id = d.id WHERE d.warning_id = $1 GROUP BY d.id""",
+           JOIN svc.sent_part p ON p.delivery_id = d.id WHERE d.warning_id = $1 GROUP BY d.id""",
         v.warning_id,
     )
     assert set(per_phone) == {phone(i) for i in range(n)}

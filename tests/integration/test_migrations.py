@@ -89,3 +89,48 @@ async def test_leases_become_rows_of_their_own_when_the_outbox_is_upgraded(conn:
     states = await conn.fetch("SELECT id, state, queued, lease_owner FROM svc.delivery WHERE id IN (2, 3)")
     assert {tuple(r) for r in states} == {(2, "pending", True, None), (3, "pending", True, None)}
     assert await conn.fetchval("SELECT count(*) FROM svc.delivery_lease") == 0
+
+
+async def test_settled_deliveries_say_when_their_last_part_arrived_when_the_outbox_is_upgraded(
+    conn: asyncpg.Connection,
+) -> None:
+    """Service migration 9: a delivery settled before it learns when its last part reached the handset (the
+    latest done date of its parts' receipts); one still waiting does not; every part reads from svc.sent_part."""
+    await upgrade(conn, [RISK_MIGRATIONS])
+    service = read_migrations(SERVICE_MIGRATIONS)
+    assert service[8].name == "settled_parts_in_row"
+    for m in service[:8]:
+        await conn.execute(m.sql)
+    await conn.execute("SET session_replication_role = replica")  # recipients not written here
+    await conn.execute(
+        """INSERT INTO svc.delivery (id, fanout_id, warning_id, version, channel, recipient_id, address,
+                                     language, areas, priority, state, queued, endpoint, segments)
+           VALUES (1, 1, 1, 1, 'sms', 1, '+8613900000001', 'zh', '{}', 1, 'delivered', false, 'smsc', 2),
+                  (2, 1, 1, 1, 'sms', 2, '+8613900000002', 'zh', '{}', 1, 'sent', false, 'smsc', 2)"""
+    )
+    await conn.execute(
+        """INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id, state, done_at, unsettled)
+           VALUES ('smsc', 'a', 1, 'delivered', '2026-11-24 06:01+00', false),
+                  ('smsc', 'b', 1, 'delivered', '2026-11-24 06:02+00', false),
+                  ('smsc', 'c', 2, 'en_route', '2026-11-24 06:01+00', true),
+                  ('smsc', 'd', 2, NULL, NULL, true)"""
+    )
+    await conn.execute("RESET session_replication_role")
+    await conn.execute(service[8].sql)
+
+    done = await conn.fetch(
+        "SELECT id, to_char(done_at AT TIME ZONE 'UTC', 'HH24:MI') FROM svc.delivery ORDER BY id"
+    )
+    assert [tuple(r) for r in done] == [(1, "06:02"), (2, None)]
+    parts = await conn.fetch("SELECT remote_id, delivery_id, state FROM svc.sent_part ORDER BY remote_id")
+    assert [tuple(r) for r in parts] == [
+        ("a", 1, "delivered"),
+        ("b", 1, "delivered"),
+        ("c", 2, "en_route"),
+        ("d", 2, None),
+    ]
+    await conn.execute("UPDATE svc.delivery SET remote_ids = '{x,y}' WHERE id = 2")
+    parts = await conn.fetch(
+        "SELECT remote_id, delivery_id FROM svc.sent_part WHERE remote_id > 'd' ORDER BY 1"
+    )
+    assert [tuple(r) for r in parts] == [("x", 2), ("y", 2)]

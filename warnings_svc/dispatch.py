@@ -244,6 +244,7 @@ class Dispatcher:
         # per endpoint: batches sent whose outcomes are not stored yet, and a bound on how many there may be
         # (so a dispatcher holds at most 2 x batches_in_flight batches: being sent, and waiting to be stored)
         self._sent: dict[str, asyncio.Queue[Sent]] = {}
+        self._later: dict[str, list[Sent]] = {}
         self._unstored: dict[str, asyncio.Semaphore] = {}
         self.counters = {
             "expanded": 0,
@@ -582,15 +583,25 @@ class Dispatcher:
             return await outbox.record_results(conn, endpoint.name, batches, self.settings.max_attempts)
 
     async def _store_results(self, endpoint: Endpoint) -> None:
-        """Store the outcomes of sent batches, as many as are waiting in one transaction."""
+        """Store the outcomes of sent batches, every one whose linger is over in one transaction."""
         queue = self._sent[endpoint.name]
+        # taken from the queue, sent too recently to be stored yet (oldest first); kept on the dispatcher, so
+        # a writer started again after a bug still stores them
+        later = self._later.setdefault(endpoint.name, [])
         while True:
-            waiting = [await queue.get()]
-            linger = waiting[0].sent_at + RESULTS_LINGER_S - time.monotonic()
+            if not later:
+                later.append(await queue.get())
+            linger = later[0].sent_at + RESULTS_LINGER_S - time.monotonic()
             if linger > 0:
                 await asyncio.sleep(linger)
             while not queue.empty():
-                waiting.append(queue.get_nowait())
+                later.append(queue.get_nowait())
+            # A batch sent just now waits for the next round, so the receipts of its last parts can still
+            # ride with it (when each was stored with the oldest, 3 % of all receipts missed their batch)
+            due = time.monotonic() - RESULTS_LINGER_S
+            ready = next((i for i, w in enumerate(later) if w.sent_at > due), len(later))
+            waiting = later[:ready]
+            del later[:ready]
             for w in waiting:  # before any await: no receipt joins a batch once it is being written
                 if (held := self._held.get(w.batch.lease)) is not None:
                     held.taken = True

@@ -24,14 +24,20 @@ async def test_upgrade_refuses_when_an_applied_migration_was_edited(conn: asyncp
         await upgrade(conn, [RISK_MIGRATIONS])
 
 
+async def schema_before_service_migration(conn: asyncpg.Connection, number: int, name: str) -> str:
+    """Apply the risk migrations and the service migrations before `number`; the SQL of `number` (named `name`)."""
+    await upgrade(conn, [RISK_MIGRATIONS])
+    service = read_migrations(SERVICE_MIGRATIONS)
+    assert (service[number - 1].version, service[number - 1].name) == (number, name)
+    for m in service[: number - 1]:
+        await conn.execute(m.sql)
+    return service[number - 1].sql
+
+
 async def test_receipts_move_onto_their_parts_when_the_outbox_is_upgraded(conn: asyncpg.Connection) -> None:
     """Service migration 7 folds svc.receipt into svc.delivery_part: a receipt lands on its part's row, or
     becomes a row of its own (no delivery known yet) when its part was not mapped."""
-    await upgrade(conn, [RISK_MIGRATIONS])
-    service = read_migrations(SERVICE_MIGRATIONS)
-    assert service[6].name == "outbox_lighter_writes"
-    for m in service[:6]:
-        await conn.execute(m.sql)
+    sql = await schema_before_service_migration(conn, 7, "outbox_lighter_writes")
     await conn.execute("SET session_replication_role = replica")  # parts of deliveries not written here
     await conn.execute(
         """INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id)
@@ -42,7 +48,7 @@ async def test_receipts_move_onto_their_parts_when_the_outbox_is_upgraded(conn: 
            VALUES ('smsc', 'a', 'delivered', 'DELIVRD', '000'), ('smsc', 'c', 'failed', 'UNDELIV', '001')"""
     )
     await conn.execute("RESET session_replication_role")
-    await conn.execute(service[6].sql)
+    await conn.execute(sql)
     rows = await conn.fetch(
         "SELECT endpoint, remote_id, delivery_id, state, raw_state FROM svc.delivery_part ORDER BY 1, 2"
     )
@@ -59,11 +65,7 @@ async def test_leases_become_rows_of_their_own_when_the_outbox_is_upgraded(conn:
     """Service migration 8: a batch being sent keeps its lease (now a row naming its deliveries, which the
     reaper still honours), ready deliveries stay queued, and the parts already mapped stay findable by their
     delivery for settling."""
-    await upgrade(conn, [RISK_MIGRATIONS])
-    service = read_migrations(SERVICE_MIGRATIONS)
-    assert service[7].name == "outbox_updates_in_place"
-    for m in service[:7]:
-        await conn.execute(m.sql)
+    sql = await schema_before_service_migration(conn, 8, "outbox_updates_in_place")
     await conn.execute("SET session_replication_role = replica")  # recipients not written here
     await conn.execute(
         """INSERT INTO svc.delivery (id, fanout_id, warning_id, version, channel, recipient_id, address,
@@ -77,7 +79,7 @@ async def test_leases_become_rows_of_their_own_when_the_outbox_is_upgraded(conn:
         "INSERT INTO svc.delivery_part (endpoint, remote_id, delivery_id) VALUES ('smsc', 'a', 4)"
     )
     await conn.execute("RESET session_replication_role")
-    await conn.execute(service[7].sql)
+    await conn.execute(sql)
 
     queued = await conn.fetch("SELECT id, queued FROM svc.delivery ORDER BY id")
     assert [tuple(r) for r in queued] == [(1, True), (2, False), (3, False), (4, False)]
@@ -96,11 +98,7 @@ async def test_settled_deliveries_say_when_their_last_part_arrived_when_the_outb
 ) -> None:
     """Service migration 9: a delivery settled before it learns when its last part reached the handset (the
     latest done date of its parts' receipts); one still waiting does not; every part reads from svc.sent_part."""
-    await upgrade(conn, [RISK_MIGRATIONS])
-    service = read_migrations(SERVICE_MIGRATIONS)
-    assert service[8].name == "settled_parts_in_row"
-    for m in service[:8]:
-        await conn.execute(m.sql)
+    sql = await schema_before_service_migration(conn, 9, "settled_parts_in_row")
     await conn.execute("SET session_replication_role = replica")  # recipients not written here
     await conn.execute(
         """INSERT INTO svc.delivery (id, fanout_id, warning_id, version, channel, recipient_id, address,
@@ -116,7 +114,7 @@ async def test_settled_deliveries_say_when_their_last_part_arrived_when_the_outb
                   ('smsc', 'd', 2, NULL, NULL, true)"""
     )
     await conn.execute("RESET session_replication_role")
-    await conn.execute(service[8].sql)
+    await conn.execute(sql)
 
     done = await conn.fetch(
         "SELECT id, to_char(done_at AT TIME ZONE 'UTC', 'HH24:MI') FROM svc.delivery ORDER BY id"

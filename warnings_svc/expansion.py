@@ -31,6 +31,8 @@ from risk_zoning.store import UnitRecord
 from warnings_svc.outbox import DROPPED_REASON, TOLD_STATES, Claimed, delivery_key, notify_dispatchers
 from warnings_svc.recipients import needs_message, reach, relevant_areas, selection
 
+# How long a taker waits for a fan-out another is expanding: a chunk holds it for tens of milliseconds
+TAKER_LOCK_WAIT_MS = 2000
 DELIVERY_COLUMNS = (
     "fanout_id",
     "warning_id",
@@ -151,11 +153,27 @@ async def expand_next(
     is expanding is skipped. With one, the chunk (at most `taker.limit` people) is written already leased to
     it: its first attempts need no claim. A taker waits its turn on a fan-out another is expanding (takers
     share one fan-out a chunk at a time), and leaves fan-outs alone while the queue holds ready deliveries as
-    urgent (retries, deliveries whose dispatcher died): those are claimed first."""
+    urgent (retries, deliveries whose dispatcher died): those are claimed first. A fan-out held longer than a
+    chunk ever takes (`TAKER_LOCK_WAIT_MS`: by someone's open transaction, say) is given up for now: None."""
+    try:
+        return await _expand_next(conn, units, chunk=chunk, first_chunk=first_chunk, taker=taker)
+    except asyncpg.LockNotAvailableError:
+        return None
+
+
+async def _expand_next(
+    conn: asyncpg.Connection,
+    units: Mapping[str, UnitRecord],
+    *,
+    chunk: int,
+    first_chunk: int,
+    taker: Taker | None,
+) -> Expanded | None:
     async with conn.transaction():
         if taker is None:
             f = await conn.fetchrow(_NEXT_FANOUT.format(where="", lock="FOR UPDATE OF f SKIP LOCKED"))
         else:
+            await conn.execute(f"SET LOCAL lock_timeout = {TAKER_LOCK_WAIT_MS}")
             f = await conn.fetchrow(
                 _NEXT_FANOUT.format(where=_NOTHING_AS_URGENT_READY, lock="FOR UPDATE OF f"), taker.channel
             )

@@ -4,6 +4,7 @@ first attempt), takers sharing one fan-out a chunk at a time, and the queue's ur
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,7 +13,7 @@ import pytest
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import add_recipients, expand_all, issue
 from warnings_svc import outbox
-from warnings_svc.expansion import Taker, expand_next
+from warnings_svc.expansion import TAKER_LOCK_WAIT_MS, Taker, expand_next
 from warnings_svc.warning_store import region_units
 
 
@@ -104,3 +105,26 @@ async def test_deliveries_written_leased_return_to_the_queue_when_their_lease_ru
     again = await outbox.claim(conn, "sms", "alive#1", 100, 60)
     assert sorted(c.id for c in again) == sorted(c.id for c in expanded.claimed)
     assert {c.attempts for c in again} == {2}
+
+
+async def test_a_taker_gives_up_a_fan_out_held_longer_than_a_chunk_takes(conn, db_url) -> None:
+    """Someone's open transaction holding the fan-out: the taker does not hang (its senders would stop serving
+    the queue too); it gives up after `TAKER_LOCK_WAIT_MS` and finds the fan-out again once it is free."""
+    await add_recipients(conn, 10)
+    await issue(conn)
+    units = await region_units(conn, "wuhai")
+    holder = await asyncpg.connect(db_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT * FROM svc.fanout FOR UPDATE")
+            started = time.monotonic()
+            taker = Taker("sms", "t#1", 60, 100)
+            taking = expand_next(conn, units, chunk=100, first_chunk=100, taker=taker)
+            assert await asyncio.wait_for(taking, TAKER_LOCK_WAIT_MS / 1000 + 5) is None
+            waited = time.monotonic() - started
+    finally:
+        await holder.close()
+    assert TAKER_LOCK_WAIT_MS / 1000 <= waited < TAKER_LOCK_WAIT_MS / 1000 + 2
+    assert await conn.fetchval("SELECT count(*) FROM svc.delivery") == 0  # nothing half-written
+    expanded = await expand_next(conn, units, chunk=100, first_chunk=100, taker=Taker("sms", "t#2", 60, 100))
+    assert expanded is not None and len(expanded.claimed) == 10

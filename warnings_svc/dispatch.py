@@ -82,12 +82,12 @@ STATS_EVERY_S = 15.0
 # ride with is stored: at 20,000 the collector took 0.88 s of a 30,000-recipient bench run, at this 0.19 s.
 GC_YOUNG_THRESHOLD = 100_000
 _collector_tuned = False
-# Receipts are stored a batch per transaction: wait a moment for a batch to fill rather than write thousands
-# of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
-# the newest outbox schema this code writes (migration 9's column) is in place
+# The newest outbox schema this code writes (migration 9's column) is in place
 OUTBOX_SCHEMA_READY = """SELECT EXISTS (SELECT FROM pg_attribute
                                          WHERE attrelid = to_regclass('svc.delivery') AND attname = 'remote_ids'
                                            AND NOT attisdropped)"""
+# Receipts are stored a batch per transaction: wait a moment for a batch to fill rather than write thousands
+# of tiny ones (the SMSC waits that much longer for its acknowledgements; it does not resend meanwhile).
 RECEIPT_BATCH = 2000
 RECEIPT_LINGER_S = 0.05
 # Receipt batches written on their own at the same time, per endpoint. The receipt writer goes on reading

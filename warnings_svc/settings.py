@@ -134,7 +134,8 @@ class DispatchSettings(BaseModel):
     channels: tuple[Literal["sms"], ...] = ("sms",)
     # Run a dispatcher inside `warnings-svc serve`; more run as `warnings-svc dispatch` on any host.
     embedded: bool = True
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500  # deliveries claimed and sent together
+    # deliveries a sender takes at once (a chunk it expands, or ready ones it claims) and sends together
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     batches_in_flight: Annotated[int, Field(ge=1, le=64)] = 4  # per endpoint
     lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a dead dispatcher's deliveries return after this
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 12

@@ -203,7 +203,7 @@ async def _expand_next(
             await conn.execute("SET LOCAL enable_sort = off")
         candidates = await _candidates(conn, version, f["channel"], units, f["after_recipient"], limit)
         if ordered:
-            await conn.execute("SET LOCAL enable_sort = on")
+            await conn.execute("SET LOCAL enable_sort TO DEFAULT")  # the rest plans as configured
         previous = await _previous(conn, version, f["channel"], [c.id for c in candidates])
         rows, unchanged = plan(f["id"], f["channel"], f["priority"], version, candidates, previous, units)
         claimed: list[Claimed] = []

@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -42,9 +43,6 @@ TOLD_STATES = ("sending", "sent", "delivered", "accepted")  # the person was (or
 FINAL_STATES = ("delivered", "accepted", "failed", "dead", "dropped")
 STATES = ("pending", "sending", "sent", *FINAL_STATES)
 DROPPED_REASON = "warning no longer in force"
-# joins the message ids of a delivery kept on its own row (chr(31), the unit separator: no SMSC puts it in an
-# id; a delivery with an id that has it is mapped in svc.delivery_part instead)
-_ID_SEPARATOR = chr(31)
 
 
 class Claimed(NamedTuple):
@@ -213,100 +211,103 @@ async def record_results(
     claimed again (by another dispatcher, or another sender of this one) belongs to that claim now. A
     temporary failure is retried until the delivery has had `max_attempts`, then it is dead. A delivery whose
     every part's final receipt came with its batch is stored settled at once; when every part reached the
-    handset (the usual case at full speed) its parts' ids stay on its row and it gets no map rows (migration 9)."""
-    ids: list[int] = []
-    leases: list[str] = []
-    states: list[str] = []
-    reasons: list[str] = []
-    waits: list[float] = []
-    segments: list[int] = []
-    in_row: list[str | None] = []  # the parts' ids of a delivery stored delivered at once, else None
-    done_at: list[float | None] = []
-    sent: dict[tuple[int, str], tuple[tuple[str, ...], Mapping[str, Receipt]]] = {}
-    for batch in batches:
+    handset (the usual case at full speed) its parts' ids stay on its row and it gets no map rows (migration 9).
+    Those are stored by a statement of their own with four narrow parameters, the others by the general one."""
+    leases = [b.lease for b in batches]
+    delivered = _DeliveredAtOnce()
+    rest = _Outcomes()
+    for lease_no, batch in enumerate(batches, start=1):  # PostgreSQL's arrays count from 1
+        got = batch.receipts
         for item, result, delay in zip(batch.claimed, batch.results, batch.delays, strict=True):
             if result.key != item.key:
                 raise ValueError(f"result for {result.key} where {item.key} was expected")
-            ids_in_row = done = None
             if result.outcome is SendOutcome.ACCEPTED:
-                got = batch.receipts
+                if got and delivered.take(item.id, lease_no, result.remote_ids, got):
+                    continue
                 state = (
                     settled_state([r.state if (r := got.get(i)) else None for i in result.remote_ids])
                     if got
                     else None
                 ) or "sent"
-                reason = ""
-                sent[(item.id, batch.lease)] = (result.remote_ids, got)
-                if state != "sent":  # settled by the receipts that came with it
-                    done = _latest_done(got[i] for i in result.remote_ids if i in got)
-                if state == "delivered" and not any(_ID_SEPARATOR in i for i in result.remote_ids):
-                    ids_in_row = _ID_SEPARATOR.join(result.remote_ids)
-            elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
-                state, reason = "pending", result.reason or "temporary failure"
-            elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
-                state, reason = (
-                    "dead",
-                    f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}",
+                done = (
+                    _latest_done(got[i] for i in result.remote_ids if i in got) if state != "sent" else None
                 )
+                rest.add(item.id, lease_no, state, "", 0.0, result.remote_ids, done)
+            elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
+                rest.add(item.id, lease_no, "pending", result.reason or "temporary failure", delay, (), None)
+            elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
+                reason = f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}"
+                rest.add(item.id, lease_no, "dead", reason, delay, (), None)
             else:
-                state, reason = "dead", f"refused: {result.reason or 'permanent failure'}"
-            ids.append(item.id)
-            leases.append(batch.lease)
-            states.append(state)
-            reasons.append(reason)
-            waits.append(delay)
-            segments.append(len(result.remote_ids))
-            in_row.append(ids_in_row)
-            done_at.append(done)
+                rest.add(
+                    item.id,
+                    lease_no,
+                    "dead",
+                    f"refused: {result.reason or 'permanent failure'}",
+                    0.0,
+                    (),
+                    None,
+                )
     async with conn.transaction():
-        changed = await conn.fetch(
-            """UPDATE svc.delivery d
-               SET state = r.state, queued = r.state = 'pending', reason = r.reason, lease_owner = NULL,
-                   endpoint = CASE WHEN r.state IN ('pending', 'dead') THEN d.endpoint ELSE $2 END,
-                   segments = CASE WHEN r.state IN ('pending', 'dead') THEN d.segments ELSE r.segments END,
-                   sent_at = CASE WHEN r.state IN ('pending', 'dead') THEN d.sent_at ELSE now() END,
-                   next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
-                                          ELSE d.next_attempt_at END,
-                   final_at = CASE WHEN r.state IN ('pending', 'sent') THEN d.final_at ELSE now() END,
-                   remote_ids = string_to_array(r.in_row, chr(31)), done_at = to_timestamp(r.done_at)
-               FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[],
-                           $8::text[], $9::float8[])
-                    AS r(id, lease, state, reason, wait, segments, in_row, done_at)
-               WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = r.lease
-               RETURNING d.id, r.lease""",
-            ids,
-            endpoint,
-            leases,
-            states,
-            reasons,
-            waits,
-            segments,
-            in_row,
-            done_at,
-        )
-        await conn.execute(
-            "DELETE FROM svc.delivery_lease WHERE lease = ANY($1::text[])", [b.lease for b in batches]
-        )
-        mine = {(r["id"], r["lease"]) for r in changed}
-        parts: list[tuple[Any, ...]] = []
+        mine: set[tuple[int, int]] = set()  # (id, lease_no) of the rows still held, and so changed
+        if delivered.ids:
+            mine.update(
+                map(
+                    tuple,
+                    await conn.fetch(
+                        _STORE_DELIVERED,
+                        delivered.ids,
+                        endpoint,
+                        delivered.lease_nos,
+                        _ROW_SEPARATOR.join(delivered.parts),
+                        delivered.done_at,
+                        leases,
+                    ),
+                )
+            )
+        if rest.ids:
+            segments = [len(r) for r in rest.remote_ids]
+            mine.update(
+                map(
+                    tuple,
+                    await conn.fetch(
+                        _STORE_OUTCOMES,
+                        rest.ids,
+                        endpoint,
+                        rest.lease_nos,
+                        rest.states,
+                        rest.reasons,
+                        rest.waits,
+                        segments,
+                        rest.done_at,
+                        leases,
+                    ),
+                )
+            )
+        await conn.execute("DELETE FROM svc.delivery_lease WHERE lease = ANY($1::text[])", leases)
+        # the receipts of the deliveries stored delivered are stored with them; any other receipt that came
+        # with a batch is stored on its part's map row (written here when the delivery was stored sent or
+        # settled otherwise) or, when its delivery was not stored here (it failed, or its lease ran out), as
+        # any other receipt
         mapped: set[str] = set()
+        for key, remote_ids in zip(
+            zip(delivered.ids, delivered.lease_nos, strict=True), delivered.remote_ids, strict=True
+        ):
+            if key in mine:
+                mapped.update(remote_ids)
+        parts: list[tuple[Any, ...]] = []
         unsettled: set[int] = set()
         now = time.time()
-        for i, key in enumerate(zip(ids, leases, strict=True)):
-            if key not in mine or key not in sent:
+        for i, key in enumerate(zip(rest.ids, rest.lease_nos, strict=True)):
+            if key not in mine or not rest.remote_ids[i]:
                 continue
-            remote_ids, got = sent[key]
-            if in_row[i] is not None:  # its ids are on its row: its receipts are stored, it needs no map
-                mapped.update(remote_ids)
-                continue
-            waiting = states[i] == "sent"
+            got = batches[key[1] - 1].receipts
+            waiting = rest.states[i] == "sent"
             if waiting:
                 unsettled.add(key[0])
-            for remote_id in remote_ids:
+            for remote_id in rest.remote_ids[i]:
                 parts.append((remote_id, key[0], waiting, *_receipt_columns(got.get(remote_id), now)))
                 mapped.add(remote_id)
-        # receipts that came with a batch but whose part is not mapped here (its delivery failed, or its
-        # lease ran out) are stored as any other receipt
         stray = [r for batch in batches for r in batch.receipts.values() if r.remote_id not in mapped]
         if parts or stray:
             await _serialise_with_receipts(conn, endpoint)
@@ -315,17 +316,122 @@ async def record_results(
         if stray:
             unsettled |= await _write_receipts(conn, endpoint, stray)
         await _settle(conn, sorted(unsettled))
-    counts = []
-    offset = 0
-    for batch in batches:
-        outcome = Counter(
-            "sent" if state not in ("pending", "dead") else state
-            for item, state in zip(batch.claimed, states[offset : offset + len(batch.claimed)], strict=True)
-            if (item.id, batch.lease) in mine
-        )
-        offset += len(batch.claimed)
-        counts.append(ResultCounts(outcome["sent"], outcome["pending"], outcome["dead"]))
-    return counts
+    changed = Counter(lease_no for _, lease_no in mine)
+    retried: Counter[int] = Counter()
+    dead: Counter[int] = Counter()
+    for key, state in zip(zip(rest.ids, rest.lease_nos, strict=True), rest.states, strict=True):
+        if key in mine and state in ("pending", "dead"):
+            (retried if state == "pending" else dead)[key[1]] += 1
+    return [
+        ResultCounts(changed[n] - retried[n] - dead[n], retried[n], dead[n])
+        for n in range(1, len(batches) + 1)
+    ]
+
+
+# Deliveries stored delivered at once (every part's DELIVRD receipt came with the batch): their parts' ids, as
+# one text, stay on the row. Parameters: ids, endpoint, lease numbers (into the leases), parts, done_at, leases.
+_STORE_DELIVERED = """
+UPDATE svc.delivery d
+SET state = 'delivered', queued = false, reason = '', lease_owner = NULL, endpoint = $2,
+    segments = cardinality(r.parts), sent_at = now(), final_at = now(), remote_ids = r.parts,
+    done_at = to_timestamp(r.done_at)
+FROM (SELECT u.id, u.lease_no, string_to_array(u.parts, chr(31)) AS parts, u.done_at
+      FROM unnest($1::bigint[], $3::int[], string_to_array($4::text, chr(30)), $5::float8[])
+           AS u(id, lease_no, parts, done_at)) r
+WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = ($6::text[])[r.lease_no]
+RETURNING d.id, r.lease_no"""
+# Every other outcome: sent (a receipt still to come), settled otherwise, retried later, or dead.
+_STORE_OUTCOMES = """
+UPDATE svc.delivery d
+SET state = r.state, queued = r.state = 'pending', reason = r.reason, lease_owner = NULL,
+    endpoint = CASE WHEN r.state IN ('pending', 'dead') THEN d.endpoint ELSE $2 END,
+    segments = CASE WHEN r.state IN ('pending', 'dead') THEN d.segments ELSE r.segments END,
+    sent_at = CASE WHEN r.state IN ('pending', 'dead') THEN d.sent_at ELSE now() END,
+    next_attempt_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.wait)
+                           ELSE d.next_attempt_at END,
+    final_at = CASE WHEN r.state IN ('pending', 'sent') THEN d.final_at ELSE now() END,
+    remote_ids = NULL, done_at = to_timestamp(r.done_at)
+FROM unnest($1::bigint[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::float8[])
+     AS r(id, lease_no, state, reason, wait, segments, done_at)
+WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = ($9::text[])[r.lease_no]
+RETURNING d.id, r.lease_no"""
+# separators of the parts' ids sent as one text: no SMSC puts control characters in a message id, and a
+# delivery with an id that has one goes by the general statement
+_PART_SEPARATOR = chr(31)  # the unit separator, between a delivery's parts
+_ROW_SEPARATOR = chr(30)  # the record separator, between deliveries
+
+
+class _DeliveredAtOnce:
+    """The deliveries of a round stored delivered as their outcome is stored: every part's DELIVRD receipt
+    came with the batch. Columns, as the statement takes them."""
+
+    __slots__ = ("done_at", "ids", "lease_nos", "parts", "remote_ids")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.lease_nos: list[int] = []
+        self.parts: list[str] = []  # the parts' ids joined by _PART_SEPARATOR
+        self.done_at: list[float | None] = []
+        self.remote_ids: list[tuple[str, ...]] = []
+
+    def take(
+        self, delivery_id: int, lease_no: int, remote_ids: tuple[str, ...], got: Mapping[str, Receipt]
+    ) -> bool:
+        """Add a delivery if every part reached the handset by the receipts `got`; whether it was."""
+        latest: datetime | None = None
+        for remote_id in remote_ids:
+            r = got.get(remote_id)
+            if r is None or r.state is not ReceiptState.DELIVERED:
+                return False
+            if r.done_at is not None and (latest is None or r.done_at > latest):
+                latest = r.done_at
+        joined = _PART_SEPARATOR.join(remote_ids)
+        if (
+            not remote_ids
+            or _ROW_SEPARATOR in joined
+            or joined.count(_PART_SEPARATOR) != len(remote_ids) - 1
+            or "" in remote_ids  # PostgreSQL splits an empty text into no element
+        ):
+            return False
+        self.ids.append(delivery_id)
+        self.lease_nos.append(lease_no)
+        self.parts.append(joined)
+        self.done_at.append(latest.timestamp() if latest is not None else None)
+        self.remote_ids.append(remote_ids)
+        return True
+
+
+class _Outcomes:
+    """Every other outcome of a round, for the general statement."""
+
+    __slots__ = ("done_at", "ids", "lease_nos", "reasons", "remote_ids", "states", "waits")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.lease_nos: list[int] = []
+        self.states: list[str] = []
+        self.reasons: list[str] = []
+        self.waits: list[float] = []
+        self.remote_ids: list[tuple[str, ...]] = []
+        self.done_at: list[float | None] = []
+
+    def add(
+        self,
+        delivery_id: int,
+        lease_no: int,
+        state: str,
+        reason: str,
+        wait: float,
+        remote_ids: tuple[str, ...],
+        done_at: float | None,
+    ) -> None:
+        self.ids.append(delivery_id)
+        self.lease_nos.append(lease_no)
+        self.states.append(state)
+        self.reasons.append(reason)
+        self.waits.append(wait)
+        self.remote_ids.append(remote_ids)
+        self.done_at.append(done_at)
 
 
 def settled_state(parts: Sequence[ReceiptState | None]) -> str | None:

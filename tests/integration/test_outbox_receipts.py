@@ -171,3 +171,48 @@ async def test_outcomes_and_receipts_rewrite_deliveries_in_place(conn) -> None:
     )
     assert updates == 3 * 200  # claimed, outcome stored, settled
     assert in_place >= 200  # of the last two writes of each row (292 of 400 when written, fillfactor 70)
+
+
+async def test_batches_stored_together_keep_their_own_leases_and_odd_message_ids_their_map_rows(conn) -> None:
+    """One round stores several batches, each under its own lease: a row is changed only under its own, and
+    counted for its own batch. A delivery delivered at once keeps its parts on its row; its ids travel joined
+    by control characters, so one whose ids could not (one empty, one with a separator) is mapped instead."""
+    first, second, odd, other = await claimed(conn, 4)
+    await conn.execute(
+        "UPDATE svc.delivery SET lease_owner = 'test#2' WHERE id = ANY($1::bigint[])", [second.id, other.id]
+    )
+    odd_ids = ("", f"{odd.id}\x1eb")
+
+    def sent(lease: str, batch: list[outbox.Claimed], results: list[SendResult]) -> outbox.SentBatch:
+        riding = {i: receipt(i, ReceiptState.DELIVERED, r.key) for r in results for i in r.remote_ids}
+        return outbox.SentBatch(lease, batch, results, [0.0] * len(batch), riding)
+
+    odd_result = SendResult(odd.key, SendOutcome.ACCEPTED, odd_ids)
+    counts = await outbox.record_results(
+        conn,
+        ENDPOINT,
+        [
+            sent("test#1", [first, odd, other], [*accepted([first]), odd_result, *accepted([other])]),
+            sent("test#2", [second], accepted([second])),
+        ],
+        12,
+    )
+    # `other` was leased under test#2, not under the batch that sent it: not this round's to change
+    assert counts == [outbox.ResultCounts(sent=2), outbox.ResultCounts(sent=1)]
+    assert await delivery_states(conn) == {
+        first.id: "delivered",
+        second.id: "delivered",
+        odd.id: "delivered",
+        other.id: "sending",
+    }
+    rows = await conn.fetch("SELECT id, remote_ids, segments, endpoint FROM svc.delivery ORDER BY id")
+    assert {r["id"]: (r["remote_ids"], r["segments"], r["endpoint"]) for r in rows} == {
+        first.id: ([f"{first.id}a", f"{first.id}b"], 2, ENDPOINT),
+        second.id: ([f"{second.id}a", f"{second.id}b"], 2, ENDPOINT),
+        odd.id: (None, 2, ENDPOINT),
+        other.id: (None, 0, None),
+    }
+    parts = await part_states(conn)
+    assert {r: parts[r] for r in odd_ids} == {r: (odd.id, "delivered") for r in odd_ids}
+    # the receipts of `other` came with a batch that could not store it: kept on their own for its claim
+    assert {parts[f"{other.id}{p}"] for p in "ab"} == {(None, "delivered")}

@@ -239,15 +239,8 @@ async def record_results(
                 reason = f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}"
                 rest.add(item.id, lease_no, "dead", reason, delay, (), None)
             else:
-                rest.add(
-                    item.id,
-                    lease_no,
-                    "dead",
-                    f"refused: {result.reason or 'permanent failure'}",
-                    0.0,
-                    (),
-                    None,
-                )
+                reason = f"refused: {result.reason or 'permanent failure'}"
+                rest.add(item.id, lease_no, "dead", reason, 0.0, (), None)
     async with conn.transaction():
         mine: set[tuple[int, int]] = set()  # (id, lease_no) of the rows still held, and so changed
         if delivered.ids:

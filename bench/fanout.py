@@ -3,15 +3,17 @@
 The real path: an embedded PostgreSQL (the `pgserver` wheel) with a freshly migrated database and the Wuhai
 risk database, N registered recipients spread over the city's three districts, a heat warning for the whole
 city issued with ``[warnings] sms_segments = 2`` (its SMS text must need exactly two UCS2 segments: checked,
-and the run stops with exit status 2 when approval refuses the text or it needs another count; ``--sms-segments``
-sets both the budget and the count expected), and a `Dispatcher` running in this process (expansion, SKIP LOCKED claims, SMPP sends, results and receipts
-stored), or with ``--dispatchers N`` that many ``warnings-svc dispatch`` processes sharing the outbox, as
-deployed (each opens ``--binds`` binds; the bare client then opens ``--binds`` x N; their progress is read from
-the SMSC's counters, so ``--smsc`` needs ``--smsc-control``). Timed from the moment the approval returns until every delivery has left pending/sending
-(``seconds``, ``rate`` = segments sent per second) and until every receipt is stored
-(``seconds_to_receipts``). Without ``--smsc`` the SMSC is the loopback node-smpp peer of the tests
-(tests/peers/smsc/server.js, counters only); with ``--smsc HOST:PORT`` it is that SMSC (its counters only
-with ``--smsc-control URL``, the peer's control endpoint).
+and the run stops with exit status 2 when approval refuses the text or it needs another count;
+``--sms-segments`` sets both the budget and the count expected), and ``--dispatchers N`` (default 2, one per
+core) ``warnings-svc dispatch`` processes sharing the outbox, as deployed: expansion, sends over SMPP, results
+and receipts stored. Each opens ``--binds`` binds (default 2, the endpoint's default); the bare client then
+opens ``--binds`` x N. Their progress is read from the SMSC's counters, so with ``--smsc`` and no
+``--smsc-control``, and with ``--profile``, the default is one `Dispatcher` in this process instead.
+Timed from the moment the approval returns until every delivery has left pending/sending (``seconds``,
+``rate`` = segments sent per second) and until every receipt is stored (``seconds_to_receipts``). Without
+``--smsc`` the SMSC is the loopback node-smpp peer of the tests (tests/peers/smsc/server.js, counters only);
+with ``--smsc HOST:PORT`` it is that SMSC (its counters only with ``--smsc-control URL``, the peer's control
+endpoint).
 
 The ceiling: in the same run, against the same SMSC, a bare `SmsChannel` (same binds and window, no
 database) sends N messages of the same text to distinct numbers and consumes the receipts. Both run with
@@ -25,9 +27,9 @@ to the time the SMSC recorded the first submit_sm for it. This always uses a loo
 mode started for the purpose (even with ``--smsc``), since only that records when each submit_sm arrived.
 
     python bench/fanout.py [--recipients 100000] [--smsc HOST:PORT [--system-id ID] [--password PW]
-                           [--smsc-control URL]] [--batch-size 1000] [--batches-in-flight 4] [--binds 2]
-                           [--window 100] [--sms-segments 2] [--level orange] [--latency-samples 50]
-                           [--quick] [--json] [--profile]
+                           [--smsc-control URL]] [--batch-size 1000] [--batches-in-flight 4]
+                           [--dispatchers 2] [--binds 2] [--window 100] [--sms-segments 2] [--level orange]
+                           [--latency-samples 50] [--quick] [--json] [--profile]
 
 Run it from the repository root with the project's virtualenv (it imports tests/ for the factories and the
 loopback peer; ``scripts/install-smsc-peer`` installs the peer's node package). Progress goes to stderr;
@@ -340,6 +342,7 @@ async def bare_client(
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(consumer, 5)
     return {
+        "binds": args.binds * args.dispatchers,
         "messages": n,
         "accepted": accepted,
         "failed": failed,
@@ -728,13 +731,15 @@ def print_summary(r: dict[str, Any]) -> None:
     print(
         f"\nfan-out of one warning to {r['recipients']} people, {r['text']['segments']} segments each, via {r['smsc']}"
     )
+    st = r["settings"]
+    where = "in this process" if st["dispatchers"] == 1 else f"in {st['dispatchers']} processes"
     print(f"  real path     {r['rate']:>9.1f} segments/s   sent {r['sent']} in {r['seconds']} s; "
-          f"{r['delivered']} delivered (all receipts in {r['seconds_to_receipts']} s)")  # fmt: skip
+          f"{r['delivered']} delivered (all receipts in {r['seconds_to_receipts']} s); "
+          f"dispatchers {where}, {st['binds']} binds each")  # fmt: skip
     for which in ("before", "after"):
         b = c[which]
-        print(
-            f"  bare client   {b['rate']:>9.1f} segments/s   ({which}; receipts in {b['seconds_to_receipts']} s)"
-        )
+        print(f"  bare client   {b['rate']:>9.1f} segments/s   ({which}; receipts in {b['seconds_to_receipts']} s; "
+              f"{b['binds']} binds)")  # fmt: skip
     print(f"  ratio to the ceiling: {r['ratio']}")
     print(
         f"  CPU seconds until sent: {r['cpu_seconds_until_sent']}; bare client: {c['after']['cpu_seconds']}"
@@ -767,8 +772,8 @@ def main() -> None:
     p.add_argument(
         "--dispatchers",
         type=int,
-        default=1,
-        help="1: a dispatcher in this process; more: that many `warnings-svc dispatch` processes",
+        help="1: a dispatcher in this process; more: that many `warnings-svc dispatch` processes (default: 2, "
+        "one per core as deployed; 1 with --profile, or with --smsc and no --smsc-control)",
     )
     p.add_argument("--window", type=int, default=100, help="[[dispatch.sms]] window (and the bare client's)")
     p.add_argument(
@@ -796,6 +801,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.recipients, args.latency_samples = 5000, 10
+    if args.dispatchers is None:
+        # processes are watched through the SMSC's counters, and a profile is of this process
+        args.dispatchers = 1 if args.profile or (args.smsc and not args.smsc_control) else 2
     try:
         if args.smsc:
             parse_smsc(args.smsc)

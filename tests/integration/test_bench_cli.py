@@ -75,3 +75,30 @@ def test_the_fanout_benchmark_refuses_impossible_dispatcher_options_with_status_
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == message
+
+
+def test_the_fanout_benchmark_runs_two_dispatcher_processes_by_default_against_a_bare_client_as_wide() -> (
+    None
+):
+    run = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "fanout.py")),
+            *("--recipients", "1000", "--latency-samples", "3", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert (result["settings"]["dispatchers"], result["settings"]["binds"]) == (2, 2)
+    assert result["states"] == {"delivered": 1000}
+    assert result["dispatcher_counters"]["sent"] == 1000  # added up from both processes as they stopped
+    assert result["smsc_counters"]["submits"] == 2000
+    assert result["smsc_counters"]["distinct_destinations"] == 1000
+    for phase in ("before", "after"):
+        assert result["ceiling"][phase]["binds"] == 4  # as many as the two processes open together
+        assert result["ceiling"][phase]["accepted"] == 1000
+    assert 0 < result["ratio"] == round(result["rate"] / result["ceiling"]["rate"], 3)
+    assert result["latency"]["samples"] == 3

@@ -773,7 +773,7 @@ def main() -> None:
         "--dispatchers",
         type=int,
         help="1: a dispatcher in this process; more: that many `warnings-svc dispatch` processes (default: 2, "
-        "one per core as deployed; 1 with --profile, or with --smsc and no --smsc-control)",
+        "one per core; 1 with --profile, or with --smsc and no --smsc-control)",
     )
     p.add_argument("--window", type=int, default=100, help="[[dispatch.sms]] window (and the bare client's)")
     p.add_argument(

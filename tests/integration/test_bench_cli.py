@@ -77,9 +77,8 @@ def test_the_fanout_benchmark_refuses_impossible_dispatcher_options_with_status_
     assert run.stderr.strip().splitlines()[-1] == message
 
 
-def test_the_fanout_benchmark_runs_two_dispatcher_processes_by_default_against_a_bare_client_as_wide() -> (
-    None
-):
+def test_the_fanout_benchmark_runs_two_dispatcher_processes_by_default() -> None:
+    """Two processes of two binds each, against a bare client with as many binds as they have together."""
     run = subprocess.run(
         [
             *(sys.executable, str(ROOT / "bench" / "fanout.py")),

@@ -1,6 +1,6 @@
 """The warning criteria written the straightforward way with xarray (and xclim where it has the indicator).
 
-The benchmark's baseline (`bench/scoring.py`): the same criteria as `warnings_svc.hazards` (thresholds,
+The benchmark's baseline (`bench/scoring.py`): the same criteria as `warnings_svc.forecast.hazards` (thresholds,
 windows, horizons and days from the same `Criteria`, the same relative tolerance at thresholds), on the
 same canonical DataArrays, giving each level's probability and onset. Each criterion is what one would
 write first:
@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 from xclim.indices.run_length import first_run
 
-from warnings_svc.criteria import Criteria, LevelCriterion
-from warnings_svc.hazards import REL_TOL
+from warnings_svc.forecast.criteria import Criteria, LevelCriterion
+from warnings_svc.forecast.hazards import REL_TOL
 
 HOUR = np.timedelta64(3600, "s")
 ONE_NS = np.timedelta64(1, "ns")

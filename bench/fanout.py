@@ -70,7 +70,8 @@ from machine_facts import CpuClock, cpu_and_memory, postgres_pid  # noqa: E402  
 
 from channels.base import HealthState, OutboundMessage, SendOutcome  # noqa: E402
 from channels.smpp.esme import SmppSettings, SmsChannel  # noqa: E402
-from risk_zoning.db import DatabaseError, EmbeddedPostgres  # noqa: E402
+from risk_zoning.io.database import DatabaseError, EmbeddedPostgres  # noqa: E402
+from risk_zoning.store import region_units  # noqa: E402
 from tests.factories_db import fresh_database  # noqa: E402
 from tests.factories_dispatch import (  # noqa: E402
     APPROVER,
@@ -84,10 +85,10 @@ from tests.factories_dispatch import (  # noqa: E402
 )
 from tests.peers.smsc_fixture import SmscPeer, SmscPeerError, start_smsc  # noqa: E402
 from warnings_svc import warning_store as ws  # noqa: E402
-from warnings_svc.dispatch import sms_endpoint, tune_collector  # noqa: E402
-from warnings_svc.lifecycle import Action  # noqa: E402
+from warnings_svc.dissemination.dispatcher import sms_endpoint, tune_collector  # noqa: E402
+from warnings_svc.documents.texts import sms_segments  # noqa: E402
+from warnings_svc.lifecycle.transitions import Action  # noqa: E402
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings  # noqa: E402
-from warnings_svc.texts import sms_segments  # noqa: E402
 
 SEGMENTS = 2  # the case: a warning whose SMS text needs exactly two segments (--sms-segments)
 AREAS = ("150300",)  # the city: reaches every district
@@ -393,7 +394,7 @@ async def approve(conn: asyncpg.Connection, ctx: ws.Issuing, warning_id: int) ->
 async def previewed_text(
     conn: asyncpg.Connection, ctx: ws.Issuing, version: ws.Version, segments_wanted: int
 ) -> str:
-    units = await ws.region_units(conn, ctx.region)
+    units = await region_units(conn, ctx.region)
     text = ws.preview(ctx, version, units, now=datetime.now(UTC))["zh-CN"]["sms_full"]
     if sms_segments(text) != segments_wanted:
         raise BenchError(

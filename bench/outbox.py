@@ -47,13 +47,13 @@ if str(ROOT) not in sys.path:  # tests/ holds the factories
 from machine_facts import CpuClock, cpu_and_memory, postgres_pid  # noqa: E402  (beside this script)
 
 from channels.base import Receipt, ReceiptState, SendOutcome, SendResult  # noqa: E402
-from risk_zoning.db import DatabaseError, EmbeddedPostgres  # noqa: E402
+from risk_zoning.io.database import DatabaseError, EmbeddedPostgres  # noqa: E402
 from tests.factories_db import fresh_database  # noqa: E402
 from tests.factories_dispatch import add_recipients, expand_all, issue  # noqa: E402
 from warnings_svc import outbox  # noqa: E402
-from warnings_svc.dispatch import tune_collector  # noqa: E402
-from warnings_svc.expansion import Taker, expand_next  # noqa: E402
-from warnings_svc.warning_store import region_units  # noqa: E402
+from warnings_svc.dissemination.dispatcher import tune_collector  # noqa: E402
+from warnings_svc.dissemination.expansion import Taker, expand_next  # noqa: E402
+from warnings_svc.lifecycle.store import region_units  # noqa: E402
 
 ENDPOINT = "smsc"
 CLAIM_BATCH = 1000

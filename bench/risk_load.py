@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from risk_zoning.db import RISK_MIGRATIONS, connect, database_url, upgrade
 from risk_zoning.grid import RegularGrid
+from risk_zoning.io.database import RISK_MIGRATIONS, connect, database_url, upgrade
 from risk_zoning.store import StoredArray, load_version, write_version
 
 

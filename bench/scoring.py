@@ -38,8 +38,8 @@ from machine_facts import cpu_and_memory  # bench/machine_facts.py, beside this 
 from scipy.ndimage import zoom
 from scipy.special import expit
 
-from warnings_svc.criteria import Criteria, load_criteria
-from warnings_svc.hazards import HazardResult, evaluate_all
+from warnings_svc.forecast.criteria import Criteria, load_criteria
+from warnings_svc.forecast.hazards import HazardResult, evaluate_all
 
 REFERENCE = np.datetime64("2024-07-01T12:00", "ns")  # the 20:00 Beijing-time run: three whole local days
 HOUR = np.timedelta64(3600, "s")
@@ -177,7 +177,7 @@ def _add_cells(out: np.ndarray, cells: list[_Cell], hour: float) -> None:
 def synthetic_inputs(
     size: int = 1000, hours: int = 72, members: int = 0, seed: int = SEED
 ) -> dict[str, xr.DataArray]:
-    """Canonical hourly float32 grids (see `risk_zoning.cfgrid`) for the four hazards, valid after REFERENCE.
+    """Canonical hourly float32 grids (see `risk_zoning.io.netcdf`) for the four hazards, valid after REFERENCE.
 
     The grid is `size` x `size` cells of 0.01 degrees from 35N 100E; `members` > 0 adds a member dimension
     (time, member, lat, lon). Arrays are filled one step at a time, so making them needs little more
@@ -418,7 +418,7 @@ def run_scene(
     memory: bool,
 ) -> dict[str, Any]:
     """Every path on one set of inputs, in this process; peak memory in fresh subprocesses."""
-    from warnings_svc.tiled import evaluate_all_tiled
+    from warnings_svc.forecast.tiled import evaluate_all_tiled
 
     paths = _paths(criteria)
     arrays = [da.values for da in data.values()]
@@ -638,7 +638,7 @@ def main() -> None:
         return
     from distributed import Client
 
-    from warnings_svc.tiled import local_cluster
+    from warnings_svc.forecast.tiled import local_cluster
 
     criteria = load_criteria()
     result: dict[str, Any] = {"machine": machine(), "arguments": vars(args), "reference_time": str(REFERENCE)}
@@ -668,7 +668,7 @@ def main() -> None:
             )
             del data
     # the default path of the service: a LocalCluster made and closed for the call, cold workers
-    from warnings_svc.tiled import evaluate_all_tiled
+    from warnings_svc.forecast.tiled import evaluate_all_tiled
 
     data = synthetic_inputs(args.size, args.hours, 0)
     t = time.perf_counter()

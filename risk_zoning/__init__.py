@@ -1,9 +1,10 @@
 """The hazard risk database: assessment units, gridded exposure, vulnerability and hazard layers, risk grades."""
 
-from zoneinfo import ZoneInfo
+from datetime import timedelta, timezone
 
-# Times are stored in UTC and shown in Beijing time (UTC+08:00, no daylight saving).
-BEIJING = ZoneInfo("Asia/Shanghai")
+# Times are stored in UTC and shown in Beijing time: UTC+08:00 all year (China keeps no daylight saving time;
+# a fixed offset, not the Asia/Shanghai zone, whose history has DST in 1986-1991 and local mean time before 1901).
+BEIJING = timezone(timedelta(hours=8), "UTC+8")
 
 HAZARDS: tuple[str, ...] = ("heat", "rainstorm", "frost", "sandstorm")
 

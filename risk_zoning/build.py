@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from risk_zoning import HAZARDS
 from risk_zoning.assessment import assess_hazard, assess_units
-from risk_zoning.db import RISK_MIGRATIONS, upgrade
 from risk_zoning.errors import GridDataError, RegionDataError
 from risk_zoning.features import load_features
 from risk_zoning.grid import CellCover, cell_cover
+from risk_zoning.io.database import RISK_MIGRATIONS, upgrade
 from risk_zoning.layers import Layer, demo_climatology, demo_layers
 from risk_zoning.population import (
     PopulationCore,

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _database(args: argparse.Namespace):
-    from risk_zoning.db import database_url, default_data_dir
+    from risk_zoning.io.database import database_url, default_data_dir
 
     return database_url(
         args.database_url or os.environ.get("DATABASE_URL"), args.data_dir or default_data_dir()
@@ -69,7 +69,7 @@ def _database(args: argparse.Namespace):
 
 
 async def _with_connection(url: str, fn):
-    from risk_zoning.db import connect
+    from risk_zoning.io.database import connect
 
     conn = await connect(url)
     try:

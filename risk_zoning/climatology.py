@@ -1,6 +1,6 @@
 """Hazard climatology indicators from historical grids: pure functions over canonical fields, and the driver.
 
-Inputs are canonical DataArrays as `risk_zoning.cfgrid.read_quantity` returns them: dims ``time`` (UTC),
+Inputs are canonical DataArrays as `risk_zoning.io.netcdf.read_quantity` returns them: dims ``time`` (UTC),
 optionally ``member``, then ``lat``, ``lon``; units degC, mm per step, m. Outputs have the non-time dims
 (``member`` averaged away) and attrs naming units, threshold, years and method.
 
@@ -27,9 +27,9 @@ import numpy as np
 import xarray as xr
 
 from risk_zoning import HAZARDS
-from risk_zoning.cfgrid import QuantityNotFoundError, read_quantity, to_region_grid
 from risk_zoning.errors import GridDataError
 from risk_zoning.grid import RegularGrid
+from risk_zoning.io.netcdf import QuantityNotFoundError, read_quantity, to_region_grid
 
 BEIJING_OFFSET = np.timedelta64(8, "h")
 BEIJING_DAYS = "Beijing (UTC+8) calendar days"

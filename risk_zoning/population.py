@@ -21,10 +21,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
-from risk_zoning.cfgrid import NETCDF_SUFFIXES
 from risk_zoning.errors import GridDataError
 from risk_zoning.features import KM_PER_DEGREE, distance_km, local_km
 from risk_zoning.grid import CellCover, RegularGrid
+from risk_zoning.io.netcdf import NETCDF_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from risk_zoning import HAZARDS
 from risk_zoning.errors import RegionDataError
 from risk_zoning.geodesy import geometry_gcj02_to_wgs84
 from risk_zoning.grid import RegularGrid
-from risk_zoning.tomlfile import read_toml
+from risk_zoning.io.tomlfile import read_toml
 
 Code6 = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
 Code12 = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]

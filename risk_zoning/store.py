@@ -312,3 +312,9 @@ async def load_current(conn: asyncpg.Connection, region: str, *, arrays: bool = 
             f"no risk database for region {region!r}: run `risk-zoning build --region {region}`"
         )
     return await load_version(conn, vid, arrays=arrays)
+
+
+async def region_units(conn: asyncpg.Connection, region: str) -> dict[str, UnitRecord]:
+    """The region's assessment units by geocode, from the current risk database (no arrays)."""
+    db: RiskDatabase = await load_current(conn, region, arrays=False)
+    return {u.code: u for u in db.units}

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from risk_zoning.db import EmbeddedPostgres
+from risk_zoning.io.database import EmbeddedPostgres
 from tests.factories_db import fresh_database
 from tests.peers.smsc_fixture import smsc  # noqa: F401  (the loopback SMSC fixture, for every test)
 

@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from risk_zoning.db import create_pool
-from warnings_svc.app import create_app
+from risk_zoning.io.database import create_pool
 from warnings_svc.settings import Settings
+from warnings_svc.web.app import create_app
 
 
 @asynccontextmanager

@@ -22,8 +22,8 @@ async def fresh_database(server_url: str, *, built: bool = False) -> AsyncIterat
     url = server_url.replace("/warnings?", f"/{name}?")
     if built:
         from risk_zoning.build import ensure_built
-        from risk_zoning.db import upgrade
-        from warnings_svc.app import MIGRATIONS
+        from risk_zoning.io.database import upgrade
+        from warnings_svc.database import MIGRATIONS
 
         conn = await asyncpg.connect(url)
         try:

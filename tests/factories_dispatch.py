@@ -19,13 +19,13 @@ from typing import Any
 import asyncpg
 
 from channels.smpp.esme import SmsChannel
-from warnings_svc import warning_store as ws
-from warnings_svc.dispatch import Dispatcher, Endpoint, pool_size, sms_endpoint
-from warnings_svc.expansion import expand_next
-from warnings_svc.lifecycle import Action, Actor, Role
+from risk_zoning.store import region_units
+from warnings_svc.dissemination.dispatcher import Dispatcher, Endpoint, pool_size, sms_endpoint
+from warnings_svc.dissemination.expansion import expand_next
+from warnings_svc.documents.texts import sms_segments
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings
-from warnings_svc.texts import sms_segments
-from warnings_svc.warning_store import region_units
 
 FORECASTER = Actor("wang", Role.forecaster)
 APPROVER = Actor("li", Role.approver)

@@ -1,4 +1,4 @@
-"""Builders of canonical forecast grids (as `risk_zoning.cfgrid` returns them) for the hazard tests."""
+"""Builders of canonical forecast grids (as `risk_zoning.io.netcdf` returns them) for the hazard tests."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from risk_zoning import BEIJING
-from warnings_svc.message import HAZARD_LEVELS, Area, Issuer, Reference, WarningMessage
+from warnings_svc.documents.message import Area, Issuer, Reference, WarningMessage
+from warnings_svc.vocabulary import HAZARD_LEVELS
 
 DATA = Path(__file__).resolve().parent / "data" / "cap"
 HAZARD_LEVEL_PAIRS = [(h, lv) for h, levels in HAZARD_LEVELS.items() for lv in levels]

@@ -21,18 +21,15 @@ import asyncpg
 from aiohttp import web
 
 from risk_zoning.build import ensure_built
-from risk_zoning.db import connect, create_pool, database_url, upgrade
 from risk_zoning.errors import RiskZoningError
-from warnings_svc.accounts import SCOPES, AccountError, create_user, issue_token, list_users, revoke_token
-from warnings_svc.app import MIGRATIONS, create_app
-from warnings_svc.audit_log import verify_log
-from warnings_svc.criteria import CriteriaError
-from warnings_svc.demo_users import seed_demo_recipients, seed_demo_users
-from warnings_svc.dispatch import Dispatcher, Endpoint, endpoints_from_settings, pool_size
-from warnings_svc.dispatch_metrics import DispatchMetrics, serve_metrics
-from warnings_svc.hazards import HazardError
-from warnings_svc.lifecycle import Role
-from warnings_svc.recipients import (
+from risk_zoning.io.database import connect, create_pool, database_url, upgrade
+from risk_zoning.store import region_units
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.demo.seeding import seed_demo_forecast
+from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
+from warnings_svc.dissemination.dispatcher import Dispatcher, Endpoint, endpoints_from_settings, pool_size
+from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
+from warnings_svc.dissemination.recipients import (
     RecipientError,
     count_recipients,
     full_code,
@@ -40,7 +37,13 @@ from warnings_svc.recipients import (
     opt_out,
     read_csv_text,
 )
-from warnings_svc.runs import RejectedRun, inclusion_rules, seed_demo_forecast
+from warnings_svc.forecast.criteria import CriteriaError
+from warnings_svc.forecast.hazards import HazardError
+from warnings_svc.forecast.runs import RejectedRun, inclusion_rules
+from warnings_svc.forecast.tiled import SchedulerError
+from warnings_svc.lifecycle.audit_log import verify_log
+from warnings_svc.lifecycle.store import Issuing
+from warnings_svc.lifecycle.transitions import Role
 from warnings_svc.settings import (
     DispatchSettings,
     Settings,
@@ -48,8 +51,8 @@ from warnings_svc.settings import (
     SmsEndpointSettings,
     load_settings,
 )
-from warnings_svc.tiled import SchedulerError
-from warnings_svc.warning_store import Issuing, region_units
+from warnings_svc.web.accounts import SCOPES, AccountError, create_user, issue_token, list_users, revoke_token
+from warnings_svc.web.app import create_app
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
@@ -302,7 +305,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _smoke(settings: Settings, args: argparse.Namespace) -> int:
     """`demo --smoke`: the chain once on a fresh embedded database in a temporary folder, removed after."""
-    from warnings_svc.smoke import run_smoke  # the service's whole stack: only this command needs it here
+    from warnings_svc.demo.smoke import (
+        run_smoke,  # the service's whole stack: only this command needs it here
+    )
 
     if args.data_dir is not None:
         raise CommandError("--smoke runs in a fresh temporary folder of its own: leave out --data-dir")
@@ -419,7 +424,7 @@ async def _upgrade(url: str) -> list[str]:
 
 def run_score(args: argparse.Namespace) -> int:
     """Stateless scoring: one JSON object on stdout, or one error line on stderr and exit status 2."""
-    from warnings_svc.ingest import score_files
+    from warnings_svc.forecast.ingest import score_files
 
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
@@ -446,7 +451,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_scenario(args: argparse.Namespace) -> int:
     """Write a scenario's files and list them."""
-    from warnings_svc.scenarios import write_scenario
+    from warnings_svc.demo.scenarios import write_scenario
 
     if not 0 <= args.members <= 100:
         raise CommandError(f"--members must be between 0 and 100, got {args.members}")
@@ -459,7 +464,7 @@ def run_scenario(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Score and store one run; prints the run id and its proposals as JSON."""
-    from warnings_svc.ingest import score_files, store_result
+    from warnings_svc.forecast.ingest import score_files, store_result
 
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
@@ -614,14 +619,14 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 
 def _criteria(settings: Settings):
-    from warnings_svc.criteria import load_criteria
+    from warnings_svc.forecast.criteria import load_criteria
 
     return load_criteria(settings.scoring.criteria_file)
 
 
 async def _risk_and_live(conn: asyncpg.Connection, region: str):
     from risk_zoning.store import load_current
-    from warnings_svc.ingest import live_warnings
+    from warnings_svc.forecast.ingest import live_warnings
 
     db = await load_current(conn, region)
     has_warnings = await conn.fetchval("SELECT to_regclass('svc.warning') IS NOT NULL")
@@ -650,7 +655,7 @@ def _plot_levels(db, result, path: Path) -> None:
 
     from risk_zoning import HAZARD_NAMES
     from risk_zoning.plot import cjk_font, render_category_panels
-    from warnings_svc.message import LEVEL_COLOURS, LEVEL_NAMES, LEVELS
+    from warnings_svc.vocabulary import LEVEL_COLOURS, LEVEL_NAMES, LEVELS
 
     zh = cjk_font() is not None
     panels = {}

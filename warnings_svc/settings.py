@@ -17,8 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from risk_zoning.db import default_data_dir
-from risk_zoning.tomlfile import read_toml
+from risk_zoning.io.database import default_data_dir
+from risk_zoning.io.tomlfile import read_toml
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -176,7 +176,7 @@ class Settings(BaseModel):
     host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8080
     # Reverse proxies whose X-Forwarded-For is believed (addresses or networks): the login limits then count
-    # failures per client, not per proxy (warnings_svc.client_address).
+    # failures per client, not per proxy (warnings_svc.web.client_address).
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     region: Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")] = "wuhai"
     log_level: LogLevel = "INFO"

@@ -29,8 +29,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.conftest import ConsoleServer, chrome_driver
-from warnings_svc.accounts import create_user
-from warnings_svc.scenarios import write_scenario
+from warnings_svc.demo.scenarios import write_scenario
+from warnings_svc.web.accounts import create_user
 
 PASSWORD = "correct horse battery"
 WAIT_SECONDS = 20  # a page, an action or a live refresh

@@ -9,8 +9,10 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
-from risk_zoning.db import upgrade
-from warnings_svc.accounts import (
+from risk_zoning.io.database import upgrade
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.lifecycle.transitions import Actor, Role
+from warnings_svc.web.accounts import (
     TOKEN_PREFIX,
     AccountError,
     LoginFailed,
@@ -27,8 +29,6 @@ from warnings_svc.accounts import (
     set_disabled,
     set_password,
 )
-from warnings_svc.app import MIGRATIONS
-from warnings_svc.lifecycle import Actor, Role
 
 PASSWORD = "correct horse battery"
 

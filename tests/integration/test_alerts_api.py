@@ -14,13 +14,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from lxml import etree
 
-from risk_zoning.store import load_current
+from risk_zoning.store import load_current, region_units
 from tests.factories_app import service
 from tests.factories_db import fresh_database
-from warnings_svc import warning_store as ws
-from warnings_svc.cap import validate_cap
-from warnings_svc.gbt import gbt_file_name
-from warnings_svc.lifecycle import Action, Actor, Role
+from warnings_svc.documents.cap import validate_cap
+from warnings_svc.documents.gbt import gbt_file_name
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings, WarningSettings
 
 WANG = Actor("wang", Role.forecaster)
@@ -436,7 +436,7 @@ async def test_gbt_document_has_the_national_file_name(client: TestClient, world
         row = await conn.fetchrow(
             "SELECT * FROM svc.warning_version WHERE warning_id = $1 AND version = $2", warning_id, version
         )
-        units = await ws.region_units(conn, "wuhai")
+        units = await region_units(conn, "wuhai")
     finally:
         await conn.close()
     assert await response.read() == row["gbt_xml"]

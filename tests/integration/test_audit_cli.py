@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from tests.factories_db import fresh_database
-from warnings_svc import warning_store as ws
-from warnings_svc.lifecycle import Action, Actor, Role
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings
 
 NOW = datetime(2026, 7, 9, 8, tzinfo=UTC)

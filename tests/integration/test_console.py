@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from tests.factories_app import service
 from tests.factories_db import fresh_database
-from warnings_svc import warning_store as ws
-from warnings_svc.accounts import create_user
-from warnings_svc.console import ResponderError, load_responders, responders_for
-from warnings_svc.events import EVENT_HUB, Event, EventHub, EventMetrics, parse_notification
-from warnings_svc.lifecycle import Action, Actor, Role
-from warnings_svc.message import LEVEL_COLOURS
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings
+from warnings_svc.vocabulary import LEVEL_COLOURS
+from warnings_svc.web.accounts import create_user
+from warnings_svc.web.console import ResponderError, load_responders, responders_for
+from warnings_svc.web.events import EVENT_HUB, Event, EventHub, EventMetrics, parse_notification
 
 PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"

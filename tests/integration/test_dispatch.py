@@ -23,9 +23,9 @@ from tests.factories_dispatch import (
     successor,
     wait_until,
 )
-from warnings_svc import outbox
-from warnings_svc.dispatch import GC_YOUNG_THRESHOLD, tune_collector
-from warnings_svc.dispatch_metrics import DispatchMetrics
+from warnings_svc.dissemination import outbox
+from warnings_svc.dissemination.dispatcher import GC_YOUNG_THRESHOLD, tune_collector
+from warnings_svc.dissemination.metrics import DispatchMetrics
 
 
 @pytest.fixture

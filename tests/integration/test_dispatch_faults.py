@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from risk_zoning.db import EmbeddedPostgres
+from risk_zoning.io.database import EmbeddedPostgres
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import (
     accepted_per_destination,

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from risk_zoning.store import region_units
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import add_recipients, expand_all, issue
-from warnings_svc import outbox
-from warnings_svc.expansion import TAKER_LOCK_WAIT_MS, Taker, expand_next
-from warnings_svc.warning_store import region_units
+from warnings_svc.dissemination import outbox
+from warnings_svc.dissemination.expansion import TAKER_LOCK_WAIT_MS, Taker, expand_next
 
 
 @pytest.fixture

@@ -20,17 +20,18 @@ import xarray as xr
 from aiohttp.test_utils import TestClient, TestServer
 
 from risk_zoning.build import ensure_built
-from risk_zoning.db import create_pool, upgrade
+from risk_zoning.io.database import create_pool, upgrade
 from risk_zoning.region import load_region
 from risk_zoning.store import load_current
 from tests.factories_db import fresh_database
-from warnings_svc.accounts import create_user, issue_token
-from warnings_svc.app import MIGRATIONS, create_app
-from warnings_svc.criteria import load_criteria
-from warnings_svc.ingest import live_warnings, score_files, store_result
-from warnings_svc.scenarios import write_scenario
-from warnings_svc.scoring import InclusionRules
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.demo.scenarios import write_scenario
+from warnings_svc.forecast.criteria import load_criteria
+from warnings_svc.forecast.ingest import live_warnings, score_files, store_result
+from warnings_svc.forecast.scoring import InclusionRules
 from warnings_svc.settings import ScoringSettings, Settings
+from warnings_svc.web.accounts import create_user, issue_token
+from warnings_svc.web.app import create_app
 
 HAZARD_SCENARIOS = ("heat", "rainstorm", "frost", "sandstorm")
 LEVELS = {"blue", "yellow", "orange", "red"}
@@ -453,7 +454,7 @@ async def test_a_dangling_link_in_the_inbox_does_not_stop_the_watcher(scenarios:
 
 
 async def test_a_broken_criteria_file_stops_the_service_at_start_up(built_url: str, tmp_path: Path) -> None:
-    from warnings_svc.criteria import CriteriaError
+    from warnings_svc.forecast.criteria import CriteriaError
 
     bad = tmp_path / "criteria.toml"
     bad.write_text('[heat.levels.orange]\nge = "hot"\n')

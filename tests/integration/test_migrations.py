@@ -3,9 +3,9 @@
 import asyncpg
 import pytest
 
-from risk_zoning.db import RISK_MIGRATIONS, DatabaseError, read_migrations, upgrade
-from warnings_svc import outbox
-from warnings_svc.app import SERVICE_MIGRATIONS
+from risk_zoning.io.database import RISK_MIGRATIONS, DatabaseError, read_migrations, upgrade
+from warnings_svc.database import SERVICE_MIGRATIONS
+from warnings_svc.dissemination import outbox
 
 
 async def test_upgrade_applies_the_risk_schema_once_and_is_idempotent(conn: asyncpg.Connection) -> None:

@@ -15,7 +15,7 @@ import pytest
 from channels.base import Receipt, ReceiptState, SendOutcome, SendResult
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import add_recipients, expand_all, issue
-from warnings_svc import outbox
+from warnings_svc.dissemination import outbox
 
 ENDPOINT = "smsc"
 CHOICES = (None, *ReceiptState)  # None: no receipt for that part yet

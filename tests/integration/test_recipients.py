@@ -12,15 +12,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from risk_zoning.store import region_units
 from tests.factories_db import fresh_database
-from warnings_svc.recipients import (
+from warnings_svc.dissemination.recipients import (
     RecipientError,
     count_recipients,
     import_csv,
     opt_out,
     select_recipients,
 )
-from warnings_svc.warning_store import region_units
 
 SAMPLE = Path(__file__).parents[1] / "data" / "recipients" / "sample.csv"
 HEADER = "name,phone,language,areas,roles,hazards,consent,consent_at,test_recipient,groups\n"

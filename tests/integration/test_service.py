@@ -25,12 +25,13 @@ from markupsafe import escape
 
 from risk_zoning import GRADE_COLOURS, HAZARDS
 from risk_zoning.build import ensure_built
-from risk_zoning.db import read_migrations, upgrade
+from risk_zoning.io.database import read_migrations, upgrade
 from risk_zoning.store import load_current
 from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
-from warnings_svc.app import MIGRATIONS, openapi_document
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.web.app import openapi_document
 
 DEMO_START_SECONDS = 600  # first start: initdb plus the Wuhai build
 STOP_SECONDS = 30

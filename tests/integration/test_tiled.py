@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from risk_zoning import HAZARDS
 from tests.factories_forecast import REFERENCE, random_field
-from warnings_svc.criteria import Criteria, load_criteria
-from warnings_svc.hazards import HAZARDS, HazardInputError, HazardResult, evaluate_all
-from warnings_svc.tiled import SchedulerError, evaluate_all_tiled, local_cluster
+from warnings_svc.forecast.criteria import Criteria, load_criteria
+from warnings_svc.forecast.hazards import HazardInputError, HazardResult, evaluate_all
+from warnings_svc.forecast.tiled import SchedulerError, evaluate_all_tiled, local_cluster
 
 distributed = pytest.importorskip("distributed")
 

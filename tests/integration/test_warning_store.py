@@ -8,12 +8,13 @@ import asyncpg
 import pytest
 from lxml import etree
 
+from risk_zoning.store import region_units
 from tests.factories_db import fresh_database
-from warnings_svc import audit_log
-from warnings_svc import warning_store as ws
-from warnings_svc.cap import validate_cap
-from warnings_svc.gbt import validate_gbt
-from warnings_svc.lifecycle import Action, Actor, LifecycleError, Role
+from warnings_svc.documents.cap import validate_cap
+from warnings_svc.documents.gbt import validate_gbt
+from warnings_svc.lifecycle import audit_log
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
 from warnings_svc.settings import Settings
 
 WANG = Actor("wang", Role.forecaster)
@@ -177,7 +178,7 @@ async def test_exercise_flag_carries_into_cap_status(conn):
 
 async def test_preview_counts_sms_segments(conn):
     v = await _draft(conn)
-    units = await ws.region_units(conn, "wuhai")
+    units = await region_units(conn, "wuhai")
     p = ws.preview(CTX, v, units, now=NOW)
     assert p["zh-CN"]["headline"].startswith("乌海市气象台发布高温橙色预警")
     assert p["zh-CN"]["sms_full_segments"] >= 1 and p["zh-CN"]["budget_problems"] == []
@@ -187,7 +188,7 @@ async def test_signing_keys_from_settings_sign_every_issued_message(conn, tmp_pa
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from tests.factories_keys import key_and_certificate
-    from warnings_svc.cap import verify_cap
+    from warnings_svc.documents.cap import verify_cap
     from warnings_svc.settings import WarningSettings
 
     key_pem, cert_pem = key_and_certificate(rsa.generate_private_key(public_exponent=65537, key_size=2048))

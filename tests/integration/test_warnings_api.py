@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.factories_app import service
 from tests.factories_db import fresh_database
-from warnings_svc.accounts import create_user, issue_token
+from warnings_svc.web.accounts import create_user, issue_token
 
 ONSET = datetime.now(UTC) + timedelta(hours=2)
 DRAFT = {

@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from risk_zoning.db import upgrade
+from risk_zoning.io.database import upgrade
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
-from warnings_svc.accounts import authenticate_token, create_user, issue_token, revoke_token
-from warnings_svc.app import MIGRATIONS
-from warnings_svc.lifecycle import Role
-from warnings_svc.web_auth import CSRF, SCOPES, SESSION_COOKIE, USER, require_user
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.lifecycle.transitions import Role
+from warnings_svc.web.accounts import authenticate_token, create_user, issue_token, revoke_token
+from warnings_svc.web.auth import CSRF, SCOPES, SESSION_COOKIE, USER, require_user
 
 PASSWORD = "correct horse battery"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from warnings_svc.accounts import AccountError, check_name, check_role, check_scopes
-from warnings_svc.lifecycle import Role
-from warnings_svc.web_auth import DEFAULT_NEXT, safe_next
+from warnings_svc.lifecycle.transitions import Role
+from warnings_svc.web.accounts import AccountError, check_name, check_role, check_scopes
+from warnings_svc.web.auth import DEFAULT_NEXT, safe_next
 
 
 @pytest.mark.parametrize("name", ["li", "li.wei", "wang_2", "a-b", "z" * 32])

@@ -12,7 +12,11 @@ from multidict import MultiDict
 
 from risk_zoning.store import UnitRecord
 from tests.factories_messages import HEAT_ORANGE_ALERT, HEAT_RED_UPDATE, POLYGON
-from warnings_svc.api_alerts import (
+from warnings_svc.documents.cap import CapTexts, render_cap
+from warnings_svc.documents.gbt import gbt_file_name
+from warnings_svc.documents.message import Area
+from warnings_svc.documents.texts import load_texts
+from warnings_svc.web.api.alerts import (
     ATOM,
     CAP,
     GEOJSON,
@@ -36,11 +40,7 @@ from warnings_svc.api_alerts import (
     read_cap,
     tag_uri,
 )
-from warnings_svc.cap import CapTexts, render_cap
-from warnings_svc.gbt import gbt_file_name
-from warnings_svc.message import Area
-from warnings_svc.problems import ApiProblem
-from warnings_svc.texts import load_texts
+from warnings_svc.web.problems import ApiProblem
 
 HOSTILE = "<script>alert(\"x\")</script> & 'q' ]]>"
 EVENTS = event_names(load_texts())

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from warnings_svc.audit import GENESIS, AuditEntry, AuditError, canonical_bytes, chain, verify
+from warnings_svc.lifecycle.audit import GENESIS, AuditEntry, AuditError, canonical_bytes, chain, verify
 
 KEY = b"kept-outside-the-database"
 T0 = datetime(2017, 7, 9, 8, tzinfo=UTC)

@@ -19,8 +19,8 @@ from tests.factories_messages import (
     POLYGON,
     beijing,
 )
-from warnings_svc import cap
-from warnings_svc.cap import (
+from warnings_svc.documents import cap
+from warnings_svc.documents.cap import (
     CapError,
     CapTexts,
     derive_certainty,
@@ -30,7 +30,8 @@ from warnings_svc.cap import (
     validate_cap,
     verify_cap,
 )
-from warnings_svc.message import HAZARD_EVENT_CODES, Area, Reference, WarningMessage
+from warnings_svc.documents.message import Area, Reference, WarningMessage
+from warnings_svc.vocabulary import HAZARD_EVENT_CODES
 
 NS = {"cap": cap.CAP_NAMESPACE, "ds": cap.DSIG_NAMESPACE}
 WEB = "https://weather.example.cn/warnings/15030041600000_20170709160000"

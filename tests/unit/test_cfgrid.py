@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from risk_zoning.cfgrid import open_grid, read_quantity, to_region_grid
 from risk_zoning.errors import GridDataError
 from risk_zoning.grid import RegularGrid
+from risk_zoning.io.netcdf import open_grid, read_quantity, to_region_grid
 from tests.factories_grids import (
     cfgrib_runs_dataset,
     field_dataset,

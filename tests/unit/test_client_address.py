@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from warnings_svc import client_address as module
-from warnings_svc.client_address import client_address
+from warnings_svc.web import client_address as module
+from warnings_svc.web.client_address import client_address
 
 PROXIES = [
     ipaddress.ip_network("127.0.0.1/32"),

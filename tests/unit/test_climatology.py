@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from risk_zoning.cfgrid import QuantityNotFoundError
 from risk_zoning.climatology import (
     ClimatologyOptions,
     climatology_steps,
@@ -24,6 +23,7 @@ from risk_zoning.climatology import (
     sand_days_vis_lt1000,
 )
 from risk_zoning.errors import GridDataError
+from risk_zoning.io.netcdf import QuantityNotFoundError
 from tests.factories_grids import at, beijing_year, canonical, region_grid, write_series
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from warnings_svc.criteria import HAZARDS, CriteriaError, default_criteria_path, load_criteria
+from risk_zoning import HAZARDS
+from warnings_svc.forecast.criteria import CriteriaError, default_criteria_path, load_criteria
 
 
 def write_override(tmp_path: Path, text: str) -> Path:

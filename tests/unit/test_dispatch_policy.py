@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import warnings_svc.dispatch_policy as dispatch_policy
-from warnings_svc.dispatch_policy import (
+import warnings_svc.dissemination.policy as dispatch_policy
+from warnings_svc.dissemination.policy import (
     PRIORITY,
     CircuitBreaker,
     CircuitState,
@@ -21,7 +21,7 @@ from warnings_svc.dispatch_policy import (
     backoff_delay,
     priority_of,
 )
-from warnings_svc.message import LEVELS
+from warnings_svc.vocabulary import LEVELS
 
 # Slack for float round-off in the rate sums; far below anything a real bug would produce.
 REL_TOL = 1e-9

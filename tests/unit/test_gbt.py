@@ -18,7 +18,7 @@ from tests.factories_messages import (
     POLYGON,
     beijing,
 )
-from warnings_svc.gbt import (
+from warnings_svc.documents.gbt import (
     METHOD_NAMES,
     GbtError,
     GbtTexts,
@@ -29,7 +29,8 @@ from warnings_svc.gbt import (
     render_gbt,
     validate_gbt,
 )
-from warnings_svc.message import HAZARD_EVENT_CODES, Reference, WarningMessage
+from warnings_svc.documents.message import Reference, WarningMessage
+from warnings_svc.vocabulary import HAZARD_EVENT_CODES
 
 HEAT_CANCEL = dataclasses.replace(
     HEAT_RED_UPDATE,

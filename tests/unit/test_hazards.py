@@ -23,9 +23,9 @@ from tests.factories_forecast import (
     series,
     valid_times,
 )
-from warnings_svc import hazards as hz
-from warnings_svc.criteria import Criteria, load_criteria
-from warnings_svc.hazards import (
+from warnings_svc.forecast import hazards as hz
+from warnings_svc.forecast.criteria import Criteria, load_criteria
+from warnings_svc.forecast.hazards import (
     HazardInputError,
     MissingInputError,
     evaluate,
@@ -33,7 +33,7 @@ from warnings_svc.hazards import (
     evaluate_tile,
     tile_template,
 )
-from warnings_svc.ingest import read_station_csv
+from warnings_svc.forecast.ingest import read_station_csv
 
 
 @pytest.fixture(scope="module")

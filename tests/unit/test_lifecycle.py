@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from warnings_svc.audit import AuditEntry, chain, verify
-from warnings_svc.lifecycle import (
+from warnings_svc.lifecycle.audit import AuditEntry, chain, verify
+from warnings_svc.lifecycle.transitions import (
     CLOCK,
     IMMUTABLE,
     PERMISSIONS,

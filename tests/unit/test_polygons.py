@@ -16,7 +16,7 @@ from shapely.geometry import Polygon
 
 from risk_zoning.grid import RegularGrid
 from risk_zoning.region import load_region
-from warnings_svc.polygons import PolygonResult, format_cap_polygon, level_polygon, parse_cap_polygon
+from warnings_svc.forecast.polygons import PolygonResult, format_cap_polygon, level_polygon, parse_cap_polygon
 
 STEPS = (0.01, 0.05, 1 / 120)  # 1/120 degree = 30 arc-seconds: coordinates that need rounding
 _DECIMALS = re.compile(r"^-?\d+(\.\d+)?$")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from risk_zoning import HAZARDS
 from risk_zoning.store import UnitRecord
-from warnings_svc.criteria import HAZARDS
-from warnings_svc.recipients import (
+from warnings_svc.dissemination.recipients import (
     RecipientError,
     RowError,
     check_phone,

@@ -11,9 +11,9 @@ import pytest
 import shapely
 import xarray as xr
 
-from risk_zoning.cfgrid import open_grid, read_quantity
+from risk_zoning.io.netcdf import open_grid, read_quantity
 from risk_zoning.region import Region, load_region
-from warnings_svc.scenarios import (
+from warnings_svc.demo.scenarios import (
     DEFAULT_REFERENCE_TIMES,
     QUANTITY_UNITS,
     SCENARIOS,

@@ -20,7 +20,7 @@ from channels.sms.encoding import (
     sms_coding,
     split_text,
 )
-from warnings_svc.texts import GSM7_BASIC, GSM7_EXTENSION, sms_segments
+from warnings_svc.documents.texts import GSM7_BASIC, GSM7_EXTENSION, sms_segments
 
 WARNING_ZH = (
     "乌海市气象台发布高温橙色预警信号：预计未来24小时海勃湾区、乌达区最高气温将升至40℃以上，请注意防暑降温。"

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from risk_zoning.region import builtin_regions, load_region_file
-from warnings_svc.criteria import load_criteria
-from warnings_svc.message import HAZARD_LEVELS, Area, Issuer, WarningMessage
-from warnings_svc.texts import (
+from warnings_svc.documents.message import Area, Issuer, WarningMessage
+from warnings_svc.documents.texts import (
     CHANNELS,
     BudgetProblem,
     Budgets,
@@ -31,6 +30,8 @@ from warnings_svc.texts import (
     zh_spoken_time,
     zh_time,
 )
+from warnings_svc.forecast.criteria import load_criteria
+from warnings_svc.vocabulary import HAZARD_LEVELS
 
 SENT = datetime(2017, 7, 9, 8, 0, tzinfo=UTC)  # 16:00 Beijing time
 WUHAI = Issuer(

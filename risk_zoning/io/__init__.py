@@ -1,0 +1,1 @@
+"""Plumbing of the risk database: CF NetCDF grids, PostgreSQL connections and migrations, TOML files."""

@@ -1,0 +1,219 @@
+"""`warnings-svc demo --smoke`: the whole chain once, on a fresh embedded database, and a JSON summary.
+
+Ingest the demo forecast -> proposals -> a draft from the most severe new one -> submitted by the duty
+forecaster, approved by the chief (two people) -> dispatched over SMS to the demo's synthetic people ->
+receipts -> reach. Each step's figures go into the summary; the first step that fails stops the run and is
+named in ``failed``. Dispatch needs an SMSC (``--smsc``, which `scripts/demo` starts when Node.js is there);
+without one the chain stops after approval and the summary says so, and one that takes no TCP connection
+fails the dispatch step at once.
+
+Reach is what this service can measure today: the share of the people a warning was sent to whose every SMS
+segment was reported delivered to the handset. The public coverage the climate plan asks for (95 % of the
+population, across every channel and with confirmations) is not measured yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from risk_zoning.build import ensure_built
+from risk_zoning.io.database import upgrade
+from risk_zoning.store import region_units
+from warnings_svc.database import MIGRATIONS
+from warnings_svc.demo.seeding import seed_demo_forecast
+from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
+from warnings_svc.dissemination import outbox
+from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings, pool_size
+from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailable
+from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
+from warnings_svc.settings import Settings
+
+LEVEL_ORDER = ("blue", "yellow", "orange", "red")
+DISPATCH_TIMEOUT_S = 120.0
+SMSC_CONNECT_TIMEOUT_S = 5.0  # an SMSC that does not take a connection by then is reported, not waited for
+
+
+class SmokeFailed(Exception):
+    """A step of the chain failed; the message says which and why."""
+
+
+async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
+    """Run the chain on the database at `url` (fresh: the demo forecast must be its first run)."""
+    summary: dict[str, Any] = {"ok": False, "region": settings.region}
+    started = time.monotonic()
+    sms = bool(settings.dispatch.sms)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size(settings.dispatch))
+    try:
+        step = "database"
+        try:
+            async with pool.acquire() as conn:
+                await upgrade(conn, MIGRATIONS)
+                summary["risk_database_version"] = await ensure_built(conn, settings.region, progress=False)
+            step = "ingest"
+            summary["ingest"] = await _ingest(pool, url, settings)
+            step = "issue"
+            summary["warning"] = await _issue(pool, settings, summary["ingest"]["proposals"])
+            if sms:
+                step = "dispatch"
+                summary["dispatch"] = await _dispatch(pool, url, settings, summary["warning"]["id"])
+                summary["reach"] = _reach(summary["dispatch"])
+            else:
+                summary["dispatch"] = {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
+            summary["ok"] = True
+        except SmokeFailed as e:
+            summary["failed"] = {"step": step, "error": str(e)}
+    finally:
+        await pool.close()
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+async def _ingest(pool: asyncpg.Pool, url: str, settings: Settings) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    folder = await loop.run_in_executor(None, seed_demo_forecast, settings.data_dir, settings.region)
+    if folder is None:
+        raise SmokeFailed(
+            f"the inbox in {settings.data_dir} is not empty: the smoke run needs a fresh folder"
+        )
+    scorer = RunScorer(pool, url, settings.scoring)
+    try:
+        outcome = await scorer.ingest(
+            sorted(p for p in Path(folder).iterdir() if p.is_file()), settings.region
+        )
+    except (RejectedRun, ScoringUnavailable) as e:
+        raise SmokeFailed(str(e)) from e
+    finally:
+        scorer.close()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, hazard, level, action, areas FROM svc.proposal WHERE id = ANY($1::bigint[]) ORDER BY id",
+            outcome.proposal_ids,
+        )
+    if not rows:
+        raise SmokeFailed("the demo forecast gave no proposal")
+    return {
+        "run_id": outcome.run_id,
+        "files": len(list(Path(folder).iterdir())),
+        "proposals": [dict(r) | {"areas": list(r["areas"])} for r in rows],
+    }
+
+
+async def _issue(pool: asyncpg.Pool, settings: Settings, proposals: list[dict[str, Any]]) -> dict[str, Any]:
+    new = [p for p in proposals if p["action"] == "new"]
+    if not new:
+        raise SmokeFailed("no proposal for a new warning among those of the demo forecast")
+    chosen = max(new, key=lambda p: (LEVEL_ORDER.index(p["level"]), -p["id"]))
+    users = {u["name"]: u for u in await seed_demo_users(pool, settings.data_dir)}
+    forecaster = Actor("forecaster", Role(users["forecaster"]["role"]))
+    chief = Actor("chief", Role(users["chief"]["role"]))
+    ctx = ws.Issuing.from_settings(settings)
+    try:
+        async with pool.acquire() as conn:
+            draft = await ws.draft_from_proposal(conn, ctx, forecaster, chosen["id"], now=datetime.now(UTC))
+            await ws.act(conn, ctx, forecaster, draft.warning_id, Action.submit, now=datetime.now(UTC))
+            issued = await ws.act(
+                conn, ctx, chief, draft.warning_id, Action.approve, now=datetime.now(UTC), reason="smoke run"
+            )
+    except (ws.StoreError, LifecycleError) as e:
+        raise SmokeFailed(f"proposal {chosen['id']}: {e}") from e
+    return {
+        "id": issued.warning_id,
+        "from_proposal": chosen["id"],
+        "hazard": issued.state.hazard,
+        "level": issued.state.level,
+        "status": str(issued.state.status),
+        "areas": list(issued.content.areas),
+        "drafted_by": forecaster.name,
+        "approved_by": chief.name,
+    }
+
+
+async def _reachable(settings: Settings) -> None:
+    """Fail at once, naming it, when an SMSC does not take a TCP connection (rather than waiting out the
+    dispatch timeout with the deliveries queued)."""
+    for e in settings.dispatch.sms:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(e.host, e.port), SMSC_CONNECT_TIMEOUT_S
+            )
+        except TimeoutError:
+            raise SmokeFailed(
+                f"the SMSC {e.name} at {e.host}:{e.port} took no connection within {SMSC_CONNECT_TIMEOUT_S:.0f} s"
+            ) from None
+        except OSError as err:
+            raise SmokeFailed(
+                f"the SMSC {e.name} at {e.host}:{e.port} is unreachable: {err.strerror or err}"
+            ) from None
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _dispatch(pool: asyncpg.Pool, url: str, settings: Settings, warning_id: int) -> dict[str, Any]:
+    await _reachable(settings)
+    async with pool.acquire() as conn:
+        units = await region_units(conn, settings.region)
+    towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
+    registered = await seed_demo_recipients(pool, towns)
+    dispatcher = Dispatcher(
+        pool, url, settings.dispatch, endpoints_from_settings(settings.dispatch), region=settings.region
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    started = time.monotonic()
+    try:
+        while not await _settled(pool, warning_id):
+            if task.done():
+                raise SmokeFailed(f"the dispatcher stopped: {task.exception() or 'without an error'}")
+            if time.monotonic() - started > DISPATCH_TIMEOUT_S:
+                raise SmokeFailed(
+                    f"deliveries not settled within {DISPATCH_TIMEOUT_S:.0f} s (is the SMSC up?)"
+                )
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    async with pool.acquire() as conn:
+        progress = await outbox.summary(conn, warning_id)
+    return {
+        "recipients_registered": registered,
+        "deliveries": progress["deliveries"],
+        "segments": progress["segments"],
+        "receipts": dispatcher.counters["receipts"],
+        "seconds": round(seconds, 1),
+    }
+
+
+async def _settled(pool: asyncpg.Pool, warning_id: int) -> bool:
+    """Whether the warning's fan-outs are expanded and none of its deliveries waits for a send or a receipt."""
+    async with pool.acquire() as conn:
+        return bool(
+            await conn.fetchval(
+                """SELECT EXISTS (SELECT FROM svc.fanout WHERE warning_id = $1)
+                      AND NOT EXISTS (SELECT FROM svc.fanout WHERE warning_id = $1 AND state = 'pending')
+                      AND NOT EXISTS (SELECT FROM svc.delivery WHERE warning_id = $1
+                                      AND state IN ('pending', 'sending', 'sent'))""",
+                warning_id,
+            )
+        )
+
+
+def _reach(dispatch: dict[str, Any]) -> dict[str, Any]:
+    deliveries = dispatch["deliveries"]
+    sent_to = sum(n for state, n in deliveries.items() if state != "dropped")
+    delivered = deliveries.get("delivered", 0)
+    return {
+        "people_sent_to": sent_to,
+        "delivered_to_handset": delivered,
+        "share": round(delivered / sent_to, 4) if sent_to else None,
+        "public_coverage": None,  # not measured yet: see the module's docstring
+    }

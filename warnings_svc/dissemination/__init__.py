@@ -1,0 +1,1 @@
+"""Dissemination: recipients, fan-out expansion, the outbox, dispatchers and their policies."""

@@ -1,0 +1,374 @@
+"""Forecast files in: read and validate a run, score it against the risk database, store it, quarantine rejects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import xarray as xr
+
+from risk_zoning import BEIJING, HAZARDS
+from risk_zoning.errors import GridDataError
+from risk_zoning.grid import RegularGrid
+from risk_zoning.io.netcdf import NETCDF_SUFFIXES, QUANTITIES, QuantityNotFoundError, open_grid, read_quantity
+from risk_zoning.store import RiskDatabase
+from warnings_svc.forecast.criteria import Criteria
+from warnings_svc.forecast.hazards import (
+    HAZARD_INPUTS,
+    HazardInputError,
+    MissingInputError,
+    combine_branches,
+    evaluate,
+    stations_to_grid,
+)
+from warnings_svc.forecast.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
+from warnings_svc.forecast.tiled import evaluate_all_tiled
+from warnings_svc.notify import notify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ForecastRun:
+    """One model run read from its files: canonical quantities on the region grid and what it came from."""
+
+    files: tuple[dict[str, Any], ...]
+    content_sha256: str
+    reference_time: np.datetime64
+    members: int
+    data: dict[str, xr.DataArray]
+    source: str
+
+    def summary(self) -> dict[str, Any]:
+        times = [da["time"].values for da in self.data.values()]
+        return {
+            "files": [f["name"] for f in self.files],
+            "content_sha256": self.content_sha256,
+            "reference_time": iso(self.reference_time),
+            "valid_from": iso(min(t.min() for t in times)),
+            "valid_to": iso(max(t.max() for t in times)),
+            "members": self.members,
+            "quantities": {q: da.attrs.get("source_variable", "") for q, da in sorted(self.data.items())},
+            "source": self.source,
+        }
+
+
+def iso(t: np.datetime64) -> str:
+    """ISO 8601 in Beijing time with its offset, as every time the service shows."""
+    dt = datetime.fromtimestamp(np.datetime64(t, "us").astype(np.int64) / 1e6, tz=UTC)
+    return dt.astimezone(BEIJING).isoformat()
+
+
+def file_info(paths: Sequence[Path]) -> tuple[tuple[dict[str, Any], ...], str]:
+    """Name, size and SHA-256 of every file, and one digest of the whole run (order-independent)."""
+    infos = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        infos.append({"name": p.name, "bytes": p.stat().st_size, "sha256": h.hexdigest()})
+    run = hashlib.sha256("".join(sorted(i["sha256"] for i in infos)).encode()).hexdigest()
+    return tuple(infos), run
+
+
+def read_run(paths: Sequence[str | Path], grid: RegularGrid) -> ForecastRun:
+    """Read every quantity the files hold onto the region grid; a file with nothing usable is an error."""
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise GridDataError(p, "no such file")
+    sources = []
+    for p in files:
+        with open_grid(p) as ds:  # rejects what is not NetCDF, truncated files ... with one line
+            sources.append(str(ds.attrs.get("source") or ds.attrs.get("title") or ""))
+    data: dict[str, xr.DataArray] = {}
+    for q in QUANTITIES:
+        try:
+            data[q] = read_quantity(files, q, grid)
+        except QuantityNotFoundError:
+            continue
+    if not data:
+        names = ", ".join(p.name for p in files)
+        raise GridDataError(
+            names, "no usable forecast variable (temperature, precipitation, visibility, wind, dust)"
+        )
+    infos, digest = file_info(files)
+    members = max((da.sizes.get("member", 0) for da in data.values()), default=0)
+    return ForecastRun(
+        files=infos,
+        content_sha256=digest,
+        reference_time=_reference_time(data),
+        members=members,
+        data=data,
+        source="; ".join(dict.fromkeys(s for s in sources if s)),
+    )
+
+
+def _reference_time(data: dict[str, xr.DataArray]) -> np.datetime64:
+    """The run's initialisation time: the files' forecast_reference_time, else the first valid time."""
+    refs = [
+        da["forecast_reference_time"].values for da in data.values() if "forecast_reference_time" in da.coords
+    ]
+    if refs:
+        return np.datetime64(min(np.min(r) for r in refs), "ns")
+    return np.datetime64(min(da["time"].values.min() for da in data.values()), "ns")
+
+
+def read_station_csv(path: str | Path, grid: RegularGrid) -> dict[str, xr.DataArray]:
+    """Station observations from a CSV file placed on `grid` (format: `warnings_svc.forecast.hazards.stations_to_grid`)."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8-sig")
+    except FileNotFoundError as e:
+        raise HazardInputError(f"{path}: no such file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise HazardInputError(f"{path}: cannot read ({e})") from e
+    return stations_to_grid(text, grid, source=str(path))
+
+
+def read_observations(paths: Sequence[str | Path], grid: RegularGrid) -> dict[str, xr.DataArray]:
+    """Observations for the observed-and-continuing branch: station CSV files and/or analysis grids (NetCDF)."""
+    out: dict[str, xr.DataArray] = {}
+    grids = [Path(p) for p in paths if Path(p).suffix.lower() in NETCDF_SUFFIXES]
+    for p in paths:
+        if Path(p) not in grids:
+            out.update(read_station_csv(p, grid))
+    if grids:
+        for q in QUANTITIES:
+            try:
+                out[q] = read_quantity(grids, q, grid)
+            except QuantityNotFoundError:
+                continue
+    return out
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    run: dict[str, Any]
+    proposals: list[Proposal]
+    # per evaluated hazard: the strongest level reached per cell (1 = weakest level of the hazard, 0 = none)
+    level_grids: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "proposals": [p.to_json() for p in self.proposals]}
+
+
+def score_run(
+    run: ForecastRun,
+    db: RiskDatabase,
+    criteria: Criteria,
+    rules: InclusionRules,
+    live: Iterable[LiveWarning] = (),
+    hazards: Sequence[str] = HAZARDS,
+    observations: dict[str, xr.DataArray] | None = None,
+    dask_scheduler: str | None = None,
+    tile: int = 256,
+) -> ScoreResult:
+    """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`.
+
+    With `observations`, a hazard whose observed quantity is there is also judged on the observed-and-
+    continuing branch, and the two branches are combined cell by cell (the stronger wins). With
+    `dask_scheduler` the forecast branch is computed tile by tile on that cluster (identical results)."""
+    started = time.perf_counter()
+    summary = run.summary()
+    summary["risk_database_version"] = db.version_id
+    hazard_info: dict[str, Any] = {}
+    level_grids: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    proposals: list[Proposal] = []
+    evaluated: set[str] = set()
+    tiled = (
+        evaluate_all_tiled(
+            run.data,
+            criteria,
+            reference_time=run.reference_time,
+            hazards=hazards,
+            tile=tile,
+            scheduler=dask_scheduler,
+        )
+        if dask_scheduler
+        else None
+    )
+    for hazard in hazards:
+        available = {q: run.data[q] for q in HAZARD_INPUTS[hazard] if q in run.data}
+        if not available:
+            hazard_info[hazard] = {"evaluated": False, "reason": "no suitable variable in the run"}
+            continue
+        try:
+            if tiled is None:
+                result = evaluate(hazard, available, criteria, reference_time=run.reference_time)
+            elif hazard in tiled:
+                result = tiled[hazard]
+            else:  # the tiled path leaves out hazards without usable inputs; say why as the local path does
+                result = evaluate(
+                    hazard,
+                    {q: da.isel(lat=[0], lon=[0]) for q, da in available.items()},
+                    criteria,
+                    reference_time=run.reference_time,
+                )
+        except MissingInputError as e:  # e.g. visibility without any wind: the other hazards still count
+            hazard_info[hazard] = {"evaluated": False, "reason": " ".join(str(e).split())}
+            continue
+        observed = {q: observations[q] for q in HAZARD_INPUTS[hazard] if observations and q in observations}
+        observed_note = None
+        if observed and not result.suppressed:
+            try:
+                obs = evaluate(
+                    hazard, available, criteria, reference_time=run.reference_time, observations=observed
+                )
+                result = combine_branches(result, obs)
+            except MissingInputError as e:  # observations of the wrong kind: the forecast branch stands
+                observed_note = " ".join(str(e).split())
+        hazard_info[hazard] = {
+            "evaluated": True,
+            "suppressed": result.suppressed,
+            "branch": result.branch,
+            "variable": result.evidence.get("variable"),
+            **({"observations_unused": observed_note} if observed_note else {}),
+        }
+        if result.suppressed:
+            continue
+        evaluated.add(hazard)
+        reached = np.nan_to_num(result.probability.values) >= rules.min_probability
+        level_grids[hazard] = (tuple(result.levels), reached.sum(axis=0).astype(np.int8))
+        proposals.extend(
+            propose(
+                result,
+                db,
+                rules,
+                run={"content_sha256": run.content_sha256, "reference_time": summary["reference_time"]},
+            )
+        )
+    # only hazards this run could judge may cancel a live warning
+    in_scope = [w for w in live if w.hazard in evaluated]
+    proposals = diff_against_live(proposals, in_scope)
+    summary["hazards"] = hazard_info
+    summary["scoring_seconds"] = round(time.perf_counter() - started, 3)
+    return ScoreResult(run=summary, proposals=proposals, level_grids=level_grids)
+
+
+def score_files(
+    paths: Sequence[str | Path],
+    db: RiskDatabase,
+    criteria: Criteria,
+    rules: InclusionRules,
+    live: Iterable[LiveWarning] = (),
+    observation_paths: Sequence[str | Path] = (),
+    dask_scheduler: str | None = None,
+    tile: int = 256,
+) -> ScoreResult:
+    """Read and score in one call: the unit of work sent to a worker process by the service."""
+    started = time.perf_counter()
+    observations = read_observations(observation_paths, db.grid) if observation_paths else None
+    result = score_run(
+        read_run(paths, db.grid),
+        db,
+        criteria,
+        rules,
+        live,
+        observations=observations,
+        dask_scheduler=dask_scheduler,
+        tile=tile,
+    )
+    result.run["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+async def live_warnings(conn: asyncpg.Connection) -> list[LiveWarning]:
+    """Warnings in force now."""
+    rows = await conn.fetch(
+        """SELECT id, hazard, level, areas, onset, expires FROM svc.warning
+           WHERE status IN ('issued', 'updated') AND expires > now()"""
+    )
+    return [
+        LiveWarning(
+            r["id"],
+            r["hazard"],
+            r["level"],
+            frozenset(a.strip() for a in r["areas"]),
+            r["onset"],
+            r["expires"],
+        )
+        for r in rows
+    ]
+
+
+async def store_result(conn: asyncpg.Connection, result: dict[str, Any]) -> tuple[int, list[int], bool]:
+    """Store a scored run (`ScoreResult.to_json()`) and its proposals in one transaction; earlier open
+    proposals of the hazards it evaluated are superseded. Returns (run id, proposal ids, whether the run was
+    new): a re-delivered run (same file contents) is stored once."""
+    run = result["run"]
+    async with conn.transaction():
+        run_id = await conn.fetchval(
+            """INSERT INTO svc.forecast_run (content_sha256, files, reference_time, scored_at, members, quantities,
+                                             source, risk_version, summary)
+               VALUES ($1, $2::jsonb, $3::timestamptz, now(), $4, $5, $6, $7, $8::jsonb)
+               ON CONFLICT (content_sha256) DO NOTHING RETURNING id""",
+            run["content_sha256"],
+            json.dumps(run["files"]),
+            datetime.fromisoformat(run["reference_time"]),
+            run["members"],
+            list(run["quantities"]),
+            run["source"],
+            run["risk_database_version"],
+            json.dumps(run, ensure_ascii=False),
+        )
+        if run_id is None:
+            existing = await conn.fetchval(
+                "SELECT id FROM svc.forecast_run WHERE content_sha256 = $1", run["content_sha256"]
+            )
+            rows = await conn.fetch("SELECT id FROM svc.proposal WHERE run_id = $1 ORDER BY id", existing)
+            return existing, [r["id"] for r in rows], False
+        hazards = sorted(h for h, info in run["hazards"].items() if info.get("evaluated"))
+        await conn.execute(
+            "UPDATE svc.proposal SET status = 'superseded' WHERE status = 'open' AND hazard = ANY($1::text[])",
+            hazards,
+        )
+        ids = []
+        for p in result["proposals"]:
+            ids.append(
+                await conn.fetchval(
+                    """INSERT INTO svc.proposal (run_id, hazard, level, action, replaces, areas, onset, expires,
+                                                 probability, exposed_population, document)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) RETURNING id""",
+                    run_id,
+                    p["hazard"],
+                    p["level"],
+                    p["action"],
+                    p["replaces"],
+                    p["areas"],
+                    datetime.fromisoformat(p["onset"]),
+                    datetime.fromisoformat(p["expires"]),
+                    p["probability"],
+                    p["exposed_population"],
+                    json.dumps(p, ensure_ascii=False),
+                )
+            )
+        event = {"kind": "run", "id": run_id, "action": "scored", "proposals": ids, "hazards": hazards}
+        await notify(conn, event)
+    return run_id, ids, True
+
+
+def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
+    """Move a rejected file aside with a one-line `.reason` file next to it; never overwrite an earlier one."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = quarantine_dir / f"{stamp}_{path.name}"
+    n = 1
+    while target.exists():
+        target = quarantine_dir / f"{stamp}_{n}_{path.name}"
+        n += 1
+    shutil.move(str(path), target)
+    target.with_name(target.name + ".reason").write_text(reason.replace("\n", " ") + "\n", "utf-8")
+    log.warning("forecast file quarantined", extra={"file": path.name, "reason": reason})
+    return target

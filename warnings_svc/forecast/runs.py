@@ -1,0 +1,293 @@
+"""Scoring forecast runs inside the service: a worker process pool off the event loop, an inbox folder
+watched for new files (rejects quarantined with a reason), and storage of runs and proposals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import re
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from risk_zoning.errors import RiskZoningError
+from risk_zoning.store import RiskDatabase, load_version
+from warnings_svc.forecast.criteria import Criteria, load_criteria
+from warnings_svc.forecast.hazards import HazardError
+from warnings_svc.forecast.ingest import live_warnings, quarantine, score_files, store_result
+from warnings_svc.forecast.scoring import InclusionRules, LiveWarning
+from warnings_svc.forecast.tiled import SchedulerError
+from warnings_svc.settings import ScoringSettings
+
+log = logging.getLogger(__name__)
+
+
+def inclusion_rules(s: ScoringSettings) -> InclusionRules:
+    """The scoring rules of the settings."""
+    return InclusionRules(
+        area_level=s.area_level,
+        min_probability=s.min_probability,
+        min_fraction_exposed=s.min_fraction_exposed,
+        min_exposed_population=s.min_exposed_population,
+        max_vertices=s.max_vertices,
+        min_polygon_area_km2=s.min_polygon_area_km2,
+        expiry_margin_h=s.expiry_margin_h,
+    )
+
+
+class RejectedRun(Exception):
+    """A forecast run that cannot be used; `str()` is one line naming the file and the problem."""
+
+
+class ScoringUnavailable(Exception):
+    """The scoring workers are gone (a worker crashed); the run was not judged and may be retried."""
+
+
+# --- worker process side: module-level functions, so they pickle ---------------------------------------
+
+_worker_risk: dict[tuple[str, int], RiskDatabase] = {}
+
+
+def _worker_load(url: str, version_id: int) -> RiskDatabase:
+    """The risk database version, loaded once per worker process."""
+    key = (url, version_id)
+    if key not in _worker_risk:
+
+        async def load() -> RiskDatabase:
+            conn = await asyncpg.connect(url)
+            try:
+                return await load_version(conn, version_id)
+            finally:
+                await conn.close()
+
+        _worker_risk.clear()  # keep one version per worker
+        _worker_risk[key] = asyncio.run(load())
+    return _worker_risk[key]
+
+
+def score_in_worker(
+    paths: list[str],
+    url: str,
+    version_id: int,
+    criteria: Criteria,
+    rules: dict[str, Any],
+    live: list[LiveWarning],
+    dask_scheduler: str | None = None,
+    tile: int = 256,
+) -> dict[str, Any]:
+    """Read, evaluate and score one run in a worker process; returns `ScoreResult.to_json()`.
+
+    Problems with the input come back as `RejectedRun` with one line, never a traceback.
+    """
+    try:
+        db = _worker_load(url, version_id)
+        return score_files(
+            paths, db, criteria, InclusionRules(**rules), live, dask_scheduler=dask_scheduler, tile=tile
+        ).to_json()
+    except SchedulerError as e:  # the cluster, not the run: leave the run for a retry
+        raise ScoringUnavailable(" ".join(str(e).split())) from None
+    except (RiskZoningError, HazardError, ValueError) as e:
+        raise RejectedRun(" ".join(str(e).split())) from None
+
+
+# --- service side --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    run_id: int
+    proposal_ids: list[int]
+    new: bool
+    result: dict[str, Any]
+
+
+def _new_executor(workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: the parent holds an event loop, asyncpg sockets and threads
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+class RunScorer:
+    """Scores runs in worker processes and stores them; one per service.
+
+    The criteria are loaded once here, so a broken criteria file stops the service at start-up (one line,
+    exit status 2) instead of being blamed on every forecast.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, database_url: str, settings: ScoringSettings) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.settings = settings
+        self.criteria = load_criteria(settings.criteria_file)
+        self.rules = inclusion_rules(settings)
+        self._executor = _new_executor(settings.workers)
+
+    async def ingest(self, paths: list[Path], region: str) -> IngestOutcome:
+        """Score `paths` as one run against the current risk database and store run and proposals."""
+        async with self.pool.acquire() as conn:
+            version = await conn.fetchval(
+                "SELECT version_id FROM risk.current_version WHERE region = $1", region
+            )
+            if version is None:
+                raise ScoringUnavailable(f"no risk database for region {region!r} yet")
+            live = await live_warnings(conn)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self._executor,
+                score_in_worker,
+                [str(p) for p in paths],
+                self.database_url,
+                version,
+                self.criteria,
+                asdict(self.rules),
+                live,
+                self.settings.dask_scheduler,
+                self.settings.tile,
+            )
+        except BrokenProcessPool as e:
+            # a worker died (out of memory, a crashing library on a hostile file): start fresh workers and
+            # let the caller retry rather than blame the run
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = _new_executor(self.settings.workers)
+            raise ScoringUnavailable("a scoring worker stopped unexpectedly; try again") from e
+        async with self.pool.acquire() as conn:
+            run_id, ids, new = await store_result(conn, result)
+        log.info(
+            "forecast run scored",
+            extra={
+                "run_id": run_id,
+                "proposals": len(ids),
+                "new": new,
+                "files": ",".join(p.name for p in paths),
+            },
+        )
+        return IngestOutcome(run_id, ids, new, result)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Inbox:
+    """A folder where forecast files are dropped: each file (or each sub-folder, for a run split over several
+    files) is scored once it has settled, then archived; rejects go to `quarantine/` with a reason.
+
+    An entry has settled when its size did not change since the last look and nothing in it was modified
+    for `settle_seconds`. Producers of multi-file runs should still write the folder elsewhere (or under a
+    name starting with a dot, which is ignored) and rename it into the inbox in one step.
+    """
+
+    def __init__(self, root: Path, settle_seconds: float = 10.0) -> None:
+        self.inbox = root / "inbox"
+        self.archive = root / "archive"
+        self.quarantine = root / "quarantine"
+        self.settle_seconds = settle_seconds
+        for d in (self.inbox, self.archive, self.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[Path, int] = {}
+
+    @staticmethod
+    def _footprint(entry: Path) -> tuple[int, float]:
+        """Total size and newest modification time; entries that vanish or dangle count as empty."""
+        files = [f for f in entry.rglob("*") if f.is_file()] if entry.is_dir() else [entry]
+        size, newest = 0, 0.0
+        for f in files:
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            size, newest = size + st.st_size, max(newest, st.st_mtime)
+        return size, newest
+
+    def ready(self) -> list[Path]:
+        """Entries that have settled (see the class docstring)."""
+        out, seen = [], {}
+        now = time.time()
+        for entry in sorted(self.inbox.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            size, newest = self._footprint(entry)
+            seen[entry] = size
+            if self._sizes.get(entry) == size and now - newest >= self.settle_seconds:
+                out.append(entry)
+        self._sizes = seen
+        return out
+
+    @staticmethod
+    def files_of(entry: Path) -> list[Path]:
+        if entry.is_dir():
+            return sorted(f for f in entry.iterdir() if f.is_file() and not f.name.startswith("."))
+        return [entry]
+
+    def done(self, entry: Path) -> Path:
+        """Archive under a time-stamped name, so a corrected re-issue never replaces the original."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.archive / f"{stamp}_{entry.name}"
+        shutil.move(str(entry), target)
+        self._sizes.pop(entry, None)
+        return target
+
+    def reject(self, entry: Path, reason: str) -> Path:
+        self._sizes.pop(entry, None)
+        return quarantine(entry, self.quarantine, reason)
+
+
+async def watch_inbox(
+    inbox: Inbox, scorer: RunScorer, region: str, poll_seconds: float, on_run: Any = None
+) -> None:
+    """Poll the inbox forever; nothing one entry does can stop the loop."""
+    while True:
+        try:
+            await _poll_once(inbox, scorer, region, on_run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the boundary of a background loop: record and carry on
+            log.exception("inbox poll failed")
+        await asyncio.sleep(poll_seconds)
+
+
+async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) -> None:
+    for entry in inbox.ready():
+        try:
+            files = inbox.files_of(entry)
+            if not files:
+                raise RejectedRun(f"{entry.name}: empty folder")
+            outcome = await scorer.ingest(files, region)
+            inbox.done(entry)
+            if on_run is not None:
+                on_run(outcome)
+        except RejectedRun as e:
+            inbox.reject(entry, str(e))
+        except ScoringUnavailable as e:
+            log.warning("inbox entry left for a retry", extra={"entry": entry.name, "reason": str(e)})
+        except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
+            raise  # the database or the disk, not the file: the entry stays for the next poll
+        except Exception:  # an unforeseen failure on this entry: keep it aside, carry on with the rest
+            log.exception("inbox entry failed", extra={"entry": entry.name})
+            inbox.reject(entry, "internal error while scoring; see the service log")
+
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_upload_folder(root: Path) -> Path:
+    """A fresh folder under `root/uploads` for one upload's files (the caller removes it)."""
+    uploads = root / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=uploads))
+
+
+def upload_path(folder: Path, index: int, name: str) -> Path:
+    """Where the `index`-th uploaded file goes in `folder`. Names are reduced to safe characters and
+    numbered, so parts can neither escape the folder nor overwrite each other; the original name stays
+    recognisable in messages."""
+    safe = SAFE_NAME.sub("_", Path(name).name).strip("._") or "forecast.nc"
+    return folder / f"{index:02d}_{safe}"

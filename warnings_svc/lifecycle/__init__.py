@@ -1,0 +1,1 @@
+"""The warning lifecycle: states and their transitions, the store, the tamper-evident audit log."""

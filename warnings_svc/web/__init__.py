@@ -1,0 +1,1 @@
+"""The web side: the app factory and middleware, accounts and sessions, live events."""

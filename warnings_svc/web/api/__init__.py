@@ -1,0 +1,1 @@
+"""The JSON API: public alerts and feeds, warnings for forecasters."""

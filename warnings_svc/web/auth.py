@@ -1,0 +1,393 @@
+"""Who is asking (bearer tokens, console sessions), CSRF checks, and the console's login and logout.
+
+`authenticate` (a middleware, inside `answer_problems`) sets `USER`, `SCOPES` and `CSRF` on each request;
+handlers call `require_user` with the roles (and scope) they need. Decisions where the issue is silent:
+
+- A request with an `Authorization: Bearer` header is judged by the token alone; a token that is unknown,
+  revoked or whose user is disabled is a 401 even on public routes, so a client learns at once. Bearer
+  requests skip CSRF (browsers never add that header by themselves).
+- Session cookie: HttpOnly, SameSite=Strict, Path=/, Secure over https (or when `warnings.public_url` is
+  https, i.e. behind a TLS proxy); no Max-Age, so it ends with the browser (shared office machines) while
+  the server ends it after 12 h or 2 h idle.
+- Unsafe requests (POST, PUT, PATCH, DELETE) without a bearer token are refused when they come from another
+  site: `Sec-Fetch-Site: cross-site`, or an `Origin` (including ``null``) whose host is neither this request's
+  `Host` nor that of `warnings.public_url`. With a session cookie they must also carry the session's CSRF
+  token: the `X-CSRF-Token` header, or the form field `csrf_token` of a urlencoded form (multipart bodies,
+  i.e. uploads, must use the header: reading the body here would consume it).
+- The login form takes `next` only when it is a local path (`safe_next`); anything else goes to /console/.
+- Failed logins answer 401 and the rate limit 429 with `Retry-After`, both re-showing the form.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from warnings_svc.lifecycle.transitions import Role
+from warnings_svc.web.accounts import (
+    SCOPES as ALL_SCOPES,
+)
+from warnings_svc.web.accounts import (
+    LoginFailed,
+    RateLimited,
+    User,
+    authenticate_token,
+    end_session,
+    find_session,
+    login,
+)
+from warnings_svc.web.appkeys import POOL, SETTINGS, TEMPLATES
+from warnings_svc.web.client_address import client_address
+
+log = logging.getLogger(__name__)
+
+USER = web.RequestKey[User | None]("user")
+SCOPES = web.RequestKey[frozenset[str]]("scopes")
+CSRF = web.RequestKey[str | None]("csrf")  # the session's CSRF token, for forms to carry; None without one
+
+SESSION_COOKIE = "wsvc_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+DEFAULT_NEXT = "/console/"
+LOGIN_PATH = "/console/login"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+REALM = "warnings-svc"
+MAX_NEXT_CHARS = 2000
+# Routes that never need to know who asks: no session lookup for every stylesheet or probe.
+_ANONYMOUS_ROUTES = frozenset({"static", "healthz", "readyz", "metrics"})
+# Unsafe routes that need no CSRF token (the origin check still applies): a stale login form in a second tab
+# must still work after logging in elsewhere, and logging in replaces the session anyway.
+_NO_CSRF_TOKEN_ROUTES = frozenset({"login_submit"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class AuthError(Exception):
+    """The request may not do this as it stands; `problem_headers` go onto the answer."""
+
+    problem_headers: Mapping[str, str] = {}
+
+
+class Unauthenticated(AuthError):
+    """Nobody is logged in (or the bearer token is no good): 401 with a Bearer challenge."""
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        challenge = f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid_token else "")
+        self.problem_headers = {"WWW-Authenticate": challenge}
+        super().__init__(detail)
+
+
+class Forbidden(AuthError):
+    """Logged in, but this role or token scope may not do this: 403."""
+
+    def __init__(self, detail: str, *, missing_scope: str | None = None) -> None:
+        if missing_scope is not None:  # RFC 6750 section 3.1
+            self.problem_headers = {
+                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", '
+                f'scope="{missing_scope}"'
+            }
+        super().__init__(detail)
+
+
+class CsrfRejected(Forbidden):
+    """An unsafe request from another site, or without the session's CSRF token: 403."""
+
+
+# ---------------------------------------------------------------------------------------------- middleware
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Set `USER`, `SCOPES` and `CSRF` from a bearer token or the session cookie; refuse forged requests."""
+    request[USER] = None
+    request[SCOPES] = frozenset()
+    request[CSRF] = None
+    resource = request.match_info.route.resource
+    if resource is not None and resource.name in _ANONYMOUS_ROUTES:
+        return await handler(request)
+    unsafe = request.method not in SAFE_METHODS
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        async with request.app[POOL].acquire() as conn:
+            found = await authenticate_token(conn, credentials.strip())
+        if found is None:
+            raise Unauthenticated(
+                "the bearer token is unknown or revoked, or its user is disabled", invalid_token=True
+            )
+        request[USER], request[SCOPES] = found
+        return await handler(request)
+    if unsafe:
+        _refuse_cross_site(request)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        async with request.app[POOL].acquire() as conn:
+            session = await find_session(conn, session_id)
+        if session is not None:
+            request[USER] = session.user
+            request[SCOPES] = ALL_SCOPES
+            request[CSRF] = session.csrf
+            if unsafe and (resource is None or resource.name not in _NO_CSRF_TOKEN_ROUTES):
+                await _check_csrf(request, session.csrf)
+    return await handler(request)
+
+
+def _refuse_cross_site(request: web.Request) -> None:
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise CsrfRejected("cross-site requests may not change anything")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return  # not a browser, or an old one; SameSite=Strict and the CSRF token still hold
+    allowed = {request.host.lower()}
+    public_url = request.app[SETTINGS].warnings.public_url
+    if public_url:
+        allowed.add(urlsplit(public_url).netloc.lower())
+    if urlsplit(origin).netloc.lower() not in allowed:  # "null" has no netloc
+        raise CsrfRejected(f"requests from origin {origin[:100]!r} may not change anything here")
+
+
+async def _check_csrf(request: web.Request, expected: str) -> None:
+    offered: object = request.headers.get(CSRF_HEADER)
+    if offered is None and request.content_type == "application/x-www-form-urlencoded":
+        offered = (await request.post()).get(CSRF_FIELD)  # cached: the handler reads the same form
+    if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), expected.encode()):
+        raise CsrfRejected(
+            f"missing or wrong CSRF token (send the {CSRF_HEADER} header or a {CSRF_FIELD} field)"
+        )
+
+
+def require_user(request: web.Request, *roles: Role, scope: str = "write") -> User:
+    """The user making the request, who must hold one of `roles` (any role when none are given) and `scope`.
+
+    `Unauthenticated` (401) when nobody is logged in; `Forbidden` (403) for a wrong role or missing scope.
+    """
+    user = request.get(USER)
+    if user is None:
+        raise Unauthenticated("log in, or send an Authorization: Bearer token")
+    if scope not in request.get(SCOPES, frozenset()):
+        raise Forbidden(f"this token lacks the {scope!r} scope", missing_scope=scope)
+    if roles and user.role not in roles:
+        raise Forbidden(
+            f"role {user.role.value!r} may not do this; it needs {' or '.join(r.value for r in roles)}"
+        )
+    return user
+
+
+def login_location(request: web.Request) -> str:
+    """Where to send a browser that must log in first, coming back to this page afterwards."""
+    return f"{LOGIN_PATH}?next={quote(request.path_qs, safe='/')}"
+
+
+def safe_next(value: object) -> str:
+    """`value` when it is a path on this site (no scheme, host or backslash tricks), else `DEFAULT_NEXT`.
+
+    >>> safe_next("/console/warnings/7?lang=en"), safe_next("//evil.example/"), safe_next("https://x/")
+    ('/console/warnings/7?lang=en', '/console/', '/console/')
+    """
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > MAX_NEXT_CHARS:
+        return DEFAULT_NEXT
+    if (
+        value.startswith("//")
+        or "\\" in value
+        or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    ):
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else DEFAULT_NEXT
+
+
+# ---------------------------------------------------------------------------------------------- pages
+
+LANGUAGES: tuple[str, ...] = ("zh", "en")  # of the pages (the messages have their own: texts.LANGUAGES)
+TEXTS: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "登录",
+        "heading": "气象灾害预警 · 控制台登录",
+        "name": "用户名",
+        "password": "密码",
+        "submit": "登录",
+        "failed": "用户名或密码错误。",
+        "limited": "登录失败次数过多，请 {minutes} 分钟后再试。",
+        "other": "English",
+    },
+    "en": {
+        "title": "Sign in",
+        "heading": "Weather warnings · console sign-in",
+        "name": "User name",
+        "password": "Password",
+        "submit": "Sign in",
+        "failed": "Wrong user name or password.",
+        "limited": "Too many failed sign-ins; try again in {minutes} min.",
+        "other": "中文",
+    },
+}
+
+
+def _lang(value: object) -> str:
+    return value if isinstance(value, str) and value in LANGUAGES else "zh"
+
+
+def _secure(request: web.Request) -> bool:
+    public_url = request.app[SETTINGS].warnings.public_url
+    return request.secure or bool(public_url and public_url.startswith("https://"))
+
+
+def _login_page(
+    request: web.Request,
+    lang: str,
+    next_path: str,
+    *,
+    name: str = "",
+    error: str = "",
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    other = "en" if lang == "zh" else "zh"
+    switch = f"{LOGIN_PATH}?lang={other}" + (
+        f"&next={quote(next_path, safe='/')}" if next_path != DEFAULT_NEXT else ""
+    )
+    html = (
+        request.app[TEMPLATES]
+        .get_template("login.html")
+        .render(lang=lang, t=TEXTS[lang], next=next_path, name=name, error=error, switch_url=switch)
+    )
+    response = web.Response(status=status, text=html, content_type="text/html", headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """GET /console/login: the form (zh-CN, ?lang=en); someone already logged in goes on to `next`."""
+    next_path = safe_next(request.query.get("next"))
+    if request[USER] is not None:
+        return web.Response(status=303, headers={"Location": next_path})
+    return _login_page(request, _lang(request.query.get("lang")), next_path)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    """POST /console/login: check the password, start a session, set its cookie and go on to `next`."""
+    form = await request.post()
+    lang = _lang(form.get("lang", request.query.get("lang")))
+    next_path = safe_next(form.get("next", request.query.get("next")))
+    name, password = form.get("name"), form.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        return _login_page(request, lang, next_path, error=TEXTS[lang]["failed"], status=400)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            client = client_address(
+                request.remote, request.headers.get("X-Forwarded-For"), request.app[SETTINGS].trusted_proxies
+            )
+            session_id, session = await login(conn, name, password, remote_address=client)
+            if previous := request.cookies.get(SESSION_COOKIE):
+                await end_session(conn, previous)  # a new id at every login: no session fixation
+    except RateLimited as e:
+        minutes = -(-e.retry_after // 60)
+        error = TEXTS[lang]["limited"].format(minutes=minutes)
+        return _login_page(
+            request, lang, next_path, name=name, error=error, status=429, headers=e.problem_headers
+        )
+    except LoginFailed:
+        challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
+        return _login_page(
+            request, lang, next_path, name=name, error=TEXTS[lang]["failed"], status=401, headers=challenge
+        )
+    response = web.Response(status=303, headers={"Location": next_path, "Cache-Control": "no-store"})
+    response.set_cookie(
+        SESSION_COOKIE, session_id, path="/", httponly=True, samesite="Strict", secure=_secure(request)
+    )
+    log.info("console login", extra={"user": session.user.name})
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """POST /console/logout: end the session (CSRF-checked like any unsafe request), forget the cookie."""
+    if session_id := request.cookies.get(SESSION_COOKIE):
+        async with request.app[POOL].acquire() as conn:
+            await end_session(conn, session_id)
+    lang = _lang(request.query.get("lang"))
+    location = LOGIN_PATH + (f"?lang={lang}" if lang != "zh" else "")
+    response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def setup_auth(app: web.Application) -> None:
+    """Add the login and logout routes (the `authenticate` middleware is in `create_app`'s list)."""
+    app.router.add_get(LOGIN_PATH, login_form, name="login")
+    app.router.add_post(LOGIN_PATH, login_submit, name="login_submit")
+    app.router.add_post("/console/logout", logout, name="logout")
+
+
+# ---------------------------------------------------------------------------------------------- OpenAPI
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_LANG = {
+    "name": "lang",
+    "in": "query",
+    "schema": {"type": "string", "enum": list(LANGUAGES), "default": "zh"},
+}
+_NEXT = {"name": "next", "in": "query", "schema": {"type": "string", "default": DEFAULT_NEXT}}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    LOGIN_PATH: {
+        "get": {
+            "summary": "Console login form (HTML; Chinese, English with ?lang=en)",
+            "parameters": [_LANG, _NEXT],
+            "responses": {
+                "200": {"description": "The form", "content": _HTML},
+                "303": {"description": "Already logged in: on to `next`"},
+            },
+        },
+        "post": {
+            "summary": "Log in with name and password: sets the session cookie, goes on to `next` (a local path)",
+            "requestBody": {
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["name", "password"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "password": {"type": "string", "format": "password"},
+                                "next": {"type": "string"},
+                                "lang": {"type": "string", "enum": list(LANGUAGES)},
+                            },
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "303": {"description": "Logged in: session cookie set, on to `next`"},
+                "400": {"description": "Name or password missing: the form again", "content": _HTML},
+                "401": {"description": "Wrong name or password: the form again", "content": _HTML},
+                "403": {"$ref": "#/components/responses/Problem"},
+                "429": {
+                    "description": "Too many failed logins (Retry-After): the form again",
+                    "content": _HTML,
+                },
+            },
+        },
+    },
+    "/console/logout": {
+        "post": {
+            "summary": "End the console session (with its CSRF token: csrf_token field or X-CSRF-Token)",
+            "parameters": [_LANG],
+            "responses": {
+                "303": {"description": "Logged out: on to the login form"},
+                "403": {"$ref": "#/components/responses/Problem"},
+            },
+        }
+    },
+}
+
+OPENAPI_SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `warnings-svc user token`"},
+    "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": "Console login"},
+}

@@ -84,9 +84,9 @@ from tests.factories_dispatch import (  # noqa: E402
     write_dispatch_config,
 )
 from tests.peers.smsc_fixture import SmscPeer, SmscPeerError, start_smsc  # noqa: E402
-from warnings_svc.lifecycle import store as ws  # noqa: E402
 from warnings_svc.dissemination.dispatcher import sms_endpoint, tune_collector  # noqa: E402
 from warnings_svc.documents.texts import sms_segments  # noqa: E402
+from warnings_svc.lifecycle import store as ws  # noqa: E402
 from warnings_svc.lifecycle.transitions import Action  # noqa: E402
 from warnings_svc.settings import DispatchSettings, Settings, SmsEndpointSettings  # noqa: E402
 

@@ -48,12 +48,12 @@ from machine_facts import CpuClock, cpu_and_memory, postgres_pid  # noqa: E402  
 
 from channels.base import Receipt, ReceiptState, SendOutcome, SendResult  # noqa: E402
 from risk_zoning.io.database import DatabaseError, EmbeddedPostgres  # noqa: E402
+from risk_zoning.store import region_units  # noqa: E402
 from tests.factories_db import fresh_database  # noqa: E402
 from tests.factories_dispatch import add_recipients, expand_all, issue  # noqa: E402
 from warnings_svc.dissemination import outbox  # noqa: E402
 from warnings_svc.dissemination.dispatcher import tune_collector  # noqa: E402
 from warnings_svc.dissemination.expansion import Taker, expand_next  # noqa: E402
-from warnings_svc.lifecycle.store import region_units  # noqa: E402
 
 ENDPOINT = "smsc"
 CLAIM_BATCH = 1000

@@ -31,7 +31,7 @@ from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
-from warnings_svc.web.app import openapi_document
+from warnings_svc.web.openapi import openapi_document
 
 DEMO_START_SECONDS = 600  # first start: initdb plus the Wuhai build
 STOP_SECONDS = 30

@@ -6,11 +6,16 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
+from warnings_svc.forecast.runs import RunScorer
 from warnings_svc.settings import Settings
 from warnings_svc.web.metrics import ServiceMetrics
+from warnings_svc.web.risk_database import CurrentRiskDatabase, RiskMapCache
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 REQUEST_ID = web.RequestKey("request_id", str)
+RISK_DATABASE = web.AppKey("risk_database", CurrentRiskDatabase)
+RISK_MAPS = web.AppKey("risk_maps", RiskMapCache)
+RUN_SCORER = web.AppKey("run_scorer", RunScorer)

@@ -45,6 +45,7 @@ from risk_zoning.io.tomlfile import read_toml
 from risk_zoning.store import UnitRecord, current_version, load_version
 from risk_zoning.unit_tree import ancestors, geocode_ancestors, tree_order
 from warnings_svc.documents.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
+from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.forecast.scoring import ACTION_NAMES
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import PERMISSIONS, Action, WarningStatus, second_person_levels
@@ -863,10 +864,7 @@ async def console_warning(request: web.Request) -> web.Response:
         )
         proposal = None
         if latest.content.proposal_id is not None:
-            raw = await conn.fetchval(
-                "SELECT document FROM svc.proposal WHERE id = $1", latest.content.proposal_id
-            )
-            proposal = None if raw is None else json.loads(raw)
+            proposal = await proposal_document(conn, latest.content.proposal_id)
     s = latest.state
     units = view.units
 

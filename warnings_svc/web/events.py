@@ -224,7 +224,7 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the loop's boundary: the database may be starting or restarting
-                log.warning("event listener cannot connect; retrying", extra={"reason": _one_line(e)})
+                log.warning("event listener cannot connect; retrying", extra={"reason": one_line(e)})
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECONNECT_MAX_SECONDS)
                 continue
@@ -242,7 +242,7 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("event listener failed; reconnecting", extra={"reason": _one_line(e)})
+                log.warning("event listener failed; reconnecting", extra={"reason": one_line(e)})
             finally:
                 self._listening.clear()
                 await self._let_go(conn)
@@ -271,7 +271,7 @@ class EventHub:
             conn.terminate()
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from risk_zoning.store import region_units
 from warnings_svc.dissemination import outbox
+from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
 from warnings_svc.vocabulary import HAZARD_LEVELS
@@ -181,10 +182,7 @@ async def preview_warning(request: web.Request) -> web.Response:
             units = await region_units(conn, ctx.region)
             document = None
             if latest.content.proposal_id is not None:
-                raw = await conn.fetchval(
-                    "SELECT document FROM svc.proposal WHERE id = $1", latest.content.proposal_id
-                )
-                document = None if raw is None else json.loads(raw)
+                document = await proposal_document(conn, latest.content.proposal_id)
     texts = await asyncio.get_running_loop().run_in_executor(
         None, lambda: store.preview(ctx, latest, units, now=_now())
     )

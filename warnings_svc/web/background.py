@@ -1,0 +1,90 @@
+"""The web process's background work, started and stopped with the app in one place: the risk map renderer,
+the risk database watcher, forecast run scoring and the embedded dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from aiohttp import web
+
+from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings
+from warnings_svc.dissemination.metrics import DispatchMetrics
+from warnings_svc.forecast.runs import (
+    Inbox,
+    RunScorer,
+    watch_inbox,
+)
+from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, RISK_MAPS, RUN_SCORER, SETTINGS
+from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
+
+log = logging.getLogger(__name__)
+
+
+async def _risk_map_renderer(app: web.Application) -> AsyncIterator[None]:
+    # One thread: matplotlib's rcParams (each render's font context) are process-wide, and the cache makes
+    # each map a one-off anyway.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="risk-map")
+    app[RISK_MAPS] = RiskMapCache(executor)
+    yield
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    scorer = RunScorer(app[POOL], database_url, settings.scoring)
+    app[RUN_SCORER] = scorer
+    inbox = Inbox(settings.data_dir, settle_seconds=2 * settings.scoring.inbox_poll_seconds)
+    task = asyncio.create_task(
+        watch_inbox(inbox, scorer, settings.region, settings.scoring.inbox_poll_seconds), name="watch-inbox"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    scorer.close()
+
+
+async def _run_dispatcher(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    """The embedded dispatcher: its metrics on the service's /metrics; stopped (batches in hand finished,
+    binds closed) with the app."""
+    settings = app[SETTINGS]
+    dispatcher = Dispatcher(
+        app[POOL],
+        database_url,
+        settings.dispatch,
+        endpoints_from_settings(settings.dispatch),
+        region=settings.region,
+        metrics=DispatchMetrics(app[METRICS].registry),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+    yield
+    stop.set()
+    await task
+
+
+async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(watch_risk_database(app[RISK_DATABASE]), name="watch-risk-database")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def add_background_tasks(app: web.Application, database_url: str | None) -> None:
+    """Every loop the web process runs besides answering requests, opened and closed with the app: the risk
+    map renderer and the risk database watcher always; with `database_url`, forecast run scoring (uploads
+    and the inbox) and, when configured embedded, the dispatcher."""
+    settings = app[SETTINGS]
+    app.cleanup_ctx.append(_risk_map_renderer)
+    app.cleanup_ctx.append(_risk_database_watcher)
+    if database_url is not None:
+        app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))
+    if database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:
+        app.cleanup_ctx.append(partial(_run_dispatcher, database_url=database_url))

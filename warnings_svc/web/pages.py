@@ -1,0 +1,238 @@
+"""The first page: open warning proposals, the region's risk maps and assessment units, provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
+from risk_zoning.store import LEVELS, RiskDatabase
+from risk_zoning.unit_tree import tree_order
+from warnings_svc.forecast.proposals import open_proposal_documents
+from warnings_svc.forecast.scoring import ACTION_NAMES
+from warnings_svc.vocabulary import LEVEL_NAMES as WARNING_LEVEL_NAMES
+from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
+from warnings_svc.web.auth import (
+    LANGUAGES,
+)
+
+log = logging.getLogger(__name__)
+
+
+def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -> list[dict[str, Any]]:
+    """Open proposals as the first page lists them."""
+    names = {u.code.strip(): (u.name, u.name_en) for u in db.units}
+    out = []
+    for row in rows:
+        doc = json.loads(row["document"])
+        out.append(
+            {
+                "id": row["id"],
+                "hazard": _hazard(doc["hazard"], lang),
+                "level": doc["level"],
+                "level_name": _text(WARNING_LEVEL_NAMES[doc["level"]], lang),
+                "action": _text(ACTION_NAMES[doc["action"]], lang),
+                "areas": [_text(names.get(a, (a, a)), lang).main for a in doc["areas"]],
+                "onset": datetime.fromisoformat(doc["onset"]).astimezone(BEIJING).strftime("%m-%d %H:%M"),
+                "expires": datetime.fromisoformat(doc["expires"]).astimezone(BEIJING).strftime("%m-%d %H:%M"),
+                "probability": round(100 * doc["probability"]),
+                "exposed": doc["exposed_population"],
+                "run": datetime.fromisoformat(row["reference_time"])
+                .astimezone(BEIJING)
+                .strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    return out
+
+
+async def index(request: web.Request) -> web.Response:
+    """The first page: open warning proposals, the region's risk maps, assessment units, totals, provenance."""
+    lang = request.query.get("lang", "zh")
+    if lang not in LANGUAGES:
+        lang = "zh"  # a person typed it; show the default page rather than an error
+    db = await request.app[RISK_DATABASE].get()
+    page = risk_page(db, lang)
+    async with request.app[POOL].acquire() as conn:
+        rows = await open_proposal_documents(conn)
+    page["proposals"] = proposal_rows(rows, db, lang)
+    html = request.app[TEMPLATES].get_template("index.html").render(page=page, L=page["labels"], lang=lang)
+    return web.Response(text=html, content_type="text/html")
+
+
+# ---------------------------------------------------------------------------------------------- first page
+
+# key -> (Chinese, English). The page shows one as the label and the other as its subtitle.
+LABELS: dict[str, tuple[str, str]] = {
+    "title": ("气象灾害风险区划", "Meteorological disaster risk zoning"),
+    "maps": ("风险区划图", "Risk maps"),
+    "proposals": ("预警建议（待审）", "Warning proposals (open)"),
+    "no_proposals": ("暂无待审预警建议", "No open proposals"),
+    "action": ("操作", "Action"),
+    "warning_level": ("预警级别", "Level"),
+    "areas": ("区域", "Areas"),
+    "valid": ("起止时间", "Onset - expires"),
+    "probability": ("概率", "Probability"),
+    "exposed": ("暴露人口", "Exposed people"),
+    "run": ("预报起报时间", "Forecast run"),
+    "units": ("评估单元", "Assessment units"),
+    "totals": ("合计", "Totals"),
+    "population_by_grade": ("各风险等级人口", "Population by risk grade"),
+    "provenance": ("数据来源与方法", "Provenance"),
+    "code": ("代码", "Code"),
+    "name": ("名称", "Name"),
+    "level": ("级别", "Level"),
+    "population": ("人口", "Population"),
+    "area": ("面积 (km²)", "Area (km²)"),
+    "boundary": ("边界", "Boundary"),
+    "count": ("单元数", "Units"),
+    "hazard": ("灾种", "Hazard"),
+    "version": ("版本", "Version"),
+    "built": ("生成时间", "Built"),
+    "risk_index": ("风险指数", "Risk index"),
+    "api": ("接口", "API"),
+    "synthetic": (
+        "演示数据：下列输入为合成数据，不可用于业务决策",
+        "Demo data: these inputs are synthetic, not for operational use",
+    ),
+}
+LEVEL_NAMES: dict[str, tuple[str, str]] = {
+    "city": ("市", "City"),
+    "district": ("区", "District"),
+    "town": ("乡镇街道", "Town"),
+}
+BOUNDARY_NAMES: dict[str, tuple[str, str]] = {
+    "official": ("官方", "official"),
+    "approximate": ("近似", "approximate"),
+}
+
+
+@dataclass(frozen=True)
+class Text:
+    """A label in the page's language with its subtitle in the other one."""
+
+    main: str
+    sub: str
+
+
+def _text(pair: tuple[str, str], lang: str) -> Text:
+    zh, en = pair
+    return Text(zh, en) if lang == "zh" else Text(en, zh)
+
+
+def _hazard(hazard: str, lang: str) -> Text:
+    return _text((HAZARD_NAMES["zh"][hazard], HAZARD_NAMES["en"][hazard]), lang)
+
+
+def _grade(grade: int, lang: str) -> Text:
+    return _text((GRADE_NAMES_ZH[grade], GRADE_NAMES_EN[grade]), lang)
+
+
+def risk_page(db: RiskDatabase, lang: str) -> dict[str, Any]:
+    """Everything the first page shows, as plain values (the template only lays them out)."""
+    region_en = str(db.config.get("region", {}).get("name_en") or db.region.title())
+    hazards = [{"key": h, "name": _hazard(h, lang)} for h in HAZARDS]
+    rows = []
+    for u in tree_order(db.units):
+        grades = []
+        for h in HAZARDS:
+            risk = db.unit_risk.get(h, {}).get(u.code)
+            grades.append(
+                None if risk is None else {"grade": risk[1], "name": _grade(risk[1], lang), "index": risk[0]}
+            )
+        rows.append(
+            {
+                "code": u.code.strip(),
+                "name": _text((u.name, u.name_en), lang),
+                "level": _text(LEVEL_NAMES.get(u.level, (u.level, u.level)), lang),
+                "level_key": u.level,
+                "population": u.population,
+                "area_km2": u.area_km2,
+                "boundary": u.boundary,
+                "boundary_name": _text(BOUNDARY_NAMES.get(u.boundary, (u.boundary, u.boundary)), lang),
+                "code_status": u.code_status,
+                "grades": grades,
+            }
+        )
+    totals = [
+        {
+            "level": _text(LEVEL_NAMES.get(level, (level, level)), lang),
+            "count": len(at_level),
+            "population": sum(u.population for u in at_level),
+            "area_km2": sum(u.area_km2 for u in at_level),
+        }
+        for level in LEVELS
+        if (at_level := [u for u in db.units if u.level == level])
+    ]
+    return {
+        "lang": lang,
+        "other_lang": "en" if lang == "zh" else "zh",
+        "labels": {key: _text(pair, lang) for key, pair in LABELS.items()},
+        "region": _text((db.region_name, region_en), lang),
+        "region_code": db.region_code,
+        "version_id": db.version_id,
+        "built": db.created_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M (UTC+08:00)"),
+        "hazards": hazards,
+        "grades": [{"grade": g, "name": _grade(g, lang)} for g in range(1, len(GRADE_NAMES_ZH))],
+        "rows": rows,
+        "totals": totals,
+        "population_by_grade": _population_by_grade(db, lang),
+        "provenance": provenance_items(db.provenance),
+        "synthetic": synthetic_inputs(db.provenance),
+    }
+
+
+def synthetic_inputs(provenance: dict[str, Any]) -> list[str]:
+    """Names of the inputs the provenance marks as synthetic (demo data, not for operational use)."""
+    return sorted(
+        key
+        for key, value in provenance.items()
+        if value == "synthetic"
+        or (isinstance(value, dict) and (value.get("synthetic") or value.get("source") == "synthetic"))
+    )
+
+
+def _population_by_grade(db: RiskDatabase, lang: str) -> list[dict[str, Any]]:
+    """Residents per risk grade and hazard, summed over the coarsest level (whose units cover the region)."""
+    top = next((level for level in LEVELS if any(u.level == level for u in db.units)), None)
+    codes = [u.code for u in db.units if u.level == top]
+    table = []
+    for h in HAZARDS:
+        by_unit = db.unit_population_by_grade.get(h, {})
+        sums = [sum(by_unit.get(code, [0] * 5)[g] for code in codes) for g in range(5)]
+        table.append({"name": _hazard(h, lang), "population": sums})
+    return table
+
+
+PROVENANCE_VALUE_CHARS = 1200
+
+
+def provenance_items(provenance: Any, prefix: str = "", depth: int = 2) -> list[tuple[str, str]]:
+    """(key path, short text) pairs for a provenance document of any shape, `depth` levels of keys at most.
+
+    >>> provenance_items({"population": {"source": "synthetic", "year": 2021}, "towns": "approximate"})
+    [('population › source', 'synthetic'), ('population › year', '2021'), ('towns', 'approximate')]
+    """
+    if isinstance(provenance, dict) and depth > 0:
+        items: list[tuple[str, str]] = []
+        for key, value in sorted(provenance.items()):
+            items.extend(provenance_items(value, f"{prefix} › {key}" if prefix else str(key), depth - 1))
+        return items
+    return [(prefix, _short_text(provenance))]
+
+
+def _short_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= PROVENANCE_VALUE_CHARS else text[: PROVENANCE_VALUE_CHARS - 1] + "…"

@@ -1,0 +1,21 @@
+"""The HTML templates' environment."""
+
+from __future__ import annotations
+
+import logging
+
+import jinja2
+
+log = logging.getLogger(__name__)
+
+
+def template_environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("warnings_svc", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["thousands"] = lambda n: f"{n:,.0f}"
+    return env

@@ -219,7 +219,7 @@ async def _expand_next(
                 "delivery", schema_name="svc", columns=DELIVERY_COLUMNS, records=rows
             )
             await notify_dispatchers(conn, "delivery")
-        elif rows:
+        elif rows and taker is not None:  # taker is known here; the test says so to mypy
             claimed = await _write_leased(conn, rows, taker)
         done = len(candidates) < limit
         await conn.execute(

@@ -191,7 +191,7 @@ class HazardResult:
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def _kernel_chunk(
+def _kernel_chunk(  # type: ignore[no-untyped-def]  # numba types a compiled kernel's arguments
     x,
     g0,
     g1,
@@ -434,7 +434,7 @@ def _kernel_chunk(
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _kernel_parallel(
+def _kernel_parallel(  # type: ignore[no-untyped-def]  # numba types a compiled kernel's arguments
     x, g0, g1, g2, strides, n_members, n_times, n_cells, gate_thr, kind, sense, thr, gated, lo, hi,
     win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob,
     onset, end,
@@ -451,7 +451,7 @@ def _kernel_parallel(
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def _kernel_serial(
+def _kernel_serial(  # type: ignore[no-untyped-def]  # numba types a compiled kernel's arguments
     x, g0, g1, g2, strides, n_members, n_times, n_cells, gate_thr, kind, sense, thr, gated, lo, hi,
     win_start, n_days, day_of, step_hours, n_day_total, min_cov, start_ns, end_ns, at_least, chunk, prob,
     onset, end,

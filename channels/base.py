@@ -22,6 +22,25 @@ class SendOutcome(StrEnum):
     PERMANENT_FAILURE = "permanent_failure"  # bad number, refused content: retrying will not help
 
 
+class FailureKind(StrEnum):
+    """Why an item was not accepted, as the adapter judges it from its protocol: the dispatcher's circuit
+    breaker reads this, never the wording of ``reason``. The adapter still decides the outcome (retry or not);
+    `retryable` says which outcome each kind comes with."""
+
+    LINK_DOWN = "link_down"  # no usable link to the remote end: not connected, bind refused, connection lost
+    TIMEOUT = "timeout"  # no answer in time: the remote end may or may not have it
+    CLOSED = "closed"  # the channel was closed on this side before the item went out
+    THROTTLED = "throttled"  # the remote end asks to slow down (throttling, its queue full)
+    REMOTE_ERROR = "remote_error"  # the remote end failed for now (a system error, a wrong link state)
+    REFUSED = "refused"  # the remote end refused this item for good (bad number, refused content)
+    INVALID = "invalid"  # the item cannot be sent as it is (its text cannot be encoded, or there is none)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether an item that failed so is worth sending again (a temporary failure)."""
+        return self not in (FailureKind.REFUSED, FailureKind.INVALID)
+
+
 class ReceiptState(StrEnum):
     """Final or interim state a receipt reports, across channels."""
 
@@ -64,7 +83,9 @@ class SendResult:
     """What became of one OutboundMessage.
 
     ``remote_ids`` are the ids the remote end gave (one per SMS segment, for example); ``reason`` is a short
-    machine-readable cause for a failure (``"ESME_RTHROTTLED"``), ``retry_after_s`` a hint for temporary ones.
+    cause for a failure as the protocol words it (``"ESME_RTHROTTLED"``), for people and the stored record;
+    ``failure`` its kind, for the dispatcher to act on (set exactly when the item was not accepted);
+    ``retry_after_s`` a hint for temporary ones.
     A multi-part item is ACCEPTED only when every part was; otherwise the whole item fails and the parts
     already accepted are listed so a retry can be counted as a bounded duplicate.
     """
@@ -74,6 +95,7 @@ class SendResult:
     remote_ids: tuple[str, ...] = ()
     reason: str = ""
     retry_after_s: float | None = None
+    failure: FailureKind | None = None
 
 
 @dataclass(frozen=True, slots=True)

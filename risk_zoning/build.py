@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ async def build_region(
     """
     bar = Progress(progress)
 
-    def step(name: str):
+    def step(name: str) -> AbstractContextManager[None]:
         if on_step:
             on_step(name)
         return bar.step(name)

@@ -7,11 +7,20 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from risk_zoning import HAZARDS
 from risk_zoning.errors import RiskZoningError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from risk_zoning.store import RiskDatabase
+
+T = TypeVar("T")
 
 PROG = "risk-zoning"
 
@@ -60,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _database(args: argparse.Namespace):
+def _database(args: argparse.Namespace) -> AbstractContextManager[str]:
     from risk_zoning.io.database import database_url, default_data_dir
 
     return database_url(
@@ -68,7 +77,7 @@ def _database(args: argparse.Namespace):
     )
 
 
-async def _with_connection(url: str, fn):
+async def _with_connection(url: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     from risk_zoning.io.database import connect
 
     conn = await connect(url)
@@ -89,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace, arrays: bool = True):
+def _load(args: argparse.Namespace, arrays: bool = True) -> RiskDatabase:
     from risk_zoning.region import load_region
     from risk_zoning.store import load_current
 
@@ -161,7 +170,7 @@ def _climatology(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_netcdf(indicators: dict, output: Path) -> None:
+def _write_netcdf(indicators: dict[str, Any], output: Path) -> None:
     """Write all indicators to one NetCDF file, atomically (a partial file never carries the final name)."""
     import xarray as xr
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cf_units
 import numpy as np
@@ -80,7 +80,7 @@ def _step(da: xr.DataArray) -> np.timedelta64:
         raise GridDataError(
             _source(da), f"irregular time steps (smallest {step / np.timedelta64(1, 'h'):g} h)"
         )
-    return step
+    return cast(np.timedelta64, step)
 
 
 def _rest(da: xr.DataArray) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -135,7 +135,7 @@ def daily_values(da: xr.DataArray, how: Literal["max", "min", "sum"]) -> xr.Data
             f"miss the daily {how}imum; give hourly or 3-hourly data or a daily {how}imum",
         )
     values, days, _ = _on_days(da)
-    reduce = {"max": np.max, "min": np.min, "sum": np.sum}[how]
+    reduce = cast("Callable[..., np.ndarray]", {"max": np.max, "min": np.min, "sum": np.sum}[how])
     dims, coords = _rest(da)
     return xr.DataArray(
         reduce(values, axis=1),  # NaN anywhere in the day makes the day NaN: complete days only
@@ -219,7 +219,7 @@ def _annual(
 
 
 def _nansum(a: np.ndarray, axis: int) -> np.ndarray:
-    return np.nansum(a, axis=axis)
+    return cast(np.ndarray, np.nansum(a, axis=axis))
 
 
 def _nanmax(a: np.ndarray, axis: int) -> np.ndarray:
@@ -258,7 +258,9 @@ def _result(
     **attrs: Any,
 ) -> xr.DataArray:
     dims, coords = _rest(template)
-    used = annual.years[annual.ok.reshape(annual.ok.shape[0], -1).any(axis=1)] if annual.years.size else []
+    used: np.ndarray | list[int] = (
+        annual.years[annual.ok.reshape(annual.ok.shape[0], -1).any(axis=1)] if annual.years.size else []
+    )
     if not np.isfinite(values).any():
         raise GridDataError(
             _source(template), f"{name}: no year has enough complete days (see min_year_coverage)"

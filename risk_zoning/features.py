@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -172,4 +172,4 @@ def distance_km(grid: RegularGrid, geometry: BaseGeometry | None) -> np.ndarray:
     xx, yy = np.meshgrid((grid.lon - lon0) * kx, (grid.lat - lat0) * ky)
     points = shapely.points(xx.ravel(), yy.ravel())
     shapely.prepare(frame)
-    return shapely.distance(frame, points).reshape(grid.shape)
+    return cast(np.ndarray, shapely.distance(frame, points).reshape(grid.shape))

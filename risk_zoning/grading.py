@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jenkspy
 import numpy as np
@@ -63,7 +63,7 @@ def percentile_breaks(
     # Compare shares as cumulative >= p/100 * total; the small relative slack absorbs summation rounding.
     targets = p / 100.0 * cumulative[-1] * (1.0 - 1e-12)
     index = np.minimum(np.searchsorted(cumulative, targets, side="left"), x.size - 1)
-    return x[index]
+    return cast(np.ndarray, x[index])
 
 
 def natural_breaks(

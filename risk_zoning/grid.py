@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -86,7 +86,9 @@ class RegularGrid:
         lon_w = self.lon_min + np.arange(self.nx) * self.step
         lat_s = self.lat_min + np.arange(self.ny) * self.step
         xx, yy = np.meshgrid(lon_w, lat_s)
-        return shapely.box(xx.ravel(), yy.ravel(), xx.ravel() + self.step, yy.ravel() + self.step)
+        return cast(
+            np.ndarray, shapely.box(xx.ravel(), yy.ravel(), xx.ravel() + self.step, yy.ravel() + self.step)
+        )
 
     def flat_index(self, lon: np.ndarray | float, lat: np.ndarray | float) -> np.ndarray:
         """Flat cell index of points; -1 outside the grid."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio.warp
@@ -142,7 +142,9 @@ class _Geography:
             return np.full(self.grid.shape, np.inf)
         kx, ky = local_km(self.grid)
         lon, lat = np.meshgrid(self.grid.lon, self.grid.lat)
-        return np.min([np.hypot((lon - x) * kx, (lat - y) * ky) for x, y, _ in self.cores], axis=0)
+        return cast(
+            np.ndarray, np.min([np.hypot((lon - x) * kx, (lat - y) * ky) for x, y, _ in self.cores], axis=0)
+        )
 
     def cover_fraction(self, role: str) -> np.ndarray:
         """Share of each cell inside the union of a role's polygons, (ny, nx) in [0, 1]."""
@@ -157,7 +159,7 @@ class _Geography:
         """Spatially smooth noise of mean 0 and standard deviation 1, deterministic for (seed, stream)."""
         rng = np.random.default_rng([seed, stream])
         z = gaussian_filter(rng.standard_normal(self.grid.shape), sigma_cells, mode="nearest")
-        return (z - z.mean()) / (z.std() or 1.0)
+        return cast(np.ndarray, (z - z.mean()) / (z.std() or 1.0))
 
     def sources(self, *roles: str) -> dict[str, Any]:
         """Provenance of the features a layer is built from."""

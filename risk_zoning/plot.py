@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+from contextlib import AbstractContextManager
 from functools import cache
+from typing import Any
 
 import numpy as np
 import shapely
 from matplotlib import font_manager, rc_context
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
@@ -67,7 +70,7 @@ def _extent(db: RiskDatabase) -> tuple[float, float, float, float]:
     return (lon0, lon1, lat0, lat1)
 
 
-def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") -> None:
+def _outlines(ax: Axes, db: RiskDatabase, lang: str, label_level: str = "district") -> None:
     for level, colour, width, style in (
         ("town", "#555555", 0.5, (0, (3, 2))),
         ("district", "#111111", 1.3, "-"),
@@ -88,7 +91,7 @@ def _outlines(ax, db: RiskDatabase, lang: str, label_level: str = "district") ->
                 )
 
 
-def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> bytes:
+def _finish(fig: Figure, ax: Axes, db: RiskDatabase, aspect: float, title: str) -> bytes:
     lon0, lat0, lon1, lat1 = db.grid.bounds
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)
@@ -103,7 +106,7 @@ def _finish(fig: Figure, ax, db: RiskDatabase, aspect: float, title: str) -> byt
     return buf.getvalue()
 
 
-def _fonts() -> rc_context:
+def _fonts() -> AbstractContextManager[None]:
     """Text settings for one rendering; Chinese glyphs need a CJK font first in the list."""
     font = cjk_font()
     return rc_context({"font.sans-serif": [font, "DejaVu Sans"] if font else ["DejaVu Sans"]})
@@ -212,7 +215,7 @@ def render_category_panels(
 
 
 def render_shapes_map(
-    db: RiskDatabase, shapes: list[tuple[dict, str, str]], *, title: str, lang: str = "zh"
+    db: RiskDatabase, shapes: list[tuple[dict[str, Any], str, str]], *, title: str, lang: str = "zh"
 ) -> bytes:
     """PNG of GeoJSON shapes (geometry, fill colour, legend label), drawn over district and town outlines."""
     with _fonts():

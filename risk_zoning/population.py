@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -141,7 +142,7 @@ def apportion(expected: np.ndarray, group: np.ndarray, targets: np.ndarray) -> n
     np.add.at(check, group, base)
     if not np.array_equal(check, targets):  # an invariant: only broken by absurd inputs (e.g. 1e300)
         raise ValueError("largest-remainder rounding failed to reach the targets")
-    return base
+    return cast(np.ndarray, base)
 
 
 def synthesize_population(
@@ -488,7 +489,7 @@ def _regrid_counts_gdal(source: GridSource, counts: np.ndarray, grid: RegularGri
     )
     dst = dst[::-1]
     if not finer:  # conserving up to the source projection's area distortion
-        return dst * grid.cell_area_km2()
+        return cast(np.ndarray, dst * grid.cell_area_km2())
     # GDAL's sum is close to conserving; make it exact for the pixels whose centres fall inside the grid.
     r, c = np.mgrid[0:rows, 0:cols]
     xs, ys = source.transform @ (c.ravel() + 0.5, r.ravel() + 0.5)
@@ -503,7 +504,7 @@ def _pixel_area_km2(source: GridSource) -> float:
     """Area of one source pixel: projected units squared, or degrees squared at the source's mid-latitude."""
     t = source.transform
     if source.crs.is_projected:
-        return abs(t.a * t.e) * source.crs.linear_units_factor[1] ** 2 / 1e6
+        return cast(float, abs(t.a * t.e) * source.crs.linear_units_factor[1] ** 2 / 1e6)
     mid_lat = t.f + t.e * source.data.shape[0] / 2
     return abs(t.a * t.e) * KM_PER_DEGREE**2 * math.cos(math.radians(mid_lat))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import numpy as np
@@ -124,7 +124,10 @@ async def current_version(conn: asyncpg.Connection, region: str) -> int | None:
     """The id of the region's current version, or None when it has never been built (or no schema)."""
     if not await conn.fetchval("SELECT to_regclass('risk.current_version') IS NOT NULL"):
         return None
-    return await conn.fetchval("SELECT version_id FROM risk.current_version WHERE region = $1", region)
+    return cast(
+        "int | None",
+        await conn.fetchval("SELECT version_id FROM risk.current_version WHERE region = $1", region),
+    )
 
 
 async def write_version(
@@ -236,7 +239,7 @@ async def write_version(
             region,
             KEEP_VERSIONS,
         )
-    return vid
+    return cast(int, vid)
 
 
 async def load_version(conn: asyncpg.Connection, version_id: int, *, arrays: bool = True) -> RiskDatabase:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def entropy_weights(matrix: np.ndarray, sample_weights: np.ndarray | None = None
     total = d.sum()
     if total <= 0:
         return np.full(n_cols, 1.0 / n_cols)
-    return d / total
+    return cast(np.ndarray, d / total)
 
 
 def ahp_weights(pairwise: np.ndarray, max_consistency_ratio: float = 0.1) -> tuple[np.ndarray, float]:
@@ -176,4 +177,4 @@ def configured_weights(weights: Mapping[str, float], names: Sequence[str]) -> np
     total = values.sum()
     if total <= 0:
         raise ValueError("all weights are zero")
-    return values / total
+    return cast(np.ndarray, values / total)

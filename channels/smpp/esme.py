@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from channels.base import (
+    FailureKind,
     Health,
     HealthState,
     OutboundMessage,
@@ -126,6 +127,25 @@ def remember_key(sent_keys: OrderedDict[str, str], message_id: str, key: str) ->
 def _ack_all(handles: Sequence[ReceiptAck]) -> None:
     for handle in handles:
         handle.ack()
+
+
+def failure_of_status(status: int) -> FailureKind:
+    """The kind of failure a submit_sm_resp's error command_status reports: throttling and a full queue are
+    `THROTTLED`, the other temporary statuses (`pdu.TEMPORARY_STATUSES`) `REMOTE_ERROR`, any other `REFUSED`
+    (for good: a bad address, a refused message)."""
+    if status in p.THROTTLING_STATUSES:
+        return FailureKind.THROTTLED
+    if status in p.TEMPORARY_STATUSES:
+        return FailureKind.REMOTE_ERROR
+    return FailureKind.REFUSED
+
+
+def failure_of_error(error: BaseException) -> FailureKind:
+    """The kind of failure an error raised while submitting means: no answer in time is `TIMEOUT`; a link
+    that is not bound (never bound, bind refused) or went down, and a connection error, `LINK_DOWN`."""
+    if isinstance(error, TimeoutError):
+        return FailureKind.TIMEOUT
+    return FailureKind.LINK_DOWN
 
 
 class SmppBind:
@@ -458,11 +478,18 @@ class SmsChannel:
 
     async def _send_one(self, message: OutboundMessage) -> SendResult:
         if self._closed:
-            return SendResult(message.key, SendOutcome.TEMPORARY_FAILURE, reason="channel closed")
+            return SendResult(
+                message.key,
+                SendOutcome.TEMPORARY_FAILURE,
+                reason="channel closed",
+                failure=FailureKind.CLOSED,
+            )
         try:
             parts = split_text(message.text, self.settings.segment_method, next(self._reference))
         except SmsEncodingError as e:
-            return SendResult(message.key, SendOutcome.PERMANENT_FAILURE, reason=str(e))
+            return SendResult(
+                message.key, SendOutcome.PERMANENT_FAILURE, reason=str(e), failure=FailureKind.INVALID
+            )
         bind = self._pick_bind()
         remote_ids: list[str] = []
         for part in parts:
@@ -471,8 +498,11 @@ class SmsChannel:
                 try:
                     status, message_id = await bind.submit(message.address, part, message.key)
                 except (LinkDown, TimeoutError, OSError) as e:
-                    reason = "timeout" if isinstance(e, TimeoutError) else "link down"
-                    return SendResult(message.key, SendOutcome.TEMPORARY_FAILURE, tuple(remote_ids), reason)
+                    failure = failure_of_error(e)
+                    reason = "timeout" if failure is FailureKind.TIMEOUT else "link down"
+                    return SendResult(
+                        message.key, SendOutcome.TEMPORARY_FAILURE, tuple(remote_ids), reason, failure=failure
+                    )
                 # A later part throttled is resent in place (the bind waits out its pause first): giving the
                 # message back would resend its earlier parts under a new reference, a broken duplicate.
                 if status in p.THROTTLING_STATUSES and remote_ids and throttled < MAX_PART_THROTTLES:
@@ -486,7 +516,14 @@ class SmsChannel:
                     else SendOutcome.PERMANENT_FAILURE
                 )
                 retry = bind.throttle_pause_s if status in p.THROTTLING_STATUSES else None
-                return SendResult(message.key, outcome, tuple(remote_ids), p.status_name(status), retry)
+                return SendResult(
+                    message.key,
+                    outcome,
+                    tuple(remote_ids),
+                    p.status_name(status),
+                    retry,
+                    failure_of_status(status),
+                )
             remote_ids.append(message_id)
         return SendResult(message.key, SendOutcome.ACCEPTED, tuple(remote_ids))
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cf_units
 import numpy as np
@@ -828,7 +828,7 @@ def _step_seconds(da: xr.DataArray, source: str) -> np.ndarray:
     """Length of each step's interval, for turning mean rates into amounts."""
     t = da.time.values
     if "interval_start" in da.coords:
-        return (da["interval_end"].values - da["interval_start"].values) / _SECOND
+        return cast(np.ndarray, (da["interval_end"].values - da["interval_start"].values) / _SECOND)
     if "forecast_period" in da.coords:
         lead = da["forecast_period"].values
         sec = np.empty(t.size)
@@ -1003,7 +1003,7 @@ def _wind_from_components(paths: list[Path], grid: RegularGrid | None) -> xr.Dat
         "conversion": f"{u[0].attrs['conversion']}; speed = hypot(u, v)",
     }
     speed.name = q.name
-    return speed
+    return cast(xr.DataArray, speed)
 
 
 # ---------------------------------------------------------------------------------------------- regridding

@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from channels.base import HealthState, OutboundMessage, Receipt, ReceiptBatch, ReceiptState, SendOutcome
+from channels.base import (
+    FailureKind,
+    HealthState,
+    OutboundMessage,
+    Receipt,
+    ReceiptBatch,
+    ReceiptState,
+    SendOutcome,
+)
 from channels.smpp.esme import SmppSettings, SmsChannel
 from channels.sms.encoding import SegmentMethod
 from tests.peers.smsc_fixture import SmscPeer, start_smsc
@@ -108,6 +116,7 @@ async def test_a_wrong_password_never_binds(smsc: SmscPeer, channel_for: Callabl
     assert not await channel.start(wait_s=0.5)
     (result,) = await channel.send_batch(messages(1))
     assert result.outcome is SendOutcome.TEMPORARY_FAILURE
+    assert result.failure is FailureKind.LINK_DOWN  # the bind was refused: no link to send on
     assert smsc.received() == []
 
 
@@ -233,6 +242,8 @@ async def test_throttling_gives_temporary_failures_and_nothing_is_lost_when_rese
     throttled = [r for r in results if r.outcome is SendOutcome.TEMPORARY_FAILURE]
     assert len(throttled) == 7
     assert {r.reason for r in throttled} == {name}
+    assert {r.failure for r in throttled} == {FailureKind.THROTTLED}
+    assert all(r.failure is None for r in results if r.outcome is SendOutcome.ACCEPTED)
     assert all(r.retry_after_s and r.retry_after_s > 0 for r in throttled)
     assert channel.health().counters["throttled"] == 7
     # the dispatcher's job, done by hand: resend what failed, a bounded number of rounds
@@ -281,7 +292,11 @@ async def test_a_submit_in_flight_when_the_link_drops_is_a_temporary_failure(
     channel = channel_for()
     await channel.start()
     (lost,) = await channel.send_batch(messages(1))
-    assert (lost.outcome, lost.reason) == (SendOutcome.TEMPORARY_FAILURE, "link down")
+    assert (lost.outcome, lost.reason, lost.failure) == (
+        SendOutcome.TEMPORARY_FAILURE,
+        "link down",
+        FailureKind.LINK_DOWN,
+    )
     (resent,) = await channel.send_batch(messages(1))
     assert resent.outcome is SendOutcome.ACCEPTED
     assert [r["outcome"] for r in smsc.received()] == ["dropped", "accepted"]

@@ -13,12 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import warnings_svc.dissemination.policy as dispatch_policy
+from channels.base import FailureKind, SendOutcome, SendResult
 from warnings_svc.dissemination.policy import (
+    LINK_FAILURES,
     PRIORITY,
     CircuitBreaker,
     CircuitState,
     TokenBucket,
     backoff_delay,
+    endpoint_failed,
     priority_of,
 )
 from warnings_svc.vocabulary import LEVELS
@@ -457,3 +460,47 @@ def test_priority_of_unknown_level_names_it_and_the_known_ones(level: str) -> No
     text = str(excinfo.value)
     assert repr(level) in text
     assert all(known in text for known in PRIORITY)
+
+
+# --- endpoint_failed: what the circuit breaker is fed --------------------------------------------------
+
+
+def failed(
+    kind: FailureKind | None, reason: str = "", outcome: SendOutcome = SendOutcome.TEMPORARY_FAILURE
+) -> SendResult:
+    return SendResult("k", outcome, reason=reason, failure=kind)
+
+
+@pytest.mark.parametrize("kind", sorted(LINK_FAILURES))
+def test_a_batch_whose_every_item_lost_its_link_is_a_failure_of_the_endpoint(kind: FailureKind) -> None:
+    assert endpoint_failed([failed(kind), failed(FailureKind.LINK_DOWN)])
+
+
+@pytest.mark.parametrize("kind", sorted(set(FailureKind) - LINK_FAILURES))
+def test_a_batch_failing_for_any_other_kind_of_failure_is_not(kind: FailureKind) -> None:
+    outcome = SendOutcome.TEMPORARY_FAILURE if kind.retryable else SendOutcome.PERMANENT_FAILURE
+    assert not endpoint_failed([failed(kind, outcome=outcome)])
+    assert not endpoint_failed([failed(FailureKind.LINK_DOWN), failed(kind, outcome=outcome)])
+
+
+def test_the_breaker_reads_the_kind_of_failure_not_the_words_of_the_reason() -> None:
+    assert not endpoint_failed([failed(None, "link down"), failed(FailureKind.THROTTLED, "timeout")])
+    assert endpoint_failed([failed(FailureKind.TIMEOUT, "no answer from the SMSC")])
+
+
+def test_an_empty_batch_or_one_with_an_accepted_item_is_no_failure() -> None:
+    assert not endpoint_failed([])
+    accepted = SendResult("k2", SendOutcome.ACCEPTED, ("id-1",))
+    assert not endpoint_failed([failed(FailureKind.LINK_DOWN), accepted])
+
+
+def test_a_breaker_fed_by_batch_judgements_opens_on_lost_links_and_not_on_throttling() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cool_down_s=5.0)
+    throttled = [failed(FailureKind.THROTTLED, "ESME_RTHROTTLED")] * 4
+    down = [failed(FailureKind.LINK_DOWN, "link down")] * 4
+    for now, batch in enumerate([throttled] * 5):
+        (breaker.record_failure if endpoint_failed(batch) else breaker.record_success)(float(now))
+    assert breaker.state is CircuitState.closed
+    for now, batch in enumerate([down] * 3, start=10):
+        (breaker.record_failure if endpoint_failed(batch) else breaker.record_success)(float(now))
+    assert breaker.state is CircuitState.open

@@ -23,6 +23,7 @@ from tests.factories_forecast import (
     series,
     valid_times,
 )
+from tests.reference_kernels import reference_kernel
 from warnings_svc.forecast import hazards as hz
 from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import (
@@ -624,7 +625,7 @@ def kernel_cases(draw: st.DrawFn) -> tuple[np.ndarray, tuple[np.ndarray, ...], h
 @given(kernel_cases())
 def test_the_numba_kernels_equal_the_numpy_reference_on_random_data(case: tuple) -> None:
     x, gates, plan = case
-    expected = hz._reference_kernel(x, gates, plan)
+    expected = reference_kernel(x, gates, plan)
     for parallel in (False, True):
         got = hz._run_kernel(x, gates, plan, parallel=parallel)
         for g, e in zip(got, expected, strict=True):
@@ -678,7 +679,7 @@ def test_time_major_ensembles_and_one_member_gates_are_read_in_place() -> None:
     g0 = rng.uniform(0, 20, (n_members, n_times, n_cells)).astype(np.float32)  # ensemble gust
     g1 = rng.uniform(0, 15, (1, n_times, n_cells)).astype(np.float32)  # deterministic wind: one member
     g2 = rng.uniform(0, 6, (n_members, n_times, n_cells)).astype(np.float32)
-    expected = hz._reference_kernel(x, (g0, g1, g2), plan)
+    expected = reference_kernel(x, (g0, g1, g2), plan)
     assert all(0 < np.nanmean(p) < 1 for p in expected[0])  # every level reached in some members only
 
     tx, t0, t2 = time_major(x), time_major(g0), time_major(g2)

@@ -47,14 +47,28 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from channels.base import Channel, OutboundMessage, Receipt, ReceiptBatch, SendOutcome, SendResult
+from channels.base import (
+    Channel,
+    FailureKind,
+    OutboundMessage,
+    Receipt,
+    ReceiptBatch,
+    SendOutcome,
+    SendResult,
+)
 from channels.smpp.esme import SmppSettings, SmsChannel
 from channels.sms.encoding import SegmentMethod, segment_count
 from risk_zoning.store import UnitRecord, region_units
 from warnings_svc.dissemination import outbox
 from warnings_svc.dissemination.expansion import Expanded, Taker, expand_next
 from warnings_svc.dissemination.metrics import DispatchMetrics
-from warnings_svc.dissemination.policy import CircuitBreaker, CircuitState, TokenBucket, backoff_delay
+from warnings_svc.dissemination.policy import (
+    CircuitBreaker,
+    CircuitState,
+    TokenBucket,
+    backoff_delay,
+    endpoint_failed,
+)
 from warnings_svc.settings import DispatchSettings, SettingsError, SmsEndpointSettings
 
 log = logging.getLogger(__name__)
@@ -69,7 +83,6 @@ DATABASE_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
-LINK_FAILURES = ("link down", "timeout", "channel closed")  # temporary failures that count against a circuit
 REAP_EVERY_S = 5.0  # at most this long between two looks for expired leases
 # The queue gauges are refreshed at Prometheus's usual scrape interval: counting the deliveries of the versions
 # in force reads every one of them (about 20 ms of the server's CPU at 100,000), and every dispatcher does it.
@@ -563,7 +576,10 @@ class Dispatcher:
             next(sent)
             if (c.warning_id, c.version, c.language) in texts
             else SendResult(
-                c.key, SendOutcome.PERMANENT_FAILURE, reason=f"no SMS text issued for {c.language}"
+                c.key,
+                SendOutcome.PERMANENT_FAILURE,
+                reason=f"no SMS text issued for {c.language}",
+                failure=FailureKind.INVALID,
             )
             for c in claimed
         ]
@@ -647,13 +663,18 @@ class Dispatcher:
 
     def _judge(self, endpoint: Endpoint, results: Sequence[SendResult]) -> None:
         """Feed the circuit breaker: a batch where the link failed for every item is a failure, any other a
-        success (throttling is back-pressure from a working endpoint, not a broken one)."""
+        success (`policy.endpoint_failed`, by the kind of failure the adapter reported)."""
         now = time.monotonic()
-        if results and all(
-            r.outcome is SendOutcome.TEMPORARY_FAILURE and r.reason in LINK_FAILURES for r in results
-        ):
+        if endpoint_failed(results):
             endpoint.breaker.record_failure(now)
-            log.warning("endpoint failing", extra={"endpoint": endpoint.name, "reason": results[0].reason})
+            log.warning(
+                "endpoint failing",
+                extra={
+                    "endpoint": endpoint.name,
+                    "failure": str(results[0].failure),
+                    "reason": results[0].reason,
+                },
+            )
         else:
             endpoint.breaker.record_success(now)
         self.metrics.circuit_state.labels(endpoint.name).set(_CIRCUIT_VALUE[endpoint.breaker.state_at(now)])

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from risk_zoning.store import UnitRecord
+from warnings_svc.dissemination.delivery_states import DeliveryEvent, DeliveryState, transition
 from warnings_svc.dissemination.outbox import (
     DROPPED_REASON,
     TOLD_STATES,
@@ -218,7 +219,7 @@ async def _expand_next(
                 "delivery", schema_name="svc", columns=DELIVERY_COLUMNS, records=rows
             )
             await notify_dispatchers(conn, "delivery")
-        elif rows:
+        elif rows and taker is not None:  # taker is known here; the test says so to mypy
             claimed = await _write_leased(conn, rows, taker)
         done = len(candidates) < limit
         await conn.execute(
@@ -255,6 +256,8 @@ _NOTHING_AS_URGENT_READY = """AND f.channel = $1 AND NOT EXISTS (
                                   SELECT FROM svc.delivery d WHERE d.queued AND d.channel = $1
                                   AND d.priority <= f.priority AND d.next_attempt_at <= now())"""
 _LEASED_COLUMNS = ("id", "state", "queued", "lease_owner", "attempts")
+# a fan-out's first attempts are written already claimed: pending and claimed in one step
+_LEASED_STATE = transition(DeliveryState.pending, DeliveryEvent.claim).value
 
 
 async def _write_leased(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], taker: Taker) -> list[Claimed]:
@@ -267,7 +270,7 @@ async def _write_leased(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], t
         "delivery",
         schema_name="svc",
         columns=(*DELIVERY_COLUMNS, *_LEASED_COLUMNS),
-        records=[(*row, i, "sending", False, taker.lease, 1) for row, i in zip(rows, ids, strict=True)],
+        records=[(*row, i, _LEASED_STATE, False, taker.lease, 1) for row, i in zip(rows, ids, strict=True)],
     )
     await conn.execute(
         "INSERT INTO svc.delivery_lease (lease, until, ids) VALUES ($1, now() + make_interval(secs => $2), $3)",

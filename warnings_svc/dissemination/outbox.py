@@ -36,13 +36,27 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from channels.base import Receipt, ReceiptState, SendOutcome, SendResult
+from warnings_svc.dissemination import delivery_states
+from warnings_svc.dissemination.delivery_states import DeliveryEvent, DeliveryState, transition
 from warnings_svc.dissemination.policy import priority_of
 
 DISPATCH_CHANNEL = "svc_dispatch"  # NOTIFY channel that wakes dispatchers
-TOLD_STATES = ("sending", "sent", "delivered", "accepted")  # the person was (or is being) sent this version
-FINAL_STATES = ("delivered", "accepted", "failed", "dead", "dropped")
-STATES = ("pending", "sending", "sent", *FINAL_STATES)
+# the states as text, in the order of `DeliveryState` (the API's summary lists them so)
+STATES = tuple(s.value for s in DeliveryState)
+TOLD_STATES = tuple(s.value for s in DeliveryState if s in delivery_states.TOLD_STATES)
+FINAL_STATES = tuple(s.value for s in DeliveryState if s in delivery_states.FINAL_STATES)
 DROPPED_REASON = "warning no longer in force"
+
+# The states `record_results` and `settled_state` write, taken from the transition table once (as plain text:
+# they are compared and sent to PostgreSQL by the hundred thousand)
+_SENT = transition(DeliveryState.sending, DeliveryEvent.accept).value
+_RETRIED = transition(DeliveryState.sending, DeliveryEvent.retry).value
+_GAVE_UP = transition(DeliveryState.sending, DeliveryEvent.give_up).value
+_REFUSED = transition(DeliveryState.sending, DeliveryEvent.refuse).value
+_DELIVERED = transition(DeliveryState.sent, DeliveryEvent.receipt_delivered).value
+_ACCEPTED = transition(DeliveryState.sent, DeliveryEvent.receipt_accepted).value
+_FAILED = transition(DeliveryState.sent, DeliveryEvent.receipt_failed).value
+_GIVEN_UP_OR_RETRIED = frozenset({_RETRIED, _GAVE_UP, _REFUSED})
 
 
 class Claimed(NamedTuple):
@@ -125,31 +139,7 @@ async def claim(
         # and with a few thousand ready it chose to sort every one of them for each claim.
         await conn.execute("SET LOCAL enable_sort = off")
         rows = await conn.fetch(
-            """WITH ready AS (
-               SELECT d.id, (v.status = 'issued' AND v.expires > now()) AS live
-               FROM svc.delivery d JOIN svc.warning_version v USING (warning_id, version)
-               WHERE d.queued AND d.channel = $1 AND d.next_attempt_at <= now()
-               ORDER BY d.priority, d.next_attempt_at, d.id
-               LIMIT $2
-               FOR UPDATE OF d SKIP LOCKED),
-           claimed AS (
-               UPDATE svc.delivery d
-               SET queued = false,
-                   state = CASE WHEN ready.live THEN 'sending' ELSE 'dropped' END,
-                   lease_owner = CASE WHEN ready.live THEN $3 END,
-                   attempts = d.attempts + ready.live::int,
-                   reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
-                   final_at = CASE WHEN ready.live THEN NULL ELSE now() END
-               FROM ready WHERE d.id = ready.id
-               RETURNING d.id,
-                         d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
-                         -- the key as delivery_key spells it
-                         d.warning_id, d.version, d.address, d.language, d.attempts, ready.live),
-           leased AS (
-               INSERT INTO svc.delivery_lease (lease, until, ids)
-               SELECT $3, now() + make_interval(secs => $4), array_agg(id) FROM claimed WHERE live
-               HAVING count(*) > 0)
-           SELECT * FROM claimed""",
+            _CLAIM,
             channel,
             limit,
             lease,
@@ -163,14 +153,7 @@ async def claim(
 
 async def reclaim_expired_leases(conn: asyncpg.Connection) -> int:
     """Return to the queue every delivery whose lease ran out (its dispatcher died or hung); how many."""
-    status = await conn.execute(
-        """WITH expired AS (
-               DELETE FROM svc.delivery_lease WHERE until < now() RETURNING lease, ids)
-           UPDATE svc.delivery d SET state = 'pending', queued = true, lease_owner = NULL,
-                  reason = 'lease expired: sent again', next_attempt_at = now()
-           FROM (SELECT lease, unnest(ids) AS id FROM expired) e
-           WHERE d.id = e.id AND d.state = 'sending' AND d.lease_owner = e.lease"""
-    )
+    status = await conn.execute(_RECLAIM)
     return int(status.split()[-1])
 
 
@@ -190,9 +173,7 @@ async def release(conn: asyncpg.Connection, lease: str, ids: Sequence[int]) -> N
     """Give a batch's leased deliveries back untried (a dispatcher stopping before sending them)."""
     async with conn.transaction():
         await conn.execute(
-            """UPDATE svc.delivery SET state = 'pending', queued = true, lease_owner = NULL,
-                      attempts = greatest(attempts - 1, 0)
-               WHERE id = ANY($1::bigint[]) AND state = 'sending' AND lease_owner = $2""",
+            _RELEASE,
             list(ids),
             lease,
         )
@@ -228,19 +209,17 @@ async def record_results(
                     settled_state([r.state if (r := got.get(i)) else None for i in result.remote_ids])
                     if got
                     else None
-                ) or "sent"
-                done = (
-                    _latest_done(got[i] for i in result.remote_ids if i in got) if state != "sent" else None
-                )
+                ) or _SENT
+                done = _latest_done(got[i] for i in result.remote_ids if i in got) if state != _SENT else None
                 rest.add(item.id, lease_no, state, "", 0.0, result.remote_ids, done)
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE and item.attempts < max_attempts:
-                rest.add(item.id, lease_no, "pending", result.reason or "temporary failure", delay, (), None)
+                rest.add(item.id, lease_no, _RETRIED, result.reason or "temporary failure", delay, (), None)
             elif result.outcome is SendOutcome.TEMPORARY_FAILURE:
                 reason = f"gave up after {item.attempts} attempts: {result.reason or 'temporary failure'}"
-                rest.add(item.id, lease_no, "dead", reason, delay, (), None)
+                rest.add(item.id, lease_no, _GAVE_UP, reason, delay, (), None)
             else:
                 reason = f"refused: {result.reason or 'permanent failure'}"
-                rest.add(item.id, lease_no, "dead", reason, 0.0, (), None)
+                rest.add(item.id, lease_no, _REFUSED, reason, 0.0, (), None)
     async with conn.transaction():
         mine: set[tuple[int, int]] = set()  # (id, lease_no) of the rows still held, and so changed
         if delivered.ids:
@@ -295,7 +274,7 @@ async def record_results(
             if key not in mine or not rest.remote_ids[i]:
                 continue
             got = batches[key[1] - 1].receipts
-            waiting = rest.states[i] == "sent"
+            waiting = rest.states[i] == _SENT
             if waiting:
                 unsettled.add(key[0])
             for remote_id in rest.remote_ids[i]:
@@ -313,12 +292,66 @@ async def record_results(
     retried: Counter[int] = Counter()
     dead: Counter[int] = Counter()
     for key, state in zip(zip(rest.ids, rest.lease_nos, strict=True), rest.states, strict=True):
-        if key in mine and state in ("pending", "dead"):
-            (retried if state == "pending" else dead)[key[1]] += 1
+        if key in mine and state in _GIVEN_UP_OR_RETRIED:
+            (retried if state == _RETRIED else dead)[key[1]] += 1
     return [
         ResultCounts(changed[n] - retried[n] - dead[n], retried[n], dead[n])
         for n in range(1, len(batches) + 1)
     ]
+
+
+# ---------------------------------------------------------------------------------------------- statements
+
+# Claiming: the ready deliveries of a channel, read in the queue index's order up to a limit and locked, are
+# leased (their version in force) or dropped (not). Parameters: channel, limit, lease, lease seconds, the
+# dropped reason.
+_CLAIM = """WITH ready AS (
+    SELECT d.id, (v.status = 'issued' AND v.expires > now()) AS live
+    FROM svc.delivery d JOIN svc.warning_version v USING (warning_id, version)
+    WHERE d.queued AND d.channel = $1 AND d.next_attempt_at <= now()
+    ORDER BY d.priority, d.next_attempt_at, d.id
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED),
+claimed AS (
+    UPDATE svc.delivery d
+    SET queued = false,
+        state = CASE WHEN ready.live THEN 'sending' ELSE 'dropped' END,
+        lease_owner = CASE WHEN ready.live THEN $3 END,
+        attempts = d.attempts + ready.live::int,
+        reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
+        final_at = CASE WHEN ready.live THEN NULL ELSE now() END
+    FROM ready WHERE d.id = ready.id
+    RETURNING d.id,
+              d.warning_id || '-' || d.version || '/' || d.channel || '/' || d.recipient_id AS key,
+              -- the key as delivery_key spells it
+              d.warning_id, d.version, d.address, d.language, d.attempts, ready.live),
+leased AS (
+    INSERT INTO svc.delivery_lease (lease, until, ids)
+    SELECT $3, now() + make_interval(secs => $4), array_agg(id) FROM claimed WHERE live
+    HAVING count(*) > 0)
+SELECT * FROM claimed"""
+# The deliveries whose lease ran out go back to the queue, to be sent again.
+_RECLAIM = """WITH expired AS (
+    DELETE FROM svc.delivery_lease WHERE until < now() RETURNING lease, ids)
+UPDATE svc.delivery d SET state = 'pending', queued = true, lease_owner = NULL,
+       reason = 'lease expired: sent again', next_attempt_at = now()
+FROM (SELECT lease, unnest(ids) AS id FROM expired) e
+WHERE d.id = e.id AND d.state = 'sending' AND d.lease_owner = e.lease"""
+# A batch given back untried. Parameters: ids, lease.
+_RELEASE = """UPDATE svc.delivery d SET state = 'pending', queued = true, lease_owner = NULL,
+       attempts = greatest(attempts - 1, 0)
+WHERE id = ANY($1::bigint[]) AND d.state = 'sending' AND lease_owner = $2"""
+# Sent deliveries whose every part has its final receipt are settled. Parameter: the deliveries' ids.
+_SETTLE = """UPDATE svc.delivery d SET state = s.state, final_at = now(), done_at = s.done_at
+FROM (SELECT delivery_id, max(done_at) AS done_at,
+             CASE WHEN bool_or(state IN ('failed', 'expired')) THEN 'failed'
+                  WHEN count(*) FILTER (WHERE state <> 'en_route') < count(*) THEN NULL
+                  WHEN bool_and(state = 'delivered') THEN 'delivered'
+                  ELSE 'accepted' END AS state,
+             count(*) AS parts
+      FROM svc.delivery_part WHERE delivery_id = ANY($1::bigint[]) AND unsettled
+      GROUP BY delivery_id) s
+WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent' AND d.segments = s.parts"""
 
 
 # Deliveries stored delivered at once (every part's DELIVRD receipt came with the batch): their parts' ids, as
@@ -348,6 +381,22 @@ FROM unnest($1::bigint[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::i
      AS r(id, lease_no, state, reason, wait, segments, done_at)
 WHERE d.id = r.id AND d.state = 'sending' AND d.lease_owner = ($9::text[])[r.lease_no]
 RETURNING d.id, r.lease_no"""
+_E = DeliveryEvent
+_SETTLING = (_E.receipt_delivered, _E.receipt_accepted, _E.receipt_failed)
+# The transitions each statement that changes a delivery's state makes, by (from state, event): the unit tests
+# check them against `delivery_states.TRANSITIONS` and against the states the statement spells (a statement
+# that takes its new states from a parameter, `_STORE_OUTCOMES`, is given them by `record_results`, from the
+# table).
+STATEMENT_TRANSITIONS: Mapping[str, tuple[tuple[DeliveryState, DeliveryEvent], ...]] = {
+    "_CLAIM": ((DeliveryState.pending, _E.claim), (DeliveryState.pending, _E.drop)),
+    "_RECLAIM": ((DeliveryState.sending, _E.reclaim),),
+    "_RELEASE": ((DeliveryState.sending, _E.release),),
+    "_STORE_DELIVERED": ((DeliveryState.sending, _E.receipt_delivered),),
+    "_STORE_OUTCOMES": tuple(
+        (DeliveryState.sending, e) for e in (_E.accept, _E.retry, _E.give_up, _E.refuse, *_SETTLING)
+    ),
+    "_SETTLE": tuple((DeliveryState.sent, e) for e in _SETTLING),
+}
 # separators of the parts' ids sent as one text: no SMSC puts control characters in a message id, and a
 # delivery with an id that has one goes by the general statement
 _PART_SEPARATOR = chr(31)  # the unit separator, between a delivery's parts
@@ -433,10 +482,10 @@ def settled_state(parts: Sequence[ReceiptState | None]) -> str | None:
     handset, accepted otherwise (the network took it, no proof of delivery). `_settle` decides the same in
     SQL, from the stored parts."""
     if any(s is ReceiptState.FAILED or s is ReceiptState.EXPIRED for s in parts):
-        return "failed"
+        return _FAILED
     if not parts or any(s is None or s is ReceiptState.EN_ROUTE for s in parts):
         return None
-    return "delivered" if all(s is ReceiptState.DELIVERED for s in parts) else "accepted"
+    return _DELIVERED if all(s is ReceiptState.DELIVERED for s in parts) else _ACCEPTED
 
 
 def _latest_done(receipts: Iterable[Receipt]) -> float | None:
@@ -541,16 +590,7 @@ async def _settle(conn: asyncpg.Connection, delivery_ids: list[int]) -> int:
     if not delivery_ids:
         return 0
     status = await conn.execute(
-        """UPDATE svc.delivery d SET state = s.state, final_at = now(), done_at = s.done_at
-           FROM (SELECT delivery_id, max(done_at) AS done_at,
-                        CASE WHEN bool_or(state IN ('failed', 'expired')) THEN 'failed'
-                             WHEN count(*) FILTER (WHERE state <> 'en_route') < count(*) THEN NULL
-                             WHEN bool_and(state = 'delivered') THEN 'delivered'
-                             ELSE 'accepted' END AS state,
-                        count(*) AS parts
-                 FROM svc.delivery_part WHERE delivery_id = ANY($1::bigint[]) AND unsettled
-                 GROUP BY delivery_id) s
-           WHERE d.id = s.delivery_id AND s.state IS NOT NULL AND d.state = 'sent' AND d.segments = s.parts""",
+        _SETTLE,
         delivery_ids,
     )
     return int(status.split()[-1])

@@ -11,7 +11,8 @@ here, apart from any I/O, so that they can be tested exhaustively:
   reservation): each caller is told how long to wait, callers are served in the order they asked, and over
   any window of T seconds no more than ``rate_per_s * T + burst`` tokens are let through.
 - `CircuitBreaker`: stop sending to a channel that keeps failing, probe it again after a cool-down that
-  doubles (up to a cap) while it stays broken, and close again on the first successful probe.
+  doubles (up to a cap) while it stays broken, and close again on the first successful probe;
+  `endpoint_failed` says which batches count as a failure, by the kind of failure the adapter reported.
 - `PRIORITY` / `priority_of`: red before orange before yellow before blue.
 
 Nothing here reads a clock or draws its own randomness: the caller passes ``now`` (monotonic seconds, e.g.
@@ -24,14 +25,19 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from enum import StrEnum
 
+from channels.base import FailureKind, SendOutcome, SendResult
+
 __all__ = [
+    "LINK_FAILURES",
     "PRIORITY",
     "CircuitBreaker",
     "CircuitState",
     "TokenBucket",
     "backoff_delay",
+    "endpoint_failed",
     "priority_of",
 ]
 
@@ -246,6 +252,27 @@ class CircuitBreaker:
         self._failures = 0
         self._probes_allowed = 0
         self.opened_count += 1
+
+
+# The kinds of temporary failure that say the endpoint itself is broken, not the item: throttling is
+# back-pressure from a working endpoint, and a refused item says nothing about the others.
+LINK_FAILURES: frozenset[FailureKind] = frozenset(
+    {FailureKind.LINK_DOWN, FailureKind.TIMEOUT, FailureKind.CLOSED}
+)
+
+
+def endpoint_failed(results: Sequence[SendResult]) -> bool:
+    """Whether a sent batch counts as a failure of its endpoint for the circuit breaker: every item failed
+    temporarily for want of a link (`LINK_FAILURES`). Any other batch, an empty one aside, is a success.
+
+    >>> endpoint_failed([SendResult("k", SendOutcome.TEMPORARY_FAILURE, failure=FailureKind.TIMEOUT)])
+    True
+    >>> endpoint_failed([SendResult("k", SendOutcome.TEMPORARY_FAILURE, failure=FailureKind.THROTTLED)])
+    False
+    """
+    return bool(results) and all(
+        r.outcome is SendOutcome.TEMPORARY_FAILURE and r.failure in LINK_FAILURES for r in results
+    )
 
 
 # Lower is sent first: the most severe warnings must not queue behind routine ones.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args, get_origin
 
 import cf_units
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -414,7 +414,9 @@ class Criteria(_Model):
         """The criteria of one hazard by name."""
         if name not in HAZARDS:
             raise ValueError(f"unknown hazard '{name}'; known: {', '.join(HAZARDS)}")
-        return getattr(self, name)
+        return cast(
+            "HeatCriteria | RainstormCriteria | FrostCriteria | SandstormCriteria", getattr(self, name)
+        )
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import numpy as np
@@ -65,13 +65,13 @@ class ForecastRun:
 
 def iso(t: np.datetime64) -> str:
     """ISO 8601 in Beijing time with its offset, as every time the service shows."""
-    dt = datetime.fromtimestamp(np.datetime64(t, "us").astype(np.int64) / 1e6, tz=UTC)
+    dt = datetime.fromtimestamp(np.datetime64(cast(Any, t), "us").astype(np.int64) / 1e6, tz=UTC)
     return dt.astimezone(BEIJING).isoformat()
 
 
 def file_info(paths: Sequence[Path]) -> tuple[tuple[dict[str, Any], ...], str]:
     """Name, size and SHA-256 of every file, and one digest of the whole run (order-independent)."""
-    infos = []
+    infos: list[dict[str, Any]] = []
     for p in paths:
         h = hashlib.sha256()
         with open(p, "rb") as f:

@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import rasterio.features
@@ -211,10 +212,10 @@ def _buffer(pieces: list[Polygon], buffer_km: float) -> list[Polygon]:
     kx, ky = KM_PER_DEGREE * math.cos(math.radians(lat0)), KM_PER_DEGREE
 
     def to_km(c: np.ndarray) -> np.ndarray:
-        return (c - (lon0, lat0)) * (kx, ky)
+        return cast(np.ndarray, (c - (lon0, lat0)) * (kx, ky))
 
     def to_deg(c: np.ndarray) -> np.ndarray:
-        return c / (kx, ky) + (lon0, lat0)
+        return cast(np.ndarray, c / (kx, ky) + (lon0, lat0))
 
     grown = shapely.buffer(shapely.transform(np.asarray(pieces, dtype=object), to_km), buffer_km, quad_segs=4)
     return _merge_filled([shapely.transform(g, to_deg) for g in grown])
@@ -563,7 +564,9 @@ def _area_km2(polys: Iterable[Polygon], lon0: float) -> np.ndarray:
             (EARTH_RADIUS_KM * np.radians(c[:, 0] - lon0) * np.cos(lat), EARTH_RADIUS_KM * lat)
         )
 
-    return shapely.area(shapely.transform(np.asarray(list(polys), dtype=object), sinusoidal))
+    return cast(
+        np.ndarray, shapely.area(shapely.transform(np.asarray(list(polys), dtype=object), sinusoidal))
+    )
 
 
 def format_cap_polygon(p: Polygon, decimals: int = 6) -> str:

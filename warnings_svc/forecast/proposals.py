@@ -46,11 +46,12 @@ async def find_proposals(
 
 async def open_proposal_documents(conn: asyncpg.Connection, limit: int = 30) -> list[asyncpg.Record]:
     """The newest open proposals: `id`, `document` (JSON text) and their run's `reference_time` (ISO text)."""
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         """SELECT p.id, p.document, r.summary->>'reference_time' AS reference_time FROM svc.proposal p
            JOIN svc.forecast_run r ON r.id = p.run_id WHERE p.status = 'open' ORDER BY p.id DESC LIMIT $1""",
         limit,
     )
+    return rows
 
 
 async def proposal_document(conn: asyncpg.Connection, proposal_id: int) -> dict[str, Any] | None:

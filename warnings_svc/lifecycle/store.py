@@ -577,7 +577,8 @@ def texts_of(
     description and instruction where given."""
     texts = render_texts(msg, lang=lang, now=now, budgets=budgets)
     own = content.texts.get(lang, {})
-    return dataclasses.replace(texts, **{k: v for k, v in own.items() if k in TEXT_FIELDS and v})
+    overrides: dict[str, Any] = {k: v for k, v in own.items() if k in TEXT_FIELDS and v}
+    return dataclasses.replace(texts, **overrides)
 
 
 def preview(
@@ -627,7 +628,7 @@ async def _issue(
     earlier = [] if replaced is None else await _issued_chain(conn, version)
     msg = message_of(ctx, version, units, sent=sent, references=earlier)
     texts = {lang: texts_of(msg, version.content, lang, now=sent, budgets=ctx.budgets) for lang in LANGUAGES}
-    cap_texts = {
+    cap_texts: dict[str, CapTexts] = {
         lang: CapTexts(t.headline, t.description, t.instruction, t.area_desc, t.event)
         for lang, t in texts.items()
     }
@@ -973,10 +974,8 @@ def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 def _changed_content(
     content: Content, changes: Mapping[str, Any], units: Mapping[str, UnitRecord]
 ) -> Content:
-    updated = dataclasses.replace(
-        content,
-        **{k: tuple(v) if k in ("areas", "polygons") else v for k, v in changes.items()},
-    )
+    fields: dict[str, Any] = {k: tuple(v) if k in ("areas", "polygons") else v for k, v in changes.items()}
+    updated = dataclasses.replace(content, **fields)
     if "areas" in changes and "polygons" not in changes and set(updated.areas) != set(content.areas):
         updated = dataclasses.replace(updated, polygons=())  # the old outline no longer matches the areas
     return _checked_content(updated, units)

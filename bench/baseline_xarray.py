@@ -16,7 +16,7 @@ write first:
 
 Not computed: the end of each period (the kernels follow a period past the horizon while it lasts), so this
 baseline does less work than the kernels. Thresholds are converted into the data's dtype rounding towards
-the safe side, so a float32 comparison decides exactly as a float64 one would (see bench/README.md).
+the safe side, so a float32 comparison decides exactly as a float64 one would (see bench/LOG.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Synthetic but realistic hourly float32 inputs are made in-process (deterministic
 temperature with a diurnal cycle, a plateau and a cold front; precipitation from moving convective cells
 and a frontal band; ground-surface minimum temperature with night-time cooling on the plateau; visibility
 and gust with a dust storm front and calm night fog. Default: 72 h x 1000 x 1000 cells (a province at
-1 km), then a 10-member ensemble on a smaller grid (`--ensemble-size`, see bench/README.md for why).
+1 km), then a 10-member ensemble on a smaller grid (`--ensemble-size`, see bench/LOG.md for why).
 
     python bench/scoring.py [--size 1000] [--hours 72] [--members 10] [--ensemble-size 500]
                             [--repeat 5] [--quick] [--json] [--profile]

@@ -248,7 +248,7 @@ async def test_a_version_without_an_sms_text_is_dead_lettered_and_the_rest_still
 
 
 async def test_a_running_dispatcher_has_tuned_the_garbage_collector(conn, db_url, smsc) -> None:
-    """Its start-up heap frozen and young objects collected in large generations (bench/README.md: the
+    """Its start-up heap frozen and young objects collected in large generations (bench/LOG.md: the
     collector took a third of the dispatcher's CPU at Python's defaults)."""
     async with running_dispatcher(db_url, dispatch_settings(smsc)):
 

@@ -1,4 +1,4 @@
-"""The pure checks of accounts and web_auth: names, roles, scopes and where a login may send the browser."""
+"""The pure checks of accounts and web.auth: names, roles, scopes and where a login may send the browser."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ How a criterion is evaluated (the numbers are in ``warnings_svc/config/criteria.
 
 The kernels are numba functions over arrays shaped (member, time, cell) float32, chunked over cells and
 parallel over chunks, fusing every level of a hazard into one pass over the time axis. They read the data
-in place whether it is stored member-major or time-major (``(time, member, lat, lon)``, as `cfgrid` gives
+in place whether it is stored member-major or time-major (``(time, member, lat, lon)``, as `risk_zoning.io.netcdf` gives
 ensembles), without a layout copy. Each has a plain numpy twin in the tests (tests/reference_kernels.py)
 that they are compared against.
 
@@ -963,7 +963,7 @@ def evaluate(
 ) -> HazardResult:
     """Warning levels of `hazard` from canonical forecast grids (see the module docstring for the rules).
 
-    `data` maps cfgrid quantity names to canonical DataArrays on one lat/lon grid; the best available
+    `data` maps quantity names (`risk_zoning.io.netcdf.QUANTITIES`) to canonical DataArrays on one lat/lon grid; the best available
     variable is used and named in the evidence (heat: air_temperature_max, else air_temperature; frost:
     ground_temperature_min, ground_temperature, else air_temperature_min/air_temperature through the
     offset model; sandstorm: visibility with wind_gust/wind_speed/dust_concentration). Without
@@ -1290,7 +1290,7 @@ def stations_to_grid(text: str, grid: RegularGrid, *, source: str = "stations") 
     """Station rows placed in the grid cell containing each station, one canonical DataArray per quantity.
 
     Columns: ``station_id, lon, lat, time`` and quantity columns named ``name[units]``, where name is a
-    cfgrid quantity (``air_temperature_max``) or a short name (tmax, tmin, t, gst, gstmin, pre, vis, ws,
+    grid quantity (``air_temperature_max``) or a short name (tmax, tmin, t, gst, gstmin, pre, vis, ws,
     gust, dust), e.g. ``tmax[degC]``, ``pre[mm]`` (amount over the interval ending at `time`), ``vis[km]``.
     Times are ISO 8601 with a UTC offset (``2024-07-01T08:00+08:00``); an empty value is missing. Values are
     converted to canonical units (dust keeps its own). Stations outside the grid are left out (counted in
@@ -1322,7 +1322,7 @@ def stations_to_grid(text: str, grid: RegularGrid, *, source: str = "stations") 
         if quantity is None:
             raise HazardInputError(
                 f"{source}: line 1: column '{h}' is not a known quantity "
-                f"({', '.join(sorted(_STATION_COLUMNS))} or a cfgrid quantity name)"
+                f"({', '.join(sorted(_STATION_COLUMNS))} or a grid quantity name)"
             )
         if not rest.endswith("]") or not rest[:-1].strip():
             raise HazardInputError(

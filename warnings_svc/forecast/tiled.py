@@ -15,7 +15,7 @@ process's life, so a long-lived cluster pays that once per worker.
 Inputs may be numpy-backed or Dask-backed (e.g. ``open_dataset(..., chunks={})``). Numpy-backed tiles
 are sent from this process straight to the workers, every variable of a tile to one worker; Dask-backed
 ones are rechunked and the workers read their own tiles. On one host, numpy-backed inputs make this slower
-than `evaluate_all` (the bytes cross process boundaries; see bench/README.md): the tiled path is for grids
+than `evaluate_all` (the bytes cross process boundaries; see bench/LOG.md): the tiled path is for grids
 read by the workers or bigger than one machine. The observed branch is not tiled: score it with
 `evaluate_all` (observation grids are small).
 

@@ -37,7 +37,7 @@ STATIC_DIR = Path(str(resources.files("warnings_svc") / "static"))
 
 
 # Request bodies aiohttp reads whole: url-encoded forms (login, console actions). Forecast uploads are
-# streamed to disk ([scoring] max_upload_mib) and JSON bodies capped on their own (api_warnings).
+# streamed to disk ([scoring] max_upload_mib) and JSON bodies capped on their own (web.api.warnings).
 FORM_MAX_BYTES = 2**20
 
 

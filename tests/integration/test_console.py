@@ -301,6 +301,36 @@ async def test_english_is_kept_in_a_cookie(client: TestClient, conn: asyncpg.Con
     assert "待处理的预警建议" in html and '<html lang="zh-CN">' in html
 
 
+async def test_every_page_in_either_language_shows_no_untranslated_text(
+    client: TestClient, conn: asyncpg.Connection
+) -> None:
+    name, _ = await new_user(conn, "approver")
+    await seed_proposal(conn)
+    warning = await draft(conn, "someone")
+    pages = {}
+    for lang in ("zh", "en"):
+        pages[f"login {lang}"] = await page(client, f"/console/login?lang={lang}")
+        pages[f"first page {lang}"] = await page(client, f"/?lang={lang}")
+    await log_in(client, name)
+    for lang in ("zh", "en"):
+        pages[f"home {lang}"] = await page(client, f"/console/?lang={lang}")
+        pages[f"warning {lang}"] = await page(client, f"/console/warnings/{warning.warning_id}?lang={lang}")
+        missing = await client.get(f"/console/warnings/999999?lang={lang}")
+        pages[f"not found {lang}"] = await missing.text()
+    refused = await client.post("/console/logout")  # no CSRF token: the HTML error page
+    assert refused.status == 403
+    pages["error"] = await refused.text()
+    for what, html in pages.items():
+        assert "⟦" not in html, f"{what}: {re.findall(r'⟦[^⟧]*⟧', html)}"
+    assert "用户名" in pages["login zh"] and "User name" in pages["login en"]
+    lead = '<p class="lead">{}<span class="sub">{}</span></p>'
+    assert lead.format("气象灾害风险区划", "Meteorological disaster risk zoning") in pages["first page zh"]
+    assert lead.format("Meteorological disaster risk zoning", "气象灾害风险区划") in pages["first page en"]
+    assert "待处理的预警建议" in pages["home zh"] and "Open proposals" in pages["home en"]
+    assert "影响预评估" in pages["warning zh"] and "Impact preview" in pages["warning en"]
+    assert "已拒绝跨站或未经验证的请求 Cross-site or unverified request refused" in pages["error"]
+
+
 async def test_an_unknown_warning_is_a_404_page(client: TestClient, conn: asyncpg.Connection) -> None:
     name, _ = await new_user(conn, "forecaster")
     await log_in(client, name)

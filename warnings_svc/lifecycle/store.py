@@ -498,6 +498,49 @@ async def latest_versions(
     return [version_from_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class Face:
+    """What a warning shows the public: the version in force's level, areas and times (``svc.warning``)."""
+
+    status: str
+    level: str
+    areas: tuple[str, ...]
+    onset: datetime
+    expires: datetime
+
+
+async def versions_at_work(conn: asyncpg.Connection, *, limit: int) -> list[tuple[Version, Face]]:
+    """The latest version of every warning being prepared (draft, pending approval, returned) or in force
+    (issued, not yet expired), with the warning's public face; most recently updated first, at most `limit`."""
+    rows = await conn.fetch(
+        """SELECT v.*, w.status AS face_status, w.level AS face_level, w.areas AS face_areas,
+                  w.onset AS face_onset, w.expires AS face_expires
+           FROM svc.warning w
+           JOIN svc.warning_version v ON v.warning_id = w.id AND v.version = w.current_version
+           WHERE v.status IN ('draft', 'pending_approval', 'returned')
+              OR (w.status = 'issued' AND w.expires > now())
+           ORDER BY v.updated_at DESC LIMIT $1""",
+        limit,
+    )
+    return [
+        (
+            version_from_row(r),
+            Face(
+                r["face_status"], r["face_level"], tuple(r["face_areas"]), r["face_onset"], r["face_expires"]
+            ),
+        )
+        for r in rows
+    ]
+
+
+async def rendered_texts(conn: asyncpg.Connection, warning_id: int, version: int) -> dict[str, Any] | None:
+    """The channel texts a version went out with (stored when it was issued), by language; None before."""
+    raw = await conn.fetchval(
+        "SELECT rendered FROM svc.warning_version WHERE warning_id = $1 AND version = $2", warning_id, version
+    )
+    return json.loads(raw) if raw else None
+
+
 def version_from_row(row: asyncpg.Record) -> Version:
     """A `Version` from a ``svc.warning_version`` row."""
     state = WarningState(

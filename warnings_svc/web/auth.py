@@ -43,6 +43,7 @@ from warnings_svc.web.accounts import (
 )
 from warnings_svc.web.appkeys import POOL, SETTINGS, TEMPLATES
 from warnings_svc.web.client_address import client_address
+from warnings_svc.web.i18n import N_, translate
 
 log = logging.getLogger(__name__)
 
@@ -205,29 +206,11 @@ def safe_next(value: object) -> str:
 
 # ---------------------------------------------------------------------------------------------- pages
 
-LANGUAGES: tuple[str, ...] = ("zh", "en")  # of the pages (the messages have their own: texts.LANGUAGES)
-TEXTS: dict[str, dict[str, str]] = {
-    "zh": {
-        "title": "登录",
-        "heading": "气象灾害预警 · 控制台登录",
-        "name": "用户名",
-        "password": "密码",
-        "submit": "登录",
-        "failed": "用户名或密码错误。",
-        "limited": "登录失败次数过多，请 {minutes} 分钟后再试。",
-        "other": "English",
-    },
-    "en": {
-        "title": "Sign in",
-        "heading": "Weather warnings · console sign-in",
-        "name": "User name",
-        "password": "Password",
-        "submit": "Sign in",
-        "failed": "Wrong user name or password.",
-        "limited": "Too many failed sign-ins; try again in {minutes} min.",
-        "other": "中文",
-    },
-}
+LANGUAGES: tuple[str, ...] = ("zh", "en")  # of the pages (texts: `i18n`; messages: texts.LANGUAGES)
+# The login page's texts outside its template (the template has its own, `i18n`)
+LOGIN_FAILED = N_("login", "Wrong user name or password.")
+# Translators: {minutes} is a whole number of minutes
+LOGIN_LIMITED = N_("login", "Too many failed sign-ins; try again in {minutes} min.")
 
 
 def _lang(value: object) -> str:
@@ -256,7 +239,7 @@ def _login_page(
     html = (
         request.app[TEMPLATES]
         .get_template("login.html")
-        .render(lang=lang, t=TEXTS[lang], next=next_path, name=name, error=error, switch_url=switch)
+        .render(lang=lang, next=next_path, name=name, error=error, switch_url=switch)
     )
     response = web.Response(status=status, text=html, content_type="text/html", headers=headers)
     response.headers["Cache-Control"] = "no-store"
@@ -278,7 +261,7 @@ async def login_submit(request: web.Request) -> web.Response:
     next_path = safe_next(form.get("next", request.query.get("next")))
     name, password = form.get("name"), form.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
-        return _login_page(request, lang, next_path, error=TEXTS[lang]["failed"], status=400)
+        return _login_page(request, lang, next_path, error=translate(LOGIN_FAILED, lang), status=400)
     try:
         async with request.app[POOL].acquire() as conn:
             client = client_address(
@@ -289,14 +272,20 @@ async def login_submit(request: web.Request) -> web.Response:
                 await end_session(conn, previous)  # a new id at every login: no session fixation
     except RateLimited as e:
         minutes = -(-e.retry_after // 60)
-        error = TEXTS[lang]["limited"].format(minutes=minutes)
+        error = translate(LOGIN_LIMITED, lang).format(minutes=minutes)
         return _login_page(
             request, lang, next_path, name=name, error=error, status=429, headers=e.problem_headers
         )
     except LoginFailed:
         challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
         return _login_page(
-            request, lang, next_path, name=name, error=TEXTS[lang]["failed"], status=401, headers=challenge
+            request,
+            lang,
+            next_path,
+            name=name,
+            error=translate(LOGIN_FAILED, lang),
+            status=401,
+            headers=challenge,
         )
     response = web.Response(status=303, headers={"Location": next_path, "Cache-Control": "no-store"})
     response.set_cookie(

@@ -19,9 +19,8 @@ from warnings_svc.forecast.proposals import open_proposal_documents
 from warnings_svc.forecast.scoring import ACTION_NAMES
 from warnings_svc.vocabulary import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
-from warnings_svc.web.auth import (
-    LANGUAGES,
-)
+from warnings_svc.web.auth import LANGUAGES
+from warnings_svc.web.i18n import N_, Message, other_language, translate
 
 log = logging.getLogger(__name__)
 
@@ -68,48 +67,45 @@ async def index(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------------------------------- first page
 
-# key -> (Chinese, English). The page shows one as the label and the other as its subtitle.
-LABELS: dict[str, tuple[str, str]] = {
-    "title": ("气象灾害风险区划", "Meteorological disaster risk zoning"),
-    "maps": ("风险区划图", "Risk maps"),
-    "proposals": ("预警建议（待审）", "Warning proposals (open)"),
-    "no_proposals": ("暂无待审预警建议", "No open proposals"),
-    "action": ("操作", "Action"),
-    "warning_level": ("预警级别", "Level"),
-    "areas": ("区域", "Areas"),
-    "valid": ("起止时间", "Onset - expires"),
-    "probability": ("概率", "Probability"),
-    "exposed": ("暴露人口", "Exposed people"),
-    "run": ("预报起报时间", "Forecast run"),
-    "units": ("评估单元", "Assessment units"),
-    "totals": ("合计", "Totals"),
-    "population_by_grade": ("各风险等级人口", "Population by risk grade"),
-    "provenance": ("数据来源与方法", "Provenance"),
-    "code": ("代码", "Code"),
-    "name": ("名称", "Name"),
-    "level": ("级别", "Level"),
-    "population": ("人口", "Population"),
-    "area": ("面积 (km²)", "Area (km²)"),
-    "boundary": ("边界", "Boundary"),
-    "count": ("单元数", "Units"),
-    "hazard": ("灾种", "Hazard"),
-    "version": ("版本", "Version"),
-    "built": ("生成时间", "Built"),
-    "risk_index": ("风险指数", "Risk index"),
-    "api": ("接口", "API"),
-    "synthetic": (
-        "演示数据：下列输入为合成数据，不可用于业务决策",
-        "Demo data: these inputs are synthetic, not for operational use",
-    ),
+# The first page's texts by key; the page shows each in its language with the other language as a subtitle.
+LABELS: dict[str, Message] = {
+    "title": N_("first page", "Meteorological disaster risk zoning"),
+    "maps": N_("first page", "Risk maps"),
+    "proposals": N_("first page", "Warning proposals (open)"),
+    "no_proposals": N_("first page", "No open proposals"),
+    "action": N_("first page", "Action"),
+    "warning_level": N_("first page: warning level", "Level"),
+    "areas": N_("first page", "Areas"),
+    "valid": N_("first page", "Onset - expires"),
+    "probability": N_("first page", "Probability"),
+    "exposed": N_("first page", "Exposed people"),
+    "run": N_("first page", "Forecast run"),
+    "units": N_("first page", "Assessment units"),
+    "totals": N_("first page", "Totals"),
+    "population_by_grade": N_("first page", "Population by risk grade"),
+    "provenance": N_("first page", "Provenance"),
+    "code": N_("first page", "Code"),
+    "name": N_("first page", "Name"),
+    "level": N_("first page", "Level"),
+    "population": N_("first page", "Population"),
+    "area": N_("first page", "Area (km²)"),
+    "boundary": N_("first page", "Boundary"),
+    "count": N_("first page", "Units"),
+    "hazard": N_("first page", "Hazard"),
+    "version": N_("first page", "Version"),
+    "built": N_("first page", "Built"),
+    "risk_index": N_("first page", "Risk index"),
+    "api": N_("first page", "API"),
+    "synthetic": N_("first page", "Demo data: these inputs are synthetic, not for operational use"),
 }
-LEVEL_NAMES: dict[str, tuple[str, str]] = {
-    "city": ("市", "City"),
-    "district": ("区", "District"),
-    "town": ("乡镇街道", "Town"),
+LEVEL_NAMES: dict[str, Message] = {
+    "city": N_("unit level", "City"),
+    "district": N_("unit level", "District"),
+    "town": N_("unit level", "Town"),
 }
-BOUNDARY_NAMES: dict[str, tuple[str, str]] = {
-    "official": ("官方", "official"),
-    "approximate": ("近似", "approximate"),
+BOUNDARY_NAMES: dict[str, Message] = {
+    "official": N_("boundary", "official"),
+    "approximate": N_("boundary", "approximate"),
 }
 
 
@@ -124,6 +120,15 @@ class Text:
 def _text(pair: tuple[str, str], lang: str) -> Text:
     zh, en = pair
     return Text(zh, en) if lang == "zh" else Text(en, zh)
+
+
+def _label(message: Message, lang: str) -> Text:
+    return Text(translate(message, lang), translate(message, other_language(lang)))
+
+
+def _named(table: dict[str, Message], key: str, lang: str) -> Text:
+    message = table.get(key)
+    return Text(key, key) if message is None else _label(message, lang)
 
 
 def _hazard(hazard: str, lang: str) -> Text:
@@ -150,19 +155,19 @@ def risk_page(db: RiskDatabase, lang: str) -> dict[str, Any]:
             {
                 "code": u.code.strip(),
                 "name": _text((u.name, u.name_en), lang),
-                "level": _text(LEVEL_NAMES.get(u.level, (u.level, u.level)), lang),
+                "level": _named(LEVEL_NAMES, u.level, lang),
                 "level_key": u.level,
                 "population": u.population,
                 "area_km2": u.area_km2,
                 "boundary": u.boundary,
-                "boundary_name": _text(BOUNDARY_NAMES.get(u.boundary, (u.boundary, u.boundary)), lang),
+                "boundary_name": _named(BOUNDARY_NAMES, u.boundary, lang),
                 "code_status": u.code_status,
                 "grades": grades,
             }
         )
     totals = [
         {
-            "level": _text(LEVEL_NAMES.get(level, (level, level)), lang),
+            "level": _named(LEVEL_NAMES, level, lang),
             "count": len(at_level),
             "population": sum(u.population for u in at_level),
             "area_km2": sum(u.area_km2 for u in at_level),
@@ -172,8 +177,8 @@ def risk_page(db: RiskDatabase, lang: str) -> dict[str, Any]:
     ]
     return {
         "lang": lang,
-        "other_lang": "en" if lang == "zh" else "zh",
-        "labels": {key: _text(pair, lang) for key, pair in LABELS.items()},
+        "other_lang": other_language(lang),
+        "labels": {key: _label(message, lang) for key, message in LABELS.items()},
         "region": _text((db.region_name, region_en), lang),
         "region_code": db.region_code,
         "version_id": db.version_id,

@@ -1,10 +1,12 @@
-"""The HTML templates' environment."""
+"""The HTML templates' environment, with gettext in the language of the page being rendered (`i18n`)."""
 
 from __future__ import annotations
 
 import logging
 
 import jinja2
+
+from warnings_svc.web.i18n import install_translations
 
 log = logging.getLogger(__name__)
 
@@ -18,4 +20,5 @@ def template_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["thousands"] = lambda n: f"{n:,.0f}"
+    install_translations(env)
     return env

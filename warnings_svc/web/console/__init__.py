@@ -1,0 +1,79 @@
+"""The forecaster console: proposals and warnings on a map of the region, one page per warning with its impact
+preview, history and the lifecycle actions (server-rendered; `static/console.js` calls the write API).
+
+Pages are rendered here from the same store functions the API uses; every change goes through the write API
+(`api_warnings`), so roles, the two-person rule and budgets are enforced in one place. The page only hides
+what the user's role cannot do and explains a disabled approval.
+
+Decisions where the issue is silent:
+
+- The map is inline SVG drawn from the risk database's unit outlines (longitude scaled by cos(latitude)),
+  cached per risk database version: no tiles, no fonts, no network. A unit is filled with the colour of the
+  highest warning in force (issued, not an exercise) that names it or a unit around it; open proposals are
+  dashed outlines of their polygons (of their areas when they have none).
+- Chinese by default; ``?lang=en`` switches and is remembered in a cookie (links carry it too). The texts are
+  in the gettext catalogues (`web.i18n`).
+- Responders come from ``config/responders.toml``, synthetic demo data labelled as such on the page; a unit's
+  posts are called when a warning names the unit, a town inside it or the city around it.
+- An issued version shows the texts that went out (stored at issue); any other shows what it would say if
+  approved now (`warning_store.preview`), with budget problems in red.
+
+Modules: `labels` (texts, through the catalogues), `responders` (the registry and whom a warning calls), `map`
+(projection and drawing, pure), `region` (the drawn region, cached per risk database version), `page` (what
+every page shares), `home` and `warning` (the two pages: thin handlers over the store's read functions and a
+context builder each), `openapi` (their description).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from warnings_svc.web.appkeys import SETTINGS
+from warnings_svc.web.console.home import console_home
+from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
+from warnings_svc.web.console.openapi import OPENAPI_PATHS
+from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, RESPONDERS, asset_urls
+from warnings_svc.web.console.region import RegionViews
+from warnings_svc.web.console.responders import (
+    Call,
+    ResponderError,
+    Responders,
+    default_responders_path,
+    load_responders,
+    responders_for,
+)
+from warnings_svc.web.console.warning import console_warning
+from warnings_svc.web.events import setup_events
+
+
+def setup_console(app: web.Application, database_url: str | None = None) -> None:
+    """The console pages and the live event stream they subscribe to (`events.setup_events`).
+
+    Reads the responder registry (and hashes the static files) now, so a broken file stops the start with
+    one line.
+    """
+    app[REGION_VIEWS] = RegionViews(app[SETTINGS].region)
+    app[RESPONDERS] = load_responders()
+    app[ASSETS] = asset_urls()
+    app.router.add_get("/console/", console_home, name="console")
+    app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
+    setup_events(app, database_url)
+
+
+__all__ = [
+    "OPENAPI_PATHS",
+    "Call",
+    "Projection",
+    "RegionView",
+    "RegionViews",
+    "ResponderError",
+    "Responders",
+    "console_home",
+    "console_warning",
+    "default_responders_path",
+    "geometry_path",
+    "load_responders",
+    "map_context",
+    "responders_for",
+    "setup_console",
+]

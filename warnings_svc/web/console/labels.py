@@ -1,0 +1,228 @@
+"""The console's texts in the page's language: label tables (translated through the catalogues, `i18n`), names
+of hazards, levels and statuses, warning titles and Beijing times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from risk_zoning import BEIJING, HAZARD_NAMES
+from warnings_svc.vocabulary import LEVEL_NAMES
+from warnings_svc.web.i18n import N_, Message, translate
+
+# The console's labels by key (templates use them as ``t.key``).
+LABELS: dict[str, Message] = {
+    "console": N_("console", "Warning console"),
+    "region": N_("console", "Wuhai"),
+    "map": N_("console", "Warning map"),
+    "map_legend_live": N_("console", "Warnings in force"),
+    "map_legend_proposal": N_("console", "Proposals (dashed)"),
+    "map_legend_draft": N_("console", "Drafts, awaiting approval or returned (dotted)"),
+    "map_none": N_("console", "none"),
+    "proposals": N_("console", "Open proposals"),
+    "no_proposals": N_("console", "No open proposals"),
+    "warnings": N_("console", "Warnings"),
+    "drafts": N_("console", "Drafts"),
+    "pending": N_("console", "Pending approval"),
+    "returned": N_("console", "Returned"),
+    "issued": N_("console", "Issued (in force)"),
+    "none": N_("console", "none"),
+    "hazard": N_("console", "Hazard"),
+    "level": N_("console", "Level"),
+    "action": N_("console", "Action"),
+    "areas": N_("console", "Areas"),
+    "valid": N_("console", "Onset – expires (Beijing time)"),
+    "onset": N_("console", "Onset (Beijing time)"),
+    "expires": N_("console", "Expires (Beijing time)"),
+    "probability": N_("console", "Probability"),
+    "exposed": N_("console", "Exposed people"),
+    "run": N_("console", "Forecast run"),
+    "create_draft": N_("console", "Create draft"),
+    "replaces": N_("console", "Changes warning"),
+    "status": N_("console", "Status"),
+    "version": N_("console", "Version"),
+    "updated": N_("console", "Updated"),
+    "by": N_("console", "By"),
+    "exercise": N_("console", "exercise"),
+    "live": N_("console", "Live"),
+    "live_connecting": N_("console", "Connecting…"),
+    "live_off": N_("console", "Disconnected, retrying"),
+    # Translators: the name of the language the link switches to, in that language
+    "lang_other": N_("language switch", "中文"),
+    "logout": N_("console", "Sign out"),
+    "back": N_("console", "Back to the console"),
+    "colleague_changed": N_("console", "A colleague has changed this warning. Your edits are not saved yet:"),
+    "reload": N_("console", "Reload"),
+    "facts": N_("console", "Latest version"),
+    "msg_type": N_("console", "Message type"),
+    "identifier": N_("console", "Identifier"),
+    "sent": N_("console", "Sent"),
+    "created_by": N_("console", "Created by"),
+    "editors": N_("console", "Edited by"),
+    "approved_by": N_("console", "Approved by"),
+    "approval_comment": N_("console", "Approval comment"),
+    "return_reason": N_("console", "Reason for return"),
+    "note": N_("console", "Note"),
+    "in_force": N_("console", "Version in force"),
+    "edit": N_("console", "Edit"),
+    "edit_withdraws": N_("console", "Saving withdraws the submission; submit it again afterwards."),
+    "cancel_edit_note": N_("console", "A Cancel message only takes a note (why)."),
+    "whole_city": N_("console", "whole city"),
+    "texts": N_("console", "Own texts (empty: the template's)"),
+    "headline": N_("console", "Headline"),
+    "description": N_("console", "Description"),
+    "instruction": N_("console", "Instruction"),
+    "save": N_("console", "Save changes"),
+    "actions": N_("console", "Actions"),
+    "submit": N_("console", "Submit for approval"),
+    "approve": N_("console", "Approve and issue"),
+    "comment": N_("console", "Comment (optional)"),
+    "return": N_("console", "Return for edit"),
+    "reason": N_("console", "Reason (required)"),
+    "discard": N_("console", "Discard"),
+    "discard_confirm": N_("console", "Discard this version?"),
+    "start_update": N_("console", "Start an Update"),
+    "start_cancel": N_("console", "Start a Cancel"),
+    "cancel_note": N_("console", "Why it is cancelled"),
+    "no_actions": N_("console", "Your role has nothing to do at this status."),
+    # Translators: {level} is a warning level's name
+    "two_person": N_(
+        "console",
+        "Two-person rule: you created or edited this {level} warning, so another approver must approve it.",
+    ),
+    "impact": N_("console", "Impact preview"),
+    "population": N_("console", "Population covered"),
+    "area_population": N_("console", "Population"),
+    "vulnerable": N_("console", "Vulnerable groups and assets"),
+    "vulnerable_none": N_("console", "none (not from a proposal)"),
+    "responders": N_("console", "Departments and duty posts to be called"),
+    "responders_none": N_("console", "No department responds to this warning"),
+    "department": N_("console", "Department"),
+    "post": N_("console", "Duty post"),
+    "phone": N_("console", "Phone"),
+    "unit": N_("console", "Area"),
+    "demo_data": N_("console", "demo data/示例数据"),
+    "channels": N_("console", "Channel texts and SMS segments"),
+    "preview_now": N_("console", "What it would say if approved now"),
+    "issued_texts": N_("console", "The texts issued"),
+    "preview_unavailable": N_("console", "No preview: "),
+    "sms_short": N_("console", "SMS (one segment)"),
+    "sms_full": N_("console", "SMS (full)"),
+    "segments": N_("console", "segments"),
+    "chars": N_("console", "characters"),
+    "pages": N_("console", "pages"),
+    "broadcast": N_("console", "Broadcast script"),
+    "cell_broadcast": N_("console", "Cell broadcast"),
+    "area_desc": N_("console", "Area description"),
+    "budget_problems": N_("console", "Over budget"),
+    "history": N_("console", "History"),
+    "versions": N_("console", "Versions"),
+    "timeline": N_("console", "Timeline"),
+    "time": N_("console", "Time"),
+    "who": N_("console", "Who"),
+    "what": N_("console", "What"),
+    "detail": N_("console", "Detail"),
+    "changed": N_("console", "changed"),
+    "open": N_("console", "Open"),
+    "not_found": N_("console", "No such warning"),
+    "noscript": N_("console", "The console's actions need JavaScript."),
+    "field": N_("console", "field"),
+    "no_changes": N_("console", "Nothing changed."),
+    "error": N_("console", "Something went wrong"),
+    "network_error": N_("console", "Network error; try again."),
+}
+STATUS_NAMES: dict[str, Message] = {
+    "draft": N_("warning status", "draft"),
+    "pending_approval": N_("warning status", "pending approval"),
+    "returned": N_("warning status", "returned"),
+    "issued": N_("warning status", "issued"),
+    "updated": N_("warning status", "updated"),
+    "cancelled": N_("warning status", "cancelled"),
+    "expired": N_("warning status", "expired"),
+    "discarded": N_("warning status", "discarded"),
+}
+ROLE_NAMES: dict[str, Message] = {
+    "forecaster": N_("role", "forecaster"),
+    "approver": N_("role", "approver (chief)"),
+    "operations": N_("role", "operations"),
+    "department": N_("role", "department"),
+    "admin": N_("role", "admin"),
+}
+MSG_TYPE_NAMES: dict[str, Message] = {
+    "Alert": N_("message type", "Alert"),
+    "Update": N_("message type", "Update"),
+    "Cancel": N_("message type", "Cancel"),
+}
+# What an audit entry's action reads as on a warning's timeline.
+AUDIT_ACTIONS: dict[str, Message] = {
+    "create": N_("audit action", "created the draft"),
+    "edit": N_("audit action", "edited"),
+    "submit": N_("audit action", "submitted"),
+    "approve": N_("audit action", "approved and issued"),
+    "return_for_edit": N_("audit action", "returned for edit"),
+    "discard": N_("audit action", "discarded"),
+    "draft_update": N_("audit action", "started an Update"),
+    "draft_cancel": N_("audit action", "started a Cancel"),
+    "update": N_("audit action", "superseded by an Update"),
+    "cancel": N_("audit action", "cancelled"),
+    "expire": N_("audit action", "expired"),
+}
+VULNERABLE_NAMES: dict[str, Message] = {
+    "elderly_65plus": N_("vulnerable group", "people aged 65+"),
+    "outdoor_workers": N_("vulnerable group", "outdoor workers"),
+    "mining_area_km2": N_("vulnerable group", "mining area (km²)"),
+    "people_in_gully_zones": N_("vulnerable group", "people in gully zones"),
+    "cropland_km2": N_("vulnerable group", "cropland (km²)"),
+    "road_exposure_km2": N_("vulnerable group", "road exposure (km²)"),
+}
+# Strings the page's JavaScript shows (handed over as JSON, never as inline script).
+SCRIPT_LABELS: tuple[str, ...] = (
+    "live",
+    "live_connecting",
+    "live_off",
+    "discard_confirm",
+    "field",
+    "no_changes",
+    "error",
+    "network_error",
+    "reason",
+)
+
+
+def labels(lang: str) -> dict[str, str]:
+    """Every console label in one language."""
+    return {key: translate(message, lang) for key, message in LABELS.items()}
+
+
+def name_in(table: dict[str, Message], key: str, lang: str) -> str:
+    """`key`'s name from one of the tables above; the key itself when the table does not know it."""
+    message = table.get(key)
+    return key if message is None else translate(message, lang)
+
+
+def hazard_name(hazard: str, lang: str) -> str:
+    return HAZARD_NAMES[lang].get(hazard, hazard)
+
+
+def level_name(level: str, lang: str) -> str:
+    return pick(LEVEL_NAMES.get(level, (level, level)), lang)
+
+
+def pick(pair: tuple[str, str], lang: str) -> str:
+    """One of a (Chinese, English) pair, as the shared vocabularies give names."""
+    return pair[0] if lang == "zh" else pair[1]
+
+
+def warning_title(hazard: str, level: str, lang: str) -> str:
+    """``高温橙色预警`` / ``Heat orange warning``."""
+    if lang == "zh":
+        return f"{hazard_name(hazard, lang)}{level_name(level, lang)}预警"
+    return f"{hazard_name(hazard, lang)} {level_name(level, lang)} warning"
+
+
+def area_separator(lang: str) -> str:
+    return "、" if lang == "zh" else ", "
+
+
+def beijing(t: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
+    """A time as Beijing wall-clock text (empty for None)."""
+    return "" if t is None else t.astimezone(BEIJING).strftime(fmt)

@@ -64,10 +64,11 @@ async def open_proposal_summaries(conn: asyncpg.Connection, limit: int) -> list[
     """The newest open proposals as lists and maps show them, newest first, at most `limit`: `id`, `hazard`,
     `level`, `action`, `replaces`, `areas`, `onset`, `expires`, `probability`, `exposed_population`,
     `geometry` (GeoJSON text or None) and their run's `reference_time`."""
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         """SELECT p.id, p.hazard, p.level, p.action, p.replaces, p.areas, p.onset, p.expires, p.probability,
                   p.exposed_population, p.document->'geometry' AS geometry, r.reference_time
            FROM svc.proposal p JOIN svc.forecast_run r ON r.id = p.run_id
            WHERE p.status = 'open' ORDER BY p.id DESC LIMIT $1""",
         limit,
     )
+    return rows

@@ -20,10 +20,12 @@ from warnings_svc.documents.texts import (
     cbs_pages,
     check_budgets,
     default_texts_path,
-    en_spoken_time,
     load_texts,
     render_texts,
     sms_segments,
+)
+from warnings_svc.documents.wording import (
+    en_spoken_time,
     spoken_en,
     spoken_zh,
     zh_number,
@@ -437,3 +439,12 @@ def test_broadcast_times_are_spoken_relative_to_now() -> None:
     assert (
         en_spoken_time(SENT + timedelta(days=3, minutes=5), now) == "four oh five p.m. on the twelfth of July"
     )
+
+
+@pytest.mark.parametrize("module", ["warnings_svc.documents.texts", "warnings_svc.documents.wording"])
+def test_the_worked_examples_in_the_texts_modules_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -171,7 +171,7 @@ async def test_openapi_json_is_an_openapi_3_1_document_of_every_route(client: Te
     }
     routes = {r.resource.canonical for r in client.app.router.routes() if r.resource.canonical != "/static"}
     assert routes == set(document["paths"])
-    assert document == openapi_document()
+    assert document == openapi_document(client.app)
 
 
 async def test_an_unknown_hazard_map_is_a_404_problem_document(db_url: str, tmp_path: Path) -> None:

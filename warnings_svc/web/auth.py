@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from pydantic import BaseModel, Field, field_validator
 
 from warnings_svc.lifecycle.transitions import Role
 from warnings_svc.web.accounts import (
@@ -44,6 +45,7 @@ from warnings_svc.web.accounts import (
 from warnings_svc.web.appkeys import POOL, SETTINGS, TEMPLATES
 from warnings_svc.web.client_address import client_address
 from warnings_svc.web.i18n import N_, translate
+from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -246,14 +248,64 @@ def _login_page(
     return response
 
 
+class PageQuery(LenientQuery):
+    """A page's language and where to go next: a person typed them, so odd values fall back to defaults."""
+
+    lang: str = Field("zh", description="Language of the page", json_schema_extra={"enum": list(LANGUAGES)})
+    next: str = Field(DEFAULT_NEXT, description="A local path to go on to after login")
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _known_language(cls, value: object) -> str:
+        return _lang(value)
+
+    @field_validator("next", mode="before")
+    @classmethod
+    def _local_path(cls, value: object) -> str:
+        return safe_next(value)
+
+
+class LoginForm(BaseModel):
+    """The login form's fields (a url-encoded form)."""
+
+    name: str
+    password: str = Field(json_schema_extra={"format": "password"})
+    next: str | None = None
+    lang: str | None = Field(None, json_schema_extra={"enum": list(LANGUAGES)})
+
+
+_HTML_PAGE = ("text/html",)
+
+
+@operation(
+    "Console login form (HTML; Chinese, English with ?lang=en)",
+    query=PageQuery,
+    responses={
+        200: media_reply("The form", *_HTML_PAGE),
+        303: media_reply("Already logged in: on to `next`"),
+    },
+)
 async def login_form(request: web.Request) -> web.Response:
     """GET /console/login: the form (zh-CN, ?lang=en); someone already logged in goes on to `next`."""
-    next_path = safe_next(request.query.get("next"))
+    query = parse_query(request, PageQuery)
     if request[USER] is not None:
-        return web.Response(status=303, headers={"Location": next_path})
-    return _login_page(request, _lang(request.query.get("lang")), next_path)
+        return web.Response(status=303, headers={"Location": query.next})
+    return _login_page(request, query.lang, query.next)
 
 
+@operation(
+    "Log in with name and password: sets the session cookie, goes on to `next` (a local path)",
+    query=PageQuery,
+    body=LoginForm,
+    body_type="application/x-www-form-urlencoded",
+    responses={
+        303: media_reply("Logged in: session cookie set, on to `next`"),
+        400: media_reply("Name or password missing: the form again", *_HTML_PAGE),
+        401: media_reply("Wrong name or password: the form again", *_HTML_PAGE),
+        429: media_reply("Too many failed logins (Retry-After): the form again", *_HTML_PAGE),
+    },
+    problems=(403,),
+)
 async def login_submit(request: web.Request) -> web.Response:
     """POST /console/login: check the password, start a session, set its cookie and go on to `next`."""
     form = await request.post()
@@ -295,12 +347,19 @@ async def login_submit(request: web.Request) -> web.Response:
     return response
 
 
+@operation(
+    "End the console session (with its CSRF token: csrf_token field or X-CSRF-Token)",
+    query=PageQuery,
+    responses={303: media_reply("Logged out: on to the login form")},
+    problems=(403,),
+    security=("session",),
+)
 async def logout(request: web.Request) -> web.Response:
     """POST /console/logout: end the session (CSRF-checked like any unsafe request), forget the cookie."""
+    lang = parse_query(request, PageQuery).lang
     if session_id := request.cookies.get(SESSION_COOKIE):
         async with request.app[POOL].acquire() as conn:
             await end_session(conn, session_id)
-    lang = _lang(request.query.get("lang"))
     location = LOGIN_PATH + (f"?lang={lang}" if lang != "zh" else "")
     response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
     response.del_cookie(SESSION_COOKIE, path="/")
@@ -315,66 +374,6 @@ def setup_auth(app: web.Application) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- OpenAPI
-
-_HTML = {"text/html": {"schema": {"type": "string"}}}
-_LANG = {
-    "name": "lang",
-    "in": "query",
-    "schema": {"type": "string", "enum": list(LANGUAGES), "default": "zh"},
-}
-_NEXT = {"name": "next", "in": "query", "schema": {"type": "string", "default": DEFAULT_NEXT}}
-
-OPENAPI_PATHS: dict[str, Any] = {
-    LOGIN_PATH: {
-        "get": {
-            "summary": "Console login form (HTML; Chinese, English with ?lang=en)",
-            "parameters": [_LANG, _NEXT],
-            "responses": {
-                "200": {"description": "The form", "content": _HTML},
-                "303": {"description": "Already logged in: on to `next`"},
-            },
-        },
-        "post": {
-            "summary": "Log in with name and password: sets the session cookie, goes on to `next` (a local path)",
-            "requestBody": {
-                "content": {
-                    "application/x-www-form-urlencoded": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["name", "password"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "password": {"type": "string", "format": "password"},
-                                "next": {"type": "string"},
-                                "lang": {"type": "string", "enum": list(LANGUAGES)},
-                            },
-                        }
-                    }
-                }
-            },
-            "responses": {
-                "303": {"description": "Logged in: session cookie set, on to `next`"},
-                "400": {"description": "Name or password missing: the form again", "content": _HTML},
-                "401": {"description": "Wrong name or password: the form again", "content": _HTML},
-                "403": {"$ref": "#/components/responses/Problem"},
-                "429": {
-                    "description": "Too many failed logins (Retry-After): the form again",
-                    "content": _HTML,
-                },
-            },
-        },
-    },
-    "/console/logout": {
-        "post": {
-            "summary": "End the console session (with its CSRF token: csrf_token field or X-CSRF-Token)",
-            "parameters": [_LANG],
-            "responses": {
-                "303": {"description": "Logged out: on to the login form"},
-                "403": {"$ref": "#/components/responses/Problem"},
-            },
-        }
-    },
-}
 
 OPENAPI_SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `warnings-svc user token`"},

@@ -6,14 +6,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel
 
 from risk_zoning.io.database import MigrationSource, read_migrations
 from risk_zoning.store import current_version
 from warnings_svc.web.appkeys import METRICS
 from warnings_svc.web.errors import one_line
+from warnings_svc.web.operations import Reply, media_reply, operation
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +84,47 @@ class ReadinessProbe:
 READINESS = web.AppKey("readiness", ReadinessProbe)
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class CheckAnswer(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    """The answer of /readyz: `failed` names the checks that did not pass."""
+
+    status: Literal["ok", "unavailable"]
+    failed: list[str]
+    checks: dict[str, CheckAnswer]
+
+
+@operation("Liveness: the process answers", responses={200: Reply("Alive", Liveness)})
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers. Touches nothing else."""
-    return web.json_response({"status": "ok"})
+    return web.json_response(Liveness().model_dump())
 
 
+@operation(
+    "Readiness: database, migrations and the region's risk database",
+    responses={200: Reply("Ready", Readiness), 503: Reply("Not ready; `failed` names the checks", Readiness)},
+)
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 when every check passes, else 503 naming the failed checks."""
     checks = await request.app[READINESS].check()
     failed = [name for name, c in checks.items() if not c.ok]
-    body = {
-        "status": "unavailable" if failed else "ok",
-        "failed": failed,
-        "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
-    }
-    return web.json_response(body, status=503 if failed else 200)
+    body = Readiness(
+        status="unavailable" if failed else "ok",
+        failed=failed,
+        checks={name: CheckAnswer(ok=c.ok, detail=c.detail) for name, c in checks.items()},
+    )
+    return web.json_response(body.model_dump(), status=503 if failed else 200)
 
 
+@operation("Prometheus metrics", responses={200: media_reply("Text exposition format", "text/plain")})
 async def metrics_exposition(request: web.Request) -> web.Response:
+    """The Prometheus text exposition of this process's metrics."""
     metrics = request.app[METRICS]
     return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.content_type})

@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 from functools import partial
+from typing import Literal
 
 from aiohttp import web
+from pydantic import Field
 
 from risk_zoning import HAZARD_NAMES, HAZARDS
 from risk_zoning.plot import render_shapes_map
@@ -18,19 +20,46 @@ from warnings_svc.web.appkeys import POOL, RISK_DATABASE, RISK_MAPS
 from warnings_svc.web.auth import (
     LANGUAGES,
 )
-from warnings_svc.web.errors import RequestError, UnknownHazardError
+from warnings_svc.web.operations import (
+    LenientQuery,
+    RequestModel,
+    media_reply,
+    operation,
+    parse_path,
+    parse_query,
+)
+from warnings_svc.web.problems import ApiProblem
 
 log = logging.getLogger(__name__)
 
+_PNG = media_reply("PNG image", "image/png", schema={"type": "string", "format": "binary"})
 
+
+class MapQuery(LenientQuery):
+    lang: Literal[LANGUAGES] = Field("zh", description="Language of labels")  # type: ignore[valid-type]
+
+
+class RiskMapPath(RequestModel):
+    hazard: str = Field(
+        description="A hazard the risk database assesses", json_schema_extra={"enum": list(HAZARDS)}
+    )
+
+
+@operation(
+    "Risk grade map of one hazard for the current risk database version",
+    path=RiskMapPath,
+    query=MapQuery,
+    responses={200: _PNG, 304: media_reply("Not modified (ETag)")},
+    problems=(400, 404, 503),
+)
 async def risk_map(request: web.Request) -> web.Response:
     """PNG map of one hazard's risk grades for the current version."""
-    hazard = request.match_info["hazard"]
+    hazard = parse_path(request, RiskMapPath).hazard
     if hazard not in HAZARDS:
-        raise UnknownHazardError(hazard)
-    lang = request.query.get("lang", "zh")
-    if lang not in LANGUAGES:
-        raise RequestError("lang", f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+        raise ApiProblem(
+            404, "unknown_hazard", f"unknown hazard {hazard!r}; known hazards: {', '.join(HAZARDS)}", "hazard"
+        )
+    lang = parse_query(request, MapQuery).lang
     db = await request.app[RISK_DATABASE].get()
     etag = f'"risk-{db.version_id}-{hazard}-{lang}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
@@ -40,11 +69,15 @@ async def risk_map(request: web.Request) -> web.Response:
     return web.Response(body=png, content_type="image/png", headers=headers)
 
 
+@operation(
+    "Map of the open warning proposals' polygons, coloured by level",
+    query=MapQuery,
+    responses={200: _PNG},
+    problems=(400, 503),
+)
 async def proposals_map(request: web.Request) -> web.Response:
     """PNG of the open proposals' polygons, coloured by warning level, over the region's outlines."""
-    lang = request.query.get("lang", "zh")
-    if lang not in LANGUAGES:
-        raise RequestError("lang", f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+    lang = parse_query(request, MapQuery).lang
     db = await request.app[RISK_DATABASE].get()
     shapes = []
     async with request.app[POOL].acquire() as conn:

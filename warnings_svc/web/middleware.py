@@ -16,7 +16,7 @@ from aiohttp import web
 
 from warnings_svc.web.appkeys import METRICS, REQUEST_ID, TEMPLATES
 from warnings_svc.web.errors import INTERNAL_ERROR, one_line, problem_for
-from warnings_svc.web.problems import Problem
+from warnings_svc.web.problems import ApiProblem, Problem
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as e:
         if e.status < 400 or not _wants_problem_json(request):
             raise
-        return _problem_response(request, Problem(e.status, "about:blank", e.reason), e.reason)
+        code = "_".join(e.reason.lower().split())  # "Method Not Allowed" -> method_not_allowed
+        return _problem_response(request, Problem(e.status, code, e.reason, "about:blank"), e.reason)
     except Exception as e:
         problem = problem_for(e)
         if problem is None:
@@ -77,7 +78,8 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
                 log.warning("request failed: %s", e, extra={"request_id": request[REQUEST_ID]})
             detail = one_line(e)
         if _wants_problem_json(request):
-            response = _problem_response(request, problem, detail, getattr(e, "problem_fields", None))
+            field = e.field if isinstance(e, ApiProblem) else None
+            response = _problem_response(request, problem, detail, field)
         else:
             response = _error_page(request, problem, detail)
         response.headers.update(getattr(e, "problem_headers", {}))  # WWW-Authenticate, Retry-After
@@ -93,18 +95,21 @@ def _wants_problem_json(request: web.Request) -> bool:
 
 
 def _problem_response(
-    request: web.Request, problem: Problem, detail: str, extra: dict[str, Any] | None = None
+    request: web.Request, problem: Problem, detail: str, field: str | None = None
 ) -> web.Response:
-    kind = problem.slug if ":" in problem.slug else f"urn:warnings-svc:problem:{problem.slug}"
-    body = {
-        "type": kind,
+    """The one problem document shape: RFC 9457's keys, the request id, ``code`` and, when one is at fault,
+    ``field``."""
+    body: dict[str, Any] = {
+        "type": problem.type,
         "title": problem.title,
         "status": problem.status,
         "detail": detail,
         "instance": request.path,
         "request_id": request[REQUEST_ID],
-        **(extra or {}),  # e.g. the field at fault and a machine-readable code
+        "code": problem.code,
     }
+    if field:
+        body["field"] = field
     return web.Response(
         status=problem.status,
         body=json.dumps(body, ensure_ascii=False).encode(),

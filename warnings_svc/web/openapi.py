@@ -1,280 +1,88 @@
-"""The API description served at /openapi.json."""
+"""The API description served at /openapi.json, generated from the routes and the operations their handlers
+declare (`warnings_svc.web.operations`): path, query and body models become parameters, request bodies and
+`components/schemas`; every declared problem status answers with `components/responses/Problem`.
+
+The console's HTML pages still describe themselves in hand-written `OPENAPI_PATHS`, used for the routes whose
+handlers declare no operation.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from risk_zoning import HAZARDS
-from warnings_svc.web.api.alerts import OPENAPI_PATHS as ALERTS_OPENAPI_PATHS
-from warnings_svc.web.api.runs import PROPOSAL_STATUSES
-from warnings_svc.web.api.warnings import OPENAPI_PATHS as WARNINGS_OPENAPI_PATHS
-from warnings_svc.web.auth import (
-    LANGUAGES,
-    OPENAPI_SECURITY_SCHEMES,
-)
-from warnings_svc.web.auth import OPENAPI_PATHS as AUTH_OPENAPI_PATHS
+from warnings_svc.web.auth import OPENAPI_SECURITY_SCHEMES
 from warnings_svc.web.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
 from warnings_svc.web.middleware import PROBLEM_JSON
+from warnings_svc.web.operations import Operation, Reply, media_reply, operation, operation_of
 
 log = logging.getLogger(__name__)
 
+METHODS = ("get", "put", "post", "delete", "patch")
+REF_TEMPLATE = "#/components/schemas/{model}"
+PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
 
+
+@operation(
+    "This document",
+    responses={200: media_reply("OpenAPI 3.1", "application/json", schema={"type": "object"})},
+)
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(), dumps=partial(json.dumps, ensure_ascii=False))
+    """The OpenAPI 3.1 description of this application's routes."""
+    return web.json_response(openapi_document(request.app), dumps=partial(json.dumps, ensure_ascii=False))
 
 
-# ---------------------------------------------------------------------------------------------- OpenAPI
+# ---------------------------------------------------------------------------------------------- the document
 
 
-def openapi_document() -> dict[str, Any]:
-    """A hand-written OpenAPI 3.1 description of the routes above."""
-    problem = {"$ref": "#/components/responses/Problem"}
+class UndescribedRoute(Exception):
+    """A route whose handler declares no operation and that no hand-written description covers."""
+
+
+def openapi_document(
+    app: web.Application, *, handwritten: Mapping[str, Any] = CONSOLE_OPENAPI_PATHS, strict: bool = False
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route of `app` (HEAD and static files aside). A route nothing
+    describes is `UndescribedRoute` when `strict` (the tests), else left out with a warning (routes a test
+    adds to an app are nobody's API)."""
+    schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        method = route.method.lower()
+        resource = route.resource
+        if resource is None or method not in METHODS or isinstance(resource, web.StaticResource):
+            continue
+        path = resource.canonical
+        declared = operation_of(route.handler)
+        if declared is not None:
+            described = describe(declared, path, schemas)
+        elif method in handwritten.get(path, {}):
+            described = handwritten[path][method]
+        else:
+            undescribed = f"{route.method} {path} ({route.handler.__qualname__}) declares no operation"
+            if strict:
+                raise UndescribedRoute(undescribed)
+            log.warning("not in /openapi.json: %s", undescribed)
+            continue
+        paths.setdefault(path, {})[method] = described
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "warnings-svc",
             "version": "0.1.0",
-            "description": "Meteorological disaster early warning: risk database, forecast runs and proposals, health, metrics.",
+            "description": "Meteorological disaster early warning: risk database, forecast runs and proposals, "
+            "warnings and their lifecycle, public alerts, health, metrics.",
         },
-        "paths": {
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness: the process answers",
-                    "responses": {
-                        "200": {
-                            "description": "Alive",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"type": "object", "properties": {"status": {"const": "ok"}}}
-                                }
-                            },
-                        }
-                    },
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Readiness: database, migrations and the region's risk database",
-                    "responses": {
-                        "200": {
-                            "description": "Ready",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}
-                            },
-                        },
-                        "503": {
-                            "description": "Not ready; `failed` names the checks",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}
-                            },
-                        },
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Text exposition format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/": {
-                "get": {
-                    "summary": "First page: risk maps, assessment units, totals and provenance (HTML)",
-                    "parameters": [{"$ref": "#/components/parameters/lang"}],
-                    "responses": {
-                        "200": {
-                            "description": "HTML page",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/maps/risk/{hazard}.png": {
-                "get": {
-                    "summary": "Risk grade map of one hazard for the current risk database version",
-                    "parameters": [
-                        {
-                            "name": "hazard",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": list(HAZARDS)},
-                        },
-                        {"$ref": "#/components/parameters/lang"},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "PNG image",
-                            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                        },
-                        "304": {"description": "Not modified (ETag)"},
-                        "400": problem,
-                        "404": problem,
-                        "503": problem,
-                    },
-                }
-            },
-            "/api/v1/risk/summary": {
-                "get": {
-                    "summary": "Summary of the current risk database (as `risk-zoning summary --json`)",
-                    "responses": {
-                        "200": {
-                            "description": "Summary",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "503": problem,
-                    },
-                }
-            },
-            "/maps/proposals.png": {
-                "get": {
-                    "summary": "Map of the open warning proposals' polygons, coloured by level",
-                    "parameters": [{"$ref": "#/components/parameters/lang"}],
-                    "responses": {
-                        "200": {
-                            "description": "PNG image",
-                            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                        },
-                        "400": problem,
-                        "503": problem,
-                    },
-                }
-            },
-            "/api/v1/runs": {
-                "post": {
-                    "summary": "Upload a forecast run (NetCDF files, multipart; or one file as the body with "
-                    "?filename=); it is scored off the event loop and stored with its proposals",
-                    "parameters": [{"name": "filename", "in": "query", "schema": {"type": "string"}}],
-                    "requestBody": {
-                        "content": {
-                            "multipart/form-data": {"schema": {"type": "object"}},
-                            "application/x-netcdf": {"schema": {"type": "string", "format": "binary"}},
-                        }
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "Scored and stored: run summary and proposals",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "200": {
-                            "description": "The same run was stored before (same file contents)",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "400": problem,
-                        "422": problem,
-                        "503": problem,
-                    },
-                }
-            },
-            "/api/v1/runs/{id}": {
-                "get": {
-                    "summary": "A stored forecast run and the proposals scored from it",
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Run",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "400": problem,
-                        "404": problem,
-                    },
-                }
-            },
-            "/api/v1/proposals": {
-                "get": {
-                    "summary": "Warning proposals, newest first",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(PROPOSAL_STATUSES), "default": "open"},
-                        },
-                        {
-                            "name": "hazard",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(HAZARDS)},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Proposals",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "400": problem,
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-            **WARNINGS_OPENAPI_PATHS,
-            **ALERTS_OPENAPI_PATHS,
-            **AUTH_OPENAPI_PATHS,
-            **CONSOLE_OPENAPI_PATHS,
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": OPENAPI_SECURITY_SCHEMES,
-            "parameters": {
-                "lang": {
-                    "name": "lang",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": list(LANGUAGES), "default": "zh"},
-                    "description": "Language of labels: Chinese (with English subtitles) or English",
-                }
-            },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string", "format": "uri-reference"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "string"},
-                    },
-                },
-                "Readiness": {
-                    "type": "object",
-                    "required": ["status", "failed", "checks"],
-                    "properties": {
-                        "status": {"enum": ["ok", "unavailable"]},
-                        "failed": {"type": "array", "items": {"type": "string"}},
-                        "checks": {
-                            "type": "object",
-                            "additionalProperties": {
-                                "type": "object",
-                                "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-            },
+            "schemas": dict(sorted(schemas.items())),
             "responses": {
                 "Problem": {
                     "description": "Problem details (RFC 9457)",
@@ -283,3 +91,101 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string", "format": "uri-reference"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "code": {"type": "string", "description": "Machine-readable, snake_case"},
+        "field": {"type": "string", "description": "The field at fault, as its dotted JSON path"},
+    },
+}
+
+
+def describe(declared: Operation, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    """One operation object of the document; the models it names are added to `schemas`."""
+    out: dict[str, Any] = {"summary": declared.summary}
+    if declared.description:
+        out["description"] = declared.description
+    parameters = [
+        *_parameters(declared.path, "path", schemas),
+        *_parameters(declared.query, "query", schemas),
+    ]
+    if parameters:
+        out["parameters"] = parameters
+    body = _request_body(declared, schemas)
+    if body:
+        out["requestBody"] = body
+    responses: dict[str, Any] = {
+        str(status): _response(reply, schemas) for status, reply in sorted(declared.responses.items())
+    }
+    responses.update({str(status): PROBLEM_RESPONSE for status in sorted(declared.problems)})
+    out["responses"] = responses
+    if declared.security:
+        out["security"] = [{name: []} for name in declared.security]
+    return out
+
+
+def _parameters(model: type[BaseModel] | None, where: str, schemas: dict[str, Any]) -> Iterable[dict]:
+    if model is None:
+        return []
+    schema = _schema(model, schemas, inline=True)
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        style = {k: prop.pop(k) for k in ("style", "explode") if k in prop}
+        prop.pop("title", None)
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+        }
+        if description:
+            parameter["description"] = description
+        parameter |= style
+        parameter["schema"] = prop
+        out.append(parameter)
+    return out
+
+
+def _request_body(declared: Operation, schemas: dict[str, Any]) -> dict[str, Any] | None:
+    content: dict[str, Any] = {}
+    if declared.body is not None:
+        content[declared.body_type] = {"schema": _schema(declared.body, schemas)}
+    content |= {media: {"schema": dict(schema)} for media, schema in declared.body_media.items()}
+    if not content:
+        return None
+    return {"required": declared.body_required, "content": content}
+
+
+def _response(reply: Reply, schemas: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    content: dict[str, Any] = {}
+    if reply.model is not None:
+        content["application/json"] = {"schema": _schema(reply.model, schemas)}
+    content |= {media: {"schema": dict(schema)} for media, schema in reply.media.items()}
+    if content:
+        out["content"] = content
+    if reply.headers:
+        out["headers"] = {name: {"schema": {"type": "string"}} for name in reply.headers}
+    return out
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any], *, inline: bool = False) -> dict[str, Any]:
+    """The model's JSON schema: a reference into `schemas` (where it and the models it uses are put), or
+    (`inline`) the schema itself, whose nested models still go to `schemas`."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    schemas.update(schema.pop("$defs", {}))
+    if inline:
+        return schema
+    schemas[model.__name__] = schema
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
+from pydantic import Field, field_validator
 
 from risk_zoning import BEIJING, GRADE_NAMES_EN, GRADE_NAMES_ZH, HAZARD_NAMES, HAZARDS
 from risk_zoning.store import LEVELS, RiskDatabase
@@ -21,8 +22,20 @@ from warnings_svc.vocabulary import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
 from warnings_svc.web.auth import LANGUAGES
 from warnings_svc.web.i18n import N_, Message, other_language, translate
+from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
 
 log = logging.getLogger(__name__)
+
+
+class PageQuery(LenientQuery):
+    """The first page's query: a person typed it, so an unknown language shows the default page."""
+
+    lang: Literal[LANGUAGES] = Field("zh", description="Language of the page")  # type: ignore[valid-type]
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _known_or_default(cls, value: object) -> object:
+        return value if value in LANGUAGES else "zh"
 
 
 def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -> list[dict[str, Any]]:
@@ -51,11 +64,15 @@ def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -
     return out
 
 
+@operation(
+    "First page: risk maps, assessment units, totals and provenance (HTML)",
+    query=PageQuery,
+    responses={200: media_reply("HTML page", "text/html")},
+    problems=(503,),
+)
 async def index(request: web.Request) -> web.Response:
     """The first page: open warning proposals, the region's risk maps, assessment units, totals, provenance."""
-    lang = request.query.get("lang", "zh")
-    if lang not in LANGUAGES:
-        lang = "zh"  # a person typed it; show the default page rather than an error
+    lang = parse_query(request, PageQuery).lang
     db = await request.app[RISK_DATABASE].get()
     page = risk_page(db, lang)
     async with request.app[POOL].acquire() as conn:

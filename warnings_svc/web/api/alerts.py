@@ -66,13 +66,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import shapely
 from aiohttp import web
 from lxml import etree
 from multidict import MultiMapping
+from pydantic import Field
 from shapely.geometry import Point, Polygon, mapping
 
 from risk_zoning import BEIJING
@@ -84,6 +85,7 @@ from warnings_svc.documents.message import Issuer, WarningMessage
 from warnings_svc.documents.texts import TextsConfig, load_texts
 from warnings_svc.vocabulary import HAZARD_LEVELS
 from warnings_svc.web.appkeys import POOL, SETTINGS
+from warnings_svc.web.operations import RequestModel, media_reply, operation
 from warnings_svc.web.problems import ApiProblem
 
 log = logging.getLogger(__name__)
@@ -106,10 +108,38 @@ SEVERITIES: tuple[str, ...] = ("Extreme", "Severe", "Moderate", "Minor")
 URGENCIES: tuple[str, ...] = ("Immediate", "Expected", "Future", "Past", "Unknown")
 CERTAINTIES: tuple[str, ...] = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
 NOT_PUBLIC_STATUSES: tuple[str, ...] = ("exercise", "test", "system", "draft")
-ACTIVE_PARAMETERS: frozenset[str] = frozenset(
-    {"area", "point", "event", "severity", "urgency", "certainty", "status"}
-)
 
+
+def _listed(description: str) -> Any:
+    return Field(
+        default_factory=list, description=description, json_schema_extra={"style": "form", "explode": False}
+    )
+
+
+class ActiveAlertsQuery(RequestModel):
+    """The filters of ``/api/v1/alerts/active`` (see the module's docstring); `parse_filter` reads them."""
+
+    area: list[str] = _listed(
+        "6-, 9- or 12-digit admin codes; a warning matches when one of its areas is the same unit, inside it "
+        "or contains it"
+    )
+    point: str | None = Field(
+        None,
+        description="latitude,longitude (WGS84); inside an area outline or CAP polygon",
+        pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$",
+    )
+    event: list[str] = _listed("hazard (heat, rainstorm, frost, sandstorm) or CAP event text")
+    severity: list[Literal[SEVERITIES]] = _listed("CAP severity")  # type: ignore[valid-type]
+    urgency: list[Literal[URGENCIES]] = _listed("CAP urgency")  # type: ignore[valid-type]
+    certainty: list[Literal[CERTAINTIES]] = _listed("CAP certainty")  # type: ignore[valid-type]
+    status: list[Literal["actual"]] = _listed("only actual: exercises and tests are never public")
+
+
+class AlertPath(RequestModel):
+    id: str = Field(description="{warning_id}-{version}, e.g. 12-1", pattern=r"^[1-9]\d*-[1-9]\d*$")
+
+
+ACTIVE_PARAMETERS: frozenset[str] = frozenset(ActiveAlertsQuery.model_fields)
 _ALERT_ID = re.compile(r"^([1-9]\d{0,17})-([1-9]\d{0,8})$")
 _TAG_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _NS = {"c": CAP_NAMESPACE}
@@ -117,7 +147,7 @@ _NS = {"c": CAP_NAMESPACE}
 
 def _bad(parameter: str, problem: str) -> ApiProblem:
     """A 400 problem naming the parameter (``field``), detail ``parameter: problem``."""
-    return ApiProblem(400, "invalid_parameter", f"{parameter}: {problem}", parameter)
+    return ApiProblem(400, "invalid_parameter", problem, parameter)
 
 
 def _echo(value: str) -> str:
@@ -951,6 +981,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_CACHED = media_reply("Not modified (ETag / Last-Modified)")
+
+
+@operation(
+    "Warnings in force (public): GeoJSON FeatureCollection, or Atom with Accept: application/atom+xml. "
+    "Unknown parameters and bad values are 400 problems.",
+    query=ActiveAlertsQuery,
+    responses={
+        200: media_reply("Active alerts", GEOJSON, JSON, ATOM, schema={"type": ["object", "string"]}),
+        304: _CACHED,
+    },
+    problems=(400, 503),
+)
 async def active_alerts(request: web.Request) -> web.Response:
     """The alerts in force, filtered; GeoJSON, or Atom by ``Accept``."""
     public = request.app[PUBLIC_ALERTS]
@@ -991,6 +1034,13 @@ async def active_alerts(request: web.Request) -> web.Response:
     return _answer(request, body, content_type, last_modified=modified, cache_control=LIST_CACHE, vary=True)
 
 
+@operation(
+    "One public message (also superseded, cancelled or expired ones): GeoJSON Feature, or its CAP with "
+    "Accept: application/cap+xml",
+    path=AlertPath,
+    responses={200: media_reply("Alert", GEOJSON, CAP, schema={"type": ["object", "string"]}), 304: _CACHED},
+    problems=(400, 404),
+)
 async def one_alert(request: web.Request) -> web.Response:
     """One public message as a GeoJSON Feature, or its CAP document by ``Accept``."""
     refuse_unknown_parameters(request.query, frozenset())
@@ -1025,6 +1075,12 @@ async def one_alert(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "The message's OASIS CAP 1.2 document as issued (immutable)",
+    path=AlertPath,
+    responses={200: media_reply("CAP 1.2", CAP), 304: _CACHED},
+    problems=(400, 404),
+)
 async def alert_cap(request: web.Request) -> web.Response:
     """The stored CAP 1.2 document of a public message, byte for byte."""
     refuse_unknown_parameters(request.query, frozenset())
@@ -1045,6 +1101,12 @@ async def _cap_document(
     )
 
 
+@operation(
+    "The message's GB/T 35965.1 document as issued, under its national file name (immutable)",
+    path=AlertPath,
+    responses={200: media_reply("GB/T 35965.1", "application/xml"), 304: _CACHED},
+    problems=(400, 404),
+)
 async def alert_gbt(request: web.Request) -> web.Response:
     """The stored GB/T 35965.1 document of a public message, under its national file name."""
     refuse_unknown_parameters(request.query, frozenset())
@@ -1070,6 +1132,12 @@ async def _stored_document(
     return found
 
 
+@operation(
+    "Atom 1.0 feed: warnings in force and every message of the last 24 h (Updates, Cancels); entries link "
+    "to the CAP",
+    responses={200: media_reply("Atom feed", ATOM), 304: _CACHED},
+    problems=(400,),
+)
 async def alerts_feed(request: web.Request) -> web.Response:
     """Atom 1.0: the alerts in force and every message sent within `FEED_WINDOW`."""
     refuse_unknown_parameters(request.query, frozenset())
@@ -1101,122 +1169,3 @@ def setup_alerts(app: web.Application) -> None:
     app.router.add_get("/api/v1/alerts/{id}.gbt.xml", alert_gbt, name="alert_gbt")
     app.router.add_get("/api/v1/alerts/{id}", one_alert, name="alert")
     app.router.add_get("/feeds/alerts.atom", alerts_feed, name="alerts_feed")
-
-
-# ---------------------------------------------------------------------------------------------- OpenAPI
-
-_PROBLEM = {"$ref": "#/components/responses/Problem"}
-_ALERT_ID_PARAMETER = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "description": "{warning_id}-{version}, e.g. 12-1",
-    "schema": {"type": "string", "pattern": r"^[1-9]\d*-[1-9]\d*$"},
-}
-_CACHED = {"304": {"description": "Not modified (ETag / Last-Modified)"}}
-
-
-def _list_parameter(name: str, description: str, values: Sequence[str] | None = None) -> dict[str, Any]:
-    items: dict[str, Any] = {"type": "string"} if values is None else {"type": "string", "enum": list(values)}
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "style": "form",
-        "explode": False,
-        "schema": {"type": "array", "items": items},
-    }
-
-
-OPENAPI_PATHS: dict[str, Any] = {
-    "/api/v1/alerts/active": {
-        "get": {
-            "summary": "Warnings in force (public): GeoJSON FeatureCollection, or Atom with "
-            "Accept: application/atom+xml. Unknown parameters and bad values are 400 problems.",
-            "parameters": [
-                _list_parameter(
-                    "area",
-                    "6-, 9- or 12-digit admin codes; a warning matches when one of its areas is the same "
-                    "unit, inside it or contains it",
-                ),
-                {
-                    "name": "point",
-                    "in": "query",
-                    "required": False,
-                    "description": "latitude,longitude (WGS84); inside an area outline or CAP polygon",
-                    "schema": {"type": "string", "pattern": r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$"},
-                },
-                _list_parameter("event", "hazard (heat, rainstorm, frost, sandstorm) or CAP event text"),
-                _list_parameter("severity", "CAP severity", SEVERITIES),
-                _list_parameter("urgency", "CAP urgency", URGENCIES),
-                _list_parameter("certainty", "CAP certainty", CERTAINTIES),
-                _list_parameter("status", "only actual: exercises and tests are never public", ("actual",)),
-            ],
-            "responses": {
-                "200": {
-                    "description": "Active alerts",
-                    "content": {
-                        GEOJSON: {"schema": {"type": "object"}},
-                        JSON: {"schema": {"type": "object"}},
-                        ATOM: {"schema": {"type": "string"}},
-                    },
-                },
-                **_CACHED,
-                "400": _PROBLEM,
-                "503": _PROBLEM,
-            },
-        }
-    },
-    "/api/v1/alerts/{id}": {
-        "get": {
-            "summary": "One public message (also superseded, cancelled or expired ones): GeoJSON Feature, "
-            "or its CAP with Accept: application/cap+xml",
-            "parameters": [_ALERT_ID_PARAMETER],
-            "responses": {
-                "200": {
-                    "description": "Alert",
-                    "content": {GEOJSON: {"schema": {"type": "object"}}, CAP: {"schema": {"type": "string"}}},
-                },
-                **_CACHED,
-                "404": _PROBLEM,
-            },
-        }
-    },
-    "/api/v1/alerts/{id}.cap": {
-        "get": {
-            "summary": "The message's OASIS CAP 1.2 document as issued (immutable)",
-            "parameters": [_ALERT_ID_PARAMETER],
-            "responses": {
-                "200": {"description": "CAP 1.2", "content": {CAP: {"schema": {"type": "string"}}}},
-                **_CACHED,
-                "404": _PROBLEM,
-            },
-        }
-    },
-    "/api/v1/alerts/{id}.gbt.xml": {
-        "get": {
-            "summary": "The message's GB/T 35965.1 document as issued, under its national file name (immutable)",
-            "parameters": [_ALERT_ID_PARAMETER],
-            "responses": {
-                "200": {
-                    "description": "GB/T 35965.1",
-                    "content": {"application/xml": {"schema": {"type": "string"}}},
-                },
-                **_CACHED,
-                "404": _PROBLEM,
-            },
-        }
-    },
-    "/feeds/alerts.atom": {
-        "get": {
-            "summary": "Atom 1.0 feed: warnings in force and every message of the last 24 h (Updates, "
-            "Cancels); entries link to the CAP",
-            "responses": {
-                "200": {"description": "Atom feed", "content": {ATOM: {"schema": {"type": "string"}}}},
-                **_CACHED,
-                "400": _PROBLEM,
-            },
-        }
-    },
-}

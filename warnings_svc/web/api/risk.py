@@ -11,10 +11,16 @@ from aiohttp import web
 
 from risk_zoning.summary import summarise
 from warnings_svc.web.appkeys import RISK_DATABASE
+from warnings_svc.web.operations import json_reply, operation
 
 log = logging.getLogger(__name__)
 
 
+@operation(
+    "Summary of the current risk database (as `risk-zoning summary --json`)",
+    responses={200: json_reply("Summary")},
+    problems=(503,),
+)
 async def risk_summary(request: web.Request) -> web.Response:
     """The risk database summary, as `risk-zoning summary --json` prints it."""
     db = await request.app[RISK_DATABASE].get()

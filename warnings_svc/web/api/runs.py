@@ -9,8 +9,10 @@ import shutil
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import BodyPartReader, web
+from pydantic import Field
 
 from risk_zoning import HAZARDS
 from warnings_svc.forecast.proposals import PROPOSAL_STATUSES, fetch_run, find_proposals
@@ -23,17 +25,61 @@ from warnings_svc.web.appkeys import POOL, RUN_SCORER, SETTINGS
 from warnings_svc.web.auth import (
     require_user,
 )
-from warnings_svc.web.errors import NotFoundError, RequestError
+from warnings_svc.web.operations import (
+    LenientQuery,
+    RequestModel,
+    json_reply,
+    operation,
+    parse_path,
+    parse_query,
+)
 from warnings_svc.web.problems import ApiProblem
 
 log = logging.getLogger(__name__)
 
 
+class UploadQuery(LenientQuery):
+    """Query of an upload whose body is the file itself."""
+
+    filename: str = Field("forecast.nc", description="The file's name (a body that is one NetCDF file)")
+
+
+class RunPath(RequestModel):
+    id: int = Field(description="The run's id")
+
+
+class ProposalsQuery(LenientQuery):
+    """Which proposals, newest first."""
+
+    status: Literal[PROPOSAL_STATUSES] = "open"  # type: ignore[valid-type]
+    hazard: Literal[HAZARDS] | None = None  # type: ignore[valid-type]
+    limit: int = Field(50, ge=1, le=500)
+
+
+_RUN_SCORED = json_reply("Scored and stored: run summary and proposals", headers=("Location",))
+
+
+@operation(
+    "Upload a forecast run (NetCDF files, multipart; or one file as the body with ?filename=); it is "
+    "scored off the event loop and stored with its proposals",
+    query=UploadQuery,
+    body_media={
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+        },
+        "application/x-netcdf": {"type": "string", "format": "binary"},
+    },
+    responses={201: _RUN_SCORED, 200: json_reply("The same run was stored before (same file contents)")},
+    problems=(400, 401, 403, 413, 422, 503),
+    security=("bearer", "session"),
+)
 async def upload_run(request: web.Request) -> web.Response:
     """Score an uploaded forecast run (multipart files, or one NetCDF body with ?filename=) and store it."""
     require_user(request, Role.forecaster, Role.approver, Role.operations, scope="write")
+    query = parse_query(request, UploadQuery)
     if RUN_SCORER not in request.app:
-        raise RequestError("run", "this server does not score forecast runs")
+        raise ApiProblem(400, "not_scoring", "this server does not score forecast runs", "run")
     settings = request.app[SETTINGS]
     loop = asyncio.get_running_loop()
     folder = await loop.run_in_executor(None, new_upload_folder, settings.data_dir)
@@ -46,12 +92,10 @@ async def upload_run(request: web.Request) -> web.Response:
                 if isinstance(part, BodyPartReader) and part.filename:
                     await received.save(part.filename, _part_chunks(part))
         else:
-            await received.save(
-                request.query.get("filename", "forecast.nc"), request.content.iter_chunked(2**20)
-            )
+            await received.save(query.filename, request.content.iter_chunked(2**20))
         files = sorted(p for p in folder.iterdir() if p.stat().st_size)
         if not files:
-            raise RequestError("file", "no forecast file in the request")
+            raise ApiProblem(400, "no_file", "no forecast file in the request", "file")
         outcome = await request.app[RUN_SCORER].ingest(files, settings.region)
     finally:
         await loop.run_in_executor(None, partial(shutil.rmtree, folder, ignore_errors=True))
@@ -103,33 +147,31 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
+@operation(
+    "A stored forecast run and the proposals scored from it",
+    path=RunPath,
+    responses={200: json_reply("Run")},
+    problems=(400, 404),
+)
 async def get_run(request: web.Request) -> web.Response:
     """A stored run: its summary and the proposals scored from it."""
-    try:
-        run_id = int(request.match_info["id"])
-    except ValueError as e:
-        raise RequestError("id", "run id must be an integer") from e
+    run_id = parse_path(request, RunPath, status=400).id
     async with request.app[POOL].acquire() as conn:
         body = await fetch_run(conn, run_id)
     if body is None:
-        raise NotFoundError("id", f"no forecast run {run_id}")
+        raise ApiProblem(404, "not_found", f"no forecast run {run_id}", "id")
     return web.json_response(body, dumps=partial(json.dumps, ensure_ascii=False))
 
 
+@operation(
+    "Warning proposals, newest first",
+    query=ProposalsQuery,
+    responses={200: json_reply("Proposals")},
+    problems=(400,),
+)
 async def list_proposals(request: web.Request) -> web.Response:
     """Proposals, newest first: `status` (default open), optional `hazard`, `limit` (default 50, at most 500)."""
-    status = request.query.get("status", "open")
-    if status not in PROPOSAL_STATUSES:
-        raise RequestError("status", f"unknown status {status!r}; use one of {', '.join(PROPOSAL_STATUSES)}")
-    hazard = request.query.get("hazard")
-    if hazard is not None and hazard not in HAZARDS:
-        raise RequestError("hazard", f"unknown hazard {hazard!r}; known hazards: {', '.join(HAZARDS)}")
-    try:
-        limit = int(request.query.get("limit", "50"))
-    except ValueError as e:
-        raise RequestError("limit", "limit must be an integer") from e
-    if not 1 <= limit <= 500:
-        raise RequestError("limit", "limit must be between 1 and 500")
+    query = parse_query(request, ProposalsQuery)
     async with request.app[POOL].acquire() as conn:
-        body = await find_proposals(conn, status=status, hazard=hazard, limit=limit)
+        body = await find_proposals(conn, status=query.status, hazard=query.hazard, limit=query.limit)
     return web.json_response({"proposals": body}, dumps=partial(json.dumps, ensure_ascii=False))

@@ -1,7 +1,7 @@
 """The warnings write API (`/api/v1/warnings...`): drafts, edits and every lifecycle action, as JSON.
 
-Thin on purpose: each handler checks who is asking (`web_auth.require_user`), parses and validates the body,
-and calls one `warning_store` function; the lifecycle rules (roles, the two-person rule, immutability) are
+Thin on purpose: each handler checks who is asking (`web_auth.require_user`), reads its path, query and body
+through the request models below (`web.operations`), and calls one `lifecycle.store` function; the lifecycle rules (roles, the two-person rule, immutability) are
 enforced there, once, for this API and the console alike. Refusals become problem documents that name the
 field at fault and carry the lifecycle's machine-readable ``code``.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
+from pydantic import AwareDatetime, Field, StrictBool, field_validator, model_validator
 
 from risk_zoning.store import region_units
 from warnings_svc.dissemination import outbox
@@ -27,11 +27,18 @@ from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningSt
 from warnings_svc.vocabulary import HAZARD_LEVELS
 from warnings_svc.web.appkeys import POOL, SETTINGS
 from warnings_svc.web.auth import require_user
+from warnings_svc.web.operations import (
+    RequestModel,
+    json_reply,
+    operation,
+    parse_body,
+    parse_path,
+    parse_query,
+)
 from warnings_svc.web.problems import ApiProblem
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 EXPIRY_CHECK_SECONDS = 30.0
 ISSUING = web.AppKey("issuing", store.Issuing)
 
@@ -71,48 +78,139 @@ def setup_warnings_api(app: web.Application) -> None:
     app.router.add_patch("/api/v1/warnings/{id}", edit_warning, name="edit_warning")
     app.router.add_get("/api/v1/warnings/{id}/preview", preview_warning, name="preview_warning")
     app.router.add_get("/api/v1/warnings/{id}/deliveries", warning_deliveries, name="warning_deliveries")
-    for action in ("submit", "approve", "return", "discard"):
-        app.router.add_post(f"/api/v1/warnings/{{id}}/{action}", act_on_warning, name=f"{action}_warning")
+    app.router.add_post("/api/v1/warnings/{id}/submit", submit_warning, name="submit_warning")
+    app.router.add_post("/api/v1/warnings/{id}/approve", approve_warning, name="approve_warning")
+    app.router.add_post("/api/v1/warnings/{id}/return", return_warning, name="return_warning")
+    app.router.add_post("/api/v1/warnings/{id}/discard", discard_warning, name="discard_warning")
     app.router.add_post("/api/v1/warnings/{id}/update", update_warning, name="update_warning")
     app.router.add_post("/api/v1/warnings/{id}/cancel", cancel_warning, name="cancel_warning")
     app.cleanup_ctx.append(_expiry_clock)
 
 
+# ---------------------------------------------------------------------------------------------- requests
+
+
+class WarningPath(RequestModel):
+    id: int = Field(ge=0, lt=10**18, description="The warning's id")
+
+
+class ProposalPath(RequestModel):
+    id: int = Field(ge=0, lt=10**18, description="The proposal's id")
+
+
+class WarningsQuery(RequestModel):
+    """Which warnings: `status` is a comma-separated list of lifecycle states (default: all)."""
+
+    status: list[WarningStatus] | None = Field(None, json_schema_extra={"style": "form", "explode": False})
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return [s.strip() for s in value.split(",") if s.strip()] or None
+
+
+class Body(RequestModel):
+    """A JSON body; ``null`` is an absent field."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, value: object) -> object:
+        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
+Texts = dict[str, dict[str, str]]  # language -> part (headline, description ...) -> text
+
+
+class DraftBody(Body):
+    """A new draft."""
+
+    hazard: Literal[tuple(HAZARD_LEVELS)]  # type: ignore[valid-type]
+    level: str
+    areas: list[str] = Field(description="Admin codes of the region's units")
+    onset: AwareDatetime
+    expires: AwareDatetime
+    exercise: StrictBool = False
+    polygons: list[str] = Field(default_factory=list, description="CAP polygons (lat,lon pairs)")
+    texts: Texts = Field(default_factory=dict)
+    note: str = ""
+
+
+class ChangesBody(Body):
+    """Fields to change; only those given change (a ``null`` is not a change)."""
+
+    level: str | None = None
+    onset: AwareDatetime | None = None
+    expires: AwareDatetime | None = None
+    areas: list[str] | None = None
+    polygons: list[str] | None = None
+    texts: Texts | None = None
+    note: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class FromProposalBody(Body):
+    exercise: StrictBool = False
+
+
+class SubmitBody(Body):
+    pass
+
+
+class ApproveBody(Body):
+    comment: str = ""
+
+
+class ReasonBody(Body):
+    reason: str = Field("", description="Why (required by the lifecycle)")
+
+
+class CancelBody(Body):
+    note: str = ""
+
+
+_VERSION = json_reply("The version as it now stands")
+_CREATED = json_reply("The new version (Location: the warning)", headers=("Location",))
+_AUTHENTICATED = ("bearer", "session")
+_WRITE_PROBLEMS = (400, 401, 403, 404, 409, 413, 415, 422)
+
+
 # ---------------------------------------------------------------------------------------------- handlers
 
 
+@operation(
+    "The latest version of each warning (staff only); ?status=draft,pending_approval,...",
+    query=WarningsQuery,
+    responses={200: json_reply("Warnings")},
+    problems=(400, 401, 403),
+    security=_AUTHENTICATED,
+)
 async def list_warnings(request: web.Request) -> web.Response:
+    """The latest version of each warning, optionally of the given statuses."""
     require_user(request, scope="read")
-    statuses = None
-    if raw := request.query.get("status"):
-        statuses = [s.strip() for s in raw.split(",") if s.strip()]
-        known = {str(s) for s in WarningStatus}
-        if bad := [s for s in statuses if s not in known]:
-            raise ApiProblem(
-                400, "invalid", f"unknown status {bad[0]!r}; known: {', '.join(sorted(known))}", "status"
-            )
-    _no_other_parameters(request, {"status"})
+    query = parse_query(request, WarningsQuery)
+    statuses = [str(s) for s in query.status] if query.status else None
     async with request.app[POOL].acquire() as conn:
         found = await store.latest_versions(conn, statuses=statuses)
     return web.json_response({"warnings": [v.to_json() for v in found]})
 
 
+@operation(
+    "Create a draft: hazard, level, areas, onset, expires; texts, polygons, note optional",
+    body=DraftBody,
+    responses={201: _CREATED},
+    problems=_WRITE_PROBLEMS,
+    security=_AUTHENTICATED,
+)
 async def create_warning(request: web.Request) -> web.Response:
+    """A new draft."""
     user = require_user(request, scope="write")
-    body = await _json_body(request)
-    _only(body, {"hazard", "level", "areas", "onset", "expires", "exercise", "polygons", "texts", "note"})
-    hazard = _required(body, "hazard", str)
-    if hazard not in HAZARD_LEVELS:
-        raise ApiProblem(
-            422, "invalid", f"unknown hazard {hazard!r}; known: {', '.join(HAZARD_LEVELS)}", "hazard"
-        )
-    level = _required(body, "level", str)
-    areas = _required(body, "areas", list)
+    body = await parse_body(request, DraftBody)
     content = store.Content(
-        areas=tuple(_strings(areas, "areas")),
-        polygons=tuple(_strings(body.get("polygons", []), "polygons")),
-        texts=body.get("texts") or {},
-        note=_optional(body, "note", str, ""),
+        areas=tuple(body.areas), polygons=tuple(body.polygons), texts=body.texts, note=body.note
     )
     with _answers():
         async with request.app[POOL].acquire() as conn:
@@ -120,38 +218,50 @@ async def create_warning(request: web.Request) -> web.Response:
                 conn,
                 request.app[ISSUING],
                 user.actor,
-                hazard=hazard,
-                level=level,
-                onset=_time(body, "onset"),
-                expires=_time(body, "expires"),
+                hazard=body.hazard,
+                level=body.level,
+                onset=body.onset,
+                expires=body.expires,
                 content=content,
-                exercise=_optional(body, "exercise", bool, False),
+                exercise=body.exercise,
                 now=_now(),
             )
     return _created(request, version)
 
 
+@operation(
+    "Draft the warning, Update or Cancel a proposal asks for",
+    path=ProposalPath,
+    body=FromProposalBody,
+    body_required=False,
+    responses={201: _CREATED},
+    problems=_WRITE_PROBLEMS,
+    security=_AUTHENTICATED,
+)
 async def draft_from_proposal(request: web.Request) -> web.Response:
+    """The draft a proposal asks for."""
     user = require_user(request, scope="write")
-    proposal_id = _path_id(request)
-    body = await _json_body(request, optional=True)
-    _only(body, {"exercise"})
+    proposal_id = parse_path(request, ProposalPath).id
+    body = await parse_body(request, FromProposalBody, optional=True)
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.draft_from_proposal(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                proposal_id,
-                now=_now(),
-                exercise=_optional(body, "exercise", bool, False),
+                conn, request.app[ISSUING], user.actor, proposal_id, now=_now(), exercise=body.exercise
             )
     return _created(request, version)
 
 
+@operation(
+    "Every version of a warning",
+    path=WarningPath,
+    responses={200: json_reply("The warning's versions")},
+    problems=(401, 403, 404),
+    security=_AUTHENTICATED,
+)
 async def get_warning(request: web.Request) -> web.Response:
+    """Every version of a warning."""
     require_user(request, scope="read")
-    warning_id = _path_id(request)
+    warning_id = parse_path(request, WarningPath).id
     with _answers():
         async with request.app[POOL].acquire() as conn:
             found = await store.versions(conn, warning_id)
@@ -160,11 +270,18 @@ async def get_warning(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Dissemination progress: deliveries by state and segments, per version and fan-out",
+    path=WarningPath,
+    responses={200: json_reply("Progress")},
+    problems=(401, 403, 404),
+    security=_AUTHENTICATED,
+)
 async def warning_deliveries(request: web.Request) -> web.Response:
     """How far dissemination got: deliveries by state and segments sent, overall and per version, with each
     fan-out's progress (people written, people an Update left unchanged)."""
     require_user(request, scope="read")
-    warning_id = _path_id(request)
+    warning_id = parse_path(request, WarningPath).id
     with _answers():
         async with request.app[POOL].acquire() as conn:
             await store.versions(conn, warning_id)  # a 404 for a warning that does not exist
@@ -172,9 +289,17 @@ async def warning_deliveries(request: web.Request) -> web.Response:
     return web.json_response({"id": warning_id} | progress)
 
 
+@operation(
+    "Texts, SMS segments, budgets and impact if issued now",
+    path=WarningPath,
+    responses={200: json_reply("Preview")},
+    problems=(401, 403, 404),
+    security=_AUTHENTICATED,
+)
 async def preview_warning(request: web.Request) -> web.Response:
+    """What the latest version would say and reach if approved now."""
     require_user(request, scope="read")
-    warning_id = _path_id(request)
+    warning_id = parse_path(request, WarningPath).id
     ctx = request.app[ISSUING]
     with _answers():
         async with request.app[POOL].acquire() as conn:
@@ -189,10 +314,21 @@ async def preview_warning(request: web.Request) -> web.Response:
     return web.json_response({"texts": texts, "impact": store.impact(latest, units, document)})
 
 
+@operation(
+    "Edit the latest (unissued) version: level, onset, expires, areas, polygons, texts, note",
+    path=WarningPath,
+    body=ChangesBody,
+    responses={200: _VERSION},
+    problems=_WRITE_PROBLEMS,
+    security=_AUTHENTICATED,
+)
 async def edit_warning(request: web.Request) -> web.Response:
+    """Change the latest, unissued version."""
     user = require_user(request, scope="write")
-    warning_id = _path_id(request)
-    changes = _changes(await _json_body(request))
+    warning_id = parse_path(request, WarningPath).id
+    changes = (await parse_body(request, ChangesBody)).changes()
+    if not changes:
+        raise ApiProblem(422, "invalid", "nothing to change", "body")
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.edit(
@@ -201,21 +337,9 @@ async def edit_warning(request: web.Request) -> web.Response:
     return web.json_response(version.to_json())
 
 
-_ACTIONS: Mapping[str, tuple[Action, str | None]] = {
-    "submit": (Action.submit, None),
-    "approve": (Action.approve, "comment"),
-    "return": (Action.return_for_edit, "reason"),
-    "discard": (Action.discard, "reason"),
-}
-
-
-async def act_on_warning(request: web.Request) -> web.Response:
+async def _act(request: web.Request, action: Action, reason: str) -> web.Response:
     user = require_user(request, scope="write")
-    warning_id = _path_id(request)
-    action, text_field = _ACTIONS[request.path.rsplit("/", 1)[1]]
-    body = await _json_body(request, optional=True)
-    _only(body, {text_field} if text_field else set())
-    reason = _optional(body, text_field, str, "") if text_field else ""
+    warning_id = parse_path(request, WarningPath).id
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.act(
@@ -224,10 +348,60 @@ async def act_on_warning(request: web.Request) -> web.Response:
     return web.json_response(version.to_json())
 
 
+def _action(summary: str, body: type[Body]) -> Any:
+    return operation(
+        summary,
+        path=WarningPath,
+        body=body,
+        body_required=False,
+        responses={200: _VERSION},
+        problems=_WRITE_PROBLEMS,
+        security=_AUTHENTICATED,
+    )
+
+
+@_action("Submit for approval", SubmitBody)
+async def submit_warning(request: web.Request) -> web.Response:
+    """Submit a draft for approval."""
+    await parse_body(request, SubmitBody, optional=True)
+    return await _act(request, Action.submit, "")
+
+
+@_action("Approve and issue (a second person for orange and red)", ApproveBody)
+async def approve_warning(request: web.Request) -> web.Response:
+    """Approve and issue a version pending approval."""
+    body = await parse_body(request, ApproveBody, optional=True)
+    return await _act(request, Action.approve, body.comment)
+
+
+@_action("Return for edit with a reason", ReasonBody)
+async def return_warning(request: web.Request) -> web.Response:
+    """Return a version pending approval to its author."""
+    body = await parse_body(request, ReasonBody, optional=True)
+    return await _act(request, Action.return_for_edit, body.reason)
+
+
+@_action("Discard a never-issued version", ReasonBody)
+async def discard_warning(request: web.Request) -> web.Response:
+    """Discard a version that was never issued."""
+    body = await parse_body(request, ReasonBody, optional=True)
+    return await _act(request, Action.discard, body.reason)
+
+
+@operation(
+    "Draft an Update of the issued warning",
+    path=WarningPath,
+    body=ChangesBody,
+    body_required=False,
+    responses={201: _CREATED},
+    problems=_WRITE_PROBLEMS,
+    security=_AUTHENTICATED,
+)
 async def update_warning(request: web.Request) -> web.Response:
+    """A draft Update of an issued warning, with the changes given."""
     user = require_user(request, scope="write")
-    warning_id = _path_id(request)
-    changes = _changes(await _json_body(request, optional=True), allow_empty=True)
+    warning_id = parse_path(request, WarningPath).id
+    changes = (await parse_body(request, ChangesBody, optional=True)).changes()
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_update(
@@ -236,20 +410,24 @@ async def update_warning(request: web.Request) -> web.Response:
     return _created(request, version)
 
 
+@operation(
+    "Draft a Cancel of the issued warning",
+    path=WarningPath,
+    body=CancelBody,
+    body_required=False,
+    responses={201: _CREATED},
+    problems=_WRITE_PROBLEMS,
+    security=_AUTHENTICATED,
+)
 async def cancel_warning(request: web.Request) -> web.Response:
+    """A draft Cancel of an issued warning."""
     user = require_user(request, scope="write")
-    warning_id = _path_id(request)
-    body = await _json_body(request, optional=True)
-    _only(body, {"note"})
+    warning_id = parse_path(request, WarningPath).id
+    body = await parse_body(request, CancelBody, optional=True)
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_cancel(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                warning_id,
-                note=_optional(body, "note", str, ""),
-                now=_now(),
+                conn, request.app[ISSUING], user.actor, warning_id, note=body.note, now=_now()
             )
     return _created(request, version)
 
@@ -282,99 +460,7 @@ async def _expire_forever(app: web.Application) -> None:
             log.warning("expiry check failed: %s", " ".join(str(e).split()))
 
 
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiProblem(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes", "body")
-    if not raw.strip():
-        if optional:
-            return {}
-        raise ApiProblem(400, "invalid", "a JSON object is required", "body")
-    if request.content_type != "application/json":
-        raise ApiProblem(415, "invalid", f"send application/json, not {request.content_type}", "body")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiProblem(400, "invalid", f"the body is not JSON: {e}", "body") from e
-    if not isinstance(body, dict):
-        raise ApiProblem(400, "invalid", "the body must be a JSON object", "body")
-    return body
-
-
-def _only(body: Mapping[str, Any], allowed: set[str]) -> None:
-    if unknown := sorted(set(body) - allowed):
-        known = ", ".join(sorted(allowed)) or "nothing"
-        raise ApiProblem(
-            422, "invalid", f"unknown field {unknown[0]!r}; this request takes {known}", unknown[0]
-        )
-
-
-def _no_other_parameters(request: web.Request, allowed: set[str]) -> None:
-    if unknown := sorted(set(request.query) - allowed):
-        raise ApiProblem(400, "invalid", f"unknown parameter {unknown[0]!r}", unknown[0])
-
-
-def _required(body: Mapping[str, Any], name: str, kind: type) -> Any:
-    if name not in body or body[name] is None:
-        raise ApiProblem(422, "invalid", f"{name} is required", name)
-    return _typed(body[name], name, kind)
-
-
-def _optional(body: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
-    return default if body.get(name) is None else _typed(body[name], name, kind)
-
-
-def _typed(value: Any, name: str, kind: type) -> Any:
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ApiProblem(422, "invalid", f"{name} must be {_KIND_NAMES[kind]}", name)
-    return value
-
-
-_KIND_NAMES = {str: "text", list: "a list", bool: "true or false", dict: "an object"}
-
-
-def _strings(value: Any, name: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiProblem(422, "invalid", f"{name} must be a list of text", name)
-    return value
-
-
-def _time(body: Mapping[str, Any], name: str) -> datetime:
-    raw = _required(body, name, str)
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError as e:
-        raise ApiProblem(422, "invalid", f"{name} is not an ISO 8601 time ({raw!r})", name) from e
-    if value.utcoffset() is None:
-        raise ApiProblem(422, "invalid", f"{name} needs a UTC offset, e.g. +08:00 ({raw!r})", name)
-    return value
-
-
-def _changes(body: Mapping[str, Any], *, allow_empty: bool = False) -> dict[str, Any]:
-    _only(body, set(store.LIFECYCLE_FIELDS | store.CONTENT_FIELDS))
-    if not body and not allow_empty:
-        raise ApiProblem(422, "invalid", "nothing to change", "body")
-    changes: dict[str, Any] = {}
-    for name, value in body.items():
-        if name in ("onset", "expires"):
-            changes[name] = _time(body, name)
-        elif name in ("areas", "polygons"):
-            changes[name] = _strings(value, name)
-        elif name == "texts":
-            changes[name] = _typed(value, name, dict)
-        else:
-            changes[name] = _typed(value, name, str)
-    return changes
-
-
-def _path_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiProblem(404, "not_found", f"no such id {raw!r}", "id")
-    return int(raw)
+# ---------------------------------------------------------------------------------------------- answers
 
 
 def _created(request: web.Request, version: store.Version) -> web.Response:
@@ -384,40 +470,3 @@ def _created(request: web.Request, version: store.Version) -> web.Response:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-OPENAPI_PATHS: dict[str, Any] = {
-    "/api/v1/warnings": {
-        "get": {
-            "summary": "The latest version of each warning (staff only); ?status=draft,pending_approval,..."
-        },
-        "post": {
-            "summary": "Create a draft: hazard, level, areas, onset, expires; texts, polygons, note optional"
-        },
-    },
-    "/api/v1/proposals/{id}/draft": {
-        "post": {"summary": "Draft the warning, Update or Cancel a proposal asks for"}
-    },
-    "/api/v1/warnings/{id}": {
-        "get": {"summary": "Every version of a warning"},
-        "patch": {
-            "summary": "Edit the latest (unissued) version: level, onset, expires, areas, polygons, texts, note"
-        },
-    },
-    "/api/v1/warnings/{id}/preview": {
-        "get": {"summary": "Texts, SMS segments, budgets and impact if issued now"}
-    },
-    "/api/v1/warnings/{id}/deliveries": {
-        "get": {
-            "summary": "Dissemination progress: deliveries by state and segments, per version and fan-out"
-        }
-    },
-    "/api/v1/warnings/{id}/submit": {"post": {"summary": "Submit for approval"}},
-    "/api/v1/warnings/{id}/approve": {
-        "post": {"summary": "Approve and issue (a second person for orange and red)"}
-    },
-    "/api/v1/warnings/{id}/return": {"post": {"summary": "Return for edit with a reason"}},
-    "/api/v1/warnings/{id}/discard": {"post": {"summary": "Discard a never-issued version"}},
-    "/api/v1/warnings/{id}/update": {"post": {"summary": "Draft an Update of the issued warning"}},
-    "/api/v1/warnings/{id}/cancel": {"post": {"summary": "Draft a Cancel of the issued warning"}},
-}

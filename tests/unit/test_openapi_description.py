@@ -1,0 +1,99 @@
+"""The generated API description: every route is described, with its path parameters, and every write
+operation with its body and its answers, problem documents included."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from warnings_svc.settings import Settings
+from warnings_svc.web.app import create_app
+from warnings_svc.web.openapi import UndescribedRoute, openapi_document
+from warnings_svc.web.operations import operation_of
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> web.Application:
+    # the production factory (as tests/factories_app.py builds it); no request is served, so no pool
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    return create_app(Settings(database_url="postgresql://nobody@localhost/none", data_dir=data_dir), None)
+
+
+@pytest.fixture(scope="module")
+def document(app: web.Application) -> dict:
+    return openapi_document(app, strict=True)
+
+
+def _routes(app: web.Application) -> list[web.AbstractRoute]:
+    return [
+        r
+        for r in app.router.routes()
+        if r.method != "HEAD" and not isinstance(r.resource, web.StaticResource)
+    ]
+
+
+def test_every_route_has_an_operation_with_its_path_parameters(app: web.Application, document: dict) -> None:
+    for route in _routes(app):
+        path = route.resource.canonical
+        described = document["paths"].get(path, {}).get(route.method.lower())
+        assert described is not None, f"{route.method} {path} is not in /openapi.json"
+        declared = {p["name"] for p in described.get("parameters", ()) if p["in"] == "path"}
+        assert declared == set(re.findall(r"{(\w+)}", path)), f"{route.method} {path}: path parameters"
+        assert all(p["required"] for p in described.get("parameters", ()) if p["in"] == "path")
+
+
+def test_every_write_operation_declares_its_body_and_its_answers_with_problems(
+    app: web.Application, document: dict
+) -> None:
+    for route in _routes(app):
+        if route.method not in WRITE_METHODS:
+            continue
+        path = route.resource.canonical
+        described = document["paths"][path][route.method.lower()]
+        declared = operation_of(route.handler)
+        assert declared is not None, f"{route.method} {path}: a write operation must declare itself"
+        if declared.body is not None or declared.body_media:
+            assert described["requestBody"]["content"], f"{route.method} {path}: body"
+        answers = described["responses"]
+        assert any(status.startswith(("2", "3")) for status in answers), f"{route.method} {path}: answers"
+        problems = [s for s, r in answers.items() if r == {"$ref": "#/components/responses/Problem"}]
+        assert problems, f"{route.method} {path}: problem responses"
+
+
+def test_the_warnings_api_writes_declare_their_id_their_body_and_their_problems(document: dict) -> None:
+    writes = [
+        (path, method)
+        for path, item in document["paths"].items()
+        if path.startswith(("/api/v1/warnings", "/api/v1/proposals/"))
+        for method in item
+        if method in ("post", "patch")
+    ]
+    assert len(writes) == 9  # create, draft from a proposal, edit, 4 actions, update, cancel
+    for path, method in writes:
+        described = document["paths"][path][method]
+        assert "requestBody" in described, (path, method)
+        assert "422" in described["responses"] and "401" in described["responses"], (path, method)
+        if "{id}" in path:
+            assert described["parameters"][0]["name"] == "id"
+
+
+def test_references_point_at_schemas_that_exist(document: dict) -> None:
+    text = repr(document)
+    for name in re.findall(r"#/components/schemas/(\w+)", text):
+        assert name in document["components"]["schemas"], name
+    assert document["components"]["schemas"]["Problem"]["required"][-1] == "code"
+
+
+def test_a_route_without_a_declared_operation_is_refused(app: web.Application) -> None:
+    async def undeclared(request: web.Request) -> web.Response:
+        return web.Response()
+
+    bare = web.Application()
+    bare.router.add_get("/nothing-said", undeclared)
+    with pytest.raises(UndescribedRoute, match="/nothing-said"):
+        openapi_document(bare, strict=True)

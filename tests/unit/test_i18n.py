@@ -49,9 +49,9 @@ def test_the_extraction_finds_the_console_labels_the_login_page_and_the_problem_
     assert ("console", "Warning map") in asked
     assert ("login", "Sign in") in asked  # from login.html
     assert ("first page", "provisional code") in asked  # from index.html
-    assert (None, "Not found") in asked  # errors.py: Problem(404, "not-found", "Not found")
-    assert (None, "Conflict with the current state") in asked  # problems.py: _TITLES
-    assert (None, "Refused") in asked  # problems.py: _TITLES.get(status, "Refused")
+    assert (None, "Not found") in asked  # problems.py: TITLES[404]
+    assert (None, "Conflict with the current state") in asked  # problems.py: TITLES
+    assert (None, "Refused") in asked  # problems.py: TITLES.get(status, "Refused")
     assert len(asked) > 200
 
 

@@ -3,7 +3,7 @@
 Message ids are the English texts; every text of a label table carries a context naming its table (``console``,
 ``warning status``, ``first page``, ...), so the same English word may have two Chinese translations.
 Python marks a text with ``N_(context, "English")``; a template calls ``_("English")`` or
-``pgettext("context", "English")``; problem titles (``Problem(status, slug, "Title")`` and the ``*_TITLES``
+``pgettext("context", "English")``; problem titles (``Problem(status, slug, "Title")`` and the ``TITLES``
 tables) are extracted as they are and translated where the HTML error page shows them. The catalogues are
 the ``.po`` files under ``warnings_svc/locale/<locale>/LC_MESSAGES/``; they are compiled in memory when first
 used, so no ``.mo`` file is kept or shipped. A text missing from a catalogue shows as ``⟦English⟧`` and
@@ -184,7 +184,7 @@ def extract_problem_titles(
     fileobj: IO[bytes], keywords: Any, comment_tags: Any, options: Mapping[str, Any]
 ) -> Iterator[tuple[int, str | None, str, list[str]]]:
     """A Babel extractor for the problem modules: the title of every ``Problem(status, slug, "Title")``, the
-    values of a ``*_TITLES`` table and the default of its ``.get(status, "Title")``."""
+    values of a ``TITLES`` table and the default of its ``.get(status, "Title")``."""
     titles: list[tuple[int, int, str]] = []
     for node in ast.walk(ast.parse(fileobj.read())):
         found: list[ast.expr] = []
@@ -192,13 +192,13 @@ def extract_problem_titles(
             found = [node.args[2]]
         elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(_name(t).endswith("_TITLES") for t in targets):
+            if any(_name(t).endswith("TITLES") for t in targets):
                 found = [v for v in node.value.values if v is not None]
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr == "get"
-            and _name(node.func.value).endswith("_TITLES")
+            and _name(node.func.value).endswith("TITLES")
             and len(node.args) == 2
         ):
             found = [node.args[1]]

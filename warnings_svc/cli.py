@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     import asyncpg
 
+    from risk_zoning.store import RiskDatabase
     from warnings_svc.dissemination.dispatcher import Endpoint
+    from warnings_svc.forecast.criteria import Criteria
+    from warnings_svc.forecast.ingest import ScoreResult
+    from warnings_svc.forecast.scoring import LiveWarning
     from warnings_svc.settings import DispatchSettings, Settings
 
 PROG = "warnings-svc"
@@ -42,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Third-party notices (pgserver's lock-path fallback and the like) are not for our users.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
     try:
-        return args.command(args)
+        return command(args)
     except KeyboardInterrupt:
         return 130
     except OSError as e:  # an unwritable data folder and the like
@@ -96,8 +101,8 @@ class _Parser(argparse.ArgumentParser):
         self._fill = fill
 
     def parse_known_args(
-        self, args: Any = None, namespace: Any = None
-    ) -> tuple[argparse.Namespace, list[str]]:
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         if self._fill is not None:
             fill, self._fill = self._fill, None
             fill(self)
@@ -217,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_user_commands(commands: argparse._SubParsersAction) -> None:
+def _add_user_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     commands.add_parser(
         "user", help="accounts: add users, issue and revoke bearer tokens", fill=_add_user_actions
     )
@@ -262,7 +267,7 @@ def _add_user_actions(parser: _Parser) -> None:
         )
 
 
-def _add_recipient_commands(commands: argparse._SubParsersAction) -> None:
+def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     recipients = commands.add_parser(
         "recipients", help="the people warnings reach: import from CSV, opt-out, counts"
     ).add_subparsers(required=True, metavar="ACTION")
@@ -685,13 +690,13 @@ def _print_json(doc: dict[str, Any]) -> None:
     print()
 
 
-def _criteria(settings: Settings):
+def _criteria(settings: Settings) -> Criteria:
     from warnings_svc.forecast.criteria import load_criteria
 
     return load_criteria(settings.scoring.criteria_file)
 
 
-async def _risk_and_live(conn: asyncpg.Connection, region: str):
+async def _risk_and_live(conn: asyncpg.Connection, region: str) -> tuple[RiskDatabase, list[LiveWarning]]:
     from risk_zoning.store import load_current
     from warnings_svc.forecast.ingest import live_warnings
 
@@ -700,7 +705,7 @@ async def _risk_and_live(conn: asyncpg.Connection, region: str):
     return db, (await live_warnings(conn) if has_warnings else [])
 
 
-def _scoring_inputs(settings: Settings):
+def _scoring_inputs(settings: Settings) -> tuple[RiskDatabase, list[LiveWarning], Criteria]:
     """The current risk database (built first if missing), the warnings in force, and the criteria."""
     from risk_zoning.build import ensure_built
     from risk_zoning.io.database import connect, database_url
@@ -708,7 +713,7 @@ def _scoring_inputs(settings: Settings):
     criteria = _criteria(settings)  # validate configuration before starting anything
     with database_url(settings.database_url, settings.data_dir) as url:
 
-        async def go():
+        async def go() -> tuple[RiskDatabase, list[LiveWarning]]:
             conn = await connect(url)
             try:
                 await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
@@ -720,7 +725,7 @@ def _scoring_inputs(settings: Settings):
     return db, live, criteria
 
 
-def _plot_levels(db, result, path: Path) -> None:
+def _plot_levels(db: RiskDatabase, result: ScoreResult, path: Path) -> None:
     import numpy as np
 
     from risk_zoning import HAZARD_NAMES

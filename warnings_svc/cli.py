@@ -13,46 +13,22 @@ import signal
 import sys
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import asyncpg
-from aiohttp import web
+# Only the standard library at the top: `--help` and a mistyped command answer at once. Each command imports
+# what it needs (numba, xarray, aiohttp, ... take over a second to load), and the error classes are imported
+# only when a command has failed.
+if TYPE_CHECKING:
+    import asyncpg
 
-from risk_zoning.build import ensure_built
-from risk_zoning.errors import RiskZoningError
-from risk_zoning.io.database import connect, create_pool, database_url, upgrade
-from risk_zoning.store import region_units
-from warnings_svc.database import MIGRATIONS
-from warnings_svc.demo.seeding import seed_demo_forecast
-from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
-from warnings_svc.dissemination.dispatcher import Dispatcher, Endpoint, endpoints_from_settings, pool_size
-from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
-from warnings_svc.dissemination.recipients import (
-    RecipientError,
-    count_recipients,
-    full_code,
-    import_csv,
-    opt_out,
-    read_csv_text,
-)
-from warnings_svc.forecast.criteria import CriteriaError
-from warnings_svc.forecast.hazards import HazardError
-from warnings_svc.forecast.runs import RejectedRun, inclusion_rules
-from warnings_svc.forecast.tiled import SchedulerError
-from warnings_svc.lifecycle.audit_log import verify_log
-from warnings_svc.lifecycle.store import Issuing
-from warnings_svc.lifecycle.transitions import Role
-from warnings_svc.settings import (
-    DispatchSettings,
-    Settings,
-    SettingsError,
-    SmsEndpointSettings,
-    load_settings,
-)
-from warnings_svc.web.accounts import SCOPES, AccountError, create_user, issue_token, list_users, revoke_token
-from warnings_svc.web.app import create_app
+    from risk_zoning.store import RiskDatabase
+    from warnings_svc.dissemination.dispatcher import Endpoint
+    from warnings_svc.forecast.criteria import Criteria
+    from warnings_svc.forecast.ingest import ScoreResult
+    from warnings_svc.forecast.scoring import LiveWarning
+    from warnings_svc.settings import DispatchSettings, Settings
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
@@ -70,9 +46,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Third-party notices (pgserver's lock-path fallback and the like) are not for our users.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
     try:
-        return args.command(args)
-    except (
+        return command(args)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:  # an unwritable data folder and the like
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    except _user_errors() as e:  # evaluated only once a command has failed
+        return _fail(str(e))
+    except _database_errors() as e:
+        return _fail(f"database: {e}")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors a user can fix, shown as their one line; none of them is an `OSError`."""
+    from risk_zoning.errors import RiskZoningError
+    from warnings_svc.forecast.criteria import CriteriaError
+    from warnings_svc.forecast.hazards import HazardError
+    from warnings_svc.forecast.runs import RejectedRun
+    from warnings_svc.forecast.tiled import SchedulerError
+    from warnings_svc.settings import SettingsError
+
+    return (
         SettingsError,
         RiskZoningError,
         CommandError,
@@ -80,14 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         HazardError,
         RejectedRun,
         SchedulerError,
-    ) as e:
-        return _fail(str(e))
-    except asyncpg.PostgresError as e:
-        return _fail(f"database: {e}")
-    except OSError as e:  # an unwritable data folder and the like
-        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
-    except KeyboardInterrupt:
-        return 130
+    )
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    import asyncpg
+
+    return (asyncpg.PostgresError,)
 
 
 def _fail(message: str) -> int:
@@ -96,7 +91,22 @@ def _fail(message: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line too, like every other error of this command."""
+    """Usage errors are one line too, like every other error of this command.
+
+    `fill`, when given, adds the parser's arguments the first time it parses: for a command whose choices
+    come from the service's modules, so that other commands and `--help` need not import them."""
+
+    def __init__(self, *args: Any, fill: Callable[[_Parser], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: {message} (see `{self.prog} --help`)\n")
@@ -212,10 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_user_commands(commands: argparse._SubParsersAction) -> None:
-    user = commands.add_parser(
-        "user", help="accounts: add users, issue and revoke bearer tokens"
-    ).add_subparsers(required=True, metavar="ACTION")
+def _add_user_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    commands.add_parser(
+        "user", help="accounts: add users, issue and revoke bearer tokens", fill=_add_user_actions
+    )
+
+
+def _add_user_actions(parser: _Parser) -> None:
+    from warnings_svc.lifecycle.transitions import Role
+    from warnings_svc.web.accounts import SCOPES
+
+    user = parser.add_subparsers(required=True, metavar="ACTION")
     add = user.add_parser("add", help="create a user; prints JSON with its first bearer token")
     add.add_argument("name", help="2-32 characters of a-z 0-9 _ . - starting with a letter")
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
@@ -250,7 +267,7 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:
         )
 
 
-def _add_recipient_commands(commands: argparse._SubParsersAction) -> None:
+def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     recipients = commands.add_parser(
         "recipients", help="the people warnings reach: import from CSV, opt-out, counts"
     ).add_subparsers(required=True, metavar="ACTION")
@@ -290,6 +307,8 @@ def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Embedded PostgreSQL, migrations, the Wuhai risk database, the console."""
+    from warnings_svc.settings import load_settings
+
     settings = load_settings(None, os.environ, _options(args, "data_dir", "host", "port"))
     _configure_logging(settings.log_level)
     if settings.database_url:
@@ -305,9 +324,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _smoke(settings: Settings, args: argparse.Namespace) -> int:
     """`demo --smoke`: the chain once on a fresh embedded database in a temporary folder, removed after."""
-    from warnings_svc.demo.smoke import (
-        run_smoke,  # the service's whole stack: only this command needs it here
-    )
+    from risk_zoning.io.database import database_url
+    from warnings_svc.demo.smoke import run_smoke
 
     if args.data_dir is not None:
         raise CommandError("--smoke runs in a fresh temporary folder of its own: leave out --data-dir")
@@ -324,6 +342,8 @@ def _smoke(settings: Settings, args: argparse.Namespace) -> int:
 
 def _demo_dispatch(smsc: str) -> DispatchSettings:
     """One SMS endpoint on the demo's loopback SMSC (`HOST:PORT`, loopback only: the demo's people are made up)."""
+    from warnings_svc.settings import DispatchSettings, SmsEndpointSettings
+
     host, _, port = smsc.rpartition(":")
     if (
         host not in ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -339,6 +359,8 @@ def _demo_dispatch(smsc: str) -> DispatchSettings:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The service as configured; builds the region's risk database first if it has none."""
+    from warnings_svc.settings import load_settings
+
     settings = load_settings(args.config, os.environ)
     _configure_logging(settings.log_level)
     return serve(settings, progress=sys.stderr.isatty())
@@ -347,6 +369,10 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_dispatch(args: argparse.Namespace) -> int:
     """A dispatcher process: serves the outbox until SIGINT or SIGTERM, then finishes its batches in hand.
     It prints one JSON line when it has started (its owner name) and one with its counters when it stops."""
+    from risk_zoning.io.database import database_url
+    from warnings_svc.dissemination.dispatcher import endpoints_from_settings
+    from warnings_svc.settings import load_settings
+
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging(settings.log_level)
     if not settings.dispatch.sms:
@@ -362,6 +388,11 @@ def run_dispatch(args: argparse.Namespace) -> int:
 async def _dispatch(
     settings: Settings, url: str, endpoints: list[Endpoint], metrics_port: int | None
 ) -> None:
+    from risk_zoning.io.database import create_pool, upgrade
+    from warnings_svc.database import MIGRATIONS
+    from warnings_svc.dissemination.dispatcher import Dispatcher, pool_size
+    from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -394,6 +425,10 @@ async def _dispatch(
 
 def run_audit_verify(args: argparse.Namespace) -> int:
     """Verify the audit chain; prints {"ok", "entries", "head", ...} and exits 1 when it is broken."""
+    from warnings_svc.lifecycle.audit_log import verify_log
+    from warnings_svc.lifecycle.store import Issuing
+    from warnings_svc.settings import load_settings
+
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     key = Issuing.from_settings(settings).audit_key
     result = _on_database(args, lambda conn: verify_log(conn, key, head=args.head))
@@ -406,6 +441,9 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
     """Apply pending migrations and name them."""
+    from risk_zoning.io.database import database_url
+    from warnings_svc.settings import load_settings
+
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging(settings.log_level)
     with database_url(settings.database_url, settings.data_dir) as url:
@@ -415,6 +453,9 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 
 async def _upgrade(url: str) -> list[str]:
+    from risk_zoning.io.database import connect, upgrade
+    from warnings_svc.database import MIGRATIONS
+
     conn = await connect(url)
     try:
         return await upgrade(conn, MIGRATIONS)
@@ -425,6 +466,8 @@ async def _upgrade(url: str) -> list[str]:
 def run_score(args: argparse.Namespace) -> int:
     """Stateless scoring: one JSON object on stdout, or one error line on stderr and exit status 2."""
     from warnings_svc.forecast.ingest import score_files
+    from warnings_svc.forecast.runs import inclusion_rules
+    from warnings_svc.settings import load_settings
 
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
@@ -464,7 +507,12 @@ def run_scenario(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Score and store one run; prints the run id and its proposals as JSON."""
+    from risk_zoning.build import ensure_built
+    from risk_zoning.io.database import connect, database_url, upgrade
+    from warnings_svc.database import MIGRATIONS
     from warnings_svc.forecast.ingest import score_files, store_result
+    from warnings_svc.forecast.runs import inclusion_rules
+    from warnings_svc.settings import load_settings
 
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
@@ -497,6 +545,8 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_user_add(args: argparse.Namespace) -> int:
     """Create a user: prints {"name", "role", "token"} as JSON."""
+    from warnings_svc.web.accounts import create_user
+
     password = _password_from_stdin() if args.password_stdin else None
     user, token = _on_database(
         args,
@@ -510,6 +560,8 @@ def run_user_add(args: argparse.Namespace) -> int:
 
 def run_user_token(args: argparse.Namespace) -> int:
     """Issue another token: prints {"name", "scopes", "token"} as JSON."""
+    from warnings_svc.web.accounts import SCOPES, issue_token
+
     scopes = sorted(set(args.scope or SCOPES))
     token = _on_database(args, lambda conn: issue_token(conn, args.name, scopes=scopes, label=args.label))
     _print_json({"name": args.name, "scopes": scopes, "token": token})
@@ -518,6 +570,8 @@ def run_user_token(args: argparse.Namespace) -> int:
 
 def run_user_revoke(args: argparse.Namespace) -> int:
     """Revoke a token; an unknown or already revoked one is an error."""
+    from warnings_svc.web.accounts import revoke_token
+
     token = sys.stdin.readline().strip() if args.token == "-" else args.token
     if not _on_database(args, lambda conn: revoke_token(conn, token)):
         raise CommandError("no such token, or it was revoked already")
@@ -527,6 +581,8 @@ def run_user_revoke(args: argparse.Namespace) -> int:
 
 def run_user_list(args: argparse.Namespace) -> int:
     """One JSON object per user, by name."""
+    from warnings_svc.web.accounts import list_users
+
     for user in _on_database(args, list_users):
         print(json.dumps(user, ensure_ascii=False, default=lambda v: v.isoformat()))
     return 0
@@ -534,6 +590,10 @@ def run_user_list(args: argparse.Namespace) -> int:
 
 def run_recipients_import(args: argparse.Namespace) -> int:
     """Import a recipients CSV: prints the report as JSON; rejected rows are reported, not an error."""
+    from risk_zoning.build import ensure_built
+    from warnings_svc.dissemination.recipients import RecipientError, import_csv, read_csv_text
+    from warnings_svc.settings import load_settings
+
     region = load_settings(args.config, os.environ, _options(args, "data_dir")).region
     try:
         text = read_csv_text(args.file)  # an unreadable file fails before the database starts
@@ -551,6 +611,8 @@ def run_recipients_import(args: argparse.Namespace) -> int:
 
 def run_recipients_opt_out(args: argparse.Namespace) -> int:
     """Opt a phone out: prints {"phone", "opted_out_at"}; an unknown phone is an error."""
+    from warnings_svc.dissemination.recipients import RecipientError, opt_out
+
     try:
         when = _on_database(args, lambda conn: opt_out(conn, args.phone))
     except RecipientError as e:
@@ -563,6 +625,11 @@ def run_recipients_opt_out(args: argparse.Namespace) -> int:
 
 def run_recipients_count(args: argparse.Namespace) -> int:
     """Count the people a warning would reach: prints {"area", "hazard", "exercise", "recipients"}."""
+    from risk_zoning.build import ensure_built
+    from risk_zoning.store import region_units
+    from warnings_svc.dissemination.recipients import RecipientError, count_recipients, full_code
+    from warnings_svc.settings import load_settings
+
     region = load_settings(args.config, os.environ, _options(args, "data_dir")).region
     try:
         area = full_code(args.area) if args.area else None
@@ -588,6 +655,11 @@ def run_recipients_count(args: argparse.Namespace) -> int:
 
 def _on_database(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     """Run `work` on a connection to the configured database, after applying pending migrations."""
+    from risk_zoning.io.database import connect, database_url, upgrade
+    from warnings_svc.database import MIGRATIONS
+    from warnings_svc.settings import load_settings
+    from warnings_svc.web.accounts import AccountError
+
     settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
     _configure_logging("WARNING")
     with database_url(settings.database_url, settings.data_dir) as url:
@@ -618,13 +690,13 @@ def _print_json(doc: dict[str, Any]) -> None:
     print()
 
 
-def _criteria(settings: Settings):
+def _criteria(settings: Settings) -> Criteria:
     from warnings_svc.forecast.criteria import load_criteria
 
     return load_criteria(settings.scoring.criteria_file)
 
 
-async def _risk_and_live(conn: asyncpg.Connection, region: str):
+async def _risk_and_live(conn: asyncpg.Connection, region: str) -> tuple[RiskDatabase, list[LiveWarning]]:
     from risk_zoning.store import load_current
     from warnings_svc.forecast.ingest import live_warnings
 
@@ -633,12 +705,15 @@ async def _risk_and_live(conn: asyncpg.Connection, region: str):
     return db, (await live_warnings(conn) if has_warnings else [])
 
 
-def _scoring_inputs(settings: Settings):
+def _scoring_inputs(settings: Settings) -> tuple[RiskDatabase, list[LiveWarning], Criteria]:
     """The current risk database (built first if missing), the warnings in force, and the criteria."""
+    from risk_zoning.build import ensure_built
+    from risk_zoning.io.database import connect, database_url
+
     criteria = _criteria(settings)  # validate configuration before starting anything
     with database_url(settings.database_url, settings.data_dir) as url:
 
-        async def go():
+        async def go() -> tuple[RiskDatabase, list[LiveWarning]]:
             conn = await connect(url)
             try:
                 await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
@@ -650,7 +725,7 @@ def _scoring_inputs(settings: Settings):
     return db, live, criteria
 
 
-def _plot_levels(db, result, path: Path) -> None:
+def _plot_levels(db: RiskDatabase, result: ScoreResult, path: Path) -> None:
     import numpy as np
 
     from risk_zoning import HAZARD_NAMES
@@ -703,6 +778,8 @@ def _score_text(doc: dict[str, Any]) -> str:
 
 def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
     """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0."""
+    from risk_zoning.io.database import database_url
+
     # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -727,6 +804,14 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
 
 
 async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = False) -> None:
+    from aiohttp import web
+
+    from risk_zoning.io.database import create_pool
+    from risk_zoning.store import region_units
+    from warnings_svc.demo.seeding import seed_demo_forecast
+    from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
+    from warnings_svc.web.app import create_app
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -787,6 +872,10 @@ async def _has_runs(pool: asyncpg.Pool) -> bool:
 
 
 async def _prepare_database(pool: asyncpg.Pool, region: str, *, progress: bool) -> None:
+    from risk_zoning.build import ensure_built
+    from risk_zoning.io.database import upgrade
+    from warnings_svc.database import MIGRATIONS
+
     async with pool.acquire() as conn:
         await upgrade(conn, MIGRATIONS)
         version = await ensure_built(conn, region, progress=progress)

@@ -28,8 +28,9 @@ from risk_zoning.layers import (
 )
 from risk_zoning.population import PopulationCore, synthesize_population
 
-FEATURES = Path(__file__).resolve().parents[2] / "risk_zoning" / "regions" / "wuhai" / "features.geojson"
-DISTRICTS = Path("/work/shared/data/wuhai/districts.geojson")
+WUHAI = Path(__file__).resolve().parents[2] / "risk_zoning" / "regions" / "wuhai"
+FEATURES = WUHAI / "features.geojson"
+DISTRICTS = WUHAI / "districts.geojson"
 
 EXPECTED_LAYERS = {
     "population_density": ("exposure", "km-2", HAZARDS),

@@ -27,7 +27,7 @@ from risk_zoning.population import (
     synthesize_population,
 )
 
-DISTRICTS = Path("/work/shared/data/wuhai/districts.geojson")
+DISTRICTS = Path(__file__).resolve().parents[2] / "risk_zoning" / "regions" / "wuhai" / "districts.geojson"
 OFFICIAL = {"150302": 341_000, "150303": 94_700, "150304": 122_400}  # end-2021
 CORES = [
     PopulationCore(106.82, 39.67, 1.0, 3.0),

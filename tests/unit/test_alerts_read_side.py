@@ -13,33 +13,23 @@ from multidict import MultiDict
 from risk_zoning.store import UnitRecord
 from tests.factories_messages import HEAT_ORANGE_ALERT, HEAT_RED_UPDATE, POLYGON
 from warnings_svc.documents.cap import CapTexts, render_cap
+from warnings_svc.documents.cap_reading import read_cap
 from warnings_svc.documents.gbt import gbt_file_name
 from warnings_svc.documents.message import Area
 from warnings_svc.documents.texts import load_texts
-from warnings_svc.web.api.alerts import (
-    ATOM,
-    CAP,
-    GEOJSON,
-    JSON,
-    AlertFilter,
+from warnings_svc.lifecycle.public_alerts import PublicAlert, RegionAreas, cap_polygon, parse_alert_id
+from warnings_svc.web.api.alert_documents import (
     AlertLinks,
-    PublicAlert,
-    RegionAreas,
     alert_feature,
     atom_feed,
-    cap_polygon,
-    event_names,
     gbt_document_name,
     geojson_geometry,
     json_body,
-    negotiate,
-    not_modified,
-    parse_alert_id,
-    parse_filter,
-    parse_point,
-    read_cap,
     tag_uri,
 )
+from warnings_svc.web.api.alert_filters import AlertFilter, event_names, parse_filter, parse_point
+from warnings_svc.web.api.alerts import not_modified
+from warnings_svc.web.negotiation import ATOM, CAP, GEOJSON, JSON, negotiate
 from warnings_svc.web.problems import ApiProblem
 
 HOSTILE = "<script>alert(\"x\")</script> & 'q' ]]>"
@@ -300,3 +290,12 @@ def test_gbt_document_name_is_the_national_file_name() -> None:
     alert = _alert()
     assert gbt_document_name(alert) == gbt_file_name(HEAT_ORANGE_ALERT)
     assert gbt_document_name(alert).endswith("_11B09_ORANGE_ALERT.XML")
+
+
+def test_the_worked_examples_of_content_negotiation_hold() -> None:
+    import doctest
+
+    import warnings_svc.web.negotiation
+
+    result = doctest.testmod(warnings_svc.web.negotiation)
+    assert result.attempted > 0 and result.failed == 0

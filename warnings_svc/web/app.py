@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from importlib import resources
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from warnings_svc.web.openapi import openapi
 from warnings_svc.web.pages import index
 from warnings_svc.web.risk_database import CurrentRiskDatabase
 from warnings_svc.web.templates import template_environment
-
-log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(resources.files("warnings_svc") / "static"))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -22,8 +21,6 @@ from warnings_svc.forecast.runs import (
 )
 from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, RISK_MAPS, RUN_SCORER, SETTINGS
 from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
-
-log = logging.getLogger(__name__)
 
 
 async def _risk_map_renderer(app: web.Application) -> AsyncIterator[None]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import asyncpg
 
 from risk_zoning.errors import DatabaseError, RiskZoningError
@@ -18,8 +16,6 @@ from warnings_svc.web.auth import (
     Unauthenticated,
 )
 from warnings_svc.web.problems import ApiProblem, Problem
-
-log = logging.getLogger(__name__)
 
 # Domain errors -> HTTP answers, in one place. The first class in an exception's MRO found here wins.
 PROBLEMS: dict[type[BaseException], Problem] = {

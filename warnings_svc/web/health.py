@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,8 +16,6 @@ from risk_zoning.store import current_version
 from warnings_svc.web.appkeys import METRICS
 from warnings_svc.web.errors import one_line
 from warnings_svc.web.operations import Reply, media_reply, operation
-
-log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 5.0
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import ast
 import functools
 import gettext
-import logging
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from io import BytesIO
@@ -48,8 +47,6 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-
-log = logging.getLogger(__name__)
 
 DOMAIN = "messages"
 DEFAULT_LANGUAGE = "zh"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from functools import partial
 from typing import Literal
 
@@ -29,8 +28,6 @@ from warnings_svc.web.operations import (
     parse_query,
 )
 from warnings_svc.web.problems import ApiProblem
-
-log = logging.getLogger(__name__)
 
 _PNG = media_reply("PNG image", "image/png", schema={"type": "string", "format": "binary"})
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +22,6 @@ from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
 from warnings_svc.web.auth import LANGUAGES
 from warnings_svc.web.i18n import N_, Message, other_language, translate
 from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
-
-log = logging.getLogger(__name__)
 
 
 class PageQuery(LenientQuery):

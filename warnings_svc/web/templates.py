@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import jinja2
 
 from warnings_svc.web.i18n import install_translations
-
-log = logging.getLogger(__name__)
 
 
 def template_environment() -> jinja2.Environment:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from functools import partial
 
 from aiohttp import web
@@ -12,8 +11,6 @@ from aiohttp import web
 from risk_zoning.summary import summarise
 from warnings_svc.web.appkeys import RISK_DATABASE
 from warnings_svc.web.operations import json_reply, operation
-
-log = logging.getLogger(__name__)
 
 
 @operation(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import shutil
 from collections.abc import AsyncIterator
 from functools import partial
@@ -34,8 +33,6 @@ from warnings_svc.web.operations import (
     parse_query,
 )
 from warnings_svc.web.problems import ApiProblem
-
-log = logging.getLogger(__name__)
 
 
 class UploadQuery(LenientQuery):

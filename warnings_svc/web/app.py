@@ -69,6 +69,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     setup_warnings_api(app)
     setup_alerts(app)
     setup_auth(app)
-    setup_console(app, database_url)
+    setup_console(app)
     app.router.add_static("/static", STATIC_DIR, name="static")
     return app

@@ -7,6 +7,7 @@ import jinja2
 from aiohttp import web
 
 from warnings_svc.forecast.runs import RunScorer
+from warnings_svc.lifecycle.store import Issuing
 from warnings_svc.settings import Settings
 from warnings_svc.web.metrics import ServiceMetrics
 from warnings_svc.web.risk_database import CurrentRiskDatabase, RiskMapCache
@@ -19,3 +20,4 @@ REQUEST_ID = web.RequestKey("request_id", str)
 RISK_DATABASE = web.AppKey("risk_database", CurrentRiskDatabase)
 RISK_MAPS = web.AppKey("risk_maps", RiskMapCache)
 RUN_SCORER = web.AppKey("run_scorer", RunScorer)
+ISSUING = web.AppKey("issuing", Issuing)  # how warnings are issued here: issuer, signing, policy

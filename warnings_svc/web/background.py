@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 
+import asyncpg
 from aiohttp import web
 
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings
@@ -19,8 +22,12 @@ from warnings_svc.forecast.runs import (
     RunScorer,
     watch_inbox,
 )
-from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, RISK_MAPS, RUN_SCORER, SETTINGS
+from warnings_svc.lifecycle import store
+from warnings_svc.web.appkeys import ISSUING, METRICS, POOL, RISK_DATABASE, RISK_MAPS, RUN_SCORER, SETTINGS
+from warnings_svc.web.events import end_event_streams, event_hub
 from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
+
+log = logging.getLogger(__name__)
 
 
 async def _risk_map_renderer(app: web.Application) -> AsyncIterator[None]:
@@ -74,13 +81,44 @@ async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+EXPIRY_CHECK_SECONDS = 30.0  # how often warnings past their expiry are expired
+
+
+async def _expiry_clock(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_expire_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _expire_forever(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+        try:
+            async with app[POOL].acquire() as conn:
+                done = await store.expire_due(conn, app[ISSUING], now=datetime.now(UTC))
+            if done:
+                log.info("warnings expired", extra={"warnings": done})
+        except asyncio.CancelledError:
+            raise
+        except asyncpg.UndefinedTableError:
+            log.debug("expiry check skipped: the schema is not up to date yet")
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+            # the clock must survive a database restart; the next tick tries again
+            log.warning("expiry check failed: %s", " ".join(str(e).split()))
+
+
 def add_background_tasks(app: web.Application, database_url: str | None) -> None:
     """Every loop the web process runs besides answering requests, opened and closed with the app: the risk
-    map renderer and the risk database watcher always; with `database_url`, forecast run scoring (uploads
+    map renderer, the risk database watcher, the expiry clock and the live events' hub always; with `database_url`, forecast run scoring (uploads
     and the inbox) and, when configured embedded, the dispatcher."""
     settings = app[SETTINGS]
     app.cleanup_ctx.append(_risk_map_renderer)
     app.cleanup_ctx.append(_risk_database_watcher)
+    app.cleanup_ctx.append(_expiry_clock)
+    app.cleanup_ctx.append(partial(event_hub, database_url=database_url))
+    app.on_shutdown.append(end_event_streams)
     if database_url is not None:
         app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))
     if database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:

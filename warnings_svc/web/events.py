@@ -281,37 +281,37 @@ def one_line(error: BaseException) -> str:
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 
 
-def setup_events(app: web.Application, database_url: str | None = None) -> None:
-    """`GET /api/v1/events` and the hub behind it, started and stopped with the application.
-
-    The hub listens on a connection of its own to `database_url` (or the settings' ``database_url``); an
-    app given neither holds one connection of its pool instead.
-    """
-    url = database_url or app[SETTINGS].database_url
+def setup_events(app: web.Application) -> None:
+    """`GET /api/v1/events`; the hub behind it runs in the background (`event_hub`, started by
+    `web.background.add_background_tasks`)."""
     app.router.add_get("/api/v1/events", stream_events, name="events")
 
-    async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        pool = app[POOL]
-        if url is not None:
-            connect: Connect = lambda: asyncpg.connect(url)  # noqa: E731
-            release: Release = lambda conn: conn.close(timeout=5)  # noqa: E731
-        else:
-            connect, release = pool.acquire, pool.release
-        hub = EventHub(connect, release, EventMetrics(app[METRICS].registry))
-        app[EVENT_HUB] = hub
-        task = asyncio.create_task(hub.run(), name="event-listener")
-        yield
-        hub.end_streams()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
-    async def end_streams(app: web.Application) -> None:
-        if EVENT_HUB in app:
-            app[EVENT_HUB].end_streams()
+async def event_hub(app: web.Application, *, database_url: str | None) -> AsyncIterator[None]:
+    """The hub, started and stopped with the application. It listens on a connection of its own to
+    `database_url` (or the settings' ``database_url``); an app given neither holds one connection of its pool
+    instead."""
+    url = database_url or app[SETTINGS].database_url
+    pool = app[POOL]
+    if url is not None:
+        connect: Connect = lambda: asyncpg.connect(url)  # noqa: E731
+        release: Release = lambda conn: conn.close(timeout=5)  # noqa: E731
+    else:
+        connect, release = pool.acquire, pool.release
+    hub = EventHub(connect, release, EventMetrics(app[METRICS].registry))
+    app[EVENT_HUB] = hub
+    task = asyncio.create_task(hub.run(), name="event-listener")
+    yield
+    hub.end_streams()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
-    app.cleanup_ctx.append(hub_context)
-    app.on_shutdown.append(end_streams)
+
+async def end_event_streams(app: web.Application) -> None:
+    """On shutdown, before the cleanup: end every open stream so the server need not wait for them."""
+    if EVENT_HUB in app:
+        app[EVENT_HUB].end_streams()
 
 
 @operation(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 from aiohttp import web
 from pydantic import AwareDatetime, Field, StrictBool, field_validator, model_validator
 
@@ -25,7 +24,7 @@ from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
 from warnings_svc.vocabulary import HAZARD_LEVELS
-from warnings_svc.web.appkeys import POOL, SETTINGS
+from warnings_svc.web.appkeys import ISSUING, POOL, SETTINGS
 from warnings_svc.web.auth import require_user
 from warnings_svc.web.operations import (
     RequestModel,
@@ -39,8 +38,6 @@ from warnings_svc.web.problems import ApiProblem
 
 log = logging.getLogger(__name__)
 
-EXPIRY_CHECK_SECONDS = 30.0
-ISSUING = web.AppKey("issuing", store.Issuing)
 
 # lifecycle and store codes -> HTTP status
 _STATUS_OF_CODE: Mapping[str, int] = {
@@ -69,7 +66,7 @@ def _field_of(e: LifecycleError) -> str | None:
 
 
 def setup_warnings_api(app: web.Application) -> None:
-    """Register the routes, the issuing configuration and the clock that expires warnings."""
+    """Register the routes and the issuing configuration (the clock that expires warnings is a background task)."""
     app[ISSUING] = store.Issuing.from_settings(app[SETTINGS])
     app.router.add_get("/api/v1/warnings", list_warnings, name="warnings")
     app.router.add_post("/api/v1/warnings", create_warning, name="create_warning")
@@ -84,7 +81,6 @@ def setup_warnings_api(app: web.Application) -> None:
     app.router.add_post("/api/v1/warnings/{id}/discard", discard_warning, name="discard_warning")
     app.router.add_post("/api/v1/warnings/{id}/update", update_warning, name="update_warning")
     app.router.add_post("/api/v1/warnings/{id}/cancel", cancel_warning, name="cancel_warning")
-    app.cleanup_ctx.append(_expiry_clock)
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -430,34 +426,6 @@ async def cancel_warning(request: web.Request) -> web.Response:
                 conn, request.app[ISSUING], user.actor, warning_id, note=body.note, now=_now()
             )
     return _created(request, version)
-
-
-# ---------------------------------------------------------------------------------------------- the clock
-
-
-async def _expiry_clock(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_expire_forever(app))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _expire_forever(app: web.Application) -> None:
-    while True:
-        await asyncio.sleep(EXPIRY_CHECK_SECONDS)
-        try:
-            async with app[POOL].acquire() as conn:
-                done = await store.expire_due(conn, app[ISSUING], now=_now())
-            if done:
-                log.info("warnings expired", extra={"warnings": done})
-        except asyncio.CancelledError:
-            raise
-        except asyncpg.UndefinedTableError:
-            log.debug("expiry check skipped: the schema is not up to date yet")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
-            # the clock must survive a database restart; the next tick tries again
-            log.warning("expiry check failed: %s", " ".join(str(e).split()))
 
 
 # ---------------------------------------------------------------------------------------------- answers

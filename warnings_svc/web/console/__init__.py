@@ -46,7 +46,7 @@ from warnings_svc.web.console.warning import console_warning
 from warnings_svc.web.events import setup_events
 
 
-def setup_console(app: web.Application, database_url: str | None = None) -> None:
+def setup_console(app: web.Application) -> None:
     """The console pages and the live event stream they subscribe to (`events.setup_events`).
 
     Reads the responder registry (and hashes the static files) now, so a broken file stops the start with
@@ -57,7 +57,7 @@ def setup_console(app: web.Application, database_url: str | None = None) -> None
     app[ASSETS] = asset_urls()
     app.router.add_get("/console/", console_home, name="console")
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
-    setup_events(app, database_url)
+    setup_events(app)
 
 
 __all__ = [

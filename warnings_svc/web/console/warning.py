@@ -16,8 +16,7 @@ from warnings_svc.lifecycle import audit_log, store
 from warnings_svc.lifecycle.audit import AuditEntry
 from warnings_svc.lifecycle.transitions import Action, ApprovalPolicy, WarningStatus, second_person_levels
 from warnings_svc.vocabulary import HAZARD_LEVELS, LEVELS
-from warnings_svc.web.api.warnings import ISSUING
-from warnings_svc.web.appkeys import POOL
+from warnings_svc.web.appkeys import ISSUING, POOL
 from warnings_svc.web.console.labels import (
     AUDIT_ACTIONS,
     MSG_TYPE_NAMES,

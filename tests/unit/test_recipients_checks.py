@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import doctest
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+import warnings_svc.dissemination.recipients
 from risk_zoning import HAZARDS
 from risk_zoning.store import UnitRecord
 from warnings_svc.dissemination.recipients import (
+    CONSENT_RULE,
+    RecipientCsvRow,
     RecipientError,
     RowError,
     check_phone,
@@ -164,6 +169,62 @@ def test_a_future_consent_time_and_a_consent_time_without_consent_are_refused() 
         check_row(_row(consent="yes", consent_at="2027-01-01"), UNITS, now=NOW)
     with pytest.raises(RowError, match="consent is no"):
         check_row(_row(consent="no", consent_at="2026-01-01"), UNITS, now=NOW)
+
+
+LANDLINE = "a landline cannot receive SMS; give a mobile number (11 digits, 1[3-9]…)"
+NO_CONSENT = "a public subscriber needs consent = yes"
+
+
+def test_a_bad_phone_does_not_hide_the_missing_consent_of_a_public_subscriber() -> None:
+    with pytest.raises(RowError) as e:
+        check_row(_row(phone="0473-2001234", roles="public_subscriber"), UNITS, now=NOW)
+    assert e.value.problems == [("phone", "0473-2001234", LANDLINE), ("consent", "", NO_CONSENT)]
+
+
+def test_the_faulty_columns_come_first_in_column_order_then_the_broken_consent_rules() -> None:
+    with pytest.raises(RowError) as e:
+        check_row(
+            _row(
+                phone="0473-2001234", roles="公众", consent="no", consent_at="2026-01-01", test_recipient="2"
+            ),
+            UNITS,
+            now=NOW,
+        )
+    assert e.value.problems == [
+        ("phone", "0473-2001234", LANDLINE),
+        ("test_recipient", "2", "is yes or no (also true/false, 1/0, 是/否)"),
+        ("consent", "no", NO_CONSENT),
+        ("consent_at", "2026-01-01", "a consent time is given but consent is no"),
+    ]
+
+
+def test_no_consent_rule_is_checked_on_a_consent_or_a_consent_time_that_cannot_be_read() -> None:
+    with pytest.raises(RowError) as e:
+        check_row(_row(roles="public_subscriber", consent="maybe"), UNITS, now=NOW)
+    assert [p[0] for p in e.value.problems] == ["consent"]
+    with pytest.raises(RowError) as e:
+        check_row(_row(consent="no", consent_at="2027-01-01"), UNITS, now=NOW)
+    assert [p[2] for p in e.value.problems] == ["lies in the future"]
+
+
+def test_a_row_is_a_pydantic_model_validated_with_the_units_and_the_time_as_context() -> None:
+    cells = _row(phone="139 1234 5678", consent="no", test_recipient="是")
+    row = RecipientCsvRow.model_validate(cells, context={"units": UNITS, "now": NOW})
+    assert (row.phone, row.areas, row.consent, row.test_recipient) == (
+        "+8613912345678",
+        (HAIBOWAN,),
+        False,
+        True,
+    )
+    with pytest.raises(ValidationError) as e:
+        RecipientCsvRow.model_validate(_row(roles="公众"), context={"units": UNITS, "now": NOW})
+    assert [(error["loc"], error["type"]) for error in e.value.errors()] == [(("consent",), CONSENT_RULE)]
+    with pytest.raises(TypeError, match="context"):
+        RecipientCsvRow.model_validate(cells)
+
+
+def test_the_worked_examples_in_the_docstrings_hold() -> None:
+    assert doctest.testmod(warnings_svc.dissemination.recipients).failed == 0
 
 
 def test_a_later_row_with_a_phone_seen_before_is_rejected_naming_the_first_line() -> None:

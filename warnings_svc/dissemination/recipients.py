@@ -1,6 +1,6 @@
 """Recipients: the people warnings reach by SMS, imported from CSV, and which of them a warning selects.
 
-Pure checks of one CSV row (`check_phone`, `check_row`), the reach of a warning's areas in the unit tree
+Pure checks of one CSV row (`check_phone`, `check_row`, by the pydantic model `RecipientCsvRow`), the reach of a warning's areas in the unit tree
 (`reach`, `relevant_areas`) and the alert-fatigue rule (`needs_message`) sit apart from the repository
 functions on an asyncpg connection (`import_csv`, `opt_out`, `select_recipients`, `count_recipients`).
 
@@ -35,14 +35,24 @@ import io
 import logging
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
 import asyncpg
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from risk_zoning import BEIJING, HAZARD_NAMES, HAZARDS
 from risk_zoning.store import UnitRecord, region_units
@@ -69,6 +79,7 @@ COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _PHONE_NOISE = re.compile(r"[\s\-().]")
 _LIST_SEPARATORS = re.compile(r"[;|,、，；\s]+")
+_T = TypeVar("_T")
 
 
 class RecipientRole(StrEnum):
@@ -244,125 +255,304 @@ def _instant(value: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=BEIJING)
 
 
+# The check of one column: its text (stripped) in, its value out, else `RecipientError` with the reason the
+# import report gives. The fields of `RecipientCsvRow` run them.
+
+
+def _name(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        raise RecipientError("a name is required")
+    if len(text) > MAX_NAME_CHARS:
+        raise RecipientError(f"longer than {MAX_NAME_CHARS} characters")
+    return text
+
+
+def _language(text: str) -> str:
+    if not text:
+        return "zh-CN"
+    if text.lower() not in _LANGUAGE_ALIASES:
+        raise RecipientError(f"unknown language {text[:20]!r}; languages: {', '.join(LANGUAGES)}")
+    return _LANGUAGE_ALIASES[text.lower()]
+
+
+def _areas(text: str, units: Mapping[str, UnitRecord]) -> tuple[str, ...]:
+    codes = _items(text)
+    if not codes:
+        raise RecipientError("at least one area (admin code) is required")
+    out = []
+    for code in codes:
+        full = full_code(code)
+        if full not in units:
+            raise RecipientError(f"area {code} is not a unit of this region")
+        out.append(full)
+    return tuple(sorted(set(out)))
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    items = _items(text)
+    if not items:
+        raise RecipientError(f"at least one role is required; roles: {', '.join(RecipientRole)}")
+    out = set()
+    for item in items:
+        role = _ROLE_ALIASES.get(item) or (item.lower() if item.lower() in set(RecipientRole) else None)
+        if role is None:
+            raise RecipientError(f"unknown role {item[:30]!r}; roles: {', '.join(RecipientRole)}")
+        out.add(str(role))
+    return tuple(sorted(out))
+
+
+def _hazards(text: str) -> tuple[str, ...]:
+    out = set()
+    for item in _items(text):
+        hazard = _HAZARD_ALIASES.get(item, item.lower())
+        if hazard not in HAZARDS:
+            raise RecipientError(f"unknown hazard {item[:30]!r}; hazards: {', '.join(HAZARDS)} (empty: all)")
+        out.add(hazard)
+    return tuple(sorted(out))
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    items = [g for g in (s.strip() for s in re.split(r"[;|]", text)) if g]
+    for g in items:
+        if len(g) > MAX_GROUP_CHARS:
+            raise RecipientError(f"a group name is longer than {MAX_GROUP_CHARS} characters")
+    return tuple(sorted(set(items)))
+
+
+def _consent_at(text: str, now: datetime) -> datetime | None:
+    if not text:
+        return None
+    when = _instant(text)
+    if when > now + timedelta(minutes=5):
+        raise RecipientError("lies in the future")
+    return when
+
+
+def _checked(check: Callable[..., _T], *args: Any) -> _T:
+    """`check(*args)`, its `RecipientError` as the `ValueError` pydantic reports (with the same message)."""
+    try:
+        return check(*args)
+    except RecipientError as e:
+        raise ValueError(str(e)) from None
+
+
+def _consent_rules(roles: Collection[str] | None, consent: bool | None, dated: bool) -> list[tuple[str, str]]:
+    """(column, reason) for each rule between the consent columns and the roles the row breaks. `roles`
+    None: the roles column is faulty; `consent` None: the column is empty; `dated`: a valid consent time."""
+    rules = []
+    if consent is not True and roles is not None and RecipientRole.public_subscriber in roles:
+        rules.append(("consent", "a public subscriber needs consent = yes"))
+    if consent is False and dated:
+        rules.append(("consent_at", "a consent time is given but consent is no"))
+    return rules
+
+
+def _consent_rules_of_cells(cells: Mapping[str, str], now: datetime) -> list[tuple[str, str]]:
+    """`_consent_rules` of a row some column of which is faulty: none when the consent cannot be read."""
+    try:
+        consent = _flag(cells["consent"])
+    except RecipientError:
+        return []
+    if consent is True:
+        return []
+    try:
+        roles: tuple[str, ...] | None = _roles(cells["roles"])
+    except RecipientError:
+        roles = None
+    try:
+        dated = _consent_at(cells["consent_at"], now) is not None
+    except RecipientError:
+        dated = False
+    return _consent_rules(roles, consent, dated)
+
+
+class RowContext(TypedDict):
+    """What checking a CSV row needs besides the row: the region's units by 12-digit geocode (a row's areas
+    are among them) and the time of the import (consent given after it is refused)."""
+
+    units: Mapping[str, UnitRecord]
+    now: datetime
+
+
+def _context(info: ValidationInfo) -> RowContext:
+    context = info.context
+    if not isinstance(context, dict) or not {"units", "now"} <= context.keys():
+        raise TypeError("a recipients CSV row is validated with context={'units': ..., 'now': ...}")
+    return cast(RowContext, context)
+
+
+CONSENT_RULE = "consent_rule"  # the pydantic error type of a rule between the consent columns and the roles
+
+
+class RecipientCsvRow(BaseModel):
+    """One recipients CSV row, checked: each field is a column (same name), whose validator turns the
+    column's text into its value or fails with the reason an import report gives. Absent columns are empty.
+
+    Validate with a `RowContext`, ``RecipientCsvRow.model_validate(cells, context={"units": ..., "now": ...})``;
+    `check_row` does, and turns a `ValidationError` into a `RowError`. The rules between columns (a public
+    subscriber needs consent, a consent time needs consent) are checked after the columns even when some of
+    them failed (a wrap model validator, error type `CONSENT_RULE`), so that one reading reports every fault
+    of a row, the columns' in column order and then the rules'.
+
+    `consent` None: the column is empty (a duty role's consent rests on the duty, `recipient_row`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    phone: str
+    language: str
+    areas: tuple[str, ...]
+    roles: tuple[str, ...]
+    hazards: tuple[str, ...]
+    consent: bool | None
+    consent_at: datetime | None
+    test_recipient: bool
+    groups: tuple[str, ...]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_consent_rules(
+        cls, data: Any, handler: ModelWrapValidatorHandler[RecipientCsvRow], info: ValidationInfo
+    ) -> RecipientCsvRow:
+        # A wrap validator, not an "after" one: pydantic runs no "after" model validator once a field
+        # failed, and a row's consent rules are reported along with its faulty columns.
+        if not isinstance(data, Mapping):
+            return handler(data)
+        cells = {column: (data.get(column) or "").strip() for column in COLUMNS}
+        try:
+            row = handler(cells)
+        except ValidationError as e:
+            # the columns the rules read are read again (only a faulty row pays for it): a faulty one
+            # counts as absent, as in `_consent_rules`
+            rules = _consent_rules_of_cells(cells, _context(info)["now"])
+            if not rules:
+                raise
+            raise ValidationError.from_exception_data(
+                e.title, [*map(_raised_again, e.errors()), *_rule_errors(rules, cells)]
+            ) from None
+        rules = _consent_rules(row.roles, row.consent, row.consent_at is not None)
+        if rules:
+            raise ValidationError.from_exception_data(cls.__name__, _rule_errors(rules, cells))
+        return row
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, text: str) -> str:
+        return _checked(_name, text)
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _check_phone(cls, text: str) -> str:
+        return _checked(check_phone, text)
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _check_language(cls, text: str) -> str:
+        return _checked(_language, text)
+
+    @field_validator("areas", mode="before")
+    @classmethod
+    def _check_areas(cls, text: str, info: ValidationInfo) -> tuple[str, ...]:
+        return _checked(_areas, text, _context(info)["units"])
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _check_roles(cls, text: str) -> tuple[str, ...]:
+        return _checked(_roles, text)
+
+    @field_validator("hazards", mode="before")
+    @classmethod
+    def _check_hazards(cls, text: str) -> tuple[str, ...]:
+        return _checked(_hazards, text)
+
+    @field_validator("consent", mode="before")
+    @classmethod
+    def _check_consent(cls, text: str) -> bool | None:
+        return _checked(_flag, text)
+
+    @field_validator("consent_at", mode="before")
+    @classmethod
+    def _check_consent_at(cls, text: str, info: ValidationInfo) -> datetime | None:
+        return _checked(_consent_at, text, _context(info)["now"])
+
+    @field_validator("test_recipient", mode="before")
+    @classmethod
+    def _check_test_recipient(cls, text: str) -> bool:
+        return _checked(_flag, text) is True
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _check_groups(cls, text: str) -> tuple[str, ...]:
+        return _checked(_groups, text)
+
+    def recipient_row(self) -> RecipientRow:
+        """The row as registered: an empty consent column of a duty role is consent on the basis of the
+        duty (``consent_basis`` = duty), a consent time is kept only with consent."""
+        consent = self.consent is not False
+        return RecipientRow(
+            name=self.name,
+            phone=self.phone,
+            language=self.language,
+            areas=self.areas,
+            roles=self.roles,
+            hazards=self.hazards,
+            consent=consent,
+            consent_basis="explicit" if self.consent else "duty" if consent else None,
+            consent_at=self.consent_at if consent else None,
+            test_recipient=self.test_recipient,
+            groups=self.groups,
+        )
+
+
+def _raised_again(error: ErrorDetails) -> InitErrorDetails:
+    details: InitErrorDetails = {"type": error["type"], "loc": error["loc"], "input": error["input"]}
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
+
+
+def _rule_errors(rules: list[tuple[str, str]], cells: Mapping[str, str]) -> list[InitErrorDetails]:
+    return [
+        {"type": PydanticCustomError(CONSENT_RULE, reason), "loc": (column,), "input": cells[column]}
+        for column, reason in rules
+    ]
+
+
 def check_row(fields: Mapping[str, str], units: Mapping[str, UnitRecord], *, now: datetime) -> RecipientRow:
     """One CSV row (column -> text; absent columns are empty) as a `RecipientRow`, else `RowError` naming
-    every faulty column. `units`: the region's units by 12-digit geocode; `now`: to refuse future consent."""
-    problems: list[tuple[str, str, str]] = []
+    every faulty column with its (stripped) text and the reason. `units`: the region's units by 12-digit
+    geocode; `now`: to refuse future consent. The checks are `RecipientCsvRow`'s.
 
-    def get(column: str) -> str:
-        return (fields.get(column) or "").strip()
+    >>> units = {"150302000000": UnitRecord("150302000000", 0, "海勃湾区", "Haibowan", "district", None, 0,
+    ...                                     0.0, "official", "official", {})}
+    >>> now = datetime(2026, 7, 9, 8, tzinfo=BEIJING)
+    >>> row = check_row({"name": "王芳", "phone": "139 1234 5678", "areas": "150302", "roles": "气象信息员"},
+    ...                 units, now=now)
+    >>> row.phone, row.areas, row.roles, row.consent, row.consent_basis
+    ('+8613912345678', ('150302000000',), ('relayer',), True, 'duty')
+    >>> try:
+    ...     check_row({"name": "李强", "phone": "0473-2001234", "areas": "150302", "roles": "公众"}, units, now=now)
+    ... except RowError as e:
+    ...     e.problems  # doctest: +NORMALIZE_WHITESPACE
+    [('phone', '0473-2001234', 'a landline cannot receive SMS; give a mobile number (11 digits, 1[3-9]…)'),
+     ('consent', '', 'a public subscriber needs consent = yes')]
+    """
+    try:
+        row = RecipientCsvRow.model_validate(fields, context=RowContext(units=units, now=now))
+    except ValidationError as e:
+        raise RowError([_problem(error, fields) for error in e.errors(include_url=False)]) from None
+    return row.recipient_row()
 
-    def checked(column: str, check: Any) -> Any:
-        try:
-            return check(get(column))
-        except RecipientError as e:
-            problems.append((column, get(column), str(e)))
-            return None
 
-    def name(text: str) -> str:
-        text = " ".join(text.split())
-        if not text:
-            raise RecipientError("a name is required")
-        if len(text) > MAX_NAME_CHARS:
-            raise RecipientError(f"longer than {MAX_NAME_CHARS} characters")
-        return text
-
-    def language(text: str) -> str:
-        if not text:
-            return "zh-CN"
-        if text.lower() not in _LANGUAGE_ALIASES:
-            raise RecipientError(f"unknown language {text[:20]!r}; languages: {', '.join(LANGUAGES)}")
-        return _LANGUAGE_ALIASES[text.lower()]
-
-    def areas(text: str) -> tuple[str, ...]:
-        codes = _items(text)
-        if not codes:
-            raise RecipientError("at least one area (admin code) is required")
-        out = []
-        for code in codes:
-            full = full_code(code)
-            if full not in units:
-                raise RecipientError(f"area {code} is not a unit of this region")
-            out.append(full)
-        return tuple(sorted(set(out)))
-
-    def roles(text: str) -> tuple[str, ...]:
-        items = _items(text)
-        if not items:
-            raise RecipientError(f"at least one role is required; roles: {', '.join(RecipientRole)}")
-        out = set()
-        for item in items:
-            role = _ROLE_ALIASES.get(item) or (item.lower() if item.lower() in set(RecipientRole) else None)
-            if role is None:
-                raise RecipientError(f"unknown role {item[:30]!r}; roles: {', '.join(RecipientRole)}")
-            out.add(str(role))
-        return tuple(sorted(out))
-
-    def hazards(text: str) -> tuple[str, ...]:
-        out = set()
-        for item in _items(text):
-            hazard = _HAZARD_ALIASES.get(item, item.lower())
-            if hazard not in HAZARDS:
-                raise RecipientError(
-                    f"unknown hazard {item[:30]!r}; hazards: {', '.join(HAZARDS)} (empty: all)"
-                )
-            out.add(hazard)
-        return tuple(sorted(out))
-
-    def groups(text: str) -> tuple[str, ...]:
-        items = [g for g in (s.strip() for s in re.split(r"[;|]", text)) if g]
-        for g in items:
-            if len(g) > MAX_GROUP_CHARS:
-                raise RecipientError(f"a group name is longer than {MAX_GROUP_CHARS} characters")
-        return tuple(sorted(set(items)))
-
-    def consent_at(text: str) -> datetime | None:
-        if not text:
-            return None
-        when = _instant(text)
-        if when > now + timedelta(minutes=5):
-            raise RecipientError("lies in the future")
-        return when
-
-    row_name = checked("name", name)
-    phone = checked("phone", check_phone)
-    row_language = checked("language", language)
-    row_areas = checked("areas", areas)
-    row_roles = checked("roles", roles)
-    row_hazards = checked("hazards", hazards)
-    consent = checked("consent", _flag)
-    given_at = checked("consent_at", consent_at)
-    test_recipient = checked("test_recipient", _flag)
-    row_groups = checked("groups", groups)
-
-    basis: str | None = None
-    if consent is True:
-        basis = "explicit"
-    elif consent is None and "consent" not in {p[0] for p in problems}:
-        if row_roles is not None and RecipientRole.public_subscriber in row_roles:
-            problems.append(("consent", get("consent"), "a public subscriber needs consent = yes"))
-        elif row_roles is not None:
-            consent, basis = True, "duty"
-    elif consent is False:
-        if row_roles is not None and RecipientRole.public_subscriber in row_roles:
-            problems.append(("consent", get("consent"), "a public subscriber needs consent = yes"))
-        if given_at is not None:
-            problems.append(("consent_at", get("consent_at"), "a consent time is given but consent is no"))
-    if problems:
-        raise RowError(problems)
-    return RecipientRow(
-        name=row_name,
-        phone=phone,
-        language=row_language,
-        areas=row_areas,
-        roles=row_roles,
-        hazards=row_hazards,
-        consent=bool(consent),
-        consent_basis=basis,
-        consent_at=given_at if consent else None,
-        test_recipient=bool(test_recipient),
-        groups=row_groups,
-    )
+def _problem(error: ErrorDetails, fields: Mapping[str, str]) -> tuple[str, str, str]:
+    """A pydantic error of a `RecipientCsvRow` as (column, value, reason): a column's check says why in the
+    `ValueError` it raised (pydantic's message prefixes "Value error, "), a rule in its own message."""
+    column = str(error["loc"][0]) if error["loc"] else ""
+    ctx = error.get("ctx") or {}
+    reason = str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+    return column, (fields.get(column) or "").strip(), reason
 
 
 # ---------------------------------------------------------------------------------------------- the file

@@ -17,7 +17,7 @@ endpoint).
 
 The ceiling: in the same run, against the same SMSC, a bare `SmsChannel` (same binds and window, no
 database) sends N messages of the same text to distinct numbers and consumes the receipts. Both run with
-the garbage-collector settings a dispatcher process uses (`dispatch.tune_collector`). It runs before
+the garbage-collector settings a dispatcher process uses (`dispatcher.tune_collector`). It runs before
 the real path (with the previewed text) and after it (with the issued text); the ratio is against the better
 of the two.
 

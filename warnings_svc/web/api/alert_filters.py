@@ -63,12 +63,13 @@ class ActiveAlertsQuery(RequestModel):
 ACTIVE_PARAMETERS: frozenset[str] = frozenset(ActiveAlertsQuery.model_fields)
 
 
-def _bad(parameter: str, problem: str) -> ApiProblem:
+def bad_parameter(parameter: str, problem: str) -> ApiProblem:
     """A 400 problem naming the parameter (``field``), detail ``parameter: problem``."""
     return ApiProblem(400, "invalid_parameter", problem, parameter)
 
 
-def _echo(value: str) -> str:
+def echo_parameter(value: str) -> str:
+    """A parameter's value quoted for a detail, cut at MAX_PARAMETER_ECHO characters."""
     return repr(value if len(value) <= MAX_PARAMETER_ECHO else value[:MAX_PARAMETER_ECHO] + "...")
 
 
@@ -116,13 +117,15 @@ def refuse_unknown_parameters(query: MultiMapping[str], allowed: frozenset[str])
     for name in query:
         if name not in allowed:
             takes = f"this resource takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
-            raise _bad(name[:MAX_PARAMETER_ECHO], f"unknown parameter; {takes}")
+            raise bad_parameter(name[:MAX_PARAMETER_ECHO], f"unknown parameter; {takes}")
 
 
 def _values(query: MultiMapping[str], name: str) -> list[str]:
     values = [v.strip() for raw in query.getall(name, []) for v in raw.split(",")]
     if any(not v for v in values):
-        raise _bad(name, "empty value (give one or more comma-separated values, or leave the parameter out)")
+        raise bad_parameter(
+            name, "empty value (give one or more comma-separated values, or leave the parameter out)"
+        )
     return values
 
 
@@ -131,7 +134,9 @@ def _enum(query: MultiMapping[str], name: str, known: Sequence[str]) -> frozense
     out = set()
     for value in _values(query, name):
         if value.lower() not in by_lower:
-            raise _bad(name, f"unknown value {_echo(value)}; use one or more of {', '.join(known)}")
+            raise bad_parameter(
+                name, f"unknown value {echo_parameter(value)}; use one or more of {', '.join(known)}"
+            )
         out.add(by_lower[value.lower()])
     return frozenset(out)
 
@@ -141,13 +146,15 @@ def parse_point(raw: str) -> tuple[float, float]:
     parts = raw.split(",")
     example = "'latitude,longitude' in decimal degrees, e.g. 39.67,106.82"
     if len(parts) != 2:
-        raise _bad("point", f"expected {example} (got {_echo(raw)})")
+        raise bad_parameter("point", f"expected {example} (got {echo_parameter(raw)})")
     try:
         lat, lon = (float(p.strip()) for p in parts)
     except ValueError:
-        raise _bad("point", f"expected {example} (got {_echo(raw)})") from None
+        raise bad_parameter("point", f"expected {example} (got {echo_parameter(raw)})") from None
     if not (math.isfinite(lat) and math.isfinite(lon)) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise _bad("point", f"{_echo(raw)} is outside latitude -90..90, longitude -180..180")
+        raise bad_parameter(
+            "point", f"{echo_parameter(raw)} is outside latitude -90..90, longitude -180..180"
+        )
     return lat, lon
 
 
@@ -156,32 +163,34 @@ def parse_filter(query: MultiMapping[str], areas: RegionAreas, events: Mapping[s
     refuse_unknown_parameters(query, ACTIVE_PARAMETERS)
     for status in _values(query, "status"):
         if status.lower() in NOT_PUBLIC_STATUSES:
-            raise _bad(
+            raise bad_parameter(
                 "status",
-                f"{_echo(status)} messages are never published here; the public API carries Actual messages "
+                f"{echo_parameter(status)} messages are never published here; the public API carries Actual messages "
                 "only (status=actual, the default)",
             )
         if status.lower() != "actual":
-            raise _bad("status", f"unknown status {_echo(status)}; the public API carries actual only")
+            raise bad_parameter(
+                "status", f"unknown status {echo_parameter(status)}; the public API carries actual only"
+            )
     codes = []
     for code in _values(query, "area"):
         full = geocode(code)
         if full is None:
-            raise _bad("area", f"{_echo(code)} is not a 6-, 9- or 12-digit admin code")
+            raise bad_parameter("area", f"{echo_parameter(code)} is not a 6-, 9- or 12-digit admin code")
         if full not in areas:
-            raise _bad("area", f"{code} is not an area of this region")
+            raise bad_parameter("area", f"{code} is not an area of this region")
         codes.append(full)
     points = query.getall("point", [])
     if len(points) > 1:
-        raise _bad("point", "give one point")
+        raise bad_parameter("point", "give one point")
     hazards = set()
     for event in _values(query, "event"):
         hazard = events.get(event.casefold())
         if hazard is None:
             known = ", ".join(sorted(set(events) - set(HAZARD_LEVELS)))
-            raise _bad(
+            raise bad_parameter(
                 "event",
-                f"unknown event {_echo(event)}; use a hazard ({', '.join(HAZARD_LEVELS)}) or an event "
+                f"unknown event {echo_parameter(event)}; use a hazard ({', '.join(HAZARD_LEVELS)}) or an event "
                 f"text ({known})",
             )
         hazards.add(hazard)

@@ -77,8 +77,8 @@ from warnings_svc.web.api.alert_documents import (
 )
 from warnings_svc.web.api.alert_filters import (
     ActiveAlertsQuery,
-    _bad,
-    _echo,
+    bad_parameter,
+    echo_parameter,
     event_names,
     parse_filter,
     refuse_unknown_parameters,
@@ -148,7 +148,7 @@ def _links(request: web.Request) -> AlertLinks:
     try:
         return AlertLinks(str(request.url.origin()))
     except ValueError as e:
-        raise _bad("Host", "the Host header is not a host name") from e
+        raise bad_parameter("Host", "the Host header is not a host name") from e
 
 
 def _json_type(media: str) -> str:
@@ -159,7 +159,7 @@ def _alert_key(request: web.Request) -> tuple[int, int]:
     raw = request.match_info["id"]
     key = parse_alert_id(raw)
     if key is None:
-        raise ApiProblem(404, "not_found", f"no public alert {_echo(raw)}; ids look like 12-1", "id")
+        raise ApiProblem(404, "not_found", f"no public alert {echo_parameter(raw)}; ids look like 12-1", "id")
     return key
 
 

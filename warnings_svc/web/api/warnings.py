@@ -1,8 +1,9 @@
 """The warnings write API (`/api/v1/warnings...`): drafts, edits and every lifecycle action, as JSON.
 
-Thin on purpose: each handler checks who is asking (`web_auth.require_user`), reads its path, query and body
-through the request models below (`web.operations`), and calls one `lifecycle.store` function; the lifecycle rules (roles, the two-person rule, immutability) are
-enforced there, once, for this API and the console alike. Refusals become problem documents that name the
+Thin on purpose: each handler checks who is asking (`web.auth.require_user`), reads its path, query and
+body through the request models below (`web.operations`), and calls one `lifecycle.store` function; the
+lifecycle rules (roles, the two-person rule, immutability) are enforced there, once, for this API and the
+console alike. Refusals become problem documents that name the
 field at fault and carry the lifecycle's machine-readable ``code``.
 """
 

@@ -2,7 +2,7 @@
 preview, history and the lifecycle actions (server-rendered; `static/console.js` calls the write API).
 
 Pages are rendered here from the same store functions the API uses; every change goes through the write API
-(`api_warnings`), so roles, the two-person rule and budgets are enforced in one place. The page only hides
+(`web.api.warnings`), so roles, the two-person rule and budgets are enforced in one place. The page only hides
 what the user's role cannot do and explains a disabled approval.
 
 Decisions where the issue is silent:
@@ -16,7 +16,7 @@ Decisions where the issue is silent:
 - Responders come from ``config/responders.toml``, synthetic demo data labelled as such on the page; a unit's
   posts are called when a warning names the unit, a town inside it or the city around it.
 - An issued version shows the texts that went out (stored at issue); any other shows what it would say if
-  approved now (`warning_store.preview`), with budget problems in red.
+  approved now (`lifecycle.store.preview`), with budget problems in red.
 
 Modules: `labels` (texts, through the catalogues), `responders` (the registry and whom a warning calls), `map`
 (projection and drawing, pure), `region` (the drawn region, cached per risk database version), `page` (what

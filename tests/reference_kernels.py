@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from warnings_svc.forecast.hazards import _DAYS, _NAT, _NEVER, _STEP, _Plan
+from warnings_svc.forecast.hazards import _DAYS, _NAT, _STEP, _Plan
+
+_NEVER = np.iinfo(np.int64).max  # later than any onset: the minimum over levels ignores it
 
 
 def compare(values: np.ndarray, sense: int, thr: float) -> np.ndarray:

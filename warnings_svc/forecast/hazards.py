@@ -117,7 +117,6 @@ Branch = Literal["forecast", "observed", "forecast+observed"]
 _HOUR_NS = 3_600_000_000_000
 _DAY_NS = 24 * _HOUR_NS
 _NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
-_NEVER = np.iinfo(np.int64).max
 _STEP, _WINDOW, _DAYS = 0, 1, 2
 _SENSE = {"ge": 0, "gt": 1, "le": 2, "lt": 3}
 _IMPORT_PID = os.getpid()

@@ -8,10 +8,8 @@ handlers declare no operation.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +18,7 @@ from pydantic import BaseModel
 from warnings_svc.web.auth import OPENAPI_SECURITY_SCHEMES
 from warnings_svc.web.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
 from warnings_svc.web.middleware import PROBLEM_JSON
-from warnings_svc.web.operations import Operation, Reply, media_reply, operation, operation_of
+from warnings_svc.web.operations import Operation, Reply, json_answer, media_reply, operation, operation_of
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,7 @@ PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
 )
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of this application's routes."""
-    return web.json_response(openapi_document(request.app), dumps=partial(json.dumps, ensure_ascii=False))
+    return json_answer(openapi_document(request.app))
 
 
 # ---------------------------------------------------------------------------------------------- the document

@@ -1,7 +1,7 @@
 """Typed requests: each handler declares its operation (path, query and body models, responses, problems), and
 reads its request through those models, so what is checked and what `/openapi.json` says come from one place.
 
-    @operation("Warning proposals, newest first", query=ProposalsQuery, responses={200: json_response(...)},
+    @operation("Warning proposals, newest first", query=ProposalsQuery, responses={200: json_reply(...)},
                problems=(400,))
     async def list_proposals(request): query = parse_query(request, ProposalsQuery) ...
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -96,6 +97,12 @@ def media_reply(description: str, *media_types: str, schema: Mapping[str, Any] |
 
 
 # ---------------------------------------------------------------------------------------------- parsing
+
+
+def json_answer(body: Any, **response: Any) -> web.Response:
+    """`web.json_response` with non-ASCII text written as is (place names stay readable, not ``\\u`` escapes);
+    `response` are its other arguments (status, headers)."""
+    return web.json_response(body, dumps=partial(json.dumps, ensure_ascii=False), **response)
 
 
 def parse_path(request: web.Request, model: type[Model], *, status: int = 404) -> Model:

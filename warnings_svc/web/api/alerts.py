@@ -167,10 +167,6 @@ def _not_found(key: tuple[int, int]) -> ApiProblem:
     return ApiProblem(404, "not_found", f"no public alert {key[0]}-{key[1]}", "id")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 _CACHED = media_reply("Not modified (ETag / Last-Modified)")
 
 
@@ -189,7 +185,7 @@ async def active_alerts(request: web.Request) -> web.Response:
     public = request.app[PUBLIC_ALERTS]
     media = negotiate(request.headers.get("Accept"), (GEOJSON, JSON, ATOM))
     links = _links(request)
-    now = _now()
+    now = datetime.now(UTC)
     async with request.app[POOL].acquire() as conn:
         areas = await public.areas(conn)
         chosen = parse_filter(request.query, areas, public.events)
@@ -259,7 +255,7 @@ async def one_alert(request: web.Request) -> web.Response:
         request,
         json_body(feature),
         _json_type(media),
-        last_modified=min(modified, _now()),
+        last_modified=min(modified, datetime.now(UTC)),
         cache_control=LIST_CACHE,
         vary=True,
     )
@@ -333,7 +329,7 @@ async def alerts_feed(request: web.Request) -> web.Response:
     refuse_unknown_parameters(request.query, frozenset())
     public = request.app[PUBLIC_ALERTS]
     links = _links(request)
-    now = _now()
+    now = datetime.now(UTC)
     async with request.app[POOL].acquire() as conn:
         areas = await public.areas(conn)
         alerts = await public.feed(conn, now)

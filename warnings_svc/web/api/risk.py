@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from functools import partial
 
 from aiohttp import web
 
 from risk_zoning.summary import summarise
 from warnings_svc.web.appkeys import RISK_DATABASE
-from warnings_svc.web.operations import json_reply, operation
+from warnings_svc.web.operations import json_answer, json_reply, operation
 
 
 @operation(
@@ -22,4 +20,4 @@ async def risk_summary(request: web.Request) -> web.Response:
     """The risk database summary, as `risk-zoning summary --json` prints it."""
     db = await request.app[RISK_DATABASE].get()
     summary = await asyncio.get_running_loop().run_in_executor(None, summarise, db)
-    return web.json_response(summary, dumps=partial(json.dumps, ensure_ascii=False))
+    return json_answer(summary)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from collections.abc import AsyncIterator
 from functools import partial
@@ -27,6 +26,7 @@ from warnings_svc.web.auth import (
 from warnings_svc.web.operations import (
     LenientQuery,
     RequestModel,
+    json_answer,
     json_reply,
     operation,
     parse_path,
@@ -102,11 +102,8 @@ async def upload_run(request: web.Request) -> web.Response:
         "proposal_ids": outcome.proposal_ids,
         **outcome.result,
     }
-    return web.json_response(
-        body,
-        status=201 if outcome.new else 200,
-        headers={"Location": f"/api/v1/runs/{outcome.run_id}"},
-        dumps=partial(json.dumps, ensure_ascii=False),
+    return json_answer(
+        body, status=201 if outcome.new else 200, headers={"Location": f"/api/v1/runs/{outcome.run_id}"}
     )
 
 
@@ -157,7 +154,7 @@ async def get_run(request: web.Request) -> web.Response:
         body = await fetch_run(conn, run_id)
     if body is None:
         raise ApiProblem(404, "not_found", f"no forecast run {run_id}", "id")
-    return web.json_response(body, dumps=partial(json.dumps, ensure_ascii=False))
+    return json_answer(body)
 
 
 @operation(
@@ -171,4 +168,4 @@ async def list_proposals(request: web.Request) -> web.Response:
     query = parse_query(request, ProposalsQuery)
     async with request.app[POOL].acquire() as conn:
         body = await find_proposals(conn, status=query.status, hazard=query.hazard, limit=query.limit)
-    return web.json_response({"proposals": body}, dumps=partial(json.dumps, ensure_ascii=False))
+    return json_answer({"proposals": body})

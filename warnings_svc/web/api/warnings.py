@@ -221,7 +221,7 @@ async def create_warning(request: web.Request) -> web.Response:
                 expires=body.expires,
                 content=content,
                 exercise=body.exercise,
-                now=_now(),
+                now=datetime.now(UTC),
             )
     return _created(request, version)
 
@@ -243,7 +243,12 @@ async def draft_from_proposal(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.draft_from_proposal(
-                conn, request.app[ISSUING], user.actor, proposal_id, now=_now(), exercise=body.exercise
+                conn,
+                request.app[ISSUING],
+                user.actor,
+                proposal_id,
+                now=datetime.now(UTC),
+                exercise=body.exercise,
             )
     return _created(request, version)
 
@@ -306,7 +311,7 @@ async def preview_warning(request: web.Request) -> web.Response:
             if latest.content.proposal_id is not None:
                 document = await proposal_document(conn, latest.content.proposal_id)
     texts = await asyncio.get_running_loop().run_in_executor(
-        None, lambda: store.preview(ctx, latest, units, now=_now())
+        None, lambda: store.preview(ctx, latest, units, now=datetime.now(UTC))
     )
     return web.json_response({"texts": texts, "impact": store.impact(latest, units, document)})
 
@@ -329,7 +334,7 @@ async def edit_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.edit(
-                conn, request.app[ISSUING], user.actor, warning_id, changes, now=_now()
+                conn, request.app[ISSUING], user.actor, warning_id, changes, now=datetime.now(UTC)
             )
     return web.json_response(version.to_json())
 
@@ -340,7 +345,13 @@ async def _act(request: web.Request, action: Action, reason: str) -> web.Respons
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.act(
-                conn, request.app[ISSUING], user.actor, warning_id, action, now=_now(), reason=reason
+                conn,
+                request.app[ISSUING],
+                user.actor,
+                warning_id,
+                action,
+                now=datetime.now(UTC),
+                reason=reason,
             )
     return web.json_response(version.to_json())
 
@@ -402,7 +413,7 @@ async def update_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_update(
-                conn, request.app[ISSUING], user.actor, warning_id, changes, now=_now()
+                conn, request.app[ISSUING], user.actor, warning_id, changes, now=datetime.now(UTC)
             )
     return _created(request, version)
 
@@ -424,7 +435,7 @@ async def cancel_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_cancel(
-                conn, request.app[ISSUING], user.actor, warning_id, note=body.note, now=_now()
+                conn, request.app[ISSUING], user.actor, warning_id, note=body.note, now=datetime.now(UTC)
             )
     return _created(request, version)
 
@@ -435,7 +446,3 @@ async def cancel_warning(request: web.Request) -> web.Response:
 def _created(request: web.Request, version: store.Version) -> web.Response:
     location = request.app.router["warning"].url_for(id=str(version.warning_id))
     return web.json_response(version.to_json(), status=201, headers={"Location": str(location)})
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Connections to PostgreSQL (a URL, or an embedded server in a data directory) and numbered SQL migrations."""
+"""Connections to PostgreSQL (a URL, or an embedded server in a data folder) and numbered SQL migrations."""
 
 from __future__ import annotations
 

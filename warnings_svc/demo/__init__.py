@@ -1,1 +1,1 @@
-"""The demo: synthetic scenarios, demo users and recipients, the smoke run (never used in production)."""
+"""The demo, never used in production: synthetic scenarios and forecast, users and recipients, smoke run."""

@@ -1,1 +1,1 @@
-"""Dissemination: recipients, fan-out expansion, the outbox, dispatchers and their policies."""
+"""Dissemination: recipients, fan-out expansion, delivery states, the outbox, dispatchers, policy, metrics."""

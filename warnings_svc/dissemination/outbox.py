@@ -1,8 +1,9 @@
-"""The delivery outbox in PostgreSQL: what issuing writes, what dispatchers claim, how results and receipts land.
+"""The PostgreSQL delivery outbox: what issuing writes, what dispatchers claim, how results and receipts land.
 
-Only SQL on an asyncpg connection lives here; the dispatcher (`warnings_svc.dissemination.dispatcher`) decides when to call
-what, and `warnings_svc.dissemination.expansion` turns a fan-out into deliveries. Every function is one short statement or
-one short transaction: PostgreSQL queues slow down sharply when long transactions hold back vacuum.
+Only SQL on an asyncpg connection lives here; the dispatcher (`warnings_svc.dissemination.dispatcher`) decides
+when to call what, and `warnings_svc.dissemination.expansion` turns a fan-out into deliveries. Every function
+is one short statement or one short transaction: PostgreSQL queues slow down sharply when long transactions
+hold back vacuum.
 
 - `write_fanouts` runs inside the transaction that issues a version, so a warning is never issued without the
   promise to deliver it, and never promised without being issued.

@@ -1,8 +1,9 @@
 """Recipients: the people warnings reach by SMS, imported from CSV, and which of them a warning selects.
 
-Pure checks of one CSV row (`check_phone`, `check_row`, by the pydantic model `RecipientCsvRow`), the reach of a warning's areas in the unit tree
-(`reach`, `relevant_areas`) and the alert-fatigue rule (`needs_message`) sit apart from the repository
-functions on an asyncpg connection (`import_csv`, `opt_out`, `select_recipients`, `count_recipients`).
+Pure checks of one CSV row (`check_phone`, `check_row`, by the pydantic model `RecipientCsvRow`), the reach of
+a warning's areas in the unit tree (`reach`, `relevant_areas`) and the alert-fatigue rule (`needs_message`)
+sit apart from the repository functions on an asyncpg connection (`import_csv`, `opt_out`,
+`select_recipients`, `count_recipients`).
 
 Decisions where the issue is silent:
 

@@ -1,4 +1,4 @@
-"""The content of one warning message (one version of a warning), as documents and texts are rendered from it."""
+"""The content of one warning message (one version of a warning), which its documents and texts render."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Warning criteria as configuration: the packaged national defaults, merged with a region's override, validated.
+"""Warning criteria as configuration: the packaged national defaults merged with a region's override, checked.
 
 The file format is described at the top of ``warnings_svc/config/criteria.toml``. Thresholds carry units in
 the file and are converted to the canonical units (degC, mm, m, m s-1, hours) here, at load; the data are

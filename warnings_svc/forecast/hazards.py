@@ -46,10 +46,10 @@ How a criterion is evaluated (the numbers are in ``warnings_svc/config/criteria.
   the observed period's end and the continuation's end.
 
 The kernels are numba functions over arrays shaped (member, time, cell) float32, chunked over cells and
-parallel over chunks, fusing every level of a hazard into one pass over the time axis. They read the data
-in place whether it is stored member-major or time-major (``(time, member, lat, lon)``, as `risk_zoning.io.netcdf` gives
-ensembles), without a layout copy. Each has a plain numpy twin in the tests (tests/reference_kernels.py)
-that they are compared against.
+parallel over chunks, fusing every level of a hazard into one pass over the time axis. They read the data in
+place whether it is stored member-major or time-major (``(time, member, lat, lon)``, as
+`risk_zoning.io.netcdf` gives ensembles), without a layout copy. Each has a plain numpy twin in the tests
+(tests/reference_kernels.py) that they are compared against.
 
 Every cell is computed from its own time series only, so a spatial tile gives exactly the corresponding
 slice of the whole-grid result; `evaluate_tile` and `tile_template` make that a ``xr.map_blocks`` call:

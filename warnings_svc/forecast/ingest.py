@@ -1,4 +1,4 @@
-"""Forecast files in: read and validate a run, score it against the risk database, store it, quarantine rejects."""
+"""Forecast files in: read and check a run, score it against the risk database, store it or quarantine it."""
 
 from __future__ import annotations
 

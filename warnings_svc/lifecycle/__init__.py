@@ -1,1 +1,1 @@
-"""The warning lifecycle: states and their transitions, the store, the tamper-evident audit log."""
+"""The warning lifecycle: states and their transitions, the store, public alerts' read side, the audit log."""

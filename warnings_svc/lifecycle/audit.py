@@ -1,4 +1,4 @@
-"""Append-only, tamper-evident audit log: every entry carries the SHA-256 of its content and its predecessor's.
+"""Append-only, tamper-evident audit log: each entry carries the SHA-256 of its content and its predecessor's.
 
 Entry n's ``hash`` covers its canonical bytes (`canonical_bytes`: every field but ``hash``, including
 ``seq`` and ``prev_hash``), so editing, deleting, inserting or reordering entries breaks the chain at the

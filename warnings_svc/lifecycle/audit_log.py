@@ -1,8 +1,8 @@
 """The audit log in the database (`svc.audit_log`): append inside the caller's transaction, read, verify.
 
-The chain itself (hashing, verification) is `warnings_svc.lifecycle.audit`; this module only stores it. Appends are
-serialised by a transaction-level advisory lock, so concurrent actions on different warnings still form
-one unbroken chain, and an action that rolls back leaves no entry behind.
+The chain itself (hashing, verification) is `warnings_svc.lifecycle.audit`; this module only stores it.
+Appends are serialised by a transaction-level advisory lock, so concurrent actions on different warnings still
+form one unbroken chain, and an action that rolls back leaves no entry behind.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Warnings in the database: every action of the lifecycle as one transaction.
 
-Each function here takes a connection, locks the warning's row, asks `warnings_svc.lifecycle.transitions.apply` whether
-the action is allowed, and then, in the same transaction, writes the version(s), refreshes the warning's
-public face (`svc.warning`, which scoring diffs new runs against), appends the audit entry and sends a
-``svc_events`` notification (`warnings_svc.notify`) that the console turns into a live refresh. Either all of that happens or
-none of it does.
+Each function here takes a connection, locks the warning's row, asks
+`warnings_svc.lifecycle.transitions.apply` whether the action is allowed, and then, in the same transaction,
+writes the version(s), refreshes the warning's public face (`svc.warning`, which scoring diffs new runs
+against), appends the audit entry and sends a ``svc_events`` notification (`warnings_svc.notify`) that the
+console turns into a live refresh. Either all of that happens or none of it does.
 
 Issuing (the approval of a version) also renders the message: channel texts in Chinese and English from the
 templates, the CAP 1.2 document (schema-validated, signed when a key is configured) and the GB/T 35965.1

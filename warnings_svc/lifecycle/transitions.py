@@ -19,13 +19,13 @@ Cancel that lists every earlier version in ``references``. A version's statuses:
 
     draft | pending_approval | returned --discard--> discarded (kept; never issued, never public)
 
-Statuses ``issued``, ``updated``, ``cancelled``, ``expired`` are immutable: ``edit`` and ``discard`` are refused
-with ``immutable``; a correction goes out as an Update (`next_version`), a withdrawal as a Cancel
+Statuses ``issued``, ``updated``, ``cancelled``, ``expired`` are immutable: ``edit`` and ``discard`` are
+refused with ``immutable``; a correction goes out as an Update (`next_version`), a withdrawal as a Cancel
 (`cancel_message`). Both start as drafts of version n+1 and are submitted and approved like an Alert; the
-version they replace stays ``issued`` (and public) until that approval, which is made with
-``apply(successor, Action.approve, ..., replaces=old)`` and returns both transitions at once
-(`Transition.superseded`), so no state exists where the new version is issued and the old one is not
-superseded. ``update`` and ``cancel`` are therefore never applied on their own (``successor_required``).
+version they replace stays ``issued`` (and public) until that approval, which is made with ``apply(successor,
+Action.approve, ..., replaces=old)`` and returns both transitions at once (`Transition.superseded`), so no
+state exists where the new version is issued and the old one is not superseded. ``update`` and ``cancel`` are
+therefore never applied on their own (``successor_required``).
 
 Permissions (`PERMISSIONS`; ``edit`` also covers creating a version: `new_draft`, `next_version`,
 `cancel_message`)::

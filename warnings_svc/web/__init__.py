@@ -1,1 +1,1 @@
-"""The web side: the app factory and middleware, accounts and sessions, live events."""
+"""The web side: app factory and middleware, the JSON API and the console, accounts, sessions, live events."""

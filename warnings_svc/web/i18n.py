@@ -1,11 +1,11 @@
 """The pages' interface texts in gettext catalogues, one per language, read at start-up and cached.
 
-Message ids are the English texts; every text of a label table carries a context naming its table (``console``,
-``warning status``, ``first page``, ...), so the same English word may have two Chinese translations.
-Python marks a text with ``N_(context, "English")``; a template calls ``_("English")`` or
-``pgettext("context", "English")``; problem titles (``Problem(status, slug, "Title")`` and the ``TITLES``
-tables) are extracted as they are and translated where the HTML error page shows them. The catalogues are
-the ``.po`` files under ``warnings_svc/locale/<locale>/LC_MESSAGES/``; they are compiled in memory when first
+Message ids are the English texts; every text of a label table carries a context naming its table
+(``console``, ``warning status``, ``first page``, ...), so the same English word may have two Chinese
+translations. Python marks a text with ``N_(context, "English")``; a template calls ``_("English")`` or
+``pgettext("context", "English")``; problem titles (``Problem(status, code, "Title")`` and the ``TITLES``
+tables) are extracted as they are and translated where the HTML error page shows them. The catalogues are the
+``.po`` files under ``warnings_svc/locale/<locale>/LC_MESSAGES/``; they are compiled in memory when first
 used, so no ``.mo`` file is kept or shipped. A text missing from a catalogue shows as ``⟦English⟧`` and
 ``tests/unit/test_i18n.py`` fails until it is translated.
 
@@ -180,7 +180,7 @@ def install_translations(env: jinja2.Environment) -> None:
 def extract_problem_titles(
     fileobj: IO[bytes], keywords: Any, comment_tags: Any, options: Mapping[str, Any]
 ) -> Iterator[tuple[int, str | None, str, list[str]]]:
-    """A Babel extractor for the problem modules: the title of every ``Problem(status, slug, "Title")``, the
+    """A Babel extractor for the problem modules: the title of every ``Problem(status, code, "Title")``, the
     values of a ``TITLES`` table and the default of its ``.get(status, "Title")``."""
     titles: list[tuple[int, int, str]] = []
     for node in ast.walk(ast.parse(fileobj.read())):

@@ -1,9 +1,9 @@
 """The forecaster console: proposals and warnings on a map of the region, one page per warning with its impact
 preview, history and the lifecycle actions (server-rendered; `static/console.js` calls the write API).
 
-Pages are rendered here from the same store functions the API uses; every change goes through the write API
-(`web.api.warnings`), so roles, the two-person rule and budgets are enforced in one place. The page only hides
-what the user's role cannot do and explains a disabled approval.
+Pages are rendered in this package from the same store functions the API uses; every change goes through the
+write API (`web.api.warnings`), so roles, the two-person rule and budgets are enforced in one place. The page
+only hides what the user's role cannot do and explains a disabled approval.
 
 Decisions where the issue is silent:
 

@@ -1,4 +1,4 @@
-"""The console's home page: the map of warnings in force and open proposals, the proposals, warnings by status."""
+"""The console's home page: the map of warnings in force and open proposals, the proposals, the warnings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One warning in the console: its latest version, impact preview, responders, edit form, actions and history."""
+"""One warning in the console: latest version, impact preview, responders, edit form, actions and history."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailabl
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
 from warnings_svc.settings import Settings
+from warnings_svc.vocabulary import LEVELS
 
-LEVEL_ORDER = ("blue", "yellow", "orange", "red")
 DISPATCH_TIMEOUT_S = 120.0
 SMSC_CONNECT_TIMEOUT_S = 5.0  # an SMSC that does not take a connection by then is reported, not waited for
 
@@ -110,7 +110,7 @@ async def _issue(pool: asyncpg.Pool, settings: Settings, proposals: list[dict[st
     new = [p for p in proposals if p["action"] == "new"]
     if not new:
         raise SmokeFailed("no proposal for a new warning among those of the demo forecast")
-    chosen = max(new, key=lambda p: (LEVEL_ORDER.index(p["level"]), -p["id"]))
+    chosen = max(new, key=lambda p: (LEVELS.index(p["level"]), -p["id"]))
     users = {u["name"]: u for u in await seed_demo_users(pool, settings.data_dir)}
     forecaster = Actor("forecaster", Role(users["forecaster"]["role"]))
     chief = Actor("chief", Role(users["chief"]["role"]))

@@ -67,7 +67,7 @@ from lxml import etree
 
 from risk_zoning import BEIJING, HAZARD_NAMES
 from warnings_svc.documents.message import Reference, WarningMessage
-from warnings_svc.vocabulary import HAZARD_EVENT_CODES, HAZARD_LEVELS
+from warnings_svc.vocabulary import HAZARD_EVENT_CODES, HAZARD_LEVELS, LEVEL_NAMES
 
 METHOD_NAMES: tuple[str, ...] = ("SMS", "SPEAKER", "TV", "BROADCAST", "LED", "WEB", "PHONE", "FAX")
 SEVERITY: dict[str, str] = {"blue": "Blue", "yellow": "Yellow", "orange": "Orange", "red": "Red"}
@@ -77,7 +77,7 @@ LEVEL_LABELS: dict[str, str] = {
     "orange": "[Ⅱ级/严重]",
     "red": "[Ⅰ级/特别严重]",
 }
-COLOUR_NAMES: dict[str, str] = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+COLOUR_NAMES: dict[str, str] = {level: zh for level, (zh, _) in LEVEL_NAMES.items()}
 EVENT_NAMES: dict[str, str] = HAZARD_NAMES["zh"]
 
 _ALERT_ORDER = (

@@ -154,7 +154,7 @@ class FromProposalBody(Body):
 
 
 class SubmitBody(Body):
-    pass
+    """Submitting takes no fields: an empty body or none at all (anything else is refused)."""
 
 
 class ApproveBody(Body):

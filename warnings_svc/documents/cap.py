@@ -66,7 +66,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -352,7 +352,7 @@ def _check_message(msg: WarningMessage) -> None:
         if not _GEOCODE.match(a.code):
             raise CapError("geocode", f"{a.code!r} is not a 12-digit administrative division code")
     derive_certainty(msg)  # checks the probability
-    _check_polygons(msg.polygons)
+    check_polygons(msg.polygons)
 
 
 def _times(msg: WarningMessage) -> tuple[tuple[datetime, str], ...]:
@@ -414,7 +414,21 @@ def _polygon_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def _check_polygons(polygons: tuple[str, ...]) -> None:
+def check_polygons(polygons: Sequence[str], *, max_points: int | None = None) -> None:
+    """Raise `CapError` unless `polygons` are what a CAP area may carry (the module docstring's rules: each
+    closed, at least 4 points, at most 6 decimals, WGS84, valid and simple; no two overlapping; together
+    contiguous) and, when `max_points` is given, none has more points than that.
+
+    The store checks a warning's polygons with this when they are given, so that approval, which renders
+    the document, never meets polygons it cannot write.
+    """
+    if max_points is not None:
+        for index, text in enumerate(polygons, start=1):
+            points = len(text.split()) if isinstance(text, str) else 0
+            if points > max_points:
+                raise CapError(
+                    "polygon", f"polygon {index} has {points} points, at most {max_points} allowed"
+                )
     shapes = [_parse_polygon(i, text) for i, text in enumerate(polygons, start=1)]
     for i, a in enumerate(shapes):
         for j in range(i + 1, len(shapes)):
@@ -426,7 +440,9 @@ def _check_polygons(polygons: tuple[str, ...]) -> None:
         )
 
 
-def _parse_polygon(index: int, text: str) -> Polygon:
+def _parse_polygon(index: int, text: object) -> Polygon:
+    if not isinstance(text, str):
+        raise CapError("polygon", f"polygon {index} is not a string of 'lat,lon' pairs")
     pairs = text.split()
     if len(pairs) < POLYGON_MIN_POINTS:
         raise CapError(

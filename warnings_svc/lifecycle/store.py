@@ -31,7 +31,7 @@ import asyncpg
 from risk_zoning.store import UnitRecord, region_units
 from risk_zoning.unit_tree import geocode, inside_any
 from warnings_svc.dissemination import outbox
-from warnings_svc.documents.cap import CapTexts, render_cap, sign_cap, validate_cap
+from warnings_svc.documents.cap import CapError, CapTexts, check_polygons, render_cap, sign_cap, validate_cap
 from warnings_svc.documents.gbt import GbtTexts, gbt_identifier, render_gbt
 from warnings_svc.documents.message import Area, Issuer, Reference, WarningMessage
 from warnings_svc.documents.texts import (
@@ -68,6 +68,14 @@ CONTENT_FIELDS: frozenset[str] = frozenset({"areas", "polygons", "texts", "note"
 LIFECYCLE_FIELDS: frozenset[str] = frozenset({"level", "onset", "expires"})
 MAX_NOTE_CHARS = 500
 MAX_TEXT_CHARS = 2000
+# How far from now a warning's onset and expiry may lie, either way: a warning is about the coming days (or
+# an event under way), so a time years away is a typing error, and the far ends of the calendar are not
+# even times PostgreSQL or the CAP document can hold (year 1 and 9999 became -infinity and infinity).
+TIME_WINDOW_YEARS = 3
+TIME_WINDOW = timedelta(days=366 * TIME_WINDOW_YEARS)
+# Characters refused in any text rather than silently dropped: PostgreSQL text cannot hold NUL, and a lone
+# surrogate is no character at all (it cannot be encoded as UTF-8).
+_NUL = "\x00"
 
 # svc.warning.status, the public face, after a version reaches each status (None: unchanged)
 _FACE_STATUS: Mapping[WarningStatus, str] = {
@@ -137,6 +145,8 @@ class Issuing:
     region: str
     issuer: WarningSettings
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # the most points a CAP polygon may have: the budget the forecast's own polygons are drawn within
+    max_polygon_points: int = 100
     signing: tuple[bytes, bytes] | None = None  # (key PEM, certificate PEM)
     audit_key: bytes | None = None
     channels: tuple[str, ...] = ("sms",)  # what an issued version fans out on (the outbox)
@@ -161,6 +171,7 @@ class Issuing:
             region=settings.region,
             issuer=w,
             policy=ApprovalPolicy(frozenset(w.two_person_levels)),
+            max_polygon_points=settings.scoring.max_vertices,
             signing=signing,
             audit_key=audit_key,
             channels=tuple(settings.dispatch.channels),
@@ -193,7 +204,8 @@ async def create(
 ) -> Version:
     """A new warning: version 1, a draft by ``actor``."""
     units = await region_units(conn, ctx.region)
-    content = _checked_content(content, units)
+    content = _checked_content(content, units, ctx)
+    _check_times({"onset": onset, "expires": expires}, now)
     checked = new_draft(  # every check before anything is written; the id comes from the insert
         id="0", hazard=hazard, level=level, onset=onset, expires=expires, actor=actor, exercise=exercise
     )
@@ -321,6 +333,8 @@ async def _start_successor(
 ) -> Version:
     lifecycle_changes, content_changes = _split_changes(changes)
     units = await region_units(conn, ctx.region)
+    _check_times(lifecycle_changes, now)
+    content_changes = _checked_changes(content_changes, units, ctx)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         # after a discarded Update or Cancel draft, the issued version is still the one to replace
@@ -344,7 +358,7 @@ async def _start_successor(
             state = dataclasses.replace(
                 state, version=latest.state.version + 1, references=(*earlier, base.state.version_id)
             )
-        content = _changed_content(base.content, content_changes, units)
+        content = _changed_content(base.content, content_changes, units, ctx)
         content = dataclasses.replace(content, proposal_id=proposal_id, texts={})
         version = Version(state, content)
         await _insert_version(conn, version)
@@ -370,6 +384,8 @@ async def edit(
         raise StoreError("invalid", "nothing to change", "changes")
     lifecycle_changes, content_changes = _split_changes(changes)
     units = await region_units(conn, ctx.region)
+    _check_times(lifecycle_changes, now)
+    content_changes = _checked_changes(content_changes, units, ctx)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         transition = apply(
@@ -377,7 +393,7 @@ async def edit(
         )
         if latest.state.msg_type == "Cancel" and set(content_changes) - {"note"}:
             raise StoreError("invalid", "a Cancel keeps the areas of the version it cancels", "areas")
-        content = _changed_content(latest.content, content_changes, units)
+        content = _changed_content(latest.content, content_changes, units, ctx)
         version = dataclasses.replace(latest, state=transition.state, content=content)
         await _update_version(conn, version)
         await _face(conn, version)
@@ -399,7 +415,7 @@ async def act(
     """Submit, approve (which issues), return for edit, or discard the latest version of a warning."""
     if action not in (Action.submit, Action.approve, Action.return_for_edit, Action.discard):
         raise StoreError("invalid", f"{action} is not done this way", "action")
-    reason = _clean(reason, "reason", MAX_NOTE_CHARS)
+    reason = _clean(reason, "comment" if action is Action.approve else "reason", MAX_NOTE_CHARS)
     units = await region_units(conn, ctx.region)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
@@ -413,6 +429,8 @@ async def act(
                     "id",
                 )
         if action in (Action.submit, Action.approve):
+            # a version stored before its polygons were checked is refused here, not by the renderer
+            _checked_polygons(latest.content.polygons, ctx)
             problems = _budget_problems(ctx, latest, units, now)
             if problems:
                 raise StoreError("budget", f"texts over budget: {'; '.join(problems)}", "texts")
@@ -680,7 +698,11 @@ async def _issue(
         web = (
             f"{ctx.issuer.public_url.rstrip('/')}/api/v1/alerts/{version.warning_id}-{version.state.version}"
         )
-    cap = render_cap(msg, cap_texts, web=web, contact=ctx.issuer.contact)
+    try:
+        cap = render_cap(msg, cap_texts, web=web, contact=ctx.issuer.contact)
+    except CapError as e:  # the transaction rolls back: nothing of the approval is written
+        field = "polygons" if e.element == "polygon" else e.element
+        raise StoreError("invalid", f"the CAP document cannot be written: {e}", field) from e
     if ctx.signing is not None:
         cap = sign_cap(cap, *ctx.signing)
     validate_cap(cap)
@@ -956,21 +978,71 @@ def _area(units: Mapping[str, UnitRecord], code: str) -> Area:
     return Area(code, u.name, u.name_en)
 
 
-def _checked_content(content: Content, units: Mapping[str, UnitRecord]) -> Content:
-    if not content.areas:
-        raise StoreError("invalid", "a warning needs at least one area", "areas")
-    areas = tuple(dict.fromkeys(unit_code(a, units) for a in content.areas))
+def _checked_content(content: Content, units: Mapping[str, UnitRecord], ctx: Issuing) -> Content:
+    areas = _checked_areas(content.areas, units)
     texts = _checked_texts(content.texts)
     note = _clean(content.note, "note", MAX_NOTE_CHARS)
-    polygons = tuple(content.polygons)
-    for p in polygons:
-        if not isinstance(p, str) or not p.strip():
-            raise StoreError(
-                "invalid", "polygons are CAP polygon strings ('lat,lon lat,lon ...')", "polygons"
-            )
+    polygons = _checked_polygons(content.polygons, ctx)
     if content.probability is not None and not 0 <= content.probability <= 1:
         raise StoreError("invalid", "probability is between 0 and 1", "probability")
     return dataclasses.replace(content, areas=areas, texts=texts, note=note, polygons=polygons)
+
+
+def _checked_changes(
+    changes: Mapping[str, Any], units: Mapping[str, UnitRecord], ctx: Issuing
+) -> dict[str, Any]:
+    """The content changes given, each checked on its own: refused before the transaction starts, not after
+    it wrote something (the whole content is checked again once the version is known)."""
+    checks: Mapping[str, Any] = {
+        "areas": lambda v: _checked_areas(v, units),
+        "polygons": lambda v: _checked_polygons(v, ctx),
+        "texts": _checked_texts,
+        "note": lambda v: _clean(v, "note", MAX_NOTE_CHARS),
+    }
+    return {k: checks[k](v) if k in checks else v for k, v in changes.items()}
+
+
+def _checked_areas(areas: Any, units: Mapping[str, UnitRecord]) -> tuple[str, ...]:
+    if isinstance(areas, str) or not isinstance(areas, Sequence) or not areas:
+        raise StoreError("invalid", "a warning needs at least one area", "areas")
+    return tuple(dict.fromkeys(unit_code(a, units) for a in areas))
+
+
+def _checked_polygons(polygons: Any, ctx: Issuing) -> tuple[str, ...]:
+    """CAP polygons as the CAP document will carry them (`documents.cap.check_polygons`), within the point
+    budget; an empty list is no polygon (the areas' outlines stand)."""
+    if isinstance(polygons, str) or not isinstance(polygons, Sequence):
+        raise StoreError("invalid", "polygons is a list of CAP polygons ('lat,lon lat,lon ...')", "polygons")
+    try:
+        check_polygons(polygons, max_points=ctx.max_polygon_points)
+    except CapError as e:
+        raise StoreError("invalid", e.problem, "polygons") from e
+    return tuple(polygons)
+
+
+def _check_times(times: Mapping[str, Any], now: datetime) -> None:
+    """Refuse an onset or expiry that is not a time with a time zone within `TIME_WINDOW` of `now`, and an
+    expiry not after the onset when both are given."""
+    earliest, latest = now - TIME_WINDOW, now + TIME_WINDOW
+    for name in ("onset", "expires"):
+        value = times.get(name)
+        if name not in times:
+            continue
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            raise StoreError("invalid", "must be a date and time with a time zone", name)
+        try:
+            in_window = earliest <= value.astimezone(UTC) <= latest
+        except OverflowError:  # year 1 at +14:00 is before the first day Python can hold in UTC
+            in_window = False
+        if not in_window:
+            raise StoreError(
+                "invalid",
+                f"{value.isoformat()} is more than {TIME_WINDOW_YEARS} years from now "
+                f"(allowed: {earliest:%Y-%m-%d} to {latest:%Y-%m-%d})",
+                name,
+            )
+    if "onset" in times and "expires" in times and times["expires"] <= times["onset"]:
+        raise StoreError("invalid", "expires must be after onset", "expires")
 
 
 def _checked_texts(texts: Any) -> dict[str, dict[str, str]]:
@@ -993,6 +1065,12 @@ def _checked_texts(texts: Any) -> dict[str, dict[str, str]]:
 def _clean(value: Any, name: str, limit: int) -> str:
     if not isinstance(value, str):
         raise StoreError("invalid", f"{name} must be text", name)
+    if _NUL in value:
+        raise StoreError("invalid", "contains a NUL character, which no text may hold", name)
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise StoreError(
+            "invalid", "contains a lone surrogate (half of a UTF-16 pair, not a character)", name
+        )
     value = (
         clean_text(value) if "\n" not in value else "\n".join(clean_text(line) for line in value.splitlines())
     )
@@ -1015,13 +1093,13 @@ def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 
 
 def _changed_content(
-    content: Content, changes: Mapping[str, Any], units: Mapping[str, UnitRecord]
+    content: Content, changes: Mapping[str, Any], units: Mapping[str, UnitRecord], ctx: Issuing
 ) -> Content:
     fields: dict[str, Any] = {k: tuple(v) if k in ("areas", "polygons") else v for k, v in changes.items()}
     updated = dataclasses.replace(content, **fields)
     if "areas" in changes and "polygons" not in changes and set(updated.areas) != set(content.areas):
         updated = dataclasses.replace(updated, polygons=())  # the old outline no longer matches the areas
-    return _checked_content(updated, units)
+    return _checked_content(updated, units, ctx)
 
 
 __all__ = [

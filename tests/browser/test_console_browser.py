@@ -94,10 +94,16 @@ def ingest(server: ConsoleServer, token: str, scenario: str, seed: int = 0) -> l
     return body["proposal_ids"]
 
 
-def open_proposal(server: ConsoleServer, proposal_ids: list[int], level: str | None = None) -> int:
-    """The first of `proposal_ids` that is open, can be drafted, and has `level` (any when None)."""
+def open_proposal(
+    server: ConsoleServer, token: str, proposal_ids: list[int], level: str | None = None
+) -> int:
+    """The first of `proposal_ids` that is open, can be drafted, and has `level` (any when None); proposals
+    are read with `token` (they need a login)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{server.base_url}/api/v1/proposals?limit=500", timeout=30) as response:
+    request = urllib.request.Request(
+        f"{server.base_url}/api/v1/proposals?limit=500", headers={"Authorization": f"Bearer {token}"}
+    )
+    with opener.open(request, timeout=30) as response:
         proposals = json.load(response)["proposals"]
     return next(
         p["id"]
@@ -151,7 +157,9 @@ def create_draft(driver: WebDriver, proposal_id: int) -> int:
 def test_a_drafted_proposal_approved_by_a_second_person_shows_as_issued_live_in_the_first_browser(
     chrome: WebDriver, second_chrome: WebDriver, console_server: ConsoleServer, people: People
 ) -> None:
-    orange = open_proposal(console_server, ingest(console_server, people.token, "sandstorm"), "orange")
+    orange = open_proposal(
+        console_server, people.token, ingest(console_server, people.token, "sandstorm"), "orange"
+    )
 
     log_in(chrome, console_server, people.forecaster)
     assert chrome.title.startswith("预警业务控制台")
@@ -191,7 +199,9 @@ def test_a_drafted_proposal_approved_by_a_second_person_shows_as_issued_live_in_
 def test_the_author_of_an_orange_or_red_warning_cannot_approve_it_in_the_page_or_by_forcing_the_button(
     chrome: WebDriver, console_server: ConsoleServer, people: People
 ) -> None:
-    red = open_proposal(console_server, ingest(console_server, people.token, "rainstorm"), "red")
+    red = open_proposal(
+        console_server, people.token, ingest(console_server, people.token, "rainstorm"), "red"
+    )
     log_in(chrome, console_server, people.chief)
     warning_id = create_draft(chrome, red)
     wait_live(chrome)
@@ -220,7 +230,9 @@ def test_the_edit_form_names_the_field_the_api_refuses(
     chrome: WebDriver, console_server: ConsoleServer, people: People
 ) -> None:
     # a run of its own (another seed), so that its proposals are open whatever ran before
-    proposal = open_proposal(console_server, ingest(console_server, people.token, "sandstorm", seed=7))
+    proposal = open_proposal(
+        console_server, people.token, ingest(console_server, people.token, "sandstorm", seed=7)
+    )
     log_in(chrome, console_server, people.forecaster)
     create_draft(chrome, proposal)
     wait_live(chrome)

@@ -292,6 +292,12 @@ async def test_an_uploaded_run_is_scored_off_the_loop_and_stored(scenarios: dict
     assert all(f"<td>{i}</td>" in page for i in body["proposal_ids"])
     png = await client.get("/maps/proposals.png")
     assert png.status == 200 and (await png.read())[:4] == b"\x89PNG"
+    # proposals are internal until a warning is issued: without a login, none of them shows
+    anonymous = {"Authorization": ""}
+    for path in (f"/api/v1/runs/{body['run_id']}", "/api/v1/proposals", "/maps/proposals.png"):
+        assert (await client.get(path, headers=anonymous)).status == 401, path
+    public = await (await client.get("/?lang=en", headers=anonymous)).text()
+    assert 'class="warning warning-' not in public and "Log in to see open proposals" in public
 
 
 async def test_an_unusable_upload_is_a_422_problem_naming_the_file(service) -> None:
@@ -323,10 +329,75 @@ async def test_an_upload_over_the_size_limit_is_a_413_problem_and_leaves_no_file
 
 async def test_bad_proposal_filters_are_400_problems(service) -> None:
     client, _ = service
-    for query in ("status=maybe", "hazard=hail", "limit=0", "limit=x"):
+    for query in ("status=maybe", "hazard=hail", "limit=0", "limit=x", "hazard=heat&level=red"):
         resp = await client.get(f"/api/v1/proposals?{query}")
         assert resp.status == 400, query
-        assert (await resp.json())["status"] == 400
+        problem = await resp.json()
+        assert problem["status"] == 400 and problem["field"] == query.split("=")[-2].split("&")[-1], query
+
+
+def _multipart(disposition: bytes, content: bytes = b"junk", *, end: bytes = b"\r\n--B--\r\n") -> bytes:
+    return b"--B\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + content + end
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"junk"),
+        ("multipart/form-data; boundary=B", _multipart(b'name="file\x01"; filename="a.nc"')),
+        ("multipart/form-data; boundary=B", _multipart(b'name="\xe4\xb8\x80\x7f"; filename="a.nc"')),
+        ("multipart/form-data; boundary=B", _multipart(b'name="file"; filename="\xe4\xb8\x80\x01.nc"')),
+        ("multipart/form-data; boundary=B", _multipart(b'name="file"; filename="a.nc"', end=b"")),
+    ],
+    ids=[
+        "no boundary",
+        "control byte in a name",
+        "non-ascii and DEL in a name",
+        "in a file name",
+        "cut short",
+    ],
+)
+async def test_a_multipart_upload_that_cannot_be_read_is_a_400_problem_and_leaves_no_file(
+    service, content_type: str, body: bytes
+) -> None:
+    client, root = service
+    resp = await client.post("/api/v1/runs", data=body, headers={"Content-Type": content_type})
+    assert resp.status == 400, await resp.text()
+    problem = await resp.json(content_type=None)
+    assert (problem["code"], problem["field"]) == ("invalid_multipart", "file")
+    assert "\n" not in problem["detail"]
+    assert not any((root / "uploads").iterdir())
+
+
+async def test_an_unusable_upload_names_the_file_as_uploaded_never_the_servers_folder(service) -> None:
+    client, root = service
+    # as a browser sends it: the name's UTF-8 as it is
+    body = _multipart('name="file"; filename="run (1) 乌海.nc"'.encode())
+    resp = await client.post(
+        "/api/v1/runs", data=body, headers={"Content-Type": "multipart/form-data; boundary=B"}
+    )
+    assert resp.status == 422
+    detail = (await resp.json())["detail"]
+    assert detail.startswith("run (1) 乌海.nc: ")
+    assert str(root) not in detail and "uploads" not in detail and "01_" not in detail
+
+
+async def test_an_upload_with_an_overlong_file_name_is_a_400_problem(service) -> None:
+    import aiohttp
+
+    client, root = service
+    too_long = "x" * 300 + ".nc"
+    by_query = await client.post(
+        f"/api/v1/runs?filename={too_long}", data=b"junk", headers={"Content-Type": "application/x-netcdf"}
+    )
+    assert by_query.status == 400
+    assert (await by_query.json())["field"] == "filename"
+    form = aiohttp.FormData()
+    form.add_field("file", b"junk", filename=too_long)
+    by_part = await client.post("/api/v1/runs", data=form)
+    assert by_part.status == 400
+    assert (await by_part.json())["field"] == "file"
+    assert not any((root / "uploads").iterdir())
 
 
 async def test_the_inbox_scores_good_files_and_quarantines_bad_ones(scenarios: dict, service) -> None:

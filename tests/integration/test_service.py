@@ -31,7 +31,10 @@ from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
+from warnings_svc.web.accounts import create_user
+from warnings_svc.web.auth import SESSION_COOKIE
 from warnings_svc.web.openapi import openapi_document
+from warnings_svc.web.operations import MAX_JSON_DEPTH
 
 DEMO_START_SECONDS = 600  # first start: initdb plus the Wuhai build
 STOP_SECONDS = 30
@@ -48,6 +51,20 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 async def client(built_url: str, tmp_path: Path) -> AsyncIterator[TestClient]:
     async with service(built_url, tmp_path) as c:
         yield c
+
+
+PASSWORD = "correct horse battery"
+
+
+async def new_user(url: str, role: str) -> tuple[str, str]:
+    """A new user of `role` (a name no other test uses) with `PASSWORD`: its name and bearer token."""
+    conn = await asyncpg.connect(url)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM svc.app_user")
+        user, token = await create_user(conn, f"{role}-{count + 1}", role, password=PASSWORD)
+    finally:
+        await conn.close()
+    return user.name, token
 
 
 # ---------------------------------------------------------------------------------------------- probes
@@ -200,6 +217,77 @@ async def test_an_unknown_api_path_is_a_404_problem_document(client: TestClient)
     assert (await response.json(content_type=None))["status"] == 404
 
 
+async def test_a_method_a_path_does_not_take_is_a_405_that_says_which_it_takes(client: TestClient) -> None:
+    api = await client.delete("/api/v1/proposals")
+    assert api.status == 405
+    assert api.headers["Content-Type"].startswith("application/problem+json")
+    assert (await api.json(content_type=None))["code"] == "method_not_allowed"
+    assert set(api.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    page = await client.post("/")  # a person's page: the error page, with the same header
+    assert page.status == 405 and set(page.headers["Allow"].split(",")) == {"GET", "HEAD"}
+
+
+async def test_proposals_runs_and_the_proposals_map_are_401_problems_without_a_login(
+    client: TestClient,
+) -> None:
+    for path in ("/api/v1/proposals", "/api/v1/runs/1", "/maps/proposals.png"):
+        response = await client.get(path)
+        assert response.status == 401, path
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await response.json(content_type=None))["code"] == "unauthenticated"
+    # the risk itself stays public
+    assert (await client.get("/maps/risk/heat.png")).status == 200
+    assert (await client.get("/api/v1/risk/summary")).status == 200
+
+
+async def test_any_logged_in_user_may_read_proposals_and_unknown_parameters_are_refused(
+    client: TestClient, built_url: str
+) -> None:
+    _, token = await new_user(built_url, "department")
+    bearer = {"Authorization": f"Bearer {token}"}
+    listed = await client.get("/api/v1/proposals", headers=bearer)
+    assert listed.status == 200 and "proposals" in await listed.json()
+    unknown = await client.get("/api/v1/proposals?status=open&colour=red", headers=bearer)
+    assert unknown.status == 400
+    problem = await unknown.json(content_type=None)
+    assert (problem["code"], problem["field"]) == ("invalid_parameter", "colour")
+
+
+@pytest.mark.parametrize("run_id", ["150805435554299310237548544", "9223372036854775808", "-1", "x"])
+async def test_a_run_id_that_is_no_run_id_is_a_404_not_a_503(
+    client: TestClient, built_url: str, run_id: str
+) -> None:
+    _, token = await new_user(built_url, "operations")
+    response = await client.get(f"/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 404
+    problem = await response.json(content_type=None)
+    assert (problem["code"], problem["field"]) == ("not_found", "id")
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+async def test_a_json_body_nested_thousands_deep_is_a_400_problem_and_writes_nothing(
+    client: TestClient, built_url: str, opening: str
+) -> None:
+    _, token = await new_user(built_url, "forecaster")
+    closing = "]" if opening == "[" else "}"
+    body = opening * 5000 + "1" + closing * 5000
+    conn = await asyncpg.connect(built_url)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM svc.warning")
+        response = await client.post(
+            "/api/v1/warnings",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert response.status == 400
+        problem = await response.json(content_type=None)
+        assert (problem["code"], problem["field"]) == ("too_deep", "body")
+        assert f"the {MAX_JSON_DEPTH} allowed" in problem["detail"]
+        assert await conn.fetchval("SELECT count(*) FROM svc.warning") == before
+    finally:
+        await conn.close()
+
+
 async def test_without_a_built_region_the_api_says_503_and_names_the_build_command(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -275,6 +363,26 @@ async def test_the_first_page_lists_every_assessment_unit_and_the_four_maps(
     english = await (await client.get("/?lang=en")).text()
     assert all(escape(unit.name_en) in english for unit in db.units)
     assert '<img src="/maps/risk/heat.png?lang=en"' in english
+
+
+async def test_the_first_page_shows_proposals_only_to_a_logged_in_user_and_asks_others_to_log_in(
+    client: TestClient, built_url: str
+) -> None:
+    anonymous = await client.get("/?lang=en")
+    html = await anonymous.text()
+    assert 'href="/console/login?next=/%3Flang%3Den&amp;lang=en">Log in to see open proposals</a>' in html
+    assert "No open proposals" not in html and "/maps/proposals.png" not in html
+    assert "登录后可查看待审的预警建议" in await (await client.get("/")).text()
+
+    name, _ = await new_user(built_url, "department")
+    login = await client.post(
+        "/console/login", data={"name": name, "password": PASSWORD}, allow_redirects=False
+    )
+    assert SESSION_COOKIE in login.cookies
+    logged_in = await client.get("/?lang=en")
+    html = await logged_in.text()
+    assert "No open proposals" in html and "Log in to see open proposals" not in html
+    assert "no-store" in logged_in.headers["Cache-Control"]  # one user's page: no shared cache keeps it
 
 
 async def test_the_first_page_escapes_text_from_the_database(built_url: str, tmp_path: Path) -> None:

@@ -297,6 +297,55 @@ async def test_a_same_origin_post_passes(client: TestClient, db: asyncpg.Connect
     assert response.status == 303
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"name=li.wei&password=x"),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="n\x01"\r\n\r\nx\r\n--B--\r\n',
+        ),
+        ("multipart/form-data; boundary=B", b'--B\r\nContent-Disposition: form-data; name="name"\r\n\r\nli'),
+        ("application/x-www-form-urlencoded", b"name=li.wei&password=\xff\xfe"),
+        ("application/x-www-form-urlencoded; charset=no-such-charset", b"name=li.wei&password=x"),
+    ],
+    ids=[
+        "multipart without a boundary",
+        "control byte in a part name",
+        "cut short",
+        "not utf-8",
+        "no charset",
+    ],
+)
+async def test_a_login_form_that_cannot_be_read_is_a_400_page_and_logs_nobody_in(
+    client: TestClient, db: asyncpg.Connection, content_type: str, body: bytes
+) -> None:
+    await create_user(db, "li.wei", "forecaster", password=PASSWORD)
+    response = await client.post(
+        "/console/login", data=body, headers={"Content-Type": content_type}, allow_redirects=False
+    )
+    assert response.status == 400
+    assert response.content_type == "text/html" and "the form cannot be read" in await response.text()
+    assert "Set-Cookie" not in response.headers
+    assert await db.fetchval("SELECT count(*) FROM svc.web_session") == 0
+
+
+async def test_a_session_post_whose_form_is_not_utf8_is_a_400_and_keeps_the_session(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """The CSRF check reads the form's token; a form it cannot read is the client's fault, not a 500."""
+    await create_user(db, "li.wei", "forecaster", password=PASSWORD)
+    await log_in(client, "li.wei")
+    response = await client.post(
+        "/console/logout",
+        data=b"csrf_token=\xff",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert response.status == 400
+    assert await db.fetchval("SELECT count(*) FROM svc.web_session") == 1
+
+
 # ---------------------------------------------------------------------------------------------- tokens and roles
 
 

@@ -97,3 +97,25 @@ def test_a_route_without_a_declared_operation_is_refused(app: web.Application) -
     bare.router.add_get("/nothing-said", undeclared)
     with pytest.raises(UndescribedRoute, match="/nothing-said"):
         openapi_document(bare, strict=True)
+
+
+def test_proposals_and_runs_declare_a_login_and_their_401(document: dict) -> None:
+    for path in ("/api/v1/proposals", "/api/v1/runs/{id}", "/maps/proposals.png"):
+        described = document["paths"][path]["get"]
+        assert described["security"] == [{"bearer": []}, {"session": []}], path
+        assert {"401", "403"} <= set(described["responses"]), path
+    first_page = document["paths"]["/"]["get"]
+    assert first_page["security"][0] == {}  # anyone; a login shows the proposals too
+    public = document["paths"]["/maps/risk/{hazard}.png"]["get"]
+    assert "security" not in public and "401" not in public["responses"]
+
+
+def test_every_operation_answers_a_405_whose_allow_header_is_described(document: dict) -> None:
+    for path, item in document["paths"].items():
+        for method, described in item.items():
+            assert described["responses"]["405"] == {"$ref": "#/components/responses/MethodNotAllowed"}, (
+                path,
+                method,
+            )
+    not_allowed = document["components"]["responses"]["MethodNotAllowed"]
+    assert not_allowed["headers"]["Allow"]["required"] is True

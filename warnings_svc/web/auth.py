@@ -45,7 +45,7 @@ from warnings_svc.web.accounts import (
 from warnings_svc.web.appkeys import POOL, SETTINGS, TEMPLATES
 from warnings_svc.web.client_address import client_address
 from warnings_svc.web.i18n import N_, translate
-from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
+from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query, read_form
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _refuse_cross_site(request: web.Request) -> None:
 async def _check_csrf(request: web.Request, expected: str) -> None:
     offered: object = request.headers.get(CSRF_HEADER)
     if offered is None and request.content_type == "application/x-www-form-urlencoded":
-        offered = (await request.post()).get(CSRF_FIELD)  # cached: the handler reads the same form
+        offered = (await read_form(request)).get(CSRF_FIELD)  # cached: the handler reads the same form
     if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), expected.encode()):
         raise CsrfRejected(
             f"missing or wrong CSRF token (send the {CSRF_HEADER} header or a {CSRF_FIELD} field)"
@@ -308,7 +308,7 @@ async def login_form(request: web.Request) -> web.Response:
 )
 async def login_submit(request: web.Request) -> web.Response:
     """POST /console/login: check the password, start a session, set its cookie and go on to `next`."""
-    form = await request.post()
+    form = await read_form(request)
     lang = _lang(form.get("lang", request.query.get("lang")))
     next_path = safe_next(form.get("next", request.query.get("next")))
     name, password = form.get("name"), form.get("password")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from aiohttp.http_exceptions import BadHttpMessage
 
 from risk_zoning.errors import DatabaseError, RiskZoningError
 from warnings_svc.forecast.runs import (
@@ -26,6 +27,8 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     LoginFailed: Problem(401, "login_failed", "Wrong user name or password"),
     AccountError: Problem(400, "invalid_account", "Invalid account"),
     RejectedRun: Problem(422, "unusable_forecast", "Unusable forecast run"),
+    # a request body aiohttp could not parse (a multipart part's headers) wherever a handler read it
+    BadHttpMessage: Problem(400, "bad_request", "Bad request"),
     ScoringUnavailable: Problem(503, "scoring_unavailable", "Scoring unavailable"),
     DatabaseError: Problem(503, "risk_database_unavailable", "Risk database unavailable"),
     RiskZoningError: Problem(500, "risk_database_error", "Risk database error"),

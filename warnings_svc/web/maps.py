@@ -18,6 +18,7 @@ from warnings_svc.vocabulary import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.web.appkeys import POOL, RISK_DATABASE, RISK_MAPS
 from warnings_svc.web.auth import (
     LANGUAGES,
+    require_user,
 )
 from warnings_svc.web.operations import (
     LenientQuery,
@@ -67,13 +68,16 @@ async def risk_map(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Map of the open warning proposals' polygons, coloured by level",
+    "Map of the open warning proposals' polygons, coloured by level (proposals are internal: log in)",
     query=MapQuery,
     responses={200: _PNG},
-    problems=(400, 503),
+    problems=(400, 401, 403, 503),
+    security=("bearer", "session"),
 )
 async def proposals_map(request: web.Request) -> web.Response:
-    """PNG of the open proposals' polygons, coloured by warning level, over the region's outlines."""
+    """PNG of the open proposals' polygons, coloured by warning level, over the region's outlines; any
+    logged-in user with the read scope (the risk maps stay public)."""
+    require_user(request, scope="read")
     lang = parse_query(request, MapQuery).lang
     db = await request.app[RISK_DATABASE].get()
     shapes = []
@@ -88,4 +92,4 @@ async def proposals_map(request: web.Request) -> web.Response:
     png = await asyncio.get_running_loop().run_in_executor(
         request.app[RISK_MAPS].executor, partial(render_shapes_map, db, shapes, title=title, lang=lang)
     )
-    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "private, no-cache"})

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
 # ---------------------------------------------------------------------------------------------- middleware
@@ -67,7 +68,10 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
         if e.status < 400 or not _wants_problem_json(request):
             raise
         code = "_".join(e.reason.lower().split())  # "Method Not Allowed" -> method_not_allowed
-        return _problem_response(request, Problem(e.status, code, e.reason, "about:blank"), e.reason)
+        response = _problem_response(request, Problem(e.status, code, e.reason, "about:blank"), e.reason)
+        # what the refusal says beyond its body goes with it: a 405's `Allow`, a 413's or 429's own headers
+        response.headers.extend((k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS)
+        return response
     except Exception as e:
         problem = problem_for(e)
         if problem is None:

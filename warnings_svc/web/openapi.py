@@ -1,6 +1,7 @@
 """The API description served at /openapi.json, generated from the routes and the operations their handlers
 declare (`warnings_svc.web.operations`): path, query and body models become parameters, request bodies and
-`components/schemas`; every declared problem status answers with `components/responses/Problem`.
+`components/schemas`; every declared problem status answers with `components/responses/Problem`, and every
+operation's 405 (another method on its path) with `components/responses/MethodNotAllowed` and its `Allow`.
 
 The console's HTML pages still describe themselves in hand-written `OPENAPI_PATHS`, used for the routes whose
 handlers declare no operation.
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 METHODS = ("get", "put", "post", "delete", "patch")
 REF_TEMPLATE = "#/components/schemas/{model}"
 PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+METHOD_NOT_ALLOWED_RESPONSE = {"$ref": "#/components/responses/MethodNotAllowed"}
 
 
 @operation(
@@ -68,7 +70,9 @@ def openapi_document(
                 raise UndescribedRoute(undescribed)
             log.warning("not in /openapi.json: %s", undescribed)
             continue
-        paths.setdefault(path, {})[method] = described
+        # every path answers another method than its own with a 405 problem naming them in `Allow`
+        responses = {**described.get("responses", {}), "405": METHOD_NOT_ALLOWED_RESPONSE}
+        paths.setdefault(path, {})[method] = {**described, "responses": responses}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -85,7 +89,12 @@ def openapi_document(
                 "Problem": {
                     "description": "Problem details (RFC 9457)",
                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                }
+                },
+                "MethodNotAllowed": {
+                    "description": "This path does not take that method; `Allow` lists those it takes",
+                    "headers": {"Allow": {"schema": {"type": "string"}, "required": True}},
+                    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
             },
         },
     }
@@ -127,7 +136,7 @@ def describe(declared: Operation, path: str, schemas: dict[str, Any]) -> dict[st
     responses.update({str(status): PROBLEM_RESPONSE for status in sorted(declared.problems)})
     out["responses"] = responses
     if declared.security:
-        out["security"] = [{name: []} for name in declared.security]
+        out["security"] = [{}] * declared.login_optional + [{name: []} for name in declared.security]
     return out
 
 

@@ -11,17 +11,23 @@ reads its request through those models, so what is checked and what `/openapi.js
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from warnings_svc.web.problems import ApiProblem, json_path, problem_from_validation
 
 MAX_BODY_BYTES = 64 * 1024
+# How deep arrays and objects may nest in a JSON body. Real bodies need a handful of levels (a GeoJSON
+# multipolygon in an object: 6); json.loads recurses, so thousands of levels would be a RecursionError.
+MAX_JSON_DEPTH = 32
 OPERATION_ATTRIBUTE = "__operation__"
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -65,6 +71,7 @@ class Operation:
     responses: Mapping[int, Reply] = field(default_factory=dict)
     problems: tuple[int, ...] = ()
     security: tuple[str, ...] = ()  # names of `OPENAPI_SECURITY_SCHEMES`, any one of which will do
+    login_optional: bool = False  # anyone may ask; a login (one of `security`) shows more
     description: str | None = None
 
 
@@ -143,16 +150,67 @@ async def parse_body(request: web.Request, model: type[Model], *, optional: bool
         raise ApiProblem(400, "invalid", "a JSON object is required", "body")
     if request.content_type != "application/json":
         raise ApiProblem(415, "invalid", f"send application/json, not {request.content_type}", "body")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiProblem(400, "invalid", f"the body is not JSON: {e}", "body") from e
+    body = loads_json(raw)
     if not isinstance(body, dict):
         raise ApiProblem(400, "invalid", "the body must be a JSON object", "body")
     try:
         return model.model_validate(body)
     except ValidationError as e:
         raise problem_from_validation(e, 422) from e
+
+
+def loads_json(raw: bytes, *, field: str = "body") -> Any:
+    """A JSON text read from a client: 400 naming `field` when it is no JSON or nests deeper than
+    `MAX_JSON_DEPTH` (checked before parsing, which recurses)."""
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiProblem(
+            400,
+            "too_deep",
+            f"the JSON nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed",
+            field,
+        )
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiProblem(400, "invalid", f"the body is not JSON: {e}", field) from e
+
+
+# a JSON string (skipped whole: brackets inside it are text) or one bracket; bytes of UTF-8 text beyond ASCII
+# never look like a quote, a backslash or a bracket
+_JSON_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text, counted without parsing it (no recursion).
+
+    >>> json_depth(b'{"a": [1, {"b": "[[["}]}'), json_depth(b"3"), json_depth(b"[" * 5000)
+    (3, 0, 5000)
+    """
+    depth = deepest = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(raw):
+        token = match[0]
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The request's form (url-encoded or multipart, as `request.post()` reads it, cached); a 400 naming the
+    body when it cannot be read as one (a multipart type without a boundary, broken part headers, text not
+    in its charset)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, HttpProcessingError) as e:  # UnicodeDecodeError is a ValueError
+        raise ApiProblem(400, "invalid_form", f"the form cannot be read: {_first_line(e)}", "body") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = (error.message if isinstance(error, HttpProcessingError) else str(error)).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 def _validated(model: type[Model], body: dict[str, Any]) -> Model:

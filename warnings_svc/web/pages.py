@@ -1,4 +1,5 @@
-"""The first page: open warning proposals, the region's risk maps and assessment units, provenance."""
+"""The first page: the region's risk maps and assessment units, provenance, and, for a logged-in user, the open
+warning proposals (internal until a warning is issued)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from warnings_svc.forecast.proposals import open_proposal_documents
 from warnings_svc.forecast.scoring import ACTION_NAMES
 from warnings_svc.vocabulary import LEVEL_NAMES as WARNING_LEVEL_NAMES
 from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
-from warnings_svc.web.auth import LANGUAGES
+from warnings_svc.web.auth import LANGUAGES, SCOPES, USER, login_location
 from warnings_svc.web.i18n import N_, Message, other_language, translate
 from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
 
@@ -62,21 +63,33 @@ def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -
 
 
 @operation(
-    "First page: risk maps, assessment units, totals and provenance (HTML)",
+    "First page: risk maps, assessment units, totals and provenance (HTML); the open proposals too when "
+    "logged in",
     query=PageQuery,
     responses={200: media_reply("HTML page", "text/html")},
-    problems=(503,),
+    problems=(401, 503),
+    security=("bearer", "session"),
+    login_optional=True,
+    description="Anyone may read it; proposals are internal until a warning is issued, so only a logged-in "
+    "user (any role, the read scope) sees them, the others a link to log in.",
 )
 async def index(request: web.Request) -> web.Response:
-    """The first page: open warning proposals, the region's risk maps, assessment units, totals, provenance."""
+    """The first page: the region's risk maps, assessment units, totals, provenance; the open warning
+    proposals only for a logged-in user (any role, the read scope)."""
     lang = parse_query(request, PageQuery).lang
     db = await request.app[RISK_DATABASE].get()
     page = risk_page(db, lang)
-    async with request.app[POOL].acquire() as conn:
-        rows = await open_proposal_documents(conn)
-    page["proposals"] = proposal_rows(rows, db, lang)
+    may_see_proposals = request[USER] is not None and "read" in request[SCOPES]
+    page["proposals"] = None  # not shown: the page says to log in
+    if may_see_proposals:
+        async with request.app[POOL].acquire() as conn:
+            rows = await open_proposal_documents(conn)
+        page["proposals"] = proposal_rows(rows, db, lang)
+    page["login_url"] = login_location(request) + (f"&lang={lang}" if lang != "zh" else "")
     html = request.app[TEMPLATES].get_template("index.html").render(page=page, L=page["labels"], lang=lang)
-    return web.Response(text=html, content_type="text/html")
+    # a page with proposals is one user's: no shared cache may keep it and show it to the next person
+    headers = {"Cache-Control": "private, no-store"} if may_see_proposals else {"Vary": "Cookie"}
+    return web.Response(text=html, content_type="text/html", headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------- first page
@@ -87,6 +100,7 @@ LABELS: dict[str, Message] = {
     "maps": N_("first page", "Risk maps"),
     "proposals": N_("first page", "Warning proposals (open)"),
     "no_proposals": N_("first page", "No open proposals"),
+    "log_in_for_proposals": N_("first page", "Log in to see open proposals"),
     "action": N_("first page", "Action"),
     "warning_level": N_("first page: warning level", "Level"),
     "areas": N_("first page", "Areas"),

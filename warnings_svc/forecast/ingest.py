@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -359,16 +361,133 @@ async def store_result(conn: asyncpg.Connection, result: dict[str, Any]) -> tupl
     return run_id, ids, True
 
 
-def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
-    """Move a rejected file aside with a one-line `.reason` file next to it; never overwrite an earlier one."""
+class Disk:
+    """The file-system operations runs are archived and quarantined with.
+
+    The one seam where a disk fault (a read-only inbox, a full quarantine folder) can be put in: a test gives
+    a subclass raising the `OSError` the kernel would, which also works as root, where `chmod` stops nothing.
+    """
+
+    def rename(self, source: Path, target: Path) -> None:
+        os.rename(source, target)
+
+    def copy(self, source: Path, target: Path) -> None:
+        if source.is_dir() and not source.is_symlink():
+            # one file at a time, stopping at the first error (copytree would go on and gather them all)
+            target.mkdir()
+            for child in sorted(source.iterdir()):
+                self.copy(child, target / child.name)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+
+    def remove(self, path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    def write_text(self, path: Path, text: str) -> None:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _tree_digest(path: Path) -> dict[str, str]:
+    """What a file or folder holds: per relative path, the SHA-256 of a file or the target of a link."""
+    members = [path] if path.is_symlink() or not path.is_dir() else [path, *sorted(path.rglob("*"))]
+    out: dict[str, str] = {}
+    for p in members:
+        name = p.relative_to(path).as_posix()
+        if p.is_symlink():
+            out[name] = "link:" + os.readlink(p)
+        elif p.is_dir():
+            out[name] = "folder"
+        else:
+            out[name] = file_info([p])[0][0]["sha256"]
+    return out
+
+
+def _remove_quietly(path: Path, disk: Disk) -> None:
+    """Clean up after a failed step; a failure here must not hide the one that is reported."""
+    if os.path.lexists(path):
+        try:
+            disk.remove(path)
+        except OSError as e:
+            log.warning("could not clean up %s: %s", path.name, e.strerror or e)
+
+
+def move_entry(source: Path, target: Path, disk: Disk) -> None:
+    """Move a file or folder to `target` whole or not at all; raises the `OSError` of the step that failed.
+
+    Within one file system this is one rename. Across file systems (EXDEV) the entry is copied under a
+    hidden name beside `target`, the copy is compared with the original and renamed into place, and only
+    then is the original taken away (renamed to a hidden name first, so a folder is never half removed in
+    view of the inbox). If any step fails, the copy is removed again: `target` never holds a partial copy
+    and the original stays where it was, so a run is never in two places.
+    """
+    try:
+        disk.rename(source, target)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        disk.copy(source, partial)
+        if _tree_digest(partial) != _tree_digest(source):
+            raise OSError(errno.EIO, "the copy differs from the original")
+        disk.rename(partial, target)
+    except OSError:
+        _remove_quietly(partial, disk)
+        raise
+    leaving = source.with_name(f".{source.name}.moved")
+    try:
+        disk.rename(source, leaving)
+    except OSError:
+        _remove_quietly(target, disk)
+        raise
+    try:
+        disk.remove(leaving)
+    except OSError as e:  # the run is safe in `target`; what is left is hidden from the inbox
+        log.warning("could not remove the moved original %s: %s", leaving.name, e.strerror or e)
+
+
+def archive(path: Path, archive_dir: Path, disk: Disk | None = None) -> Path:
+    """Move a scored file or folder to `archive_dir` under a time-stamped name, so a corrected re-issue never
+    replaces the original; whole or not at all (see `move_entry`)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = archive_dir / f"{stamp}_{path.name}"
+    move_entry(path, target, disk or Disk())
+    return target
+
+
+def quarantine(path: Path, quarantine_dir: Path, reason: str, disk: Disk | None = None) -> Path:
+    """Move a rejected file aside with a one-line `.reason` file next to it; never overwrite an earlier one.
+
+    The reason is written first (under a hidden name, then renamed), and taken back if the file cannot be
+    moved, so the quarantine never holds a file without its reason, nor a partial copy.
+    """
+    disk = disk or Disk()
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = quarantine_dir / f"{stamp}_{path.name}"
     n = 1
-    while target.exists():
+    while os.path.lexists(target) or os.path.lexists(target.with_name(target.name + ".reason")):
         target = quarantine_dir / f"{stamp}_{n}_{path.name}"
         n += 1
-    shutil.move(str(path), target)
-    target.with_name(target.name + ".reason").write_text(reason.replace("\n", " ") + "\n", "utf-8")
+    note = target.with_name(target.name + ".reason")
+    staged = note.with_name(f".{note.name}.partial")
+    try:
+        disk.write_text(staged, reason.replace("\n", " ") + "\n")
+        disk.rename(staged, note)
+    except OSError:
+        _remove_quietly(staged, disk)
+        raise
+    try:
+        move_entry(path, target, disk)
+    except OSError:
+        _remove_quietly(note, disk)
+        raise
     log.warning("forecast file quarantined", extra={"file": path.name, "reason": reason})
     return target

@@ -7,13 +7,12 @@ import asyncio
 import logging
 import multiprocessing
 import re
-import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from risk_zoning.errors import RiskZoningError
 from risk_zoning.store import RiskDatabase, load_version
 from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import HazardError
-from warnings_svc.forecast.ingest import live_warnings, quarantine, score_files, store_result
+from warnings_svc.forecast.ingest import Disk, archive, live_warnings, quarantine, score_files, store_result
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning
 from warnings_svc.forecast.tiled import SchedulerError
 from warnings_svc.settings import ScoringSettings
@@ -176,6 +175,28 @@ class RunScorer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+@dataclass
+class StuckEntry:
+    """An inbox entry that could not be moved where it belongs: reported once, then left alone (never scored
+    again) until it changes or goes; the move alone is retried now and then."""
+
+    entry: Path
+    footprint: tuple[int, float]  # its identity: total size and newest modification time when it stuck
+    destination: str  # "archive" or "quarantine"
+    reason: str  # why it could not be moved, one line
+    rejected_because: str | None  # for a reject: the reason to write beside it in the quarantine
+    retry_at: float  # time.monotonic() of the next quiet attempt
+
+    @property
+    def detail(self) -> str:
+        return f"cannot move {self.entry.name} to {self.destination}/: {self.reason}"
+
+
+def _why(e: OSError) -> str:
+    """An `OSError` in one line without the machine's paths."""
+    return " ".join(str(e.strerror or e).split()) or type(e).__name__
+
+
 class Inbox:
     """A folder where forecast files are dropped: each file (or each sub-folder, for a run split over several
     files) is scored once it has settled, then archived; rejects go to `quarantine/` with a reason.
@@ -183,16 +204,33 @@ class Inbox:
     An entry has settled when its size did not change since the last look and nothing in it was modified
     for `settle_seconds`. Producers of multi-file runs should still write the folder elsewhere (or under a
     name starting with a dot, which is ignored) and rename it into the inbox in one step.
+
+    Moves are whole or not at all (`ingest.move_entry`). An entry that cannot be moved (a read-only inbox, a
+    full quarantine) is reported once (one log line, `on_stuck`), listed by `stuck()`, not scored again
+    while its size and modification time stay the same, and its move is retried every `retry_seconds`.
+    `disk` does the file-system work (a test puts a fault there).
     """
 
-    def __init__(self, root: Path, settle_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settle_seconds: float = 10.0,
+        *,
+        disk: Disk | None = None,
+        retry_seconds: float = 60.0,
+        on_stuck: Callable[[StuckEntry], None] | None = None,
+    ) -> None:
         self.inbox = root / "inbox"
         self.archive = root / "archive"
         self.quarantine = root / "quarantine"
         self.settle_seconds = settle_seconds
+        self.disk = disk or Disk()
+        self.retry_seconds = retry_seconds
+        self.on_stuck = on_stuck
         for d in (self.inbox, self.archive, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         self._sizes: dict[Path, int] = {}
+        self._stuck: dict[Path, StuckEntry] = {}
 
     @staticmethod
     def _footprint(entry: Path) -> tuple[int, float]:
@@ -208,18 +246,49 @@ class Inbox:
         return size, newest
 
     def ready(self) -> list[Path]:
-        """Entries that have settled (see the class docstring)."""
+        """Entries that have settled (see the class docstring), leaving out those stuck and unchanged."""
         out, seen = [], {}
         now = time.time()
         for entry in sorted(self.inbox.iterdir()):
             if entry.name.startswith("."):
                 continue
-            size, newest = self._footprint(entry)
+            footprint = self._footprint(entry)
+            size, newest = footprint
             seen[entry] = size
+            stuck = self._stuck.get(entry)
+            if stuck is not None:
+                if stuck.footprint == footprint:
+                    continue
+                del self._stuck[entry]
+                log.info("a stuck inbox entry changed; it is taken again", extra={"entry": entry.name})
             if self._sizes.get(entry) == size and now - newest >= self.settle_seconds:
                 out.append(entry)
+        for gone in [e for e in self._stuck if e not in seen]:
+            del self._stuck[gone]
+            log.info("a stuck inbox entry is gone", extra={"entry": gone.name})
         self._sizes = seen
         return out
+
+    def stuck(self) -> list[StuckEntry]:
+        """Entries that could not be moved and have not changed since, by name."""
+        return sorted(self._stuck.values(), key=lambda s: s.entry.name)
+
+    def retry_stuck(self) -> None:
+        """Try the moves that failed again, quietly (they were reported once), each every `retry_seconds`."""
+        now = time.monotonic()
+        for stuck in self.stuck():
+            if now < stuck.retry_at or self._footprint(stuck.entry) != stuck.footprint:
+                continue  # not due, or changed or gone: `ready` takes it from there
+            try:
+                self._move(stuck.entry, stuck.rejected_because)
+            except OSError as e:
+                stuck.retry_at = now + self.retry_seconds
+                log.debug("a stuck inbox entry still cannot be moved: %s", _why(e))
+                continue
+            del self._stuck[stuck.entry]
+            log.info(
+                "a stuck inbox entry was moved", extra={"entry": stuck.entry.name, "to": stuck.destination}
+            )
 
     @staticmethod
     def files_of(entry: Path) -> list[Path]:
@@ -227,17 +296,42 @@ class Inbox:
             return sorted(f for f in entry.iterdir() if f.is_file() and not f.name.startswith("."))
         return [entry]
 
-    def done(self, entry: Path) -> Path:
-        """Archive under a time-stamped name, so a corrected re-issue never replaces the original."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        target = self.archive / f"{stamp}_{entry.name}"
-        shutil.move(str(entry), target)
-        self._sizes.pop(entry, None)
-        return target
+    def _move(self, entry: Path, rejected_because: str | None) -> Path:
+        if rejected_because is None:
+            return archive(entry, self.archive, self.disk)
+        return quarantine(entry, self.quarantine, rejected_because, self.disk)
 
-    def reject(self, entry: Path, reason: str) -> Path:
+    def _dispose(self, entry: Path, destination: str, rejected_because: str | None) -> Path | None:
         self._sizes.pop(entry, None)
-        return quarantine(entry, self.quarantine, reason)
+        try:
+            return self._move(entry, rejected_because)
+        except OSError as e:
+            stuck = StuckEntry(
+                entry,
+                self._footprint(entry),
+                destination,
+                _why(e),
+                rejected_because,
+                time.monotonic() + self.retry_seconds,
+            )
+            self._stuck[entry] = stuck
+            log.error(
+                "inbox entry left where it is until it changes: %s",
+                stuck.detail,
+                extra={"entry": entry.name, "to": destination, "reason": stuck.reason},
+            )
+            if self.on_stuck is not None:
+                self.on_stuck(stuck)
+            return None
+
+    def done(self, entry: Path) -> Path | None:
+        """Archive under a time-stamped name, so a corrected re-issue never replaces the original; None when
+        it cannot be moved (reported once, then in `stuck()`)."""
+        return self._dispose(entry, "archive", None)
+
+    def reject(self, entry: Path, reason: str) -> Path | None:
+        """Quarantine with a `.reason` file; None when it cannot be moved (reported once, then in `stuck()`)."""
+        return self._dispose(entry, "quarantine", reason)
 
 
 async def watch_inbox(
@@ -255,12 +349,15 @@ async def watch_inbox(
 
 
 async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) -> None:
-    for entry in inbox.ready():
+    ready = inbox.ready()
+    inbox.retry_stuck()
+    for entry in ready:
         try:
             files = inbox.files_of(entry)
             if not files:
                 raise RejectedRun(f"{entry.name}: empty folder")
             outcome = await scorer.ingest(files, region)
+            # stored whether or not the file can be archived: a stuck one is not scored again
             inbox.done(entry)
             if on_run is not None:
                 on_run(outcome)

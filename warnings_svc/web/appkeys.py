@@ -6,6 +6,7 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
+from warnings_svc.forecast.ingest import Disk
 from warnings_svc.forecast.runs import RunScorer
 from warnings_svc.lifecycle.store import Issuing
 from warnings_svc.settings import Settings
@@ -21,3 +22,5 @@ RISK_DATABASE = web.AppKey("risk_database", CurrentRiskDatabase)
 RISK_MAPS = web.AppKey("risk_maps", RiskMapCache)
 RUN_SCORER = web.AppKey("run_scorer", RunScorer)
 ISSUING = web.AppKey("issuing", Issuing)  # how warnings are issued here: issuer, signing, policy
+# the inbox's file-system operations when not the real ones: where a test puts a disk fault
+INBOX_DISK = web.AppKey("inbox_disk", Disk)

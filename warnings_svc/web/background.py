@@ -23,8 +23,18 @@ from warnings_svc.forecast.runs import (
     watch_inbox,
 )
 from warnings_svc.lifecycle import store
-from warnings_svc.web.appkeys import ISSUING, METRICS, POOL, RISK_DATABASE, RISK_MAPS, RUN_SCORER, SETTINGS
+from warnings_svc.web.appkeys import (
+    INBOX_DISK,
+    ISSUING,
+    METRICS,
+    POOL,
+    RISK_DATABASE,
+    RISK_MAPS,
+    RUN_SCORER,
+    SETTINGS,
+)
 from warnings_svc.web.events import end_event_streams, event_hub
+from warnings_svc.web.health import READINESS
 from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
 
 log = logging.getLogger(__name__)
@@ -43,7 +53,16 @@ async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncItera
     settings = app[SETTINGS]
     scorer = RunScorer(app[POOL], database_url, settings.scoring)
     app[RUN_SCORER] = scorer
-    inbox = Inbox(settings.data_dir, settle_seconds=2 * settings.scoring.inbox_poll_seconds)
+    metrics = app[METRICS]
+    inbox = Inbox(
+        settings.data_dir,
+        settle_seconds=2 * settings.scoring.inbox_poll_seconds,
+        retry_seconds=12 * settings.scoring.inbox_poll_seconds,  # a minute at the default poll
+        disk=app.get(INBOX_DISK),
+        on_stuck=lambda stuck: metrics.count_inbox_move_failure(stuck.destination),
+    )
+    metrics.observe_inbox(lambda: len(inbox.stuck()))
+    app[READINESS].watch_inbox(inbox)
     task = asyncio.create_task(
         watch_inbox(inbox, scorer, settings.region, settings.scoring.inbox_poll_seconds), name="watch-inbox"
     )

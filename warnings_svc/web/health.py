@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from risk_zoning.io.database import MigrationSource, read_migrations
 from risk_zoning.store import current_version
+from warnings_svc.forecast.runs import Inbox
 from warnings_svc.web.appkeys import METRICS
 from warnings_svc.web.errors import one_line
 from warnings_svc.web.operations import Reply, media_reply, operation
@@ -27,7 +28,8 @@ class Check:
 
 
 class ReadinessProbe:
-    """Can this process serve: the database answers, every migration is applied, the region is built."""
+    """Can this process serve: the database answers, every migration is applied, the region is built; and,
+    once `watch_inbox` is called, every inbox entry can be moved where it belongs."""
 
     def __init__(self, pool: asyncpg.Pool, region: str, sources: Sequence[MigrationSource]) -> None:
         self._pool = pool
@@ -37,6 +39,11 @@ class ReadinessProbe:
             for source in sources
             for m in read_migrations(source)
         }
+        self._inbox: Inbox | None = None
+
+    def watch_inbox(self, inbox: Inbox) -> None:
+        """Add the `inbox` check: failed while an entry cannot be moved to archive/ or quarantine/."""
+        self._inbox = inbox
 
     async def check(self) -> dict[str, Check]:
         checks: dict[str, Check] = {}
@@ -50,7 +57,16 @@ class ReadinessProbe:
             checks.setdefault("database", Check(False, one_line(e) or type(e).__name__))
         for name in ("database", "migrations", "risk_database"):
             checks.setdefault(name, Check(False, "not checked: an earlier check failed"))
+        if self._inbox is not None:
+            checks["inbox"] = self._check_inbox(self._inbox)
         return checks
+
+    @staticmethod
+    def _check_inbox(inbox: Inbox) -> Check:
+        stuck = inbox.stuck()
+        if stuck:
+            return Check(False, "; ".join(s.detail for s in stuck))
+        return Check(True, "every entry can be moved")
 
     async def _check_migrations(self, conn: asyncpg.Connection) -> Check:
         applied: dict[tuple[str, int], str] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -41,6 +43,17 @@ class ServiceMetrics:
             ["region"],
             registry=self.registry,
         )
+        self.inbox_faults = Gauge(
+            "warnings_inbox_faults",
+            "Inbox entries that cannot be moved to archive/ or quarantine/ now (left in the inbox, unscored).",
+            registry=self.registry,
+        )
+        self.inbox_move_failures = Counter(
+            "warnings_inbox_move_failures_total",
+            "Inbox entries found unmovable, each counted once, by where it was to go (archive, quarantine).",
+            ["destination"],
+            registry=self.registry,
+        )
         self.risk_database_build_timestamp = Gauge(
             "warnings_risk_database_build_timestamp_seconds",
             "When the region's current risk database version was built (Unix time).",
@@ -55,6 +68,13 @@ class ServiceMetrics:
     def observe_risk_database(self, region: str, version_id: int, built_at_unix: float) -> None:
         self.risk_database_version.labels(region=region).set(version_id)
         self.risk_database_build_timestamp.labels(region=region).set(built_at_unix)
+
+    def observe_inbox(self, stuck_entries: Callable[[], int]) -> None:
+        """Report the inbox's stuck entries as they are at each scrape."""
+        self.inbox_faults.set_function(stuck_entries)
+
+    def count_inbox_move_failure(self, destination: str) -> None:
+        self.inbox_move_failures.labels(destination=destination).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

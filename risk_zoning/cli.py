@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PROG = "risk-zoning"
+# The status of a program killed by SIGPIPE as the shell reports it (128 + 13): what `cmd | head` leaves.
+CLOSED_PIPE_STATUS = 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,11 +73,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _database(args: argparse.Namespace) -> AbstractContextManager[str]:
-    from risk_zoning.io.database import database_url, default_data_dir
+    """The database to open, chosen as `warnings-svc` chooses it, named in one line on stderr.
 
-    return database_url(
-        args.database_url or os.environ.get("DATABASE_URL"), args.data_dir or default_data_dir()
-    )
+    `--database-url`, else $DATABASE_URL, else the embedded PostgreSQL in `--data-dir`, else in
+    $WARNINGS_SVC_DATA_DIR (so that `risk-zoning summary` reads the database a demo started with
+    `--data-dir` uses), else in the default data folder."""
+    from risk_zoning.io.database import DATA_DIR_VARIABLE, database_url, default_data_dir, describe_database
+
+    if args.data_dir is not None:
+        data_dir, source = args.data_dir, "option --data-dir"
+    elif os.environ.get(DATA_DIR_VARIABLE):
+        data_dir, source = (
+            Path(os.environ[DATA_DIR_VARIABLE]).expanduser(),
+            f"environment variable {DATA_DIR_VARIABLE}",
+        )
+    else:
+        data_dir, source = (
+            default_data_dir(),
+            f"the default; {DATA_DIR_VARIABLE} or --data-dir choose another",
+        )
+    url = args.database_url or os.environ.get("DATABASE_URL") or None
+    if url:
+        source = "option --database-url" if args.database_url else "environment variable DATABASE_URL"
+    print(f"{PROG}: {describe_database(url, data_dir, source)}", file=sys.stderr)
+    return database_url(url, data_dir)
 
 
 async def _with_connection(url: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -89,7 +111,10 @@ async def _with_connection(url: str, fn: Callable[[asyncpg.Connection], Awaitabl
 
 def _build(args: argparse.Namespace) -> int:
     from risk_zoning.build import build_region
+    from risk_zoning.region import load_region_file, resolve_region
 
+    # an unknown region or a malformed region.toml is refused before a database is started
+    load_region_file(resolve_region(args.region) / "region.toml")
     with _database(args) as url:
         vid = asyncio.run(
             _with_connection(url, lambda c: build_region(c, args.region, progress=not args.no_progress))
@@ -137,6 +162,9 @@ def _summary(args: argparse.Namespace) -> int:
 def _map(args: argparse.Namespace) -> int:
     from risk_zoning.plot import render_layer_map, render_risk_map
 
+    folder = args.output.parent
+    if not folder.is_dir():  # refused before a database is started and the risk database read
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
     db = _load(args)
     if args.hazard:
         if f"grade_{args.hazard}" not in db.arrays:
@@ -217,9 +245,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; errors become one line on stderr and exit status 2, a closed stdout ends it quietly."""
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here rather than as a notice at interpreter exit
+        return status
+    except BrokenPipeError:  # `risk-zoning summary | head`: the reader has what it wanted
+        return end_on_closed_pipe()
     except RiskZoningError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
@@ -230,6 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def end_on_closed_pipe() -> int:
+    """After stdout's reader went away: nothing more said, exit status 141 as after SIGPIPE in the shell.
+
+    Output still buffered would fail again when Python flushes stdout at exit (a second "Broken pipe" notice
+    and status 120); stdout is pointed at the null device instead, as the Python documentation advises."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return CLOSED_PIPE_STATUS
 
 
 if __name__ == "__main__":

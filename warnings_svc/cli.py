@@ -12,7 +12,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -42,13 +41,20 @@ class CommandError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; user errors become one line on stderr and exit status 2."""
-    # Third-party notices (pgserver's lock-path fallback and the like) are not for our users.
-    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+    """Run one command; user errors become one line on stderr and exit status 2.
+
+    A reader that stops early (`warnings-svc user list | head -1`) ends the command quietly with exit status
+    141, as a program killed by SIGPIPE ends in the shell (see `risk_zoning.cli.end_on_closed_pipe`)."""
     args = _parser().parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
     try:
-        return command(args)
+        status = command(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than as a notice at interpreter exit
+        return status
+    except BrokenPipeError:
+        from risk_zoning.cli import end_on_closed_pipe
+
+        return end_on_closed_pipe()
     except KeyboardInterrupt:
         return 130
     except OSError as e:  # an unwritable data folder and the like
@@ -272,7 +278,9 @@ def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> No
         "recipients", help="the people warnings reach: import from CSV, opt-out, counts"
     ).add_subparsers(required=True, metavar="ACTION")
     load = recipients.add_parser(
-        "import", help="register or update recipients from a UTF-8 CSV; prints the JSON report"
+        "import",
+        help="register or update recipients from a UTF-8 CSV; prints the JSON report; "
+        "exit status 1 when any row was rejected",
     )
     load.add_argument(
         "file", type=Path, help="CSV with columns name, phone, areas, roles (and optional ones)"
@@ -302,14 +310,36 @@ def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def _settings(args: argparse.Namespace, *names: str) -> tuple[Settings, str]:
+    """The settings (`--config`, the environment, then the options `names`) and which one chose the database."""
+    from warnings_svc.settings import database_source, load_settings_with_sources
+
+    settings, sources = load_settings_with_sources(
+        getattr(args, "config", None), os.environ, _options(args, *names)
+    )
+    return settings, database_source(settings, sources)
+
+
+def _say_database(settings: Settings, source: str) -> None:
+    """One line on stderr naming the database the command opens and the setting that chose it.
+
+    A command run without `--data-dir` opens the default folder's database, not the one a demo started with
+    another uses; the line makes that visible. On stderr: stdout stays the command's output (JSON)."""
+    from risk_zoning.io.database import describe_database
+
+    print(f"{PROG}: {describe_database(settings.database_url, settings.data_dir, source)}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Embedded PostgreSQL, migrations, the Wuhai risk database, the console."""
-    from warnings_svc.settings import load_settings
+    from warnings_svc.settings import database_source, load_settings_with_sources
 
-    settings = load_settings(None, os.environ, _options(args, "data_dir", "host", "port"))
+    settings, sources = load_settings_with_sources(
+        None, os.environ, _options(args, "data_dir", "host", "port")
+    )
     _configure_logging(settings.log_level)
     if settings.database_url:
         # A demo must never write into a real database someone left in the environment.
@@ -319,6 +349,7 @@ def run_demo(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"dispatch": _demo_dispatch(args.smsc)})
     if args.smoke:
         return _smoke(settings, args)
+    _say_database(settings, database_source(settings, sources))
     return serve(settings, progress=True, demo=True)
 
 
@@ -332,6 +363,7 @@ def _smoke(settings: Settings, args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="warnings-svc-smoke-"))
     try:
         settings = settings.model_copy(update={"data_dir": folder})
+        _say_database(settings, "a temporary folder, removed after")
         with database_url(None, folder) as url:
             summary = asyncio.run(run_smoke(settings, url))
     finally:
@@ -359,10 +391,9 @@ def _demo_dispatch(smsc: str) -> DispatchSettings:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The service as configured; builds the region's risk database first if it has none."""
-    from warnings_svc.settings import load_settings
-
-    settings = load_settings(args.config, os.environ)
+    settings, source = _settings(args)
     _configure_logging(settings.log_level)
+    _say_database(settings, source)
     return serve(settings, progress=sys.stderr.isatty())
 
 
@@ -371,15 +402,15 @@ def run_dispatch(args: argparse.Namespace) -> int:
     It prints one JSON line when it has started (its owner name) and one with its counters when it stops."""
     from risk_zoning.io.database import database_url
     from warnings_svc.dissemination.dispatcher import endpoints_from_settings
-    from warnings_svc.settings import load_settings
 
-    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    settings, source = _settings(args, "data_dir")
     _configure_logging(settings.log_level)
     if not settings.dispatch.sms:
         raise CommandError("no endpoint to send through: add a [[dispatch.sms]] table to the settings file")
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise CommandError(f"--metrics-port {args.metrics_port}: not a port number")
     endpoints = endpoints_from_settings(settings.dispatch)
+    _say_database(settings, source)
     with database_url(settings.database_url, settings.data_dir) as url:
         asyncio.run(_dispatch(settings, url, endpoints, args.metrics_port))
     return 0
@@ -442,10 +473,10 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 def run_db_upgrade(args: argparse.Namespace) -> int:
     """Apply pending migrations and name them."""
     from risk_zoning.io.database import database_url
-    from warnings_svc.settings import load_settings
 
-    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    settings, source = _settings(args, "data_dir")
     _configure_logging(settings.log_level)
+    _say_database(settings, source)
     with database_url(settings.database_url, settings.data_dir) as url:
         applied = asyncio.run(_upgrade(url))
     print("\n".join(applied) if applied else "up to date")
@@ -467,11 +498,10 @@ def run_score(args: argparse.Namespace) -> int:
     """Stateless scoring: one JSON object on stdout, or one error line on stderr and exit status 2."""
     from warnings_svc.forecast.ingest import score_files
     from warnings_svc.forecast.runs import inclusion_rules
-    from warnings_svc.settings import load_settings
 
-    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    settings, source = _settings(args, "data_dir")
     _configure_logging("WARNING")
-    db, live, criteria = _scoring_inputs(settings)
+    db, live, criteria = _scoring_inputs(settings, source)
     result = score_files(
         args.files,
         db,
@@ -512,10 +542,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.forecast.ingest import score_files, store_result
     from warnings_svc.forecast.runs import inclusion_rules
-    from warnings_svc.settings import load_settings
 
-    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    settings, source = _settings(args, "data_dir")
     _configure_logging("WARNING")
+    _say_database(settings, source)
     with database_url(settings.database_url, settings.data_dir) as url:
 
         async def go() -> dict[str, Any]:
@@ -589,7 +619,9 @@ def run_user_list(args: argparse.Namespace) -> int:
 
 
 def run_recipients_import(args: argparse.Namespace) -> int:
-    """Import a recipients CSV: prints the report as JSON; rejected rows are reported, not an error."""
+    """Import a recipients CSV: prints the report as JSON; exit status 1 when any row was rejected.
+
+    A file that cannot be read as a recipients CSV at all is refused in one line with exit status 2."""
     from risk_zoning.build import ensure_built
     from warnings_svc.dissemination.recipients import RecipientError, import_csv, read_csv_text
     from warnings_svc.settings import load_settings
@@ -603,10 +635,12 @@ def run_recipients_import(args: argparse.Namespace) -> int:
             report = await import_csv(conn, text, region, origin=f"csv:{args.file.name}")
             return report.to_json()
 
-        _print_json(_on_database(args, work))
+        report = _on_database(args, work)
     except RecipientError as e:
         raise CommandError(str(e)) from e
-    return 0
+    _print_json(report)
+    # the accepted rows are stored; a script must still learn that some people were left out
+    return 1 if report["rejected_rows"] else 0
 
 
 def run_recipients_opt_out(args: argparse.Namespace) -> int:
@@ -657,11 +691,11 @@ def _on_database(args: argparse.Namespace, work: Callable[[asyncpg.Connection], 
     """Run `work` on a connection to the configured database, after applying pending migrations."""
     from risk_zoning.io.database import connect, database_url, upgrade
     from warnings_svc.database import MIGRATIONS
-    from warnings_svc.settings import load_settings
     from warnings_svc.web.accounts import AccountError
 
-    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    settings, source = _settings(args, "data_dir")
     _configure_logging("WARNING")
+    _say_database(settings, source)
     with database_url(settings.database_url, settings.data_dir) as url:
 
         async def go() -> Any:
@@ -705,12 +739,13 @@ async def _risk_and_live(conn: asyncpg.Connection, region: str) -> tuple[RiskDat
     return db, (await live_warnings(conn) if has_warnings else [])
 
 
-def _scoring_inputs(settings: Settings) -> tuple[RiskDatabase, list[LiveWarning], Criteria]:
+def _scoring_inputs(settings: Settings, source: str) -> tuple[RiskDatabase, list[LiveWarning], Criteria]:
     """The current risk database (built first if missing), the warnings in force, and the criteria."""
     from risk_zoning.build import ensure_built
     from risk_zoning.io.database import connect, database_url
 
     criteria = _criteria(settings)  # validate configuration before starting anything
+    _say_database(settings, source)
     with database_url(settings.database_url, settings.data_dir) as url:
 
         async def go() -> tuple[RiskDatabase, list[LiveWarning]]:

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from risk_zoning.io.database import default_data_dir
+from risk_zoning.io.database import DATA_DIR_VARIABLE, default_data_dir
 from risk_zoning.io.tomlfile import read_toml
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -25,7 +25,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # Environment variable -> setting. The environment wins over the file.
 ENVIRONMENT: dict[str, str] = {
     "DATABASE_URL": "database_url",
-    "WARNINGS_SVC_DATA_DIR": "data_dir",
+    DATA_DIR_VARIABLE: "data_dir",
     "WARNINGS_SVC_HOST": "host",
     "WARNINGS_SVC_PORT": "port",
 }
@@ -204,6 +204,16 @@ def load_settings(
     the file is taken relative to the file's folder, so a config file and its data can move together. Every
     problem raises `SettingsError` naming the file, variable or option, and the field.
     """
+    return load_settings_with_sources(path, env, overrides)[0]
+
+
+def load_settings_with_sources(
+    path: str | Path | None, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """`load_settings`, and where each top-level setting that is not a default came from.
+
+    The sources map a setting's name to the file's path, `environment variable NAME` or `option --name`.
+    """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
@@ -234,7 +244,7 @@ def load_settings(
         values[key] = value
         sources[key] = f"option --{key.replace('_', '-')}"
     try:
-        return Settings.model_validate(values)
+        return Settings.model_validate(values), sources
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
@@ -244,6 +254,13 @@ def load_settings(
         if "input" in first and key != "database_url":  # a URL may carry a password: never echo it
             problem += f" (got {_shorten(repr(first['input']))})"
         raise SettingsError(source, f"{key}: {problem}" if key else problem) from e
+
+
+def database_source(settings: Settings, sources: Mapping[str, str]) -> str:
+    """Which setting chose the database `settings` open: `database_url`'s source, else `data_dir`'s."""
+    if settings.database_url:
+        return sources.get("database_url", "settings")
+    return sources.get("data_dir", f"the default; {DATA_DIR_VARIABLE} or --data-dir choose another")
 
 
 # Paths inside tables that, when relative, are taken relative to the settings file's folder.

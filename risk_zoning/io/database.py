@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +18,8 @@ import asyncpg
 from risk_zoning.errors import DatabaseError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from pgserver import PostgresServer
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,9 @@ MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # One advisory lock key for every migration run, so concurrent `db upgrade`s queue instead of racing.
 MIGRATION_LOCK_KEY = 0x57A2_0001
 EMBEDDED_DATABASE = "warnings"
+# The data folder of the embedded PostgreSQL, read by both command lines (and the service's settings), so that
+# every command finds the database a demo started with another folder uses.
+DATA_DIR_VARIABLE = "WARNINGS_SVC_DATA_DIR"
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server and return a URL to the project's database, creating it if needed."""
-        import pgserver  # imported here: only embedded mode needs the bundled binaries
-
+        pgserver = _import_pgserver()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         try:
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
@@ -167,8 +172,35 @@ async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncp
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced (in its user part or a `password=` parameter), for messages and logs."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def describe_database(url: str | None, data_dir: Path, source: str) -> str:
+    """The line a command prints to say which database it opens and which setting chose it (`source`).
+
+    `database: postgresql://li:***@db.example.cn/warnings (environment variable DATABASE_URL)`, or
+    `database: embedded PostgreSQL in /srv/warnings (option --data-dir)`; a password is never shown.
+    """
+    where = redact(url) if url else f"embedded PostgreSQL in {Path(data_dir).expanduser().resolve()}"
+    return f"database: {where} ({source})"
+
+
+def _import_pgserver() -> ModuleType:
+    """`pgserver`, imported here: only embedded mode needs the bundled binaries.
+
+    Its import asks platformdirs for a runtime folder for a lock file; without XDG_RUNTIME_DIR (cron, ssh
+    without a login session, containers) platformdirs warns with `RuntimeDirWarning` and falls back to
+    /tmp/runtime-UID, which serves the lock as well. That warning, and only it, is not for our users."""
+    import platformdirs
+
+    category = getattr(platformdirs, "RuntimeDirWarning", None)  # older platformdirs do not warn
+    with warnings.catch_warnings():
+        if category is not None:
+            warnings.simplefilter("ignore", category)
+        import pgserver
+    return pgserver
 
 
 def default_data_dir() -> Path:

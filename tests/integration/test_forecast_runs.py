@@ -23,6 +23,7 @@ from risk_zoning.build import ensure_built
 from risk_zoning.io.database import create_pool, upgrade
 from risk_zoning.region import load_region
 from risk_zoning.store import load_current
+from tests.factories_cli import problem_lines
 from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.scenarios import write_scenario
@@ -141,7 +142,7 @@ def test_a_bad_file_exits_2_with_one_line_naming_it_and_nothing_on_stdout(
     out = score_cli(str(bad), url=built_url)
     assert out.returncode == 2
     assert out.stdout == ""
-    lines = out.stderr.strip().splitlines()
+    lines = problem_lines(out.stderr)  # after the line naming the database scored against
     assert len(lines) == 1 and lines[0].startswith("warnings-svc: ") and bad.name in lines[0]
 
 
@@ -445,7 +446,7 @@ def test_a_bad_observation_file_is_one_line_naming_file_and_row(
     csv.write_text("station_id,lon,lat,time,tmax[degC]\nA,106.7,39.5,yesterday,40\n", "utf-8")
     out = score_cli(*map(str, scenarios["heat"]), "--observations", str(csv), url=built_url)
     assert out.returncode == 2 and out.stdout == ""
-    assert len(out.stderr.strip().splitlines()) == 1 and "stations.csv" in out.stderr
+    assert len(problem_lines(out.stderr)) == 1 and "stations.csv" in out.stderr
 
 
 def test_the_scenario_command_writes_runs_that_score(tmp_path: Path) -> None:
@@ -581,4 +582,4 @@ def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: s
         timeout=120,
     )
     assert out.returncode == 2 and out.stdout == ""
-    assert len(out.stderr.strip().splitlines()) == 1 and "127.0.0.1:9" in out.stderr
+    assert len(problem_lines(out.stderr)) == 1 and "127.0.0.1:9" in out.stderr

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from risk_zoning.store import region_units
+from tests.factories_cli import problem_lines
 from tests.factories_db import fresh_database
 from warnings_svc.dissemination.recipients import (
     RecipientError,
@@ -228,7 +229,8 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_the_cli_imports_opts_out_and_counts(db_url: str, conn, tmp_path: Path) -> None:
     done = _cli(db_url, "import", str(SAMPLE))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # rows were rejected: the report says which
+    assert problem_lines(done.stderr) == []
     report = json.loads(done.stdout)
     assert report["inserted"] == 6 and report["rejected_rows"] == 7
     assert {"line": 5, "column": "phone", "value": "0473-2001234"}.items() <= report["rejected"][0].items()
@@ -245,7 +247,31 @@ async def test_the_cli_imports_opts_out_and_counts(db_url: str, conn, tmp_path: 
     assert json.loads(out.stdout)["phone"] == "13912345678"
     assert json.loads(_cli(db_url, "count", "--area", "150302", "--hazard", "heat").stdout)["recipients"] == 2
     unknown = _cli(db_url, "opt-out", "13911111111")
-    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "no recipient" in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and len(problem_lines(unknown.stderr)) == 1
+        and "no recipient" in unknown.stderr
+    )
+
+
+async def test_the_cli_import_exits_0_only_when_no_row_was_rejected(
+    db_url: str, conn, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "王芳,13912345678,zh-CN,150302001000,relayer,,,,,\n", encoding="utf-8")
+    done = _cli(db_url, "import", str(good))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inserted"] == 1
+    one_bad = tmp_path / "one-bad.csv"
+    one_bad.write_text(
+        HEADER + "李强,13900000001,zh-CN,150302,relayer,,,,,\n赵敏,0473-2001234,zh-CN,150302,relayer,,,,,\n",
+        encoding="utf-8",
+    )
+    done = _cli(db_url, "import", str(one_bad))
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)  # the report is printed all the same, and the good row is stored
+    assert (report["inserted"], report["rejected_rows"]) == (1, 1)
+    assert await conn.fetchval("SELECT count(*) FROM svc.recipient") == 2
 
 
 async def test_the_cli_refuses_an_unreadable_or_foreign_file_in_one_line(db_url: str, tmp_path: Path) -> None:
@@ -260,4 +286,4 @@ async def test_the_cli_refuses_an_unreadable_or_foreign_file_in_one_line(db_url:
     ):
         done = _cli(db_url, "import", str(path))
         assert done.returncode == 2 and done.stdout == ""
-        assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+        assert len(problem_lines(done.stderr)) == 1 and says in done.stderr, done.stderr

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from risk_zoning.io.database import upgrade
 from tests.factories_app import clean_environment, service, warnings_svc_command
+from tests.factories_cli import problem_lines
 from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.lifecycle.transitions import Role
@@ -482,7 +483,7 @@ async def test_user_token_list_and_revoke(config: Path, db: asyncpg.Connection) 
     assert await authenticate_token(db, token) is None
     again = run_cli("user", "revoke", token, "--config", str(config))
     assert again.returncode == 2
-    assert again.stderr.splitlines() == ["warnings-svc: no such token, or it was revoked already"]
+    assert problem_lines(again.stderr) == ["warnings-svc: no such token, or it was revoked already"]
 
 
 @pytest.mark.parametrize(
@@ -500,7 +501,7 @@ def test_user_command_errors_are_one_line_on_stderr_with_exit_status_2(
     result = run_cli(*args, "--config", str(config))
     assert result.returncode == 2
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
+    lines = problem_lines(result.stderr)  # after the line naming the database, when one was opened
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("warnings-svc") and named in lines[0]
 
@@ -511,7 +512,7 @@ async def test_adding_a_user_twice_is_one_line_and_exit_status_2(
     await create_user(db, "zhou", "forecaster")
     result = run_cli("user", "add", "zhou", "--role", "forecaster", "--config", str(config))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["warnings-svc: user 'zhou' exists already"]
+    assert problem_lines(result.stderr) == ["warnings-svc: user 'zhou' exists already"]
 
 
 async def test_a_form_larger_than_forms_need_is_refused_with_413(client: TestClient) -> None:

@@ -8,7 +8,14 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from warnings_svc.settings import Settings, SettingsError, load_settings
+from risk_zoning.io.database import describe_database
+from warnings_svc.settings import (
+    Settings,
+    SettingsError,
+    database_source,
+    load_settings,
+    load_settings_with_sources,
+)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -134,6 +141,51 @@ def test_a_database_url_is_never_echoed_in_an_error(tmp_path: Path) -> None:
         load_settings(path, {})
     assert_one_line_naming(caught.value, str(path), "database_url:")
     assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("file_text", "env", "overrides", "source"),
+    [
+        ("", {}, {}, "the default; WARNINGS_SVC_DATA_DIR or --data-dir choose another"),
+        ('data_dir = "state"\n', {}, {}, "{config}"),
+        (
+            'data_dir = "state"\n',
+            {"WARNINGS_SVC_DATA_DIR": "/srv/w"},
+            {},
+            "environment variable WARNINGS_SVC_DATA_DIR",
+        ),
+        ("", {"WARNINGS_SVC_DATA_DIR": "/srv/w"}, {"data_dir": Path("/opt/w")}, "option --data-dir"),
+        (
+            "",
+            {"DATABASE_URL": "postgresql://db/w"},
+            {"data_dir": Path("/opt/w")},
+            "environment variable DATABASE_URL",
+        ),
+        ('database_url = "postgresql://db/w"\n', {}, {}, "{config}"),
+    ],
+    ids=["default", "file", "environment", "option", "url from the environment", "url from the file"],
+)
+def test_the_source_of_the_database_is_the_setting_that_chose_it(
+    tmp_path: Path, file_text: str, env: dict[str, str], overrides: dict[str, Path], source: str
+) -> None:
+    path = write_config(tmp_path, file_text)
+    settings, sources = load_settings_with_sources(path, env, overrides)
+    assert database_source(settings, sources) == source.format(config=path)
+    assert settings == load_settings(path, env, overrides)
+
+
+def test_the_database_line_never_shows_a_password() -> None:
+    for url in ("postgresql://svc:hunter2@db/w", "postgresql://svc@db/w?sslmode=require&password=hunter2"):
+        line = describe_database(url, Path("/unused"), "environment variable DATABASE_URL")
+        assert "hunter2" not in line and "***" in line
+        assert line.startswith("database: postgresql://svc") and line.endswith(
+            "(environment variable DATABASE_URL)"
+        )
+
+
+def test_the_database_line_names_the_embedded_servers_folder(tmp_path: Path) -> None:
+    line = describe_database(None, tmp_path / "data" / ".." / "data", "option --data-dir")
+    assert line == f"database: embedded PostgreSQL in {(tmp_path / 'data').resolve()} (option --data-dir)"
 
 
 def test_only_the_environment_passed_in_is_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -124,10 +126,15 @@ class EmbeddedPostgres:
         self._server: PostgresServer | None = None
 
     def start(self) -> str:
-        """Start (or join) the server and return a URL to the project's database, creating it if needed."""
+        """Start (or join) the server and return a URL to the project's database, creating it if needed.
+
+        A server left running by a process that died without stopping it (kill -9, a crash) is taken over:
+        its handle is dropped first, so this process's `stop()` stops the server again."""
         pgserver = _import_pgserver()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         try:
+            with pgserver.PostgresServer._lock:  # the lock pgserver itself takes around its handle file
+                _prune_dead_handles(self.pgdata, joined=self.pgdata in pgserver.PostgresServer._instances)
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as e:  # pgserver raises bare subprocess/assert errors; give one line instead
             raise DatabaseError(f"embedded PostgreSQL in {self.pgdata} did not start: {e}") from e
@@ -137,9 +144,61 @@ class EmbeddedPostgres:
         return self._server.get_uri(EMBEDDED_DATABASE)
 
     def stop(self) -> None:
+        """Give up this process's handle; the last handle stops the server (fast shutdown)."""
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+HANDLE_FILE = ".handle_pids.json"  # pgserver's list of the processes using a server; the last one stops it
+
+
+def _prune_dead_handles(pgdata: Path, *, joined: bool) -> list[int]:
+    """Drop from pgserver's handle file the processes that no longer use the server; returns them.
+
+    pgserver stops the server only when the process leaving is the last one listed, so a process killed
+    before it could leave would keep the server running forever after. Gone: a pid with no process, a pid
+    now worn by a process started after the file was last written (it cannot have registered), and this
+    process's own pid when it holds no handle yet (a former process with the same pid, as in containers).
+    `joined` says whether this process already holds a handle. Call with pgserver's lock held.
+    """
+    import psutil  # installed with pgserver
+
+    path = pgdata / HANDLE_FILE
+    try:
+        listed = json.loads(path.read_text())
+        written = path.stat().st_mtime
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        log.warning("ignoring unreadable %s (%s); starting with no other users", path, e)
+        path.unlink(missing_ok=True)
+        return []
+    if not isinstance(listed, list) or not all(isinstance(pid, int) for pid in listed):
+        log.warning("ignoring malformed %s; starting with no other users", path)
+        path.unlink(missing_ok=True)
+        return []
+
+    def still_using(pid: int) -> bool:
+        if pid == os.getpid():
+            return joined
+        try:
+            # one second of slack: file times and process start times are not equally precise
+            return bool(psutil.Process(pid).create_time() <= written + 1.0)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    kept = [pid for pid in listed if still_using(pid)]
+    gone = [pid for pid in listed if pid not in kept]
+    if gone:
+        path.write_text(json.dumps(kept))
+        log.info(
+            "embedded PostgreSQL in %s: dropped handles of processes that are gone: %s; remaining: %s",
+            pgdata,
+            ", ".join(map(str, gone)),
+            ", ".join(map(str, kept)) or "none (this process takes the server over)",
+        )
+    return gone
 
 
 @contextlib.contextmanager

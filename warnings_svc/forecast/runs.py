@@ -4,10 +4,17 @@ watched for new files (rejects quarantined with a reason), and storage of runs a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import re
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -111,7 +118,39 @@ class IngestOutcome:
 
 def _new_executor(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the parent holds an event loop, asyncpg sockets and threads
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_PARENT_CHECK_SECONDS = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the service that started it dies, even by SIGKILL.
+
+    A worker waits on a queue whose pipe it holds both ends of, so it never sees the service go and would
+    live on as an orphan holding its memory (and, through its copy of the tracker's pipe, keep the
+    multiprocessing resource tracker alive too). On Linux the kernel sends SIGKILL when the parent goes
+    (prctl PR_SET_PDEATHSIG; the pool starts workers from the event-loop thread, which lives as long as the
+    service). Elsewhere, and as a backstop, a thread watches for the worker being re-parented."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the service died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 class RunScorer:

@@ -1,0 +1,176 @@
+"""The processes the service starts end with it: scoring workers die when it is killed, and the embedded
+PostgreSQL a killed service left running is taken over by the next start and stopped by its clean stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import psutil
+import pytest
+
+from tests.factories_app import clean_environment, warnings_svc_command
+
+START_SECONDS = 300  # a first start runs initdb and builds the Wuhai risk database
+WORKER_SECONDS = 90  # the demo forecast reaches a scoring worker after an inbox poll or two
+GONE_SECONDS = 10
+STOP_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    pidfile = pgdata / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder (not under pytest's root, see test_service.demo_dir); any PostgreSQL left there stops."""
+    folder = Path(tempfile.mkdtemp(prefix="warnings-svc-lifetimes-"))
+    yield folder / "data"
+    pid = postmaster_pid(folder / "data" / "postgres")
+    if pid is not None and pid_alive(pid):
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Demo:
+    """`warnings-svc demo` on `data_dir` as a child process, its stdout read on a thread."""
+
+    def __init__(self, data_dir: Path, stderr: IO[bytes]) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [*warnings_svc_command(), "demo", "--data-dir", str(data_dir), "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=clean_environment(),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_ready(self) -> None:
+        """Until the console line is printed and /readyz answers 200."""
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            assert line is not None, "the demo ended before printing its console address"
+            if line.startswith("Console:"):
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=30) as answer:
+            assert answer.status == 200
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=STOP_SECONDS)
+
+
+def is_scoring_worker(process: psutil.Process) -> bool:
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running and not a zombie: an orphan waits as a zombie until whatever adopted it reaps it."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_killing_the_service_with_sigkill_ends_its_scoring_worker_and_resource_tracker(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    children: list[psutil.Process] = []
+    with (tmp_path / "demo.stderr").open("wb") as stderr:
+        demo = Demo(data_dir, stderr)
+        try:
+            demo.wait_ready()
+            assert wait_until(lambda: any(is_scoring_worker(p) for p in demo.descendants()), WORKER_SECONDS)
+            children = demo.descendants()
+            assert children, "the service started no worker processes"
+            os.kill(demo.proc.pid, signal.SIGKILL)
+            demo.proc.wait(timeout=STOP_SECONDS)
+            wait_until(lambda: not any(alive(p) for p in children), GONE_SECONDS)
+            survivors = [(p.pid, " ".join(p.cmdline())) for p in children if alive(p)]
+            assert survivors == []
+        finally:
+            demo.end()
+            for child in children:
+                if alive(child):
+                    child.kill()
+
+
+@pytest.mark.slow
+def test_a_start_after_sigkill_takes_over_postgresql_and_a_clean_stop_then_stops_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    pgdata = data_dir / "postgres"
+    with (tmp_path / "first.stderr").open("wb") as stderr:
+        first = Demo(data_dir, stderr)
+        try:
+            first.wait_ready()
+            os.kill(first.proc.pid, signal.SIGKILL)
+            first.proc.wait(timeout=STOP_SECONDS)
+        finally:
+            first.end()
+    left_running = postmaster_pid(pgdata)
+    assert left_running is not None and pid_alive(left_running)
+
+    with (tmp_path / "second.stderr").open("wb") as stderr:
+        second = Demo(data_dir, stderr)
+        try:
+            second.wait_ready()
+            assert postmaster_pid(pgdata) == left_running  # taken over, not a second server
+            second.proc.send_signal(signal.SIGTERM)
+            assert second.proc.wait(timeout=STOP_SECONDS) == 0
+        finally:
+            second.end()
+    assert wait_until(lambda: not pid_alive(left_running), GONE_SECONDS)
+    assert postmaster_pid(pgdata) is None
+    assert "Traceback" not in (tmp_path / "second.stderr").read_text("utf-8", errors="replace")

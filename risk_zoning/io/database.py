@@ -134,7 +134,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         try:
             with pgserver.PostgresServer._lock:  # the lock pgserver itself takes around its handle file
-                _prune_dead_handles(self.pgdata, joined=self.pgdata in pgserver.PostgresServer._instances)
+                prune_dead_handles(self.pgdata, joined=self.pgdata in pgserver.PostgresServer._instances)
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as e:  # pgserver raises bare subprocess/assert errors; give one line instead
             raise DatabaseError(f"embedded PostgreSQL in {self.pgdata} did not start: {e}") from e
@@ -153,7 +153,7 @@ class EmbeddedPostgres:
 HANDLE_FILE = ".handle_pids.json"  # pgserver's list of the processes using a server; the last one stops it
 
 
-def _prune_dead_handles(pgdata: Path, *, joined: bool) -> list[int]:
+def prune_dead_handles(pgdata: Path, *, joined: bool) -> list[int]:
     """Drop from pgserver's handle file the processes that no longer use the server; returns them.
 
     pgserver stops the server only when the process leaving is the last one listed, so a process killed

@@ -3,6 +3,7 @@ PostgreSQL a killed service left running is taken over by the next start and sto
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -20,6 +21,7 @@ from typing import IO
 import psutil
 import pytest
 
+from risk_zoning.io.database import HANDLE_FILE, prune_dead_handles
 from tests.factories_app import clean_environment, warnings_svc_command
 
 START_SECONDS = 300  # a first start runs initdb and builds the Wuhai risk database
@@ -174,3 +176,26 @@ def test_a_start_after_sigkill_takes_over_postgresql_and_a_clean_stop_then_stops
     assert wait_until(lambda: not pid_alive(left_running), GONE_SECONDS)
     assert postmaster_pid(pgdata) is None
     assert "Traceback" not in (tmp_path / "second.stderr").read_text("utf-8", errors="replace")
+
+
+def test_pruning_handles_drops_dead_pids_reused_pids_and_this_process_unless_it_joined(
+    tmp_path: Path,
+) -> None:
+    ended = subprocess.Popen(["sleep", "0"])
+    ended.wait()
+    older = subprocess.Popen(["sleep", "30"])
+    try:
+        handles = tmp_path / HANDLE_FILE
+        time.sleep(1.5)  # past the second of slack, so a process started from here on is younger
+        handles.write_text(json.dumps([ended.pid, older.pid, os.getpid()]))
+        written = handles.stat().st_mtime
+        os.utime(handles, (written - 5, written - 5))  # as if written before `older` started...
+        assert prune_dead_handles(tmp_path, joined=False) == [ended.pid, older.pid, os.getpid()]
+        assert json.loads(handles.read_text()) == []
+
+        handles.write_text(json.dumps([ended.pid, older.pid, os.getpid()]))  # ...and after it started
+        assert prune_dead_handles(tmp_path, joined=True) == [ended.pid]
+        assert json.loads(handles.read_text()) == [older.pid, os.getpid()]
+    finally:
+        older.kill()
+        older.wait()

@@ -22,6 +22,7 @@ from warnings_svc.web.auth import (
 from warnings_svc.web.background import add_background_tasks
 from warnings_svc.web.console import setup_console
 from warnings_svc.web.health import READINESS, ReadinessProbe, healthz, metrics_exposition, readyz
+from warnings_svc.web.idempotency import idempotent_writes
 from warnings_svc.web.maps import proposals_map, risk_map
 from warnings_svc.web.metrics import ServiceMetrics
 from warnings_svc.web.middleware import answer_problems, observe_requests
@@ -46,7 +47,9 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     """
     metrics = ServiceMetrics()
     app = web.Application(
-        middlewares=[observe_requests, answer_problems, authenticate], client_max_size=FORM_MAX_BYTES
+        # idempotent_writes inside authenticate: a key belongs to the user it names
+        middlewares=[observe_requests, answer_problems, authenticate, idempotent_writes],
+        client_max_size=FORM_MAX_BYTES,
     )
     app[SETTINGS] = settings
     app[POOL] = pool

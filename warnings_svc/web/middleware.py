@@ -73,21 +73,34 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
         response.headers.extend((k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS)
         return response
     except Exception as e:
-        problem = problem_for(e)
-        if problem is None:
-            log.exception("unhandled error", extra={"request_id": request[REQUEST_ID], "path": request.path})
-            problem, detail = INTERNAL_ERROR, "the error was logged with this request's id"
-        else:
-            if problem.status >= 500:
-                log.warning("request failed: %s", e, extra={"request_id": request[REQUEST_ID]})
-            detail = one_line(e)
-        if _wants_problem_json(request):
-            field = e.field if isinstance(e, ApiProblem) else None
-            response = _problem_response(request, problem, detail, field)
-        else:
-            response = _error_page(request, problem, detail)
-        response.headers.update(getattr(e, "problem_headers", {}))  # WWW-Authenticate, Retry-After
-        return response
+        return error_answer(request, e)
+
+
+def error_answer(request: web.Request, error: Exception) -> web.Response:
+    """The answer to an error a handler raised: its problem document (or error page), with the headers the
+    error carries; an error no table knows is logged and answered as a 500.
+
+    Inner middleware call it too to see the answer a handler's refusal will get (`web.idempotency` keeps it).
+    """
+    problem = problem_for(error)
+    if problem is None:
+        log.exception(
+            "unhandled error",
+            exc_info=error,
+            extra={"request_id": request[REQUEST_ID], "path": request.path},
+        )
+        problem, detail = INTERNAL_ERROR, "the error was logged with this request's id"
+    else:
+        if problem.status >= 500:
+            log.warning("request failed: %s", error, extra={"request_id": request[REQUEST_ID]})
+        detail = one_line(error)
+    if _wants_problem_json(request):
+        field = error.field if isinstance(error, ApiProblem) else None
+        response = _problem_response(request, problem, detail, field)
+    else:
+        response = _error_page(request, problem, detail)
+    response.headers.update(getattr(error, "problem_headers", {}))  # WWW-Authenticate, Retry-After
+    return response
 
 
 def _wants_problem_json(request: web.Request) -> bool:

@@ -18,6 +18,9 @@ from pydantic import BaseModel
 
 from warnings_svc.web.auth import OPENAPI_SECURITY_SCHEMES
 from warnings_svc.web.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
+from warnings_svc.web.idempotency import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
+from warnings_svc.web.idempotency import OPENAPI_PROBLEMS as IDEMPOTENCY_KEY_PROBLEMS
+from warnings_svc.web.idempotency import takes_idempotency_key
 from warnings_svc.web.middleware import PROBLEM_JSON
 from warnings_svc.web.operations import Operation, Reply, json_answer, media_reply, operation, operation_of
 
@@ -62,6 +65,8 @@ def openapi_document(
         declared = operation_of(route.handler)
         if declared is not None:
             described = describe(declared, path, schemas)
+            if takes_idempotency_key(method, path, declared):
+                described = _with_idempotency_key(described)
         elif method in handwritten.get(path, {}):
             described = handwritten[path][method]
         else:
@@ -138,6 +143,19 @@ def describe(declared: Operation, path: str, schemas: dict[str, Any]) -> dict[st
     if declared.security:
         out["security"] = [{}] * declared.login_optional + [{name: []} for name in declared.security]
     return out
+
+
+def _with_idempotency_key(described: dict[str, Any]) -> dict[str, Any]:
+    """A write operation that honours `Idempotency-Key`: the header among its parameters, and the problems
+    a key can cause among its answers."""
+    responses = dict(described["responses"])
+    for status in IDEMPOTENCY_KEY_PROBLEMS:
+        responses.setdefault(str(status), PROBLEM_RESPONSE)
+    return {
+        **described,
+        "parameters": [*described.get("parameters", ()), IDEMPOTENCY_KEY_PARAMETER],
+        "responses": dict(sorted(responses.items())),
+    }
 
 
 def _parameters(model: type[BaseModel] | None, where: str, schemas: dict[str, Any]) -> Iterable[dict]:

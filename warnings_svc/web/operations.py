@@ -141,9 +141,7 @@ def parse_query(request: web.Request, model: type[Model], *, lists: frozenset[st
 async def parse_body(request: web.Request, model: type[Model], *, optional: bool = False) -> Model:
     """A JSON object body as `model`: 413 past `MAX_BODY_BYTES`, 415 when not JSON, 400 when unreadable or
     (unless `optional`) empty, 422 naming the first field at fault."""
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiProblem(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes", "body")
+    raw = await read_body(request)
     if not raw.strip():
         if optional:
             return _validated(model, {})
@@ -157,6 +155,25 @@ async def parse_body(request: web.Request, model: type[Model], *, optional: bool
         return model.model_validate(body)
     except ValidationError as e:
         raise problem_from_validation(e, 422) from e
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body of a JSON request, at most `MAX_BODY_BYTES` (else a 413 naming the body).
+
+    aiohttp keeps what `request.read()` read, so the idempotency middleware (which hashes the body) and
+    `parse_body` both read it here and the client's bytes are read once. A declared Content-Length over the
+    limit is refused before reading; a chunked body is read up to the app's `client_max_size` and measured.
+    """
+    too_large = ApiProblem(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes", "body")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise too_large from e
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large
+    return raw
 
 
 def loads_json(raw: bytes, *, field: str = "body") -> Any:

@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from risk_zoning.io.database import create_pool
 from warnings_svc.settings import Settings
+from warnings_svc.web.accounts import create_user
 from warnings_svc.web.app import create_app
 
 
@@ -48,3 +50,17 @@ def clean_environment(**extra: str) -> dict[str, str]:
     """This process's environment without the service's own settings (none may leak in), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("WARNINGS_SVC_")}
     return {**env, **extra}
+
+
+async def user_tokens(
+    url: str, users: Iterable[tuple[str, str]], *, password: str | None = None
+) -> dict[str, str]:
+    """Create each (name, role) in the database at `url` and return their bearer tokens by name."""
+    conn = await asyncpg.connect(url)
+    try:
+        tokens = {}
+        for name, role in users:
+            _, tokens[name] = await create_user(conn, name, role, password=password)
+        return tokens
+    finally:
+        await conn.close()

@@ -14,9 +14,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.factories_app import service
+from tests.factories_app import service, user_tokens
 from tests.factories_db import fresh_database
-from warnings_svc.web.accounts import create_user
 from warnings_svc.web.operations import MAX_BODY_BYTES
 
 ONSET = datetime.now(UTC) + timedelta(hours=2)
@@ -37,14 +36,7 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def tokens(built_url: str) -> dict[str, str]:
-    conn = await asyncpg.connect(built_url)
-    try:
-        out = {}
-        for name, role in [("wang", "forecaster"), ("chen", "forecaster"), ("li", "approver")]:
-            _, out[name] = await create_user(conn, name, role)
-        return out
-    finally:
-        await conn.close()
+    return await user_tokens(built_url, [("wang", "forecaster"), ("chen", "forecaster"), ("li", "approver")])
 
 
 @pytest.fixture

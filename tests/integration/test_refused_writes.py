@@ -13,9 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.factories_app import service
+from tests.factories_app import service, user_tokens
 from tests.factories_db import fresh_database
-from warnings_svc.web.accounts import create_user
 
 PASSWORD = "correct horse battery staple"
 ONSET = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
@@ -79,14 +78,7 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def tokens(built_url: str) -> dict[str, str]:
-    conn = await asyncpg.connect(built_url)
-    try:
-        out = {}
-        for name, role in [("wang", "forecaster"), ("li", "approver")]:
-            _, out[name] = await create_user(conn, name, role, password=PASSWORD)
-        return out
-    finally:
-        await conn.close()
+    return await user_tokens(built_url, [("wang", "forecaster"), ("li", "approver")], password=PASSWORD)
 
 
 @pytest.fixture

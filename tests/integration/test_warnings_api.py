@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.factories_app import service
+from tests.factories_app import service, user_tokens
 from tests.factories_db import fresh_database
-from warnings_svc.web.accounts import create_user, issue_token
+from warnings_svc.web.accounts import issue_token
 
 ONSET = datetime.now(UTC) + timedelta(hours=2)
 DRAFT = {
@@ -32,20 +32,15 @@ async def built_url(pg_server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def tokens(built_url: str) -> dict[str, str]:
+    out = await user_tokens(
+        built_url, [("wang", "forecaster"), ("li", "approver"), ("zhao", "approver"), ("dept", "department")]
+    )
     conn = await asyncpg.connect(built_url)
     try:
-        out = {}
-        for name, role in [
-            ("wang", "forecaster"),
-            ("li", "approver"),
-            ("zhao", "approver"),
-            ("dept", "department"),
-        ]:
-            _, out[name] = await create_user(conn, name, role)
         out["wang_read"] = await issue_token(conn, "wang", scopes=("read",))
-        return out
     finally:
         await conn.close()
+    return out
 
 
 @pytest.fixture

@@ -37,6 +37,13 @@ async def db_url(pg_server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+async def built_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A database with every migration applied and the Wuhai risk database built, shared by one module."""
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
+
+
 @pytest.fixture
 async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a fresh database."""

@@ -12,22 +12,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from risk_zoning.io.database import redact
 from tests.factories_app import clean_environment
-from tests.factories_db import fresh_database
 
 DATA_DIR_LINE = "database: embedded PostgreSQL in {folder} (environment variable WARNINGS_SVC_DATA_DIR)"
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from tests.factories_app import service
-from tests.factories_db import fresh_database
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings
@@ -32,12 +31,6 @@ PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"
 CTX = ws.Issuing.from_settings(Settings())
 EVENT_SECONDS = 5.0
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @asynccontextmanager

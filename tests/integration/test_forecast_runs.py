@@ -24,7 +24,6 @@ from risk_zoning.io.database import create_pool, upgrade
 from risk_zoning.region import load_region
 from risk_zoning.store import load_current
 from tests.factories_cli import problem_lines
-from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.scenarios import write_scenario
 from warnings_svc.forecast.criteria import load_criteria
@@ -46,13 +45,6 @@ def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]
     out = {name: write_scenario(name, root / name, region) for name in (*HAZARD_SCENARIOS, "quiet")}
     out["heat_ensemble"] = write_scenario("heat", root / "ens", region, members=10, style="ecmwf")
     return out
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    """Migrations applied and the Wuhai risk database built, shared by this module."""
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 def score_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories_app import service, user_tokens
-from tests.factories_db import fresh_database
 from warnings_svc.web.operations import MAX_BODY_BYTES
 
 ONSET = datetime.now(UTC) + timedelta(hours=2)
@@ -26,12 +25,6 @@ DRAFT = {
     "onset": ONSET.isoformat(),
     "expires": (ONSET + timedelta(hours=24)).isoformat(),
 }
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

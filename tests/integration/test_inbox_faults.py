@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from risk_zoning.io.database import create_pool
 from risk_zoning.region import load_region
-from tests.factories_db import fresh_database
 from tests.factories_disks import FullFolder, ReadOnlyFolder
 from warnings_svc.demo.scenarios import write_scenario
 from warnings_svc.forecast.ingest import Disk
@@ -24,12 +23,6 @@ from warnings_svc.web.app import create_app
 from warnings_svc.web.appkeys import INBOX_DISK
 
 POLL_SECONDS = 0.2
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories_app import service, user_tokens
-from tests.factories_db import fresh_database
 
 PASSWORD = "correct horse battery staple"
 ONSET = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
@@ -68,12 +67,6 @@ def refused_changes() -> list[tuple[str, dict[str, Any], str]]:
     out += [(what, {"polygons": [polygon]}, "polygons") for what, polygon in BAD_POLYGONS.items()]
     out += [(what, changes, field) for what, (changes, field) in BAD_TEXTS.items()]
     return out
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from risk_zoning.store import load_current
 from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_cli import problem_lines
-from tests.factories_db import fresh_database
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.web.accounts import create_user
 from warnings_svc.web.auth import SESSION_COOKIE
@@ -39,13 +38,6 @@ from warnings_svc.web.operations import MAX_JSON_DEPTH
 
 DEMO_START_SECONDS = 600  # first start: initdb plus the Wuhai build
 STOP_SECONDS = 30
-
-
-@pytest.fixture(scope="module")
-async def built_url(pg_server_url: str) -> AsyncIterator[str]:
-    """A database with every migration applied and the Wuhai risk database built, shared by this module."""
-    async with fresh_database(pg_server_url, built=True) as url:
-        yield url
 
 
 @pytest.fixture

@@ -310,7 +310,10 @@ class Inbox:
 
     def stuck(self) -> list[StuckEntry]:
         """Entries that could not be moved and have not changed since, by name."""
-        return sorted(self._stuck.values(), key=lambda s: s.entry.name)
+        # `_stuck` changes only in the poll's worker thread (one call at a time); readiness reads it from the
+        # event loop, so take the copy in one step (a C-level copy under the GIL) before sorting it.
+        entries = list(self._stuck.values())
+        return sorted(entries, key=lambda s: s.entry.name)
 
     def retry_stuck(self) -> None:
         """Try the moves that failed again, quietly (they were reported once), each every `retry_seconds`."""
@@ -388,27 +391,29 @@ async def watch_inbox(
 
 
 async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) -> None:
-    ready = inbox.ready()
-    inbox.retry_stuck()
+    # The inbox's file work runs in a thread, one call at a time: a move across file systems copies and
+    # compares a whole run, which must not stall the event loop.
+    ready = await asyncio.to_thread(inbox.ready)
+    await asyncio.to_thread(inbox.retry_stuck)
     for entry in ready:
         try:
-            files = inbox.files_of(entry)
+            files = await asyncio.to_thread(inbox.files_of, entry)
             if not files:
                 raise RejectedRun(f"{entry.name}: empty folder")
             outcome = await scorer.ingest(files, region)
             # stored whether or not the file can be archived: a stuck one is not scored again
-            inbox.done(entry)
+            await asyncio.to_thread(inbox.done, entry)
             if on_run is not None:
                 on_run(outcome)
         except RejectedRun as e:
-            inbox.reject(entry, str(e))
+            await asyncio.to_thread(inbox.reject, entry, str(e))
         except ScoringUnavailable as e:
             log.warning("inbox entry left for a retry", extra={"entry": entry.name, "reason": str(e)})
         except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
             raise  # the database or the disk, not the file: the entry stays for the next poll
         except Exception:  # an unforeseen failure on this entry: keep it aside, carry on with the rest
             log.exception("inbox entry failed", extra={"entry": entry.name})
-            inbox.reject(entry, "internal error while scoring; see the service log")
+            await asyncio.to_thread(inbox.reject, entry, "internal error while scoring; see the service log")
 
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -6,6 +6,7 @@ import pytest
 from risk_zoning.io.database import RISK_MIGRATIONS, DatabaseError, read_migrations, upgrade
 from warnings_svc.database import SERVICE_MIGRATIONS
 from warnings_svc.dissemination import outbox
+from warnings_svc.lifecycle import store
 
 
 async def test_upgrade_applies_the_risk_schema_once_and_is_idempotent(conn: asyncpg.Connection) -> None:
@@ -132,3 +133,52 @@ async def test_settled_deliveries_say_when_their_last_part_arrived_when_the_outb
         "SELECT remote_id, delivery_id FROM svc.sent_part WHERE remote_id > 'd' ORDER BY 1"
     )
     assert [tuple(r) for r in parts] == [("x", 2), ("y", 2)]
+
+
+async def test_drafts_with_times_out_of_range_become_readable_when_upgraded(conn: asyncpg.Connection) -> None:
+    """Service migration 11 brings the -infinity/infinity (or year 1 / year 9999) times that unchecked requests
+    once stored back to when the draft was written, and says so in its note; issued versions are left alone."""
+    sql = await schema_before_service_migration(conn, 11, "finite_warning_times")
+    written = "2026-06-01 08:00:00+00"
+    for warning_id, onset, expires in (
+        (1, "-infinity", "2026-06-02 08:00:00+00"),
+        (2, "2026-06-01 09:00:00+00", "infinity"),
+        (3, "0001-01-01 00:00:00+00", "9999-12-31 23:59:59+00"),
+        (4, "2026-06-01 09:00:00+00", "2026-06-01 21:00:00+00"),
+    ):
+        await conn.execute(
+            """INSERT INTO svc.warning (id, hazard, level, areas, onset, expires, status, created_at)
+               VALUES ($1, 'heat', 'yellow', '{150302}', $2::text::timestamptz, $3::text::timestamptz, 'draft', $4::text::timestamptz)""",
+            warning_id,
+            onset,
+            expires,
+            written,
+        )
+        await conn.execute(
+            """INSERT INTO svc.warning_version (warning_id, version, msg_type, status, hazard, level, areas, onset,
+                   expires, created_by, last_edited_by, editors, created_at)
+               VALUES ($1, 1, 'Alert', 'draft', 'heat', 'yellow', '{150302}', $2::text::timestamptz,
+                       $3::text::timestamptz, 'li', 'li', '{li}', $4::text::timestamptz)""",
+            warning_id,
+            onset,
+            expires,
+            written,
+        )
+    async with conn.transaction():
+        await conn.execute(sql)
+    await conn.execute("SET TIME ZONE 'UTC'")
+    rows = await conn.fetch(
+        """SELECT v.warning_id, v.onset::text, v.expires::text, v.note, w.onset::text AS face_onset
+           FROM svc.warning_version v JOIN svc.warning w ON w.id = v.warning_id ORDER BY 1"""
+    )
+    assert [(r["warning_id"], r["onset"], r["expires"]) for r in rows] == [
+        (1, "2026-06-01 08:00:00+00", "2026-06-02 08:00:00+00"),
+        (2, "2026-06-01 09:00:00+00", "2026-06-02 09:00:00+00"),
+        (3, "2026-06-01 08:00:00+00", "2026-06-02 08:00:00+00"),
+        (4, "2026-06-01 09:00:00+00", "2026-06-01 21:00:00+00"),
+    ]
+    assert all(r["face_onset"] == r["onset"] for r in rows)
+    assert ["Times repaired" in r["note"] for r in rows] == [True, True, True, False]
+    assert "onset was -infinity" in rows[0]["note"]
+    versions = await store.versions(conn, 1)  # readable again
+    assert versions[0].to_json()["onset"].startswith("2026-06-01T08:00")

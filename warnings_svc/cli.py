@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     import asyncpg
 
+    from risk_zoning.io.database import EmbeddedPostgres
     from risk_zoning.store import RiskDatabase
     from warnings_svc.dissemination.dispatcher import Endpoint
     from warnings_svc.forecast.criteria import Criteria
@@ -811,16 +812,26 @@ def _score_text(doc: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- serving
 
 
-def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
-    """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0."""
-    from risk_zoning.io.database import database_url
+class ServiceFailed(Exception):
+    """The service cannot go on (its embedded database could not be restarted); `str()` is the one line."""
 
+
+def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
+    """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0.
+
+    When the embedded PostgreSQL stops and cannot be restarted (`web.database_watch`), the service stops
+    too and exits with status 1 and one line on stderr saying why, for its supervisor to restart it."""
+    from risk_zoning.io.database import database_server
+
+    failure: ServiceFailed | None = None
     # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        with database_url(settings.database_url, settings.data_dir) as url:
+        with database_server(settings.database_url, settings.data_dir) as (url, embedded):
             try:
-                asyncio.run(_serve(settings, url, progress=progress, demo=demo))
+                asyncio.run(_serve(settings, url, embedded, progress=progress, demo=demo))
+            except ServiceFailed as e:
+                failure = e
             finally:
                 # Stopping PostgreSQL takes a moment; a second Ctrl-C must not leave it running.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -831,6 +842,9 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     log.info("stopped")
+    if failure is not None:
+        print(f"{PROG}: {' '.join(str(failure).split())}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -838,7 +852,9 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
-async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = False) -> None:
+async def _serve(
+    settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool = False
+) -> None:
     from aiohttp import web
 
     from risk_zoning.io.database import create_pool
@@ -846,15 +862,22 @@ async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = F
     from warnings_svc.demo.seeding import seed_demo_forecast
     from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
     from warnings_svc.web.app import create_app
+    from warnings_svc.web.health import DATABASE_WATCH
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(url)
+    stop_on_give_up: asyncio.Task[bool] | None = None
     try:
+        app = create_app(settings, pool, database_url=url, embedded=embedded)
+        # the database watch gave up restarting the embedded server: stop as when asked to, then fail
+        gave_up = app[DATABASE_WATCH].gave_up
+        stop_on_give_up = asyncio.create_task(gave_up.wait(), name="stop-on-give-up")
+        stop_on_give_up.add_done_callback(lambda _: stop.set())
         runner = web.AppRunner(
-            create_app(settings, pool, database_url=url),
+            app,
             handle_signals=False,
             access_log_format=ACCESS_LOG_FORMAT,
         )
@@ -894,7 +917,11 @@ async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = F
             log.info("stopping")
         finally:
             await runner.cleanup()
+            if gave_up.is_set():  # the cause of whatever else failed meanwhile
+                raise ServiceFailed(app[DATABASE_WATCH].reason)
     finally:
+        if stop_on_give_up is not None:
+            stop_on_give_up.cancel()
         try:
             await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
         except TimeoutError:

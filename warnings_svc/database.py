@@ -6,8 +6,20 @@ Connections, the embedded PostgreSQL and the migration runner are the risk datab
 
 from __future__ import annotations
 
+import asyncpg
+
 from risk_zoning.io.database import RISK_MIGRATIONS, MigrationSource
 
 SERVICE_MIGRATIONS = MigrationSource("service", "warnings_svc")
 # Every schema the service needs, in the order they are applied.
 MIGRATIONS: tuple[MigrationSource, ...] = (RISK_MIGRATIONS, SERVICE_MIGRATIONS)
+
+# What a database call raises while the server is away (stopped, restarting, killed): background loops log
+# one line when these start and one when they stop, not a traceback per try (`web.database_watch`).
+DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,  # the server died in the middle of an operation
+)

@@ -1,4 +1,11 @@
-"""Connections to PostgreSQL (a URL, or an embedded server in a data folder) and numbered SQL migrations."""
+"""Connections to PostgreSQL (a URL, or an embedded server in a data folder) and numbered SQL migrations.
+
+The embedded server (`EmbeddedPostgres`) can be watched and started again by the process that owns it:
+`postmaster_alive()` says whether the server that `postmaster.pid` names still runs (a pid now worn by
+another process, or a zombie, does not count), and `restart()` starts it again on the same socket, so the
+same URL reaches it. A restart right after the postmaster was killed may fail for a moment, while its old
+backends still hold its shared memory: callers retry with backoff (`warnings_svc.web.database_watch`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,13 @@ import json
 import logging
 import os
 import re
+import subprocess
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -143,11 +151,123 @@ class EmbeddedPostgres:
             self._server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
         return self._server.get_uri(EMBEDDED_DATABASE)
 
+    def postmaster_alive(self) -> bool:
+        """Whether the server that `pgdata/postmaster.pid` names is running: the pid is a live process (not a
+        zombie) that started when the server did (not a later process wearing a reused pid)."""
+        return _live_postmaster(self.pgdata) is not None
+
+    def restart(self) -> str:
+        """Start the server again after it ended without being stopped (killed, crashed); its URL.
+
+        Nothing happens when it runs. `DatabaseError` with one line (PostgreSQL's own reason when its log has
+        one) when it cannot start now; a caller retries, since the old server's backends may hold its shared
+        memory for a moment after the postmaster died."""
+        if self._server is None:
+            raise DatabaseError(f"embedded PostgreSQL in {self.pgdata} was never started by this process")
+        pgserver = _import_pgserver()
+        from pgserver.utils import PostmasterInfo
+
+        server = self._server
+        with pgserver.PostgresServer._lock:
+            if _live_postmaster(self.pgdata) is None:
+                _drop_stale_pid_file(self.pgdata)
+                # pgserver would trust the dead server's info (or a reused pid): make it read the folder again
+                server._postmaster_info = None
+                quiet = logging.getLogger("pgserver")
+                level = quiet.level
+                quiet.setLevel(logging.CRITICAL)  # it prints the whole server log on each failure
+                try:
+                    server.ensure_postgres_running()
+                except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as e:
+                    raise DatabaseError(
+                        f"embedded PostgreSQL in {self.pgdata} did not start: {_last_log_reason(self.pgdata, e)}"
+                    ) from e
+                finally:
+                    quiet.setLevel(level)
+                    if server._postmaster_info is None:
+                        # whatever runs now (a start that came up late) is still stopped by `stop()`
+                        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+                        if info is not None and info.process is not None:
+                            server._postmaster_info = info
+        return server.get_uri(EMBEDDED_DATABASE)
+
     def stop(self) -> None:
         """Give up this process's handle; the last handle stops the server (fast shutdown)."""
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _postmaster_pid_file(pgdata: Path) -> tuple[int, float, str] | None:
+    """The pid, start time (Unix) and shared memory key line of `postmaster.pid`; None when absent or torn."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        return int(lines[0]), float(lines[2]), lines[6] if len(lines) > 6 else ""
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _live_postmaster(pgdata: Path) -> int | None:
+    """The pid of the postmaster serving `pgdata`, when one runs."""
+    import psutil  # installed with pgserver
+
+    found = _postmaster_pid_file(pgdata)
+    if found is None:
+        return None
+    pid, started, _ = found
+    try:
+        process = psutil.Process(pid)
+        # two seconds of slack: the file's time is whole seconds, the process's is not
+        if process.status() == psutil.STATUS_ZOMBIE or process.create_time() > started + 2.0:
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return pid
+
+
+def _drop_stale_pid_file(pgdata: Path) -> None:
+    """Remove `postmaster.pid` when it names a pid that some other process wears now (or a zombie).
+
+    PostgreSQL itself ignores a lock file whose pid is gone, but refuses one whose pid merely exists, and
+    pgserver would take such a pid for the running server. The file is left while any process still has
+    the old server's shared memory attached: that is PostgreSQL's own guard against two servers on one folder.
+    """
+    import psutil
+
+    found = _postmaster_pid_file(pgdata)
+    if found is None or not psutil.pid_exists(found[0]):
+        return
+    shm_id = found[2].split()[-1] if found[2].split() else ""
+    if shm_id and _shared_memory_attached(shm_id):
+        return
+    log.info("embedded PostgreSQL in %s: removing a stale postmaster.pid (pid %s)", pgdata, found[0])
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+
+def _shared_memory_attached(shm_id: str) -> bool:
+    """Whether System V shared memory segment `shm_id` still has processes attached (Linux's /proc)."""
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return True  # cannot tell: keep PostgreSQL's guard
+    for row in rows:
+        fields = row.split()
+        if len(fields) > 6 and fields[1] == shm_id:
+            return int(fields[6]) > 0
+    return False
+
+
+def _last_log_reason(pgdata: Path, error: BaseException) -> str:
+    """The last FATAL/PANIC line of the server's log (why it did not start), else the error itself."""
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").splitlines()[-50:]
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        for mark in ("FATAL:", "PANIC:"):
+            if mark in line:
+                return " ".join(line[line.index(mark) :].split())
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 HANDLE_FILE = ".handle_pids.json"  # pgserver's list of the processes using a server; the last one stops it
@@ -204,12 +324,20 @@ def prune_dead_handles(pgdata: Path, *, joined: bool) -> list[int]:
 @contextlib.contextmanager
 def database_url(url: str | None, data_dir: Path) -> Iterator[str]:
     """The URL to use: `url` when given, else an embedded server in `data_dir`, stopped on exit."""
+    with database_server(url, data_dir) as (found, _):
+        yield found
+
+
+@contextlib.contextmanager
+def database_server(url: str | None, data_dir: Path) -> Iterator[tuple[str, EmbeddedPostgres | None]]:
+    """The URL to use and, without `url`, the embedded server in `data_dir` behind it (to watch and restart),
+    stopped on exit."""
     if url:
-        yield url
+        yield url, None
         return
     embedded = EmbeddedPostgres(data_dir)
     try:
-        yield embedded.start()
+        yield embedded.start(), embedded
     finally:
         embedded.stop()
 
@@ -222,10 +350,30 @@ async def connect(url: str) -> asyncpg.Connection:
         raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {e}") from e
 
 
-async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A connection pool, with a clear error when the server cannot be reached."""
+class ServerUnreachable(ConnectionError):
+    """The server could not be reached for a new connection (refused, its socket file gone, no route)."""
+
+
+async def _connect_reachably(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """`asyncpg.connect`, where any OS error on the way (a stopped local server's socket file is gone:
+    `FileNotFoundError`) is a `ConnectionError`, as a refused connection is: the server is away."""
     try:
-        return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        return await asyncpg.connect(*args, **kwargs)
+    except ConnectionError:
+        raise
+    except OSError as e:
+        raise ServerUnreachable(e.errno, e.strerror or str(e)) from e
+
+
+async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool, with a clear error when the server cannot be reached.
+
+    Connections lost later (the server restarted) are opened again by the pool on the next acquire; while
+    the server is away that raises a `ConnectionError` (`ServerUnreachable`)."""
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, connect=_connect_reachably
+        )
     except (OSError, asyncpg.PostgresError) as e:
         raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {e}") from e
 

@@ -27,6 +27,7 @@ import asyncpg
 
 from risk_zoning.errors import RiskZoningError
 from risk_zoning.store import RiskDatabase, load_version
+from warnings_svc.database import DATABASE_UNREACHABLE
 from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import HazardError
 from warnings_svc.forecast.ingest import Disk, archive, live_warnings, quarantine, score_files, store_result
@@ -379,12 +380,21 @@ class Inbox:
 async def watch_inbox(
     inbox: Inbox, scorer: RunScorer, region: str, poll_seconds: float, on_run: Any = None
 ) -> None:
-    """Poll the inbox forever; nothing one entry does can stop the loop."""
+    """Poll the inbox forever; nothing one entry does can stop the loop. While the database is away, the
+    entries wait in the inbox: one line when polls start failing for that, one when they work again."""
+    unreachable = False
     while True:
         try:
             await _poll_once(inbox, scorer, region, on_run)
+            if unreachable:
+                log.info("inbox polls reach the database again")
+            unreachable = False
         except asyncio.CancelledError:
             raise
+        except DATABASE_UNREACHABLE as e:
+            if not unreachable:
+                log.warning("inbox poll cannot reach the database: %s; retrying", " ".join(str(e).split()))
+            unreachable = True
         except Exception:  # the boundary of a background loop: record and carry on
             log.exception("inbox poll failed")
         await asyncio.sleep(poll_seconds)

@@ -21,7 +21,17 @@ from warnings_svc.web.auth import (
 )
 from warnings_svc.web.background import add_background_tasks
 from warnings_svc.web.console import setup_console
-from warnings_svc.web.health import READINESS, ReadinessProbe, healthz, metrics_exposition, readyz
+from warnings_svc.web.database_watch import DatabaseWatch, EmbeddedServer
+from warnings_svc.web.health import (
+    BACKGROUND_LOOPS,
+    DATABASE_WATCH,
+    READINESS,
+    BackgroundLoops,
+    ReadinessProbe,
+    healthz,
+    metrics_exposition,
+    readyz,
+)
 from warnings_svc.web.idempotency import idempotent_writes
 from warnings_svc.web.maps import proposals_map, risk_map
 from warnings_svc.web.metrics import ServiceMetrics
@@ -39,11 +49,17 @@ STATIC_DIR = Path(str(resources.files("warnings_svc") / "static"))
 FORM_MAX_BYTES = 2**20
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    database_url: str | None = None,
+    embedded: EmbeddedServer | None = None,
+) -> web.Application:
     """The service's web application on an open pool (which the caller owns and closes).
 
     With `database_url` (what the pool connects to) forecast runs are scored in worker processes: uploads to
-    `/api/v1/runs` and files dropped into `data_dir/inbox`.
+    `/api/v1/runs` and files dropped into `data_dir/inbox`. With `embedded` (the embedded PostgreSQL the pool
+    connects to) the database watch restarts it when it stops (`web.database_watch`).
     """
     metrics = ServiceMetrics()
     app = web.Application(
@@ -57,6 +73,9 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     app[TEMPLATES] = template_environment()
     app[RISK_DATABASE] = CurrentRiskDatabase(pool, settings.region, metrics)
     app[READINESS] = ReadinessProbe(pool, settings.region, MIGRATIONS)
+    app[BACKGROUND_LOOPS] = BackgroundLoops()
+    app[DATABASE_WATCH] = DatabaseWatch(pool, metrics, server=embedded)
+    app[READINESS].watch_database(app[DATABASE_WATCH])
     add_background_tasks(app, database_url)
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")

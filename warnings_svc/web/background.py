@@ -1,5 +1,9 @@
 """The web process's background work, started and stopped with the app in one place: the risk map renderer,
-the risk database watcher, forecast run scoring and the embedded dispatcher.
+the risk database watcher, the database watch, forecast run scoring and the embedded dispatcher.
+
+Every loop that must keep running is registered in `BACKGROUND_LOOPS`: one that ends while the app runs
+makes `/healthz` answer 503 (`web.health`). Loops that use the database wait out its loss and log one line
+when it is lost and one when it is back, never a traceback per try.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from warnings_svc.web.appkeys import (
     RUN_SCORER,
     SETTINGS,
 )
-from warnings_svc.web.events import end_event_streams, event_hub
-from warnings_svc.web.health import READINESS
+from warnings_svc.web.events import EVENT_HUB, end_event_streams, event_hub
+from warnings_svc.web.health import BACKGROUND_LOOPS, DATABASE_WATCH, READINESS
 from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,7 @@ async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncItera
     task = asyncio.create_task(
         watch_inbox(inbox, scorer, settings.region, settings.scoring.inbox_poll_seconds), name="watch-inbox"
     )
+    app[BACKGROUND_LOOPS].watch("watch-inbox", task)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -85,8 +90,16 @@ async def _run_dispatcher(app: web.Application, *, database_url: str) -> AsyncIt
         region=settings.region,
         metrics=DispatchMetrics(app[METRICS].registry),
     )
+    app[READINESS].watch_sms_binds(
+        {
+            e.name: list(getattr(e.adapter, "binds", ()))
+            for e in dispatcher.endpoints
+            if hasattr(e.adapter, "binds")
+        }
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+    app[BACKGROUND_LOOPS].watch("dispatcher", task)
     yield
     stop.set()
     await task
@@ -94,6 +107,7 @@ async def _run_dispatcher(app: web.Application, *, database_url: str) -> AsyncIt
 
 async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(watch_risk_database(app[RISK_DATABASE]), name="watch-risk-database")
+    app[BACKGROUND_LOOPS].watch("watch-risk-database", task)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -104,7 +118,8 @@ EXPIRY_CHECK_SECONDS = 30.0  # how often warnings past their expiry are expired
 
 
 async def _expiry_clock(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_expire_forever(app))
+    task = asyncio.create_task(_expire_forever(app), name="expiry-clock")
+    app[BACKGROUND_LOOPS].watch("expiry-clock", task)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +127,7 @@ async def _expiry_clock(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _expire_forever(app: web.Application) -> None:
+    failing = False
     while True:
         await asyncio.sleep(EXPIRY_CHECK_SECONDS)
         try:
@@ -119,13 +135,34 @@ async def _expire_forever(app: web.Application) -> None:
                 done = await store.expire_due(conn, app[ISSUING], now=datetime.now(UTC))
             if done:
                 log.info("warnings expired", extra={"warnings": done})
+            if failing:
+                log.info("expiry checks work again")
+            failing = False
         except asyncio.CancelledError:
             raise
         except asyncpg.UndefinedTableError:
             log.debug("expiry check skipped: the schema is not up to date yet")
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
-            # the clock must survive a database restart; the next tick tries again
-            log.warning("expiry check failed: %s", " ".join(str(e).split()))
+            # the clock must survive a database restart; the next tick tries again (one line per outage)
+            if not failing:
+                log.warning("expiry check failed: %s; retrying every tick", " ".join(str(e).split()))
+            failing = True
+
+
+async def _database_watch(app: web.Application) -> AsyncIterator[None]:
+    watch = app[DATABASE_WATCH]
+    if EVENT_HUB in app:
+        watch.on_back(app[EVENT_HUB].retry_now)
+    task = asyncio.create_task(watch.run(), name="database-watch")
+    app[BACKGROUND_LOOPS].watch("database-watch", task)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _stop_watching_loops(app: web.Application) -> None:
+    app[BACKGROUND_LOOPS].stopping()
 
 
 def add_background_tasks(app: web.Application, database_url: str | None) -> None:
@@ -137,6 +174,10 @@ def add_background_tasks(app: web.Application, database_url: str | None) -> None
     app.cleanup_ctx.append(_risk_database_watcher)
     app.cleanup_ctx.append(_expiry_clock)
     app.cleanup_ctx.append(partial(event_hub, database_url=database_url))
+    app.cleanup_ctx.append(
+        _database_watch
+    )  # after the hub: it wakes the hub's listener when the database is back
+    app.on_shutdown.append(_stop_watching_loops)
     app.on_shutdown.append(end_event_streams)
     if database_url is not None:
         app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))

@@ -34,6 +34,8 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     RiskZoningError: Problem(500, "risk_database_error", "Risk database error"),
     asyncpg.PostgresError: Problem(503, "database_unavailable", "Database unavailable"),
     asyncpg.InterfaceError: Problem(503, "database_unavailable", "Database unavailable"),
+    # asyncpg's state when the server died in the middle of an operation
+    asyncpg.InternalClientError: Problem(503, "database_unavailable", "Database unavailable"),
     ConnectionError: Problem(503, "database_unavailable", "Database unavailable"),
 }
 INTERNAL_ERROR = Problem(500, "internal_error", "Internal server error")

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from warnings_svc.notify import EVENTS_CHANNEL
 from warnings_svc.web.appkeys import METRICS, POOL, SETTINGS
 from warnings_svc.web.auth import require_user
+from warnings_svc.web.health import BACKGROUND_LOOPS
 from warnings_svc.web.operations import media_reply, operation
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class EventHub:
         self._ping_seconds = ping_seconds
         self._subscribers: set[Subscription] = set()
         self._listening = asyncio.Event()
+        self._retry = asyncio.Event()  # set: try to connect again now
         self._closed = False
 
     @property
@@ -215,24 +217,44 @@ class EventHub:
         self._metrics.events.labels(kind=event.name).inc()
         self.publish(event)
 
+    def retry_now(self) -> None:
+        """Cut the wait before the next connection attempt short (the database is known to be back)."""
+        self._retry.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._retry.wait()
+        self._retry.clear()
+
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting with backoff whenever the connection is lost."""
+        """Listen until cancelled, reconnecting with backoff whenever the connection is lost.
+
+        One line is logged when the connection is lost and one when it is back; the attempts in between
+        are quiet (debug), however long the database stays away."""
         delay = RECONNECT_MIN_SECONDS
         connected_before = False
+        failing = False
         while True:
             try:
                 conn = await self._connect()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the loop's boundary: the database may be starting or restarting
-                log.warning("event listener cannot connect; retrying", extra={"reason": one_line(e)})
-                await asyncio.sleep(delay)
+                if not failing:
+                    log.warning("event listener cannot connect; retrying", extra={"reason": one_line(e)})
+                else:
+                    log.debug("event listener cannot connect; retrying", extra={"reason": one_line(e)})
+                failing = True
+                await self._pause(delay)
                 delay = min(2 * delay, RECONNECT_MAX_SECONDS)
                 continue
             try:
                 await conn.add_listener(EVENTS_CHANNEL, self._on_notification)
                 self._listening.set()
                 delay = RECONNECT_MIN_SECONDS
+                failing = False
+                self._retry.clear()
                 if connected_before:
                     self._metrics.reconnects.inc()
                     log.info("event listener reconnected")
@@ -247,7 +269,8 @@ class EventHub:
             finally:
                 self._listening.clear()
                 await self._let_go(conn)
-            await asyncio.sleep(delay)
+            failing = True
+            await self._pause(delay)
             delay = min(2 * delay, RECONNECT_MAX_SECONDS)
 
     async def _watch(self, conn: asyncpg.Connection) -> None:
@@ -301,6 +324,8 @@ async def event_hub(app: web.Application, *, database_url: str | None) -> AsyncI
     hub = EventHub(connect, release, EventMetrics(app[METRICS].registry))
     app[EVENT_HUB] = hub
     task = asyncio.create_task(hub.run(), name="event-listener")
+    if BACKGROUND_LOOPS in app:
+        app[BACKGROUND_LOOPS].watch("event-listener", task)
     yield
     hub.end_streams()
     task.cancel()

@@ -1,8 +1,22 @@
-"""Liveness, readiness (database, migrations, the region's risk database) and the metrics exposition."""
+"""Liveness, readiness and the metrics exposition.
+
+``/readyz`` (can this process serve now?) reports each dependency as its own check: ``database`` (answers),
+``migrations`` (all applied, none edited), ``risk_database`` (the region is built); ``embedded_database``
+(the database watch's state, with the embedded PostgreSQL: up, or being restarted); ``inbox`` (every entry
+can be moved, when the inbox is watched); ``smsc`` (every SMS endpoint of the embedded dispatcher has a bound
+bind). 503 while any fails, naming them in ``failed``: a load balancer sends nothing meanwhile.
+
+``/healthz`` (should this process be restarted?) answers 200 ``{"status": "ok"}`` while the process can
+still do its job, including while a lost database is being waited for or restarted: that heals by itself.
+It answers 503 ``{"status": "failing", "reason": "..."}`` when it cannot: the database watch gave up
+restarting the embedded PostgreSQL, or a background loop that must run (the inbox watcher, the dispatcher,
+the expiry clock, the live events' listener, the risk database and database watches) ended.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,8 +29,11 @@ from risk_zoning.io.database import MigrationSource, read_migrations
 from risk_zoning.store import current_version
 from warnings_svc.forecast.runs import Inbox
 from warnings_svc.web.appkeys import METRICS
+from warnings_svc.web.database_watch import DatabaseState, DatabaseWatch
 from warnings_svc.web.errors import one_line
 from warnings_svc.web.operations import Reply, media_reply, operation
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 5.0
 
@@ -40,10 +57,22 @@ class ReadinessProbe:
             for m in read_migrations(source)
         }
         self._inbox: Inbox | None = None
+        self._database_watch: DatabaseWatch | None = None
+        self._sms_binds: dict[str, Sequence[object]] = {}
 
     def watch_inbox(self, inbox: Inbox) -> None:
         """Add the `inbox` check: failed while an entry cannot be moved to archive/ or quarantine/."""
         self._inbox = inbox
+
+    def watch_database(self, watch: DatabaseWatch) -> None:
+        """Add the `embedded_database` check (with an embedded server only): failed while it is restarted."""
+        if watch.embedded:
+            self._database_watch = watch
+
+    def watch_sms_binds(self, binds: dict[str, Sequence[object]]) -> None:
+        """Add the `smsc` check: failed while an endpoint (name -> its binds, each with `is_bound`) has none
+        bound, so that issued warnings would wait in the outbox."""
+        self._sms_binds = binds
 
     async def check(self) -> dict[str, Check]:
         checks: dict[str, Check] = {}
@@ -53,12 +82,23 @@ class ReadinessProbe:
                 checks["database"] = Check(True, "answers")
                 checks["migrations"] = await self._check_migrations(conn)
                 checks["risk_database"] = await self._check_risk_database(conn, checks["migrations"].ok)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # the server died in the middle of the check
+        ) as e:
             checks.setdefault("database", Check(False, one_line(e) or type(e).__name__))
         for name in ("database", "migrations", "risk_database"):
             checks.setdefault(name, Check(False, "not checked: an earlier check failed"))
+        if self._database_watch is not None:
+            watch = self._database_watch
+            checks["embedded_database"] = Check(watch.state is DatabaseState.UP, watch.detail)
         if self._inbox is not None:
             checks["inbox"] = self._check_inbox(self._inbox)
+        if self._sms_binds:
+            checks["smsc"] = check_sms_binds(self._sms_binds)
         return checks
 
     @staticmethod
@@ -94,11 +134,83 @@ class ReadinessProbe:
         return Check(True, f"version {version}")
 
 
+def check_sms_binds(binds: dict[str, Sequence[object]]) -> Check:
+    """Every endpoint has a bound bind (`smsc` check); the detail counts them per endpoint."""
+    counts = {
+        name: (sum(bool(getattr(b, "is_bound", False)) for b in bs), len(bs)) for name, bs in binds.items()
+    }
+    detail = "; ".join(f"{name}: {up} of {total} binds bound" for name, (up, total) in counts.items())
+    return Check(all(up > 0 for up, _ in counts.values()), detail)
+
+
 READINESS = web.AppKey("readiness", ReadinessProbe)
+
+
+class BackgroundLoops:
+    """The background loops the process must keep running to do its job; one that ends while the app runs
+    (an exception, or a return) makes `/healthz` fail."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    def watch(self, name: str, task: asyncio.Task[None]) -> None:
+        """Watch `task` as loop `name`; its death is logged once, with the traceback (it is a bug)."""
+        self._tasks[name] = task
+        task.add_done_callback(lambda done: self._ended(name, done))
+
+    def stopping(self) -> None:
+        """The application is shutting down: loops ending from now on are expected."""
+        self._stopping = True
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("background loop %s died", name, exc_info=error)
+        else:
+            log.error("background loop %s ended", name)
+
+    def dead(self) -> list[str]:
+        """One phrase per loop that ended while it should run."""
+        if self._stopping:
+            return []
+        found = []
+        for name, task in self._tasks.items():
+            if not task.done():
+                continue
+            if task.cancelled():
+                found.append(f"background loop {name} was cancelled")
+            elif (error := task.exception()) is not None:
+                found.append(f"background loop {name} died: {type(error).__name__}: {one_line(error)}")
+            else:
+                found.append(f"background loop {name} ended")
+        return found
+
+
+BACKGROUND_LOOPS = web.AppKey("background_loops", BackgroundLoops)
+DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
+
+
+def liveness_failure(loops: BackgroundLoops, watch: DatabaseWatch | None) -> str | None:
+    """Why this process can no longer do its job (one line), or None while it can. A database that is lost
+    but being restarted or waited for is not such a reason: that heals without restarting the process."""
+    if watch is not None and watch.state is DatabaseState.GAVE_UP:
+        return watch.reason
+    dead = loops.dead()
+    return "; ".join(dead) if dead else None
 
 
 class Liveness(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class LivenessFailure(BaseModel):
+    """The process cannot do its job any more: restart it."""
+
+    status: Literal["failing"] = "failing"
+    reason: str
 
 
 class CheckAnswer(BaseModel):
@@ -114,14 +226,29 @@ class Readiness(BaseModel):
     checks: dict[str, CheckAnswer]
 
 
-@operation("Liveness: the process answers", responses={200: Reply("Alive", Liveness)})
+@operation(
+    "Liveness: whether the process can still do its job (a database being restarted or waited for still "
+    "counts as alive)",
+    responses={
+        200: Reply("Alive", Liveness),
+        503: Reply(
+            "Cannot do its job: the embedded database could not be restarted, or a background loop ended; "
+            "`reason` says which (restart the process)",
+            LivenessFailure,
+        ),
+    },
+)
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers. Touches nothing else."""
+    """Liveness from what the process knows in memory; touches neither the database nor the disk."""
+    reason = liveness_failure(request.app[BACKGROUND_LOOPS], request.app.get(DATABASE_WATCH))
+    if reason is not None:
+        return web.json_response(LivenessFailure(reason=reason).model_dump(), status=503)
     return web.json_response(Liveness().model_dump())
 
 
 @operation(
-    "Readiness: database, migrations and the region's risk database",
+    "Readiness: each dependency as a check (database, migrations, risk_database; embedded_database, inbox "
+    "and smsc where they apply)",
     responses={200: Reply("Ready", Readiness), 503: Reply("Not ready; `failed` names the checks", Readiness)},
 )
 async def readyz(request: web.Request) -> web.Response:

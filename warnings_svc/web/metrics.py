@@ -61,6 +61,19 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.database_up = Gauge(
+            "warnings_database_up",
+            "1 while the service's PostgreSQL is up as last seen by the database watch, 0 while it is lost.",
+            registry=self.registry,
+        )
+        self.database_recoveries = Counter(
+            "warnings_database_recoveries_total",
+            "Times the database came back after a loss: `restarted` (the embedded server, by this process) or "
+            "`reconnected` (an external database that returned by itself).",
+            ["how"],
+            registry=self.registry,
+        )
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route=route, method=method, status=str(status)).inc()
         self.http_request_duration.labels(route=route).observe(seconds)

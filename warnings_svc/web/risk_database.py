@@ -12,6 +12,7 @@ import asyncpg
 from risk_zoning.errors import DatabaseError
 from risk_zoning.plot import render_risk_map
 from risk_zoning.store import RiskDatabase, current_version, load_current
+from warnings_svc.database import DATABASE_UNREACHABLE
 from warnings_svc.web.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,23 @@ class RiskMapCache:
 
 
 async def watch_risk_database(current: CurrentRiskDatabase) -> None:
-    """Keep the loaded version (and its gauges) current, so a rebuild shows without a restart."""
+    """Keep the loaded version (and its gauges) current, so a rebuild shows without a restart.
+
+    A database that cannot be reached is logged once when the checks start failing and once when they work
+    again (not a traceback every check); anything else unexpected keeps its traceback."""
+    unreachable = False
     while True:
         try:
             await current.get()
+            if unreachable:
+                log.info("checking the risk database works again")
+            unreachable = False
         except DatabaseError as e:
             log.debug("no risk database yet", extra={"reason": str(e)})
+        except DATABASE_UNREACHABLE as e:
+            if not unreachable:
+                log.warning("checking the risk database failed: %s; retrying", " ".join(str(e).split()))
+            unreachable = True
         except Exception:  # the loop's boundary: record and carry on
             log.exception("checking the risk database failed")
         await asyncio.sleep(RISK_WATCH_SECONDS)

@@ -162,6 +162,7 @@ class EventHub:
         self._queue_size = queue_size
         self._ping_seconds = ping_seconds
         self._subscribers: set[Subscription] = set()
+        self._watchers: list[Callable[[Event], None]] = []
         self._listening = asyncio.Event()
         self._closed = False
 
@@ -193,8 +194,19 @@ class EventHub:
             self._subscribers.discard(sub)
             self._metrics.streams.dec()
 
+    def watch(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback` with every event (``resync`` included) as it arrives, before any stream sees it; the
+        function returned stops that. For in-process caches: a callback must be quick."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
     def publish(self, event: Event) -> None:
-        """Give `event` to every subscriber; those too far behind are dropped."""
+        """Give `event` to every watcher, then to every subscriber; those too far behind are dropped."""
+        for watcher in list(self._watchers):
+            try:
+                watcher(event)
+            except Exception:  # one broken watcher must not cost the streams their events
+                log.exception("an event watcher failed", extra={"event": event.name})
         for sub in list(self._subscribers):
             if not sub.offer(event):
                 self._subscribers.discard(sub)

@@ -151,16 +151,16 @@ async def test_answers_change_when_their_moment_passes_with_no_event(
     pg_server_url: str, tmp_path: Path
 ) -> None:
     """Nothing is written while the moments pass, and the expiry clock's first round is 30 s away."""
-    ahead = timedelta(seconds=4)
+    ahead = timedelta(seconds=6)  # room for a slow start on a busy machine
     async with fresh_database(pg_server_url, built=True) as url:
         real = datetime.now(UTC).replace(microsecond=0)
         conn = await asyncpg.connect(url)
         try:
-            # a Cancel sent 24 h - 4 s ago: it leaves the feed in 4 s
+            # a Cancel sent 24 h - 6 s ago: it leaves the feed in 6 s
             cancelled = await _issue_at(conn, real - timedelta(hours=25), expires=real + timedelta(hours=30))
             await ws.start_cancel(conn, CTX, WANG, cancelled, note="", now=real - timedelta(hours=24) + ahead)
             cancel = await _approve_at(conn, cancelled, real - timedelta(hours=24) + ahead)
-            # an Alert whose first version (superseded) expires in 4 s: the lists' Last-Modified moves then
+            # an Alert whose first version (superseded) expires in 6 s: the lists' Last-Modified moves then
             updated = await _issue_at(conn, real - timedelta(hours=1), expires=real + ahead)
             await ws.start_update(
                 conn,
@@ -171,7 +171,7 @@ async def test_answers_change_when_their_moment_passes_with_no_event(
                 now=real - timedelta(minutes=40),
             )
             await _approve_at(conn, updated, real - timedelta(minutes=40))
-            # an Alert in force for 4 s more
+            # an Alert in force for 6 s more
             lapsing = await _issue_at(conn, real - timedelta(minutes=30), expires=real + ahead)
         finally:
             await conn.close()

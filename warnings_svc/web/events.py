@@ -3,8 +3,9 @@
 Every change of a warning, proposal or forecast run sends ``pg_notify('svc_events', json)`` in the transaction
 that makes it (`lifecycle.store`, `forecast.ingest`), so an event is never seen for something that was rolled
 back. `EventHub` keeps one dedicated connection listening (not one per browser), reconnects with backoff when
-it is lost, and hands each event to every subscriber's bounded queue; `stream_events` writes a subscriber's
-queue to ``GET /api/v1/events`` as ``text/event-stream``.
+it is lost, and hands each event to every watcher (in-process caches: `EventHub.watch`) and to every
+subscriber's bounded queue; `stream_events` writes a subscriber's queue to ``GET /api/v1/events`` as
+``text/event-stream``.
 
 Decisions where the issue is silent:
 

@@ -81,7 +81,8 @@ async def index(request: web.Request) -> web.Response:
         # Everybody not logged in who asks for the same URL gets the same page: rendered once per risk
         # database version (`web.public_cache`). The target names the language and the login link's `next`.
         cache = request.app[PUBLIC_CACHE]
-        rendered = await cache.answer(request.raw_path, lambda: _anonymous_page(request), route="index")
+        key = ("index", request.raw_path)
+        rendered = await cache.answer(key, lambda: _anonymous_page(request), route="index")
         return rendered.response(request)
     lang = parse_query(request, PageQuery).lang
     db = await request.app[RISK_DATABASE].get()

@@ -11,7 +11,9 @@ renderer.
 When an entry goes:
 
 - **A warning changes**: every writer announces it on ``svc_events`` in its transaction (`warnings_svc.notify`);
-  `EventHub` calls `PublicCache.on_event` and every answer built from warnings goes.
+  `EventHub` calls `PublicCache.on_event` and every answer built from warnings goes. A change shows once the
+  listener has heard it, normally milliseconds after the commit (each worker process hears it on its own);
+  the answers say ``max-age=60`` to every other cache anyway.
 - **The listener was lost**: while `EventHub` is not listening, a change could go unheard, so the cache is
   bypassed (every request renders, nothing is kept); on reconnect the hub's ``resync`` empties the cache.
 - **Time**: a renderer says until when its answer holds (`Rendered.valid_until`: the earliest future expiry,

@@ -28,9 +28,9 @@ from warnings_svc.web.api.alert_documents import (
     tag_uri,
 )
 from warnings_svc.web.api.alert_filters import AlertFilter, event_names, parse_filter, parse_point
-from warnings_svc.web.api.alerts import not_modified
 from warnings_svc.web.negotiation import ATOM, CAP, GEOJSON, JSON, negotiate
 from warnings_svc.web.problems import ApiProblem
+from warnings_svc.web.public_cache import not_modified
 
 HOSTILE = "<script>alert(\"x\")</script> & 'q' ]]>"
 EVENTS = event_names(load_texts())

@@ -179,6 +179,17 @@ class PublicAlerts:
         moments = [m for m in (changed, areas.created_at) if m is not None]
         return min(max(moments), now).replace(microsecond=0)
 
+    async def next_change(
+        self, conn: asyncpg.Connection, now: datetime, window: timedelta | None
+    ) -> datetime | None:
+        """The next moment after ``now`` at which a list (and its `last_change`) changes by time alone, with no
+        write: the earliest future expiry (to the second, as "in force" compares it), onset or send time of
+        any public version, and (with ``window``) the moment a message ages out of the feed. None when
+        nothing is ahead. Onset changes nothing shown today; it is counted so that nothing shown later is
+        left stale by it."""
+        found: datetime | None = await conn.fetchval(_NEXT_CHANGE_SQL, now, window)
+        return found
+
     def _alerts(self, rows: Sequence[asyncpg.Record]) -> list[PublicAlert]:
         out = []
         for row in rows:
@@ -269,4 +280,12 @@ _LAST_CHANGE_SQL = f"""SELECT greatest(
         max(date_trunc('second', v.expires))
             FILTER (WHERE v.msg_type <> 'Cancel' AND date_trunc('second', v.expires) <= $1),
         max(v.sent + $2::interval) FILTER (WHERE $2::interval IS NOT NULL AND v.sent + $2::interval <= $1))
+    FROM {_FROM} WHERE {_PUBLIC}"""
+
+
+_NEXT_CHANGE_SQL = f"""SELECT least(
+        min(date_trunc('second', v.expires)) FILTER (WHERE date_trunc('second', v.expires) > $1),
+        min(v.onset) FILTER (WHERE v.onset > $1),
+        min(v.sent) FILTER (WHERE v.sent > $1),
+        min(v.sent + $2::interval) FILTER (WHERE $2::interval IS NOT NULL AND v.sent + $2::interval > $1))
     FROM {_FROM} WHERE {_PUBLIC}"""

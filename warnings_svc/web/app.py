@@ -38,6 +38,7 @@ from warnings_svc.web.metrics import ServiceMetrics
 from warnings_svc.web.middleware import answer_problems, observe_requests
 from warnings_svc.web.openapi import openapi
 from warnings_svc.web.pages import index
+from warnings_svc.web.public_cache import setup_public_cache
 from warnings_svc.web.risk_database import CurrentRiskDatabase
 from warnings_svc.web.templates import template_environment
 
@@ -77,6 +78,7 @@ def create_app(
     app[DATABASE_WATCH] = DatabaseWatch(pool, metrics, server=embedded)
     app[READINESS].watch_database(app[DATABASE_WATCH])
     add_background_tasks(app, database_url)
+    setup_public_cache(app)  # follows the event hub that add_background_tasks starts
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

@@ -3,8 +3,9 @@
 Every change of a warning, proposal or forecast run sends ``pg_notify('svc_events', json)`` in the transaction
 that makes it (`lifecycle.store`, `forecast.ingest`), so an event is never seen for something that was rolled
 back. `EventHub` keeps one dedicated connection listening (not one per browser), reconnects with backoff when
-it is lost, and hands each event to every subscriber's bounded queue; `stream_events` writes a subscriber's
-queue to ``GET /api/v1/events`` as ``text/event-stream``.
+it is lost, and hands each event to every watcher (in-process caches: `EventHub.watch`) and to every
+subscriber's bounded queue; `stream_events` writes a subscriber's queue to ``GET /api/v1/events`` as
+``text/event-stream``.
 
 Decisions where the issue is silent:
 
@@ -163,6 +164,7 @@ class EventHub:
         self._queue_size = queue_size
         self._ping_seconds = ping_seconds
         self._subscribers: set[Subscription] = set()
+        self._watchers: list[Callable[[Event], None]] = []
         self._listening = asyncio.Event()
         self._retry = asyncio.Event()  # set: try to connect again now
         self._closed = False
@@ -195,8 +197,19 @@ class EventHub:
             self._subscribers.discard(sub)
             self._metrics.streams.dec()
 
+    def watch(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback` with every event (``resync`` included) as it arrives, before any stream sees it; the
+        function returned stops that. For in-process caches: a callback must be quick."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
     def publish(self, event: Event) -> None:
-        """Give `event` to every subscriber; those too far behind are dropped."""
+        """Give `event` to every watcher, then to every subscriber; those too far behind are dropped."""
+        for watcher in list(self._watchers):
+            try:
+                watcher(event)
+            except Exception:  # one broken watcher must not cost the streams their events
+                log.exception("an event watcher failed", extra={"event": event.name})
         for sub in list(self._subscribers):
             if not sub.offer(event):
                 self._subscribers.discard(sub)

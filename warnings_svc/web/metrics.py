@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +18,16 @@ from prometheus_client import (
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+@dataclass(frozen=True)
+class PublicCacheCounters:
+    """One route's counters of the public answer cache (`web.public_cache`)."""
+
+    hits: Counter
+    rendered: Counter
+    joined: Counter
+    bypassed: Counter
+
+
 class ServiceMetrics:
     """The service's metrics; one instance per application, so tests and several apps never share counts."""
 
@@ -24,6 +35,8 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._public_cache_routes: dict[str, PublicCacheCounters] = {}
         self.http_requests = Counter(
             "warnings_http_requests_total",
             "HTTP requests answered, by route pattern, method and status code.",
@@ -73,10 +86,67 @@ class ServiceMetrics:
             ["how"],
             registry=self.registry,
         )
+        self.public_cache_hits = Counter(
+            "warnings_public_cache_hits_total",
+            "Public answers served from the cache of rendered answers, by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.public_cache_misses = Counter(
+            "warnings_public_cache_misses_total",
+            "Public answers not in the cache, by route and kind: render (this request rendered it), joined "
+            "(waited for a render under way), bypass (the event listener was down: rendered, not kept).",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self.public_cache_invalidations = Counter(
+            "warnings_public_cache_invalidations_total",
+            "Invalidations of the cache of public answers, by reason: warning (a change event), resync (the "
+            "event listener reconnected), risk_database (a new version), time (an entry's answer went stale by "
+            "time, counted per entry).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.public_cache_evictions = Counter(
+            "warnings_public_cache_evictions_total",
+            "Public answers evicted from the cache to keep it within its bounds (least recently used first).",
+            registry=self.registry,
+        )
+        self.public_cache_entries = Gauge(
+            "warnings_public_cache_entries", "Public answers in the cache.", registry=self.registry
+        )
+        self.public_cache_bytes = Gauge(
+            "warnings_public_cache_bytes",
+            "Bytes of the public answers in the cache (bodies and headers).",
+            registry=self.registry,
+        )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(route=route, method=method, status=str(status)).inc()
-        self.http_request_duration.labels(route=route).observe(seconds)
+        # The labelled children are looked up once per label set, not at every request: `labels()` takes a
+        # lock and builds its key each time, a measurable part of a cached answer's cost. The table holds
+        # one pair per label set the metrics themselves already hold.
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            children = (
+                self.http_requests.labels(route=route, method=method, status=str(status)),
+                self.http_request_duration.labels(route=route),
+            )
+            self._request_children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def public_cache_counters(self, route: str) -> PublicCacheCounters:
+        """The public answer cache's counters of one route, labelled once."""
+        found = self._public_cache_routes.get(route)
+        if found is None:
+            found = PublicCacheCounters(
+                hits=self.public_cache_hits.labels(route=route),
+                rendered=self.public_cache_misses.labels(route=route, kind="render"),
+                joined=self.public_cache_misses.labels(route=route, kind="joined"),
+                bypassed=self.public_cache_misses.labels(route=route, kind="bypass"),
+            )
+            self._public_cache_routes[route] = found
+        return found
 
     def observe_risk_database(self, region: str, version_id: int, built_at_unix: float) -> None:
         self.risk_database_version.labels(region=region).set(version_id)

@@ -23,6 +23,7 @@ from warnings_svc.web.appkeys import POOL, RISK_DATABASE, TEMPLATES
 from warnings_svc.web.auth import LANGUAGES, SCOPES, USER, login_location
 from warnings_svc.web.i18n import N_, Message, other_language, translate
 from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query
+from warnings_svc.web.public_cache import PUBLIC_CACHE, RISK_ONLY, Rendered
 
 
 class PageQuery(LenientQuery):
@@ -76,20 +77,41 @@ def proposal_rows(rows: Sequence[asyncpg.Record], db: RiskDatabase, lang: str) -
 async def index(request: web.Request) -> web.Response:
     """The first page: the region's risk maps, assessment units, totals, provenance; the open warning
     proposals only for a logged-in user (any role, the read scope)."""
+    if request[USER] is None:
+        # Everybody not logged in who asks for the same URL gets the same page: rendered once per risk
+        # database version (`web.public_cache`). The target names the language and the login link's `next`.
+        cache = request.app[PUBLIC_CACHE]
+        key = ("index", request.raw_path)
+        rendered = await cache.answer(key, lambda: _anonymous_page(request), route="index")
+        return rendered.response(request)
     lang = parse_query(request, PageQuery).lang
     db = await request.app[RISK_DATABASE].get()
-    page = risk_page(db, lang)
-    may_see_proposals = request[USER] is not None and "read" in request[SCOPES]
-    page["proposals"] = None  # not shown: the page says to log in
+    may_see_proposals = "read" in request[SCOPES]
+    proposals = None  # not shown: the page says to log in
     if may_see_proposals:
         async with request.app[POOL].acquire() as conn:
             rows = await open_proposal_documents(conn)
-        page["proposals"] = proposal_rows(rows, db, lang)
-    page["login_url"] = login_location(request) + (f"&lang={lang}" if lang != "zh" else "")
-    html = request.app[TEMPLATES].get_template("index.html").render(page=page, L=page["labels"], lang=lang)
+        proposals = proposal_rows(rows, db, lang)
+    html = _page(request, db, lang, proposals)
     # a page with proposals is one user's: no shared cache may keep it and show it to the next person
     headers = {"Cache-Control": "private, no-store"} if may_see_proposals else {"Vary": "Cookie"}
     return web.Response(text=html, content_type="text/html", headers=headers)
+
+
+async def _anonymous_page(request: web.Request) -> Rendered:
+    lang = parse_query(request, PageQuery).lang
+    db = await request.app[RISK_DATABASE].get()
+    html = _page(request, db, lang, None)
+    return Rendered(html.encode(), "text/html; charset=utf-8", {"Vary": "Cookie"}, depends_on=RISK_ONLY)
+
+
+def _page(request: web.Request, db: RiskDatabase, lang: str, proposals: list[dict[str, Any]] | None) -> str:
+    page = risk_page(db, lang)
+    page["proposals"] = proposals
+    page["login_url"] = login_location(request) + (f"&lang={lang}" if lang != "zh" else "")
+    return str(
+        request.app[TEMPLATES].get_template("index.html").render(page=page, L=page["labels"], lang=lang)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- first page

@@ -40,7 +40,9 @@ Decisions:
   is served rather than a 406: RFC 9110 allows it, and a client with an odd ``Accept`` then still sees the
   alerts instead of an error that could read as "no alerts". ``Vary: Accept`` is always sent.
 - **Caching**: a strong ``ETag`` (a hash of the body) and ``Last-Modified`` on every answer, with 304 for
-  ``If-None-Match`` and, without it, ``If-Modified-Since`` (RFC 9110 precedence). Lists and single alerts
+  ``If-None-Match`` and, without it, ``If-Modified-Since`` (RFC 9110 precedence). Each answer is rendered
+  once per change and kept whole with its headers (`warnings_svc.web.public_cache`): a hit, or a 304 on a
+  hit, reads neither the database nor a renderer. Lists and single alerts
   are ``public, max-age=60``; the stored documents never change: ``max-age=86400, immutable``.
   Last-Modified of a list is the last moment its content could have changed: the newest message sent, the
   latest expiry already passed, (feed) the latest entry that aged out of the window, and the current risk
@@ -57,9 +59,9 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from functools import lru_cache
 
 from aiohttp import web
 from pydantic import Field
@@ -87,11 +89,18 @@ from warnings_svc.web.appkeys import POOL, SETTINGS
 from warnings_svc.web.negotiation import ATOM, CAP, GEOJSON, JSON, negotiate
 from warnings_svc.web.operations import RequestModel, media_reply, operation
 from warnings_svc.web.problems import ApiProblem
+from warnings_svc.web.public_cache import PUBLIC_CACHE, WARNINGS_AND_RISK, Render, Rendered, http_date
 
 LIST_CACHE = "public, max-age=60"
 
 
 DOCUMENT_CACHE = "public, max-age=86400, immutable"
+
+
+LIST_OFFERS = (GEOJSON, JSON, ATOM)
+
+
+ALERT_OFFERS = (GEOJSON, JSON, CAP)
 
 
 class AlertPath(RequestModel):
@@ -101,21 +110,7 @@ class AlertPath(RequestModel):
 PUBLIC_ALERTS = web.AppKey("public_alerts", PublicAlerts)
 
 
-def not_modified(
-    if_none_match: str | None, if_modified_since: datetime | None, etag: str, last_modified: datetime | None
-) -> bool:
-    """Whether a GET may be answered 304 (RFC 9110 13.2.2): ``If-None-Match`` decides when present (weak
-    comparison); otherwise ``If-Modified-Since`` against ``Last-Modified``, to the second."""
-    if if_none_match is not None:
-        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-        return "*" in tags or etag in tags
-    if if_modified_since is not None and last_modified is not None:
-        return last_modified.replace(microsecond=0) <= if_modified_since
-    return False
-
-
-def _answer(
-    request: web.Request,
+def rendered_document(
     body: bytes,
     content_type: str,
     *,
@@ -123,7 +118,11 @@ def _answer(
     cache_control: str,
     vary: bool = False,
     headers: Mapping[str, str] | None = None,
-) -> web.Response:
+    valid_until: datetime | None = None,
+    depends_on: frozenset[str] = WARNINGS_AND_RISK,
+) -> Rendered:
+    """A public answer with the headers every one carries: a strong ETag (a hash of the body),
+    Cache-Control, CORS for any origin, nosniff, Last-Modified and (`vary`) ``Vary: Accept``."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     out = {
         "ETag": etag,
@@ -133,12 +132,23 @@ def _answer(
         **(headers or {}),
     }
     if last_modified is not None:
-        out["Last-Modified"] = format_datetime(last_modified.astimezone(UTC), usegmt=True)
+        out["Last-Modified"] = http_date(last_modified)
     if vary:
         out["Vary"] = "Accept"
-    if not_modified(request.headers.get("If-None-Match"), request.if_modified_since, etag, last_modified):
-        return web.Response(status=304, headers=out)
-    return web.Response(body=body, headers=out | {"Content-Type": content_type})
+    return Rendered(
+        body,
+        content_type,
+        out,
+        etag=etag,
+        last_modified=last_modified,
+        valid_until=valid_until,
+        depends_on=depends_on,
+    )
+
+
+@lru_cache(maxsize=256)  # Accept headers repeat; a client making them up only churns this small table
+def _negotiated(accept: str | None, offers: tuple[str, ...]) -> str:
+    return negotiate(accept, offers)
 
 
 def _links(request: web.Request) -> AlertLinks:
@@ -149,6 +159,11 @@ def _links(request: web.Request) -> AlertLinks:
         return AlertLinks(str(request.url.origin()))
     except ValueError as e:
         raise bad_parameter("Host", "the Host header is not a host name") from e
+
+
+def _origin(request: web.Request) -> tuple[str, str] | None:
+    """What `_links` reads from the request, for a cache key: nothing when ``public_url`` is set."""
+    return None if request.app[SETTINGS].warnings.public_url else (request.scheme, request.host)
 
 
 def _json_type(media: str) -> str:
@@ -167,6 +182,12 @@ def _not_found(key: tuple[int, int]) -> ApiProblem:
     return ApiProblem(404, "not_found", f"no public alert {key[0]}-{key[1]}", "id")
 
 
+async def _cached(request: web.Request, route: str, key: Hashable, render: Render) -> web.Response:
+    """The answer from the cache of rendered public answers (`web.public_cache`), rendered on a miss."""
+    rendered = await request.app[PUBLIC_CACHE].answer((route, key), render, route=route)
+    return rendered.response(request)
+
+
 _CACHED = media_reply("Not modified (ETag / Last-Modified)")
 
 
@@ -182,8 +203,14 @@ _CACHED = media_reply("Not modified (ETag / Last-Modified)")
 )
 async def active_alerts(request: web.Request) -> web.Response:
     """The alerts in force, filtered; GeoJSON, or Atom by ``Accept``."""
+    media = _negotiated(request.headers.get("Accept"), LIST_OFFERS)
+    # the raw target names the filters and the query string the Atom feed's own URL repeats
+    key = (request.raw_path, media, _origin(request))
+    return await _cached(request, "alerts_active", key, lambda: _render_active(request, media))
+
+
+async def _render_active(request: web.Request, media: str) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
-    media = negotiate(request.headers.get("Accept"), (GEOJSON, JSON, ATOM))
     links = _links(request)
     now = datetime.now(UTC)
     async with request.app[POOL].acquire() as conn:
@@ -191,6 +218,7 @@ async def active_alerts(request: web.Request) -> web.Response:
         chosen = parse_filter(request.query, areas, public.events)
         alerts = [a for a in await public.active(conn, now) if chosen.admits(a, areas)]
         modified = await public.last_change(conn, now, areas, None)
+        next_change = await public.next_change(conn, now, None)
         reference_ids = await public.reference_ids(conn, alerts) if media != ATOM else {}
     warnings = request.app[SETTINGS].warnings
     title = f"{warnings.issuer_name}生效预警 / {warnings.issuer_name_en}: active warnings"
@@ -217,7 +245,14 @@ async def active_alerts(request: web.Request) -> web.Response:
             ],
         }
         body, content_type = json_body(collection), _json_type(media)
-    return _answer(request, body, content_type, last_modified=modified, cache_control=LIST_CACHE, vary=True)
+    return rendered_document(
+        body,
+        content_type,
+        last_modified=modified,
+        cache_control=LIST_CACHE,
+        vary=True,
+        valid_until=next_change,
+    )
 
 
 @operation(
@@ -231,9 +266,15 @@ async def one_alert(request: web.Request) -> web.Response:
     """One public message as a GeoJSON Feature, or its CAP document by ``Accept``."""
     refuse_unknown_parameters(request.query, frozenset())
     key = _alert_key(request)
-    media = negotiate(request.headers.get("Accept"), (GEOJSON, JSON, CAP))
+    media = _negotiated(request.headers.get("Accept"), ALERT_OFFERS)
     if media == CAP:  # this URL's answer changes (replacedBy), so not cached as immutable
         return await _cap_document(request, key, cache_control=LIST_CACHE, vary=True)
+    return await _cached(
+        request, "alert", (key, media, _origin(request)), lambda: _render_alert(request, key, media)
+    )
+
+
+async def _render_alert(request: web.Request, key: tuple[int, int], media: str) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
     links = _links(request)
     async with request.app[POOL].acquire() as conn:
@@ -251,13 +292,14 @@ async def one_alert(request: web.Request) -> web.Response:
         replaced_by,
     )
     modified = max([alert.sent, areas.created_at] + ([replaced_by[1]] if replaced_by else []))
-    return _answer(
-        request,
+    now = datetime.now(UTC)
+    return rendered_document(
         json_body(feature),
         _json_type(media),
-        last_modified=min(modified, datetime.now(UTC)),
+        last_modified=min(modified, now),
         cache_control=LIST_CACHE,
         vary=True,
+        valid_until=modified if modified > now else None,  # Last-Modified is never in the future
     )
 
 
@@ -276,15 +318,18 @@ async def alert_cap(request: web.Request) -> web.Response:
 async def _cap_document(
     request: web.Request, key: tuple[int, int], *, cache_control: str, vary: bool
 ) -> web.Response:
-    alert, document = await _stored_document(request, key, "cap")
-    return _answer(
-        request,
-        document,
-        f"{CAP}; charset=utf-8",
-        last_modified=alert.sent,
-        cache_control=cache_control,
-        vary=vary,
-    )
+    async def render() -> Rendered:
+        alert, document = await _stored_document(request, key, "cap")
+        return rendered_document(
+            document,
+            f"{CAP}; charset=utf-8",
+            last_modified=alert.sent,
+            cache_control=cache_control,
+            vary=vary,
+            depends_on=frozenset(),  # stored when the message was approved, never changed
+        )
+
+    return await _cached(request, "alert_cap", (key, cache_control, vary), render)
 
 
 @operation(
@@ -296,15 +341,20 @@ async def _cap_document(
 async def alert_gbt(request: web.Request) -> web.Response:
     """The stored GB/T 35965.1 document of a public message, under its national file name."""
     refuse_unknown_parameters(request.query, frozenset())
-    alert, document = await _stored_document(request, _alert_key(request), "gbt")
-    return _answer(
-        request,
-        document,
-        "application/xml; charset=utf-8",
-        last_modified=alert.sent,
-        cache_control=DOCUMENT_CACHE,
-        headers={"Content-Disposition": f'inline; filename="{gbt_document_name(alert)}"'},
-    )
+    key = _alert_key(request)
+
+    async def render() -> Rendered:
+        alert, document = await _stored_document(request, key, "gbt")
+        return rendered_document(
+            document,
+            "application/xml; charset=utf-8",
+            last_modified=alert.sent,
+            cache_control=DOCUMENT_CACHE,
+            headers={"Content-Disposition": f'inline; filename="{gbt_document_name(alert)}"'},
+            depends_on=frozenset(),  # stored when the message was approved, never changed
+        )
+
+    return await _cached(request, "alert_gbt", key, render)
 
 
 async def _stored_document(
@@ -327,6 +377,10 @@ async def _stored_document(
 async def alerts_feed(request: web.Request) -> web.Response:
     """Atom 1.0: the alerts in force and every message sent within `FEED_WINDOW`."""
     refuse_unknown_parameters(request.query, frozenset())
+    return await _cached(request, "alerts_feed", _origin(request), lambda: _render_feed(request))
+
+
+async def _render_feed(request: web.Request) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
     links = _links(request)
     now = datetime.now(UTC)
@@ -334,6 +388,7 @@ async def alerts_feed(request: web.Request) -> web.Response:
         areas = await public.areas(conn)
         alerts = await public.feed(conn, now)
         modified = await public.last_change(conn, now, areas, FEED_WINDOW)
+        next_change = await public.next_change(conn, now, FEED_WINDOW)
     warnings = request.app[SETTINGS].warnings
     body = atom_feed(
         alerts,
@@ -344,7 +399,13 @@ async def alerts_feed(request: web.Request) -> web.Response:
         author=warnings.issuer_name,
         updated=modified,
     )
-    return _answer(request, body, f"{ATOM}; charset=utf-8", last_modified=modified, cache_control=LIST_CACHE)
+    return rendered_document(
+        body,
+        f"{ATOM}; charset=utf-8",
+        last_modified=modified,
+        cache_control=LIST_CACHE,
+        valid_until=next_change,
+    )
 
 
 def setup_alerts(app: web.Application) -> None:

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs request_id=%{X-Request-Id}o'
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from warnings_svc.forecast.runs import RejectedRun
     from warnings_svc.forecast.tiled import SchedulerError
     from warnings_svc.settings import SettingsError
+    from warnings_svc.web.workers import ServeError
 
     return (
         SettingsError,
+        ServeError,
         RiskZoningError,
         CommandError,
         CriteriaError,
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="folder for the embedded PostgreSQL and local state")
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    _add_workers_option(demo)
     demo.add_argument(
         "--smsc",
         metavar="HOST:PORT",
@@ -145,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, help="TOML settings file (see deploy/warnings-svc.example.toml)"
     )
+    _add_workers_option(serve)
     serve.set_defaults(command=run_serve)
 
     dispatch = commands.add_parser(
@@ -226,6 +229,23 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
     verify.set_defaults(command=run_audit_verify)
     return parser
+
+
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    def count(text: str) -> int:
+        from warnings_svc.settings import MAX_WEB_WORKERS  # here: `--help` imports nothing but argparse
+
+        if not text.isdigit() or not 1 <= int(text) <= MAX_WEB_WORKERS:
+            raise argparse.ArgumentTypeError(f"give a number of processes from 1 to {MAX_WEB_WORKERS}")
+        return int(text)
+
+    parser.add_argument(
+        "--workers",
+        dest="web_workers",
+        type=count,
+        metavar="N",
+        help="web worker processes answering on the one port (the web_workers setting; default 1)",
+    )
 
 
 def _add_user_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -338,7 +358,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from warnings_svc.settings import database_source, load_settings_with_sources
 
     settings, sources = load_settings_with_sources(
-        None, os.environ, _options(args, "data_dir", "host", "port")
+        None, os.environ, _options(args, "data_dir", "host", "port", "web_workers")
     )
     _configure_logging(settings.log_level)
     if settings.database_url:
@@ -391,7 +411,7 @@ def _demo_dispatch(smsc: str) -> DispatchSettings:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The service as configured; builds the region's risk database first if it has none."""
-    settings, source = _settings(args)
+    settings, source = _settings(args, "web_workers")
     _configure_logging(settings.log_level)
     _say_database(settings, source)
     return serve(settings, progress=sys.stderr.isatty())
@@ -812,15 +832,20 @@ def _score_text(doc: dict[str, Any]) -> str:
 
 
 def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
-    """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0."""
+    """Serve until SIGINT or SIGTERM, then stop the web server (or its worker processes) and any embedded
+    PostgreSQL; exit status 0, or 1 when web workers kept ending (see `warnings_svc.web.workers`)."""
     from risk_zoning.io.database import database_url
 
+    status = 0
     # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         with database_url(settings.database_url, settings.data_dir) as url:
             try:
-                asyncio.run(_serve(settings, url, progress=progress, demo=demo))
+                if settings.web_workers == 1:
+                    asyncio.run(_serve(settings, url, progress=progress, demo=demo))
+                else:
+                    status = _serve_workers(settings, url, progress=progress, demo=demo)
             finally:
                 # Stopping PostgreSQL takes a moment; a second Ctrl-C must not leave it running.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -831,7 +856,7 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     log.info("stopped")
-    return 0
+    return status
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
@@ -839,66 +864,83 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
 
 
 async def _serve(settings: Settings, url: str, *, progress: bool, demo: bool = False) -> None:
-    from aiohttp import web
-
-    from risk_zoning.io.database import create_pool
-    from risk_zoning.store import region_units
-    from warnings_svc.demo.seeding import seed_demo_forecast
-    from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
-    from warnings_svc.web.app import create_app
+    from warnings_svc.web.workers import listening
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url)
+    # Listen before the (possibly long) first build: a taken port fails at once, and /readyz answers 503
+    # until the risk database is there.
+    async with listening(settings, url) as pool:
+        if not await _unless_stopped(stop, _prepare_service(pool, settings, progress=progress, demo=demo)):
+            return
+        _print_console(settings)
+        await stop.wait()
+        log.info("stopping")
+
+
+def _serve_workers(settings: Settings, url: str, *, progress: bool, demo: bool) -> int:
+    """`web_workers` processes on one port: the database prepared here once, then the workers started and
+    watched (`warnings_svc.web.workers`); Ctrl-C or SIGTERM stop them (a `KeyboardInterrupt` there)."""
+    from warnings_svc.web.workers import WorkerPlan, check_port_free, run_workers
+
+    check_port_free(settings.host, settings.port)  # before the (possibly long) first build
+    size = asyncio.run(_prepare_once(settings, url, progress=progress, demo=demo))
+    plan = WorkerPlan(settings, url, size, _configure_logging)
+    given_up = run_workers(plan, settings.web_workers, on_ready=lambda: _print_console(settings))
+    if given_up is None:
+        return 0
+    print(f"{PROG}: {given_up}", file=sys.stderr)
+    return 1
+
+
+async def _prepare_once(settings: Settings, url: str, *, progress: bool, demo: bool) -> int:
+    """Prepare the database for the workers; returns the pool size each may have."""
+    from risk_zoning.io.database import create_pool
+    from warnings_svc.web.workers import pool_size
+
+    pool = await create_pool(url, min_size=1, max_size=2)
     try:
-        runner = web.AppRunner(
-            create_app(settings, pool, database_url=url),
-            handle_signals=False,
-            access_log_format=ACCESS_LOG_FORMAT,
-        )
-        await runner.setup()
-        try:
-            # Listen before the (possibly long) first build: a taken port fails at once, and /readyz
-            # answers 503 until the risk database is there.
-            site = web.TCPSite(runner, settings.host, settings.port)
-            try:
-                await site.start()
-            except OSError as e:
-                reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
-                raise CommandError(f"cannot listen on {_authority(settings)}: {reason.lower()}") from e
-            if not await _unless_stopped(stop, _prepare_database(pool, settings.region, progress=progress)):
-                return
-            if demo and not await _has_runs(pool):
-                seeded = await loop.run_in_executor(
-                    None, seed_demo_forecast, settings.data_dir, settings.region
-                )
-                if seeded is not None:
-                    log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
-            if demo:
-                for u in await seed_demo_users(pool, settings.data_dir):
-                    print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
-            if demo and settings.dispatch.sms:
-                async with pool.acquire() as conn:
-                    units = await region_units(conn, settings.region)
-                towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
-                added = await seed_demo_recipients(pool, towns)
-                if added:
-                    log.info("demo recipients registered", extra={"recipients": added})
-                print(
-                    f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True
-                )
-            print(f"Console: http://{_authority(settings)}/console/", flush=True)
-            await stop.wait()
-            log.info("stopping")
-        finally:
-            await runner.cleanup()
+        async with pool.acquire() as conn:
+            size = pool_size(settings.web_workers, int(await conn.fetchval("SHOW max_connections")))
+        await _prepare_service(pool, settings, progress=progress, demo=demo)
+        return size
     finally:
-        try:
-            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
-        except TimeoutError:
-            pool.terminate()
+        await pool.close()
+
+
+async def _prepare_service(pool: asyncpg.Pool, settings: Settings, *, progress: bool, demo: bool) -> None:
+    """Migrations and the region's risk database; for the demo also its forecast, users and recipients."""
+    from risk_zoning.store import region_units
+    from warnings_svc.demo.seeding import seed_demo_forecast
+    from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
+
+    await _prepare_database(pool, settings.region, progress=progress)
+    if not demo:
+        return
+    if not await _has_runs(pool):
+        seeded = await asyncio.get_running_loop().run_in_executor(
+            None, seed_demo_forecast, settings.data_dir, settings.region
+        )
+        if seeded is not None:
+            log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
+    for u in await seed_demo_users(pool, settings.data_dir):
+        print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+    if settings.dispatch.sms:
+        async with pool.acquire() as conn:
+            units = await region_units(conn, settings.region)
+        towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
+        added = await seed_demo_recipients(pool, towns)
+        if added:
+            log.info("demo recipients registered", extra={"recipients": added})
+        print(f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True)
+
+
+def _print_console(settings: Settings) -> None:
+    from warnings_svc.web.workers import authority
+
+    print(f"Console: http://{authority(settings.host, settings.port)}/console/", flush=True)
 
 
 async def _has_runs(pool: asyncpg.Pool) -> bool:
@@ -936,11 +978,6 @@ async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
 def _smsc_authority(settings: Settings) -> str:
     endpoint = settings.dispatch.sms[0]
     return f"{endpoint.host}:{endpoint.port}"
-
-
-def _authority(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
 
 
 # ---------------------------------------------------------------------------------------------- logging

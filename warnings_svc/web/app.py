@@ -39,11 +39,14 @@ STATIC_DIR = Path(str(resources.files("warnings_svc") / "static"))
 FORM_MAX_BYTES = 2**20
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None = None) -> web.Application:
+def create_app(
+    settings: Settings, pool: asyncpg.Pool, database_url: str | None = None, *, singletons: bool = True
+) -> web.Application:
     """The service's web application on an open pool (which the caller owns and closes).
 
     With `database_url` (what the pool connects to) forecast runs are scored in worker processes: uploads to
-    `/api/v1/runs` and files dropped into `data_dir/inbox`.
+    `/api/v1/runs` and files dropped into `data_dir/inbox`. `singletons=False` for every web worker process
+    but the primary: it leaves out the loops that run once per service (see `add_background_tasks`).
     """
     metrics = ServiceMetrics()
     app = web.Application(
@@ -57,7 +60,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, database_url: str | None 
     app[TEMPLATES] = template_environment()
     app[RISK_DATABASE] = CurrentRiskDatabase(pool, settings.region, metrics)
     app[READINESS] = ReadinessProbe(pool, settings.region, MIGRATIONS)
-    add_background_tasks(app, database_url)
+    add_background_tasks(app, database_url, singletons=singletons)
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from warnings_svc.forecast.ingest import ScoreResult
     from warnings_svc.forecast.scoring import LiveWarning
     from warnings_svc.settings import DispatchSettings, Settings
+    from warnings_svc.web.database_watch import DatabaseWatch
 
 PROG = "warnings-svc"
 POOL_CLOSE_SECONDS = 10.0
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs request_id=%{X-Request-Id}o'
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from warnings_svc.forecast.runs import RejectedRun
     from warnings_svc.forecast.tiled import SchedulerError
     from warnings_svc.settings import SettingsError
+    from warnings_svc.web.workers import ServeError
 
     return (
         SettingsError,
+        ServeError,
         RiskZoningError,
         CommandError,
         CriteriaError,
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="folder for the embedded PostgreSQL and local state")
     demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    _add_workers_option(demo)
     demo.add_argument(
         "--smsc",
         metavar="HOST:PORT",
@@ -146,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, help="TOML settings file (see deploy/warnings-svc.example.toml)"
     )
+    _add_workers_option(serve)
     serve.set_defaults(command=run_serve)
 
     dispatch = commands.add_parser(
@@ -227,6 +231,23 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
     verify.set_defaults(command=run_audit_verify)
     return parser
+
+
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    def count(text: str) -> int:
+        from warnings_svc.settings import MAX_WEB_WORKERS  # here: `--help` imports nothing but argparse
+
+        if not text.isdigit() or not 1 <= int(text) <= MAX_WEB_WORKERS:
+            raise argparse.ArgumentTypeError(f"give a number of processes from 1 to {MAX_WEB_WORKERS}")
+        return int(text)
+
+    parser.add_argument(
+        "--workers",
+        dest="web_workers",
+        type=count,
+        metavar="N",
+        help="web worker processes answering on the one port (the web_workers setting; default 1)",
+    )
 
 
 def _add_user_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -339,7 +360,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from warnings_svc.settings import database_source, load_settings_with_sources
 
     settings, sources = load_settings_with_sources(
-        None, os.environ, _options(args, "data_dir", "host", "port")
+        None, os.environ, _options(args, "data_dir", "host", "port", "web_workers")
     )
     _configure_logging(settings.log_level)
     if settings.database_url:
@@ -392,7 +413,7 @@ def _demo_dispatch(smsc: str) -> DispatchSettings:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The service as configured; builds the region's risk database first if it has none."""
-    settings, source = _settings(args)
+    settings, source = _settings(args, "web_workers")
     _configure_logging(settings.log_level)
     _say_database(settings, source)
     return serve(settings, progress=sys.stderr.isatty())
@@ -813,14 +834,17 @@ def _score_text(doc: dict[str, Any]) -> str:
 
 
 class ServiceFailed(Exception):
-    """The service cannot go on (its embedded database could not be restarted); `str()` is the one line."""
+    """The service cannot go on (its embedded database could not be restarted, web workers kept ending);
+    `str()` is the one line."""
 
 
 def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
-    """Serve until SIGINT or SIGTERM, then stop the web server and any embedded PostgreSQL; exit status 0.
+    """Serve until SIGINT or SIGTERM, then stop the web server (or its worker processes) and any embedded
+    PostgreSQL; exit status 0.
 
-    When the embedded PostgreSQL stops and cannot be restarted (`web.database_watch`), the service stops
-    too and exits with status 1 and one line on stderr saying why, for its supervisor to restart it."""
+    When the service cannot go on (the embedded PostgreSQL stopped and could not be restarted, see
+    `web.database_watch`; web workers kept ending, see `web.workers`), it stops and exits with status 1 and
+    one line on stderr saying why, for its supervisor to restart it."""
     from risk_zoning.io.database import database_server
 
     failure: ServiceFailed | None = None
@@ -829,7 +853,10 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
     try:
         with database_server(settings.database_url, settings.data_dir) as (url, embedded):
             try:
-                asyncio.run(_serve(settings, url, embedded, progress=progress, demo=demo))
+                if settings.web_workers == 1:
+                    asyncio.run(_serve(settings, url, embedded, progress=progress, demo=demo))
+                else:
+                    _serve_workers(settings, url, embedded, progress=progress, demo=demo)
             except ServiceFailed as e:
                 failure = e
             finally:
@@ -855,77 +882,99 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
 async def _serve(
     settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool = False
 ) -> None:
-    from aiohttp import web
-
-    from risk_zoning.io.database import create_pool
-    from risk_zoning.store import region_units
-    from warnings_svc.demo.seeding import seed_demo_forecast
-    from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
-    from warnings_svc.web.app import create_app
     from warnings_svc.web.health import DATABASE_WATCH
+    from warnings_svc.web.workers import listening
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url)
-    stop_on_give_up: asyncio.Task[bool] | None = None
+    # Listen before the (possibly long) first build: a taken port fails at once, and /readyz answers 503
+    # until the risk database is there.
+    watch: DatabaseWatch | None = None
     try:
-        app = create_app(settings, pool, database_url=url, embedded=embedded)
-        # the database watch gave up restarting the embedded server: stop as when asked to, then fail
-        gave_up = app[DATABASE_WATCH].gave_up
-        stop_on_give_up = asyncio.create_task(gave_up.wait(), name="stop-on-give-up")
-        stop_on_give_up.add_done_callback(lambda _: stop.set())
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log_format=ACCESS_LOG_FORMAT,
-        )
-        await runner.setup()
-        try:
-            # Listen before the (possibly long) first build: a taken port fails at once, and /readyz
-            # answers 503 until the risk database is there.
-            site = web.TCPSite(runner, settings.host, settings.port)
+        async with listening(settings, url, embedded=embedded) as (pool, app):
+            # the database watch gave up restarting the embedded server: stop as when asked to, then fail
+            watch = app[DATABASE_WATCH]
+            stop_on_give_up = asyncio.create_task(watch.gave_up.wait(), name="stop-on-give-up")
+            stop_on_give_up.add_done_callback(lambda _: stop.set())
             try:
-                await site.start()
-            except OSError as e:
-                reason = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
-                raise CommandError(f"cannot listen on {_authority(settings)}: {reason.lower()}") from e
-            if not await _unless_stopped(stop, _prepare_database(pool, settings.region, progress=progress)):
-                return
-            if demo and not await _has_runs(pool):
-                seeded = await loop.run_in_executor(
-                    None, seed_demo_forecast, settings.data_dir, settings.region
-                )
-                if seeded is not None:
-                    log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
-            if demo:
-                for u in await seed_demo_users(pool, settings.data_dir):
-                    print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
-            if demo and settings.dispatch.sms:
-                async with pool.acquire() as conn:
-                    units = await region_units(conn, settings.region)
-                towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
-                added = await seed_demo_recipients(pool, towns)
-                if added:
-                    log.info("demo recipients registered", extra={"recipients": added})
-                print(
-                    f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True
-                )
-            print(f"Console: http://{_authority(settings)}/console/", flush=True)
-            await stop.wait()
-            log.info("stopping")
-        finally:
-            await runner.cleanup()
-            if gave_up.is_set():  # the cause of whatever else failed meanwhile
-                raise ServiceFailed(app[DATABASE_WATCH].reason)
+                if await _unless_stopped(
+                    stop, _prepare_service(pool, settings, progress=progress, demo=demo)
+                ):
+                    _print_console(settings)
+                    await stop.wait()
+                    log.info("stopping")
+            finally:
+                stop_on_give_up.cancel()
     finally:
-        if stop_on_give_up is not None:
-            stop_on_give_up.cancel()
-        try:
-            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
-        except TimeoutError:
-            pool.terminate()
+        if watch is not None and watch.gave_up.is_set():  # the cause of whatever else failed meanwhile
+            raise ServiceFailed(watch.reason)
+
+
+def _serve_workers(
+    settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool
+) -> None:
+    """`web_workers` processes on one port: the database prepared here once, then the workers started and
+    watched (`warnings_svc.web.workers`); Ctrl-C or SIGTERM stop them (a `KeyboardInterrupt` there)."""
+    from warnings_svc.web.workers import WorkerPlan, check_port_free, run_workers
+
+    check_port_free(settings.host, settings.port)  # before the (possibly long) first build
+    size = asyncio.run(_prepare_once(settings, url, progress=progress, demo=demo))
+    plan = WorkerPlan(settings, url, size, _configure_logging)
+    given_up = run_workers(
+        plan, settings.web_workers, on_ready=lambda: _print_console(settings), embedded=embedded
+    )
+    if given_up is not None:
+        raise ServiceFailed(given_up)
+
+
+async def _prepare_once(settings: Settings, url: str, *, progress: bool, demo: bool) -> int:
+    """Prepare the database for the workers; returns the pool size each may have."""
+    from risk_zoning.io.database import create_pool
+    from warnings_svc.web.workers import pool_size
+
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            size = pool_size(settings.web_workers, int(await conn.fetchval("SHOW max_connections")))
+        await _prepare_service(pool, settings, progress=progress, demo=demo)
+        return size
+    finally:
+        await pool.close()
+
+
+async def _prepare_service(pool: asyncpg.Pool, settings: Settings, *, progress: bool, demo: bool) -> None:
+    """Migrations and the region's risk database; for the demo also its forecast, users and recipients."""
+    from risk_zoning.store import region_units
+    from warnings_svc.demo.seeding import seed_demo_forecast
+    from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
+
+    await _prepare_database(pool, settings.region, progress=progress)
+    if not demo:
+        return
+    if not await _has_runs(pool):
+        seeded = await asyncio.get_running_loop().run_in_executor(
+            None, seed_demo_forecast, settings.data_dir, settings.region
+        )
+        if seeded is not None:
+            log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
+    for u in await seed_demo_users(pool, settings.data_dir):
+        print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+    if settings.dispatch.sms:
+        async with pool.acquire() as conn:
+            units = await region_units(conn, settings.region)
+        towns = sorted(code for code, unit in units.items() if unit.level == "town") or sorted(units)
+        added = await seed_demo_recipients(pool, towns)
+        if added:
+            log.info("demo recipients registered", extra={"recipients": added})
+        print(f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True)
+
+
+def _print_console(settings: Settings) -> None:
+    from warnings_svc.web.workers import authority
+
+    print(f"Console: http://{authority(settings.host, settings.port)}/console/", flush=True)
 
 
 async def _has_runs(pool: asyncpg.Pool) -> bool:
@@ -963,11 +1012,6 @@ async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
 def _smsc_authority(settings: Settings) -> str:
     endpoint = settings.dispatch.sms[0]
     return f"{endpoint.host}:{endpoint.port}"
-
-
-def _authority(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
 
 
 # ---------------------------------------------------------------------------------------------- logging

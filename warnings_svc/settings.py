@@ -28,7 +28,10 @@ ENVIRONMENT: dict[str, str] = {
     DATA_DIR_VARIABLE: "data_dir",
     "WARNINGS_SVC_HOST": "host",
     "WARNINGS_SVC_PORT": "port",
+    "WARNINGS_SVC_WEB_WORKERS": "web_workers",
 }
+_INTEGER_KEYS = frozenset({"port", "web_workers"})
+MAX_WEB_WORKERS = 64
 
 
 class SettingsError(Exception):
@@ -175,6 +178,8 @@ class Settings(BaseModel):
     data_dir: Path = Field(default_factory=default_data_dir)
     host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8080
+    # Web worker processes listening on host:port together (SO_REUSEPORT); see warnings_svc.web.workers.
+    web_workers: Annotated[int, Field(strict=True, ge=1, le=MAX_WEB_WORKERS)] = 1
     # Reverse proxies whose X-Forwarded-For is believed (addresses or networks): the login limits then count
     # failures per client, not per proxy (warnings_svc.web.client_address).
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
@@ -282,11 +287,11 @@ def _relative_to(folder: Path, table: dict[str, Any], keys: tuple[str, ...]) -> 
 
 def _from_environment(variable: str, key: str, raw: str) -> Any:
     """Environment values are text; convert the few that are not, naming the variable when that fails."""
-    if key == "port":
+    if key in _INTEGER_KEYS:
         try:
             return int(raw)
         except ValueError as e:
-            raise SettingsError(f"environment variable {variable}", f"port: not an integer ({raw!r})") from e
+            raise SettingsError(f"environment variable {variable}", f"{key}: not an integer ({raw!r})") from e
     return raw
 
 

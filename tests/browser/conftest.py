@@ -41,7 +41,13 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 READY_SECONDS = 60.0
 STOP_SECONDS = 10.0
 # Settings the service takes from the environment over its file: none may leak in from the caller's shell.
-SERVICE_ENVIRONMENT = ("DATABASE_URL", "WARNINGS_SVC_DATA_DIR", "WARNINGS_SVC_HOST", "WARNINGS_SVC_PORT")
+SERVICE_ENVIRONMENT = (
+    "DATABASE_URL",
+    "WARNINGS_SVC_DATA_DIR",
+    "WARNINGS_SVC_HOST",
+    "WARNINGS_SVC_PORT",
+    "WARNINGS_SVC_WEB_WORKERS",
+)
 LOOPBACK = "127.0.0.1,localhost"
 RUN_CLI = "import sys; from warnings_svc.cli import main; sys.exit(main())"
 

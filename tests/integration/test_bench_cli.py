@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories_app import clean_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -101,3 +103,28 @@ def test_the_fanout_benchmark_runs_two_dispatcher_processes_by_default() -> None
         assert result["ceiling"][phase]["accepted"] == 1000
     assert 0 < result["ratio"] == round(result["rate"] / result["ceiling"]["rate"], 3)
     assert result["latency"]["samples"] == 3
+
+
+TINY_PUBLIC_READ = ("--workers", "2", "--clients", "10", "--duration", "2", "--approvals", "3", "--json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrk_on_path", [True, False])
+def test_the_public_read_benchmark_reports_both_servers_and_the_approvals(wrk_on_path: bool) -> None:
+    env = clean_environment() if wrk_on_path else clean_environment(PATH="")  # no wrk: the fallback client
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "public_read.py"), *TINY_PUBLIC_READ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["load"].startswith("wrk" if wrk_on_path else "aiohttp client")
+    for server in ("service", "static"):
+        assert result[server]["requests"] > 0 and result[server]["errors"] == 0
+        assert result[server]["p50_ms"] <= result[server]["p99_ms"]
+    assert result["ratio"] > 0
+    assert result["approvals"]["count"] == 3 and result["approvals"]["errors"] == 0

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -220,8 +221,11 @@ async def service(built_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestCli
 
 
 @contextlib.asynccontextmanager
-async def serving(built_url: str, tmp_path: Path, **scoring: Any) -> AsyncIterator[tuple[TestClient, Path]]:
-    """The service with an operations token, scoring settings changed by `scoring`."""
+async def serving(
+    built_url: str, tmp_path: Path, *, singletons: bool = True, **scoring: Any
+) -> AsyncIterator[tuple[TestClient, Path]]:
+    """The service with an operations token, scoring settings changed by `scoring`; `singletons=False` as a
+    web worker other than the primary."""
     pool = await create_pool(built_url, max_size=4)
     settings = Settings(
         database_url=built_url,
@@ -235,7 +239,7 @@ async def serving(built_url: str, tmp_path: Path, **scoring: Any) -> AsyncIterat
             else (await create_user(conn, "ops", "operations"))[1]
         )
     client = TestClient(
-        TestServer(create_app(settings, pool, database_url=built_url)),
+        TestServer(create_app(settings, pool, database_url=built_url, singletons=singletons)),
         headers={"Authorization": f"Bearer {token}"},
     )
     await client.start_server()
@@ -502,6 +506,24 @@ async def test_uploaded_parts_with_the_same_or_odd_names_neither_collide_nor_esc
         "/api/v1/runs?filename=..", data=b"junk", headers={"Content-Type": "application/x-netcdf"}
     )
     assert odd.status == 422
+
+
+async def test_a_web_worker_other_than_the_primary_scores_uploads_and_leaves_the_inbox_to_the_primary(
+    scenarios: dict, built_url: str, tmp_path: Path
+) -> None:
+    import aiohttp
+
+    async with serving(built_url, tmp_path, singletons=False) as (client, root):
+        (root / "inbox").mkdir()
+        dropped = shutil.copy(scenarios["frost"][0], root / "inbox" / "dropped.nc")
+        form = aiohttp.FormData()
+        for path in scenarios["heat"]:
+            form.add_field("file", path.read_bytes(), filename=path.name)
+        resp = await client.post("/api/v1/runs", data=form)
+        assert resp.status in (200, 201), await resp.text()
+        assert (await resp.json())["run_id"] > 0
+        await asyncio.sleep(1.0)  # five inbox polls at 0.2 s, had this worker watched the inbox
+        assert Path(dropped).exists()
 
 
 async def test_a_dangling_link_in_the_inbox_does_not_stop_the_watcher(scenarios: dict, service) -> None:

@@ -114,6 +114,25 @@ def test_a_bad_port_in_the_environment_names_the_variable(tmp_path: Path) -> Non
     assert_one_line_naming(caught.value, "WARNINGS_SVC_PORT", "port:", "not an integer")
 
 
+@pytest.mark.parametrize("value", ["0", "65", '"2"', "1.5"])
+def test_a_bad_web_worker_count_gives_one_line_naming_the_file_and_the_field(
+    tmp_path: Path, value: str
+) -> None:
+    path = write_config(tmp_path, f"web_workers = {value}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert_one_line_naming(caught.value, str(path), "web_workers:")
+
+
+def test_the_web_worker_count_comes_from_the_file_then_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web_workers = 3\n")
+    assert load_settings(path, {}).web_workers == 3
+    assert load_settings(path, {"WARNINGS_SVC_WEB_WORKERS": "4"}).web_workers == 4
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {"WARNINGS_SVC_WEB_WORKERS": "two"})
+    assert_one_line_naming(caught.value, "WARNINGS_SVC_WEB_WORKERS", "web_workers:", "not an integer")
+
+
 def test_a_wrong_type_names_the_file_and_the_field(tmp_path: Path) -> None:
     path = write_config(tmp_path, "host = 127\n")
     with pytest.raises(SettingsError) as caught:

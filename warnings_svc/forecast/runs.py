@@ -122,7 +122,7 @@ def _new_executor(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent,
+        initializer=die_with_parent,
         initargs=(os.getpid(),),
     )
 
@@ -131,8 +131,9 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PARENT_CHECK_SECONDS = 1.0
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end this worker when the service that started it dies, even by SIGKILL.
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when its parent `parent_pid` dies, even by SIGKILL (a scoring worker's initializer,
+    and the first thing a web worker does).
 
     A worker waits on a queue whose pipe it holds both ends of, so it never sees the service go and would
     live on as an orphan holding its memory (and, through its copy of the tracker's pipe, keep the
@@ -161,13 +162,25 @@ class RunScorer:
     exit status 2) instead of being blamed on every forecast.
     """
 
-    def __init__(self, pool: asyncpg.Pool, database_url: str, settings: ScoringSettings) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        settings: ScoringSettings,
+        *,
+        release_after_seconds: float | None = None,
+    ) -> None:
         self.pool = pool
         self.database_url = database_url
         self.settings = settings
         self.criteria = load_criteria(settings.criteria_file)
         self.rules = inclusion_rules(settings)
+        # Spawned workers start at the first run, not here. With `release_after_seconds` they are also ended
+        # once no run came for that long (a web worker that rarely takes an upload keeps no scoring memory).
         self._executor = _new_executor(settings.workers)
+        self._release_after = release_after_seconds
+        self._scoring = 0
+        self._release: asyncio.TimerHandle | None = None
 
     async def ingest(self, paths: list[Path], region: str) -> IngestOutcome:
         """Score `paths` as one run against the current risk database and store run and proposals."""
@@ -179,6 +192,9 @@ class RunScorer:
                 raise ScoringUnavailable(f"no risk database for region {region!r} yet")
             live = await live_warnings(conn)
         loop = asyncio.get_running_loop()
+        if self._release is not None:
+            self._release.cancel()
+        self._scoring += 1
         try:
             result = await loop.run_in_executor(
                 self._executor,
@@ -198,6 +214,10 @@ class RunScorer:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = _new_executor(self.settings.workers)
             raise ScoringUnavailable("a scoring worker stopped unexpectedly; try again") from e
+        finally:
+            self._scoring -= 1
+            if self._release_after is not None and not self._scoring:
+                self._release = loop.call_later(self._release_after, self._release_workers)
         async with self.pool.acquire() as conn:
             run_id, ids, new = await store_result(conn, result)
         log.info(
@@ -211,7 +231,14 @@ class RunScorer:
         )
         return IngestOutcome(run_id, ids, new, result)
 
+    def _release_workers(self) -> None:
+        if not self._scoring:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = _new_executor(self.settings.workers)
+
     def close(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -55,12 +55,16 @@ def create_app(
     pool: asyncpg.Pool,
     database_url: str | None = None,
     embedded: EmbeddedServer | None = None,
+    *,
+    singletons: bool = True,
 ) -> web.Application:
     """The service's web application on an open pool (which the caller owns and closes).
 
     With `database_url` (what the pool connects to) forecast runs are scored in worker processes: uploads to
     `/api/v1/runs` and files dropped into `data_dir/inbox`. With `embedded` (the embedded PostgreSQL the pool
-    connects to) the database watch restarts it when it stops (`web.database_watch`).
+    connects to) the database watch restarts it when it stops (`web.database_watch`). `singletons=False` for
+    every web worker process but the primary: it leaves out the loops that run once per service (see
+    `add_background_tasks`).
     """
     metrics = ServiceMetrics()
     app = web.Application(
@@ -77,7 +81,7 @@ def create_app(
     app[BACKGROUND_LOOPS] = BackgroundLoops()
     app[DATABASE_WATCH] = DatabaseWatch(pool, metrics, server=embedded)
     app[READINESS].watch_database(app[DATABASE_WATCH])
-    add_background_tasks(app, database_url)
+    add_background_tasks(app, database_url, singletons=singletons)
     setup_public_cache(app)  # follows the event hub that add_background_tasks starts
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")

@@ -4,6 +4,11 @@ the risk database watcher, the database watch, forecast run scoring and the embe
 Every loop that must keep running is registered in `BACKGROUND_LOOPS`: one that ends while the app runs
 makes `/healthz` answer 503 (`web.health`). Loops that use the database wait out its loss and log one line
 when it is lost and one when it is back, never a traceback per try.
+
+With several web worker processes (`web.workers`) each runs what it needs to answer (the renderer, the risk
+database watcher, the live events' hub, the database watch, a scorer for the uploads it receives); the loops
+that must run once per service (the inbox watcher, the dispatcher, the expiry clock) run in the primary
+worker only.
 """
 
 from __future__ import annotations
@@ -51,6 +56,20 @@ async def _risk_map_renderer(app: web.Application) -> AsyncIterator[None]:
     app[RISK_MAPS] = RiskMapCache(executor)
     yield
     executor.shutdown(wait=False, cancel_futures=True)
+
+
+# A web worker other than the primary scores only the uploads it receives; its scoring processes (each holds
+# the risk database, hundreds of MB) end after this long without one, and start again at the next.
+UPLOAD_SCORER_IDLE_SECONDS = 300.0
+
+
+async def _upload_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    scorer = RunScorer(
+        app[POOL], database_url, app[SETTINGS].scoring, release_after_seconds=UPLOAD_SCORER_IDLE_SECONDS
+    )
+    app[RUN_SCORER] = scorer
+    yield
+    scorer.close()
 
 
 async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
@@ -165,21 +184,26 @@ async def _stop_watching_loops(app: web.Application) -> None:
     app[BACKGROUND_LOOPS].stopping()
 
 
-def add_background_tasks(app: web.Application, database_url: str | None) -> None:
+def add_background_tasks(app: web.Application, database_url: str | None, *, singletons: bool = True) -> None:
     """Every loop the web process runs besides answering requests, opened and closed with the app: the risk
-    map renderer, the risk database watcher, the expiry clock and the live events' hub always; with `database_url`, forecast run scoring (uploads
-    and the inbox) and, when configured embedded, the dispatcher."""
+    map renderer, the risk database watcher and the live events' hub always; with `database_url`, forecast
+    run scoring (uploads).
+
+    `singletons` (the only web process, or the primary of several) adds what must run once per service: the
+    expiry clock and, with `database_url`, the inbox watcher and, when configured embedded, the dispatcher."""
     settings = app[SETTINGS]
     app.cleanup_ctx.append(_risk_map_renderer)
     app.cleanup_ctx.append(_risk_database_watcher)
-    app.cleanup_ctx.append(_expiry_clock)
     app.cleanup_ctx.append(partial(event_hub, database_url=database_url))
     app.cleanup_ctx.append(
         _database_watch
     )  # after the hub: it wakes the hub's listener when the database is back
     app.on_shutdown.append(_stop_watching_loops)
     app.on_shutdown.append(end_event_streams)
+    if singletons:
+        app.cleanup_ctx.append(_expiry_clock)
     if database_url is not None:
-        app.cleanup_ctx.append(partial(_run_scoring, database_url=database_url))
-    if database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:
+        scoring = _run_scoring if singletons else _upload_scoring
+        app.cleanup_ctx.append(partial(scoring, database_url=database_url))
+    if singletons and database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:
         app.cleanup_ctx.append(partial(_run_dispatcher, database_url=database_url))

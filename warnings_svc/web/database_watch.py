@@ -136,25 +136,16 @@ class DatabaseWatch:
     async def _restart(self, server: EmbeddedServer) -> bool:
         log.warning("database lost: the embedded PostgreSQL in %s stopped; restarting it", server.pgdata)
         await self._lost(DatabaseState.RESTARTING, "the embedded server stopped; restarting it")
-        started = time.monotonic()
-        last = ""
-        for attempt, delay in enumerate(self._restart_delays, start=1):
-            try:
-                await asyncio.to_thread(server.restart)
-            except DatabaseError as e:
-                last = str(e)
-                self.detail = f"restarting it (attempt {attempt} failed: {last})"
-                log.debug("restart attempt failed", extra={"attempt": attempt, "reason": last})
-                await asyncio.sleep(delay)
-                continue
+
+        def attempt_failed(attempt: int, reason: str) -> None:  # called from the restarting thread
+            self.detail = f"restarting it (attempt {attempt} failed: {reason})"
+
+        failure = await asyncio.to_thread(restart_embedded, server, self._restart_delays, attempt_failed)
+        if failure is None:
             await self._back("restarted", "the embedded PostgreSQL was restarted")
             return True
         self.state = DatabaseState.GAVE_UP
-        self.reason = (
-            f"the embedded PostgreSQL stopped and could not be restarted "
-            f"({len(self._restart_delays)} attempts over {time.monotonic() - started:.0f} s): {last}"
-        )
-        self.detail = self.reason
+        self.reason = self.detail = failure
         self.gave_up.set()
         return False
 
@@ -187,3 +178,31 @@ class DatabaseWatch:
         log.info("database back: %s", self.detail)
         for callback in self._on_back:
             callback()
+
+
+def restart_embedded(
+    server: EmbeddedServer,
+    delays: Sequence[float] = RESTART_DELAYS,
+    attempt_failed: Callable[[int, str], None] | None = None,
+) -> str | None:
+    """Start the stopped embedded server again, trying once per delay in `delays` (waiting that long after
+    each failure: right after a kill the old backends may hold the shared memory for a moment). Blocks; None
+    once it runs, else the one line saying why it could not be restarted. Used by the database watch and, with
+    several web workers, by the parent process that owns the server (`web.workers`)."""
+    started = time.monotonic()
+    last = ""
+    for attempt, delay in enumerate(delays, start=1):
+        try:
+            server.restart()
+        except DatabaseError as e:
+            last = str(e)
+            log.debug("restart attempt failed", extra={"attempt": attempt, "reason": last})
+            if attempt_failed is not None:
+                attempt_failed(attempt, last)
+            time.sleep(delay)
+            continue
+        return None
+    return (
+        f"the embedded PostgreSQL stopped and could not be restarted "
+        f"({len(delays)} attempts over {time.monotonic() - started:.0f} s): {last}"
+    )

@@ -334,6 +334,18 @@ async def test_an_unknown_warning_is_a_404_page(client: TestClient, conn: asyncp
         assert "<b>" not in await response.text()
 
 
+async def test_a_warning_id_of_digits_that_are_not_ascii_is_a_404_page_not_a_500(
+    client: TestClient, conn: asyncpg.Connection
+) -> None:
+    # str.isdigit() says yes to superscripts and other scripts' digits, which int() refuses
+    name, _ = await new_user(conn, "forecaster")
+    await log_in(client, name)
+    for raw in ("²", "١٢", "12³"):
+        response = await client.get(f"/console/warnings/{raw}")
+        assert response.status == 404, raw
+        assert response.headers["Content-Type"].startswith("text/html")
+
+
 # ---------------------------------------------------------------------------------------------- roles
 
 

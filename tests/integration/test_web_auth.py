@@ -181,6 +181,21 @@ async def test_a_wrong_password_shows_the_form_again_with_401_and_no_cookie(
     assert (await (await client.get("/test/whoami")).json())["user"] is None
 
 
+@pytest.mark.parametrize(
+    "form", [{"name": "li\x00wei"}, {"password": PASSWORD + "\x00"}], ids=["name", "password"]
+)
+async def test_a_nul_character_in_the_login_form_is_the_form_again_with_400_not_a_database_error(
+    client: TestClient, db: asyncpg.Connection, form: dict[str, str]
+) -> None:
+    await create_user(db, "li.wei", "forecaster", password=PASSWORD)
+    response = await client.post(
+        "/console/login", data={"name": "li.wei", "password": PASSWORD, **form}, allow_redirects=False
+    )
+    assert response.status == 400
+    assert response.content_type == "text/html" and "Set-Cookie" not in response.headers
+    assert await db.fetchval("SELECT count(*) FROM svc.web_session") == 0
+
+
 async def test_after_five_failures_login_is_429_with_retry_after_even_with_the_right_password(
     client: TestClient, db: asyncpg.Connection
 ) -> None:

@@ -15,6 +15,9 @@ from warnings_svc.web.openapi import UndescribedRoute, openapi_document
 from warnings_svc.web.operations import operation_of
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+PROBLEM = {"$ref": "#/components/responses/Problem"}
+REPLAYABLE_PROBLEM = {"$ref": "#/components/responses/ReplayableProblem"}
+REPLAYED = {"$ref": "#/components/headers/Idempotent-Replayed"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def test_every_write_operation_declares_its_body_and_its_answers_with_problems(
             assert described["requestBody"]["content"], f"{route.method} {path}: body"
         answers = described["responses"]
         assert any(status.startswith(("2", "3")) for status in answers), f"{route.method} {path}: answers"
-        problems = [s for s, r in answers.items() if r == {"$ref": "#/components/responses/Problem"}]
+        problems = [s for s, r in answers.items() if r in (PROBLEM, REPLAYABLE_PROBLEM)]
         assert problems, f"{route.method} {path}: problem responses"
 
 
@@ -119,3 +122,51 @@ def test_every_operation_answers_a_405_whose_allow_header_is_described(document:
             )
     not_allowed = document["components"]["responses"]["MethodNotAllowed"]
     assert not_allowed["headers"]["Allow"]["required"] is True
+
+
+def _takes_an_idempotency_key(described: dict) -> bool:
+    return any(
+        p["in"] == "header" and p["name"] == "Idempotency-Key" for p in described.get("parameters", ())
+    )
+
+
+def test_the_writes_that_honour_an_idempotency_key_describe_it_and_the_replayed_header(
+    document: dict,
+) -> None:
+    keyed = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, described in item.items()
+        if _takes_an_idempotency_key(described)
+    }
+    # the JSON writes of the API (create, draft from a proposal, edit, 6 actions); not the streamed uploads,
+    # not the console's forms, no read
+    assert ("POST", "/api/v1/warnings") in keyed and ("PATCH", "/api/v1/warnings/{id}") in keyed
+    assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(keyed) == 9
+    assert ("POST", "/api/v1/runs") not in keyed and ("POST", "/console/login") not in keyed
+    assert all(method != "GET" for method, _ in keyed)
+    for method, path in keyed:
+        answers = document["paths"][path][method.lower()]["responses"]
+        for status, answer in answers.items():
+            if status == "405":  # the router's, never kept nor replayed
+                assert answer == {"$ref": "#/components/responses/MethodNotAllowed"}
+            elif status.startswith(("4", "5")):
+                assert answer == REPLAYABLE_PROBLEM, (method, path, status)
+            else:
+                assert answer["headers"]["Idempotent-Replayed"] == REPLAYED, (method, path, status)
+        assert {"400", "409", "422"} <= set(answers), (method, path)
+    replayed = document["components"]["headers"]["Idempotent-Replayed"]
+    assert replayed["schema"] == {"type": "string", "enum": ["true"]} and replayed["required"] is False
+    problem = document["components"]["responses"]["ReplayableProblem"]
+    assert problem["headers"]["Idempotent-Replayed"] == REPLAYED
+    assert problem["content"] == document["components"]["responses"]["Problem"]["content"]
+
+
+def test_answers_of_operations_without_an_idempotency_key_say_nothing_of_replays(document: dict) -> None:
+    for path, item in document["paths"].items():
+        for method, described in item.items():
+            if not _takes_an_idempotency_key(described):
+                assert "Idempotent-Replayed" not in repr(described) and "Replayable" not in repr(described), (
+                    method,
+                    path,
+                )

@@ -300,7 +300,7 @@ async def login_form(request: web.Request) -> web.Response:
     body_type="application/x-www-form-urlencoded",
     responses={
         303: media_reply("Logged in: session cookie set, on to `next`"),
-        400: media_reply("Name or password missing: the form again", *_HTML_PAGE),
+        400: media_reply("Name or password missing, or with a NUL character: the form again", *_HTML_PAGE),
         401: media_reply("Wrong name or password: the form again", *_HTML_PAGE),
         429: media_reply("Too many failed logins (Retry-After): the form again", *_HTML_PAGE),
     },
@@ -312,7 +312,8 @@ async def login_submit(request: web.Request) -> web.Response:
     lang = _lang(form.get("lang", request.query.get("lang")))
     next_path = safe_next(form.get("next", request.query.get("next")))
     name, password = form.get("name"), form.get("password")
-    if not isinstance(name, str) or not isinstance(password, str):
+    # no account has a NUL in its name (nor can PostgreSQL's text hold one): the form again, not a lookup
+    if not isinstance(name, str) or not isinstance(password, str) or "\x00" in name + password:
         return _login_page(request, lang, next_path, error=translate(LOGIN_FAILED, lang), status=400)
     try:
         async with request.app[POOL].acquire() as conn:

@@ -39,12 +39,18 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     ConnectionError: Problem(503, "database_unavailable", "Database unavailable"),
 }
 INTERNAL_ERROR = Problem(500, "internal_error", "Internal server error")
+# PostgreSQL errors that say nothing of its availability: a value it refuses (SQLSTATE class 22: a NUL in a
+# text, a date out of its range) got past the request's checks. A bug here, logged as one, never a 503.
+NOT_AN_OUTAGE: tuple[type[BaseException], ...] = (asyncpg.DataError,)
 
 
 def problem_for(error: BaseException) -> Problem | None:
-    """The answer to an error: its own (`ApiProblem`) or the first class of its MRO in `PROBLEMS`."""
+    """The answer to an error: its own (`ApiProblem`) or the first class of its MRO in `PROBLEMS`; None for
+    an error no table knows (or `NOT_AN_OUTAGE`), which the middleware logs and answers as a 500."""
     if isinstance(error, ApiProblem):
         return error.problem
+    if isinstance(error, NOT_AN_OUTAGE):
+        return None
     for cls in type(error).__mro__:
         if cls in PROBLEMS:
             return PROBLEMS[cls]

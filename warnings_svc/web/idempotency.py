@@ -93,6 +93,13 @@ OPENAPI_PARAMETER = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
 }
 OPENAPI_PROBLEMS = (400, 409, 422)
+# Any kept answer (a success or a refusal) may come back as a replay; `REPLAYED` marks it.
+OPENAPI_REPLAYED_HEADER = {
+    "description": f"`true` when this is the kept first answer to a request with the same {IDEMPOTENCY_KEY} "
+    "(the write was not done again); absent on a first answer.",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true"]},
+}
 
 
 # ---------------------------------------------------------------------------------------------- middleware

@@ -2,6 +2,8 @@
 declare (`warnings_svc.web.operations`): path, query and body models become parameters, request bodies and
 `components/schemas`; every declared problem status answers with `components/responses/Problem`, and every
 operation's 405 (another method on its path) with `components/responses/MethodNotAllowed` and its `Allow`.
+The writes that honour an `Idempotency-Key` take it as a header parameter, and each of their answers may be a
+replay marked `Idempotent-Replayed` (their problems are `components/responses/ReplayableProblem`).
 
 The console's HTML pages still describe themselves in hand-written `OPENAPI_PATHS`, used for the routes whose
 handlers declare no operation.
@@ -20,7 +22,7 @@ from warnings_svc.web.auth import OPENAPI_SECURITY_SCHEMES
 from warnings_svc.web.console import OPENAPI_PATHS as CONSOLE_OPENAPI_PATHS
 from warnings_svc.web.idempotency import OPENAPI_PARAMETER as IDEMPOTENCY_KEY_PARAMETER
 from warnings_svc.web.idempotency import OPENAPI_PROBLEMS as IDEMPOTENCY_KEY_PROBLEMS
-from warnings_svc.web.idempotency import takes_idempotency_key
+from warnings_svc.web.idempotency import OPENAPI_REPLAYED_HEADER, REPLAYED, takes_idempotency_key
 from warnings_svc.web.middleware import PROBLEM_JSON
 from warnings_svc.web.operations import Operation, Reply, json_answer, media_reply, operation, operation_of
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 METHODS = ("get", "put", "post", "delete", "patch")
 REF_TEMPLATE = "#/components/schemas/{model}"
 PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+REPLAYABLE_PROBLEM_RESPONSE = {"$ref": "#/components/responses/ReplayableProblem"}
+REPLAYED_HEADER = {"$ref": f"#/components/headers/{REPLAYED}"}
 METHOD_NOT_ALLOWED_RESPONSE = {"$ref": "#/components/responses/MethodNotAllowed"}
 
 
@@ -90,9 +94,16 @@ def openapi_document(
         "components": {
             "securitySchemes": OPENAPI_SECURITY_SCHEMES,
             "schemas": dict(sorted(schemas.items())),
+            "headers": {REPLAYED: OPENAPI_REPLAYED_HEADER},
             "responses": {
                 "Problem": {
                     "description": "Problem details (RFC 9457)",
+                    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
+                "ReplayableProblem": {
+                    "description": "Problem details (RFC 9457); possibly the kept first answer to a request "
+                    "with the same Idempotency-Key",
+                    "headers": {REPLAYED: REPLAYED_HEADER},
                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
                 },
                 "MethodNotAllowed": {
@@ -146,11 +157,19 @@ def describe(declared: Operation, path: str, schemas: dict[str, Any]) -> dict[st
 
 
 def _with_idempotency_key(described: dict[str, Any]) -> dict[str, Any]:
-    """A write operation that honours `Idempotency-Key`: the header among its parameters, and the problems
-    a key can cause among its answers."""
+    """A write operation that honours `Idempotency-Key`: the header among its parameters, the problems a key
+    can cause among its answers, and on each answer (a replay may be any of them) `Idempotent-Replayed`."""
     responses = dict(described["responses"])
     for status in IDEMPOTENCY_KEY_PROBLEMS:
         responses.setdefault(str(status), PROBLEM_RESPONSE)
+    for status, response in responses.items():
+        if response == PROBLEM_RESPONSE:
+            responses[status] = REPLAYABLE_PROBLEM_RESPONSE
+        else:
+            responses[status] = {
+                **response,
+                "headers": {**response.get("headers", {}), REPLAYED: REPLAYED_HEADER},
+            }
     return {
         **described,
         "parameters": [*described.get("parameters", ()), IDEMPOTENCY_KEY_PARAMETER],

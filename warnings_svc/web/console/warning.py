@@ -39,7 +39,7 @@ async def console_warning(request: web.Request) -> web.Response:
     """GET /console/warnings/{id}: the latest version, impact preview, edit form, actions and history."""
     page = page_for(request)
     raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:  # int() takes ASCII digits only
         return page.render("console/not_found.html", status=404, warning_id=raw_id)
     warning_id = int(raw_id)
     ctx = request.app[ISSUING]

@@ -122,6 +122,37 @@ def test_a_killed_embedded_postgresql_is_restarted_with_nothing_lost_and_when_it
     )
 
 
+@pytest.mark.slow
+def test_with_several_web_workers_the_parent_restarts_a_killed_embedded_postgresql(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The parent owns the embedded server when web workers share the port: it restarts it, and the workers'
+    pools reconnect."""
+    pgdata = data_dir / "postgres"
+    with (tmp_path / "demo.stderr").open("wb") as stderr:
+        demo = Demo(data_dir, stderr, "--workers", "2")
+        try:
+            demo.wait_ready()
+            base = f"http://127.0.0.1:{demo.port}"
+            killed = postmaster_pid(pgdata)
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            seen: list[int] = []
+
+            def ready_again() -> bool:
+                seen.append(status_of(f"{base}/readyz")[0])
+                return seen[-1] == 200 and postmaster_pid(pgdata) not in (None, killed)
+
+            assert wait_until(ready_again, BACK_SECONDS), seen[-5:]
+            assert all(status_of(f"{base}/readyz")[0] == 200 for _ in range(6))  # both workers
+            assert demo.proc.poll() is None
+        finally:
+            demo.end()
+    log = (tmp_path / "demo.stderr").read_text("utf-8", errors="replace")
+    assert "database back: the embedded PostgreSQL was restarted" in log
+
+
 @pytest.fixture
 async def own_server() -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
     """A PostgreSQL this test may stop and start again, and the URL of a ready database on it (migrated, the

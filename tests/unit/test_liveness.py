@@ -133,3 +133,4 @@ def test_the_smsc_check_fails_while_an_endpoint_has_no_bound_bind() -> None:
     assert ok.ok and ok.detail == "a: 1 of 2 binds bound; b: 1 of 1 binds bound"
     down = check_sms_binds({"a": [Bind(True)], "b": [Bind(False), Bind(False)]})
     assert not down.ok and "b: 0 of 2 binds bound" in down.detail
+    assert not down.required  # reported as degraded: the process still answers the public

@@ -4,7 +4,10 @@
 ``migrations`` (all applied, none edited), ``risk_database`` (the region is built); ``embedded_database``
 (the database watch's state, with the embedded PostgreSQL: up, or being restarted); ``inbox`` (every entry
 can be moved, when the inbox is watched); ``smsc`` (every SMS endpoint of the embedded dispatcher has a bound
-bind). 503 while any fails, naming them in ``failed``: a load balancer sends nothing meanwhile.
+bind). 503 while database, migrations, risk_database or embedded_database fails, naming them in ``failed``: a
+load balancer sends nothing meanwhile. The inbox and SMSC checks do not stop this process from answering the
+public and the forecasters, so while they fail it stays 200 with ``"status": "degraded"`` and names them in
+``degraded`` (and in the metrics ``warnings_inbox_faults``, ``warnings_circuit_state``).
 
 ``/healthz`` (should this process be restarted?) answers 200 ``{"status": "ok"}`` while the process can
 still do its job, including while a lost database is being waited for or restarted: that heals by itself.
@@ -42,6 +45,10 @@ READY_TIMEOUT_SECONDS = 5.0
 class Check:
     ok: bool
     detail: str
+    # False: a fault that does not stop this process from answering (a stuck inbox entry, an SMSC without a
+    # bind): reported under `degraded`, while /readyz stays 200 so that a load balancer keeps sending the
+    # public and the forecasters here.
+    required: bool = True
 
 
 class ReadinessProbe:
@@ -105,7 +112,7 @@ class ReadinessProbe:
     def _check_inbox(inbox: Inbox) -> Check:
         stuck = inbox.stuck()
         if stuck:
-            return Check(False, "; ".join(s.detail for s in stuck))
+            return Check(False, "; ".join(s.detail for s in stuck), required=False)
         return Check(True, "every entry can be moved")
 
     async def _check_migrations(self, conn: asyncpg.Connection) -> Check:
@@ -140,7 +147,7 @@ def check_sms_binds(binds: dict[str, Sequence[object]]) -> Check:
         name: (sum(bool(getattr(b, "is_bound", False)) for b in bs), len(bs)) for name, bs in binds.items()
     }
     detail = "; ".join(f"{name}: {up} of {total} binds bound" for name, (up, total) in counts.items())
-    return Check(all(up > 0 for up, _ in counts.values()), detail)
+    return Check(all(up > 0 for up, _ in counts.values()), detail, required=False)
 
 
 READINESS = web.AppKey("readiness", ReadinessProbe)
@@ -219,10 +226,12 @@ class CheckAnswer(BaseModel):
 
 
 class Readiness(BaseModel):
-    """The answer of /readyz: `failed` names the checks that did not pass."""
+    """The answer of /readyz: `failed` names the checks that did not pass and make it 503; `degraded` those that
+    did not pass but leave it serving (an inbox entry that cannot be moved, an SMSC without a bound bind)."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     failed: list[str]
+    degraded: list[str]
     checks: dict[str, CheckAnswer]
 
 
@@ -252,12 +261,15 @@ async def healthz(request: web.Request) -> web.Response:
     responses={200: Reply("Ready", Readiness), 503: Reply("Not ready; `failed` names the checks", Readiness)},
 )
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 when every check passes, else 503 naming the failed checks."""
+    """Readiness: 200 unless a required check fails (then 503 naming them in `failed`); failing checks that
+    leave the process serving are named in `degraded`."""
     checks = await request.app[READINESS].check()
-    failed = [name for name, c in checks.items() if not c.ok]
+    failed = [name for name, c in checks.items() if not c.ok and c.required]
+    degraded = [name for name, c in checks.items() if not c.ok and not c.required]
     body = Readiness(
-        status="unavailable" if failed else "ok",
+        status="unavailable" if failed else "degraded" if degraded else "ok",
         failed=failed,
+        degraded=degraded,
         checks={name: CheckAnswer(ok=c.ok, detail=c.detail) for name, c in checks.items()},
     )
     return web.json_response(body.model_dump(), status=503 if failed else 200)

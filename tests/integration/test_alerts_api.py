@@ -19,9 +19,14 @@ from tests.factories_app import service
 from tests.factories_db import fresh_database
 from warnings_svc.documents.cap import validate_cap
 from warnings_svc.documents.gbt import gbt_file_name
+from warnings_svc.documents.geojson import geojson_geometry
+from warnings_svc.documents.texts import load_texts
 from warnings_svc.lifecycle import store as ws
+from warnings_svc.lifecycle.public_alerts import PublicAlerts
 from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings, WarningSettings
+from warnings_svc.web.api.alert_documents import AlertLinks, alert_feature, json_body
+from warnings_svc.web.api.alert_filters import event_names
 
 WANG = Actor("wang", Role.forecaster)
 LI = Actor("li", Role.approver)
@@ -540,6 +545,80 @@ async def test_representations_have_different_etags(client: TestClient) -> None:
     geo = await client.get("/api/v1/alerts/active")
     atom = await client.get("/api/v1/alerts/active", headers={"Accept": "application/atom+xml"})
     assert geo.headers["ETag"] != atom.headers["ETag"]
+
+
+async def test_geojson_answers_are_byte_for_byte_the_plain_rendering_of_the_real_outlines(
+    client: TestClient, world: World, db_url: str
+) -> None:
+    listed = await client.get("/api/v1/alerts/active")
+    one = await client.get(f"/api/v1/alerts/{world.rain_district}")
+    body = await listed.read()
+    public = PublicAlerts("wuhai", event_names(load_texts()))
+    links = AlertLinks(str(client.make_url("")).rstrip("/"))
+    conn = await asyncpg.connect(db_url)
+    try:
+        areas = await public.areas(conn)
+        alerts = await public.active(conn, datetime.now(UTC))
+        references = await public.reference_ids(conn, alerts)
+        rain = next(a for a in alerts if a.id == world.rain_district)
+    finally:
+        await conn.close()
+
+    def plain(alert):
+        return alert_feature(
+            alert, geojson_geometry(areas.geometry(alert.areas, alert.polygons)), links, references
+        )
+
+    shown = json.loads(body)
+    assert all(f["geometry"]["type"] == "MultiPolygon" for f in shown["features"])  # real outlines drawn
+    assert body == json_body(
+        {
+            "type": "FeatureCollection",
+            "title": shown["title"],
+            "updated": shown["updated"],
+            "features": [plain(a) for a in alerts],
+        }
+    )
+    assert await one.read() == json_body(plain(rain))
+
+
+async def test_a_new_risk_database_version_renders_the_geometry_afresh(db_url: str, world: World) -> None:
+    public = PublicAlerts("wuhai", event_names(load_texts()))
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[106.8, 39.6], [106.9, 39.6], [106.9, 39.7], [106.8, 39.6]]],
+    }
+    conn = await asyncpg.connect(db_url)
+    rebuild = conn.transaction()  # a rebuild in which Haibowan's outline changed, never committed
+    try:
+        before = await public.areas(conn)
+        drawn = before.geometry_json(("150302000000",), ())
+        assert json.loads(drawn)["type"] == "MultiPolygon"
+        assert (await public.areas(conn)).geometry_json(("150302000000",), ()) is drawn  # kept while current
+        await rebuild.start()
+        version = await conn.fetchval(
+            """INSERT INTO risk.version (region, region_code, region_name, grid, config, provenance)
+               SELECT region, region_code, region_name, grid, config, provenance FROM risk.version
+               WHERE id = $1 RETURNING id""",
+            before.version_id,
+        )
+        await conn.execute(
+            """INSERT INTO risk.unit SELECT $2, code, idx, name, name_en, level, parent, population, area_km2,
+                      boundary, code_status, CASE WHEN code = '150302000000' THEN $3::jsonb ELSE geometry END
+               FROM risk.unit WHERE version_id = $1""",
+            before.version_id,
+            version,
+            json.dumps(square),
+        )
+        await conn.execute("UPDATE risk.current_version SET version_id = $1 WHERE region = 'wuhai'", version)
+        after = await public.areas(conn)
+        assert after.version_id == version
+        assert json.loads(after.geometry_json(("150302000000",), ())) == {
+            "type": "MultiPolygon",
+            "coordinates": [square["coordinates"]],
+        }
+    finally:
+        await conn.close()  # the rebuild was never committed: closing undoes it
 
 
 # ---------------------------------------------------------------------------------------------- URLs

@@ -15,15 +15,19 @@ from tests.factories_messages import HEAT_ORANGE_ALERT, HEAT_RED_UPDATE, POLYGON
 from warnings_svc.documents.cap import CapTexts, render_cap
 from warnings_svc.documents.cap_reading import read_cap
 from warnings_svc.documents.gbt import gbt_file_name
+from warnings_svc.documents.geojson import geojson_geometry
 from warnings_svc.documents.message import Area
 from warnings_svc.documents.texts import load_texts
+from warnings_svc.lifecycle import public_alerts
 from warnings_svc.lifecycle.public_alerts import PublicAlert, RegionAreas, cap_polygon, parse_alert_id
 from warnings_svc.web.api.alert_documents import (
     AlertLinks,
     alert_feature,
     atom_feed,
+    feature_body,
+    feature_collection_body,
+    feature_json,
     gbt_document_name,
-    geojson_geometry,
     json_body,
     tag_uri,
 )
@@ -249,6 +253,49 @@ def test_geometry_is_a_multipolygon_of_the_cap_polygon_or_the_areas() -> None:
     assert (min(lons), max(lons)) == (106.62, 107)  # lon, lat: the polygon, not the unit square
     assert geojson_geometry(AREAS.geometry(["999999999999"], [])) is None
     assert cap_polygon("not a polygon") is None
+
+
+def test_spliced_features_are_byte_for_byte_the_plain_json_rendering() -> None:
+    links = AlertLinks("https://w.example.cn")
+    hostile = {"zh-CN": CapTexts(HOSTILE, f"描述 {HOSTILE}", "防御 & <b>", "海勃湾区", "高温")}
+    alerts = [
+        _alert(),
+        _alert(HEAT_RED_UPDATE, areas=("150302000000", "150303000000"), texts=hostile),
+        _alert(areas=("150302000000",), polygons=(POLYGON,)),
+        _alert(areas=("999999999999",)),  # nothing to draw: "geometry": null
+    ]
+    references = {HEAT_ORANGE_ALERT.identifier: "7-1"}
+    plain = [
+        alert_feature(a, geojson_geometry(AREAS.geometry(a.areas, a.polygons)), links, references)
+        for a in alerts
+    ]
+    spliced = [feature_json(a, AREAS.geometry_json(a.areas, a.polygons), links, references) for a in alerts]
+    title, updated = f"生效预警 {HOSTILE}", "2026-01-01T08:00:00+08:00"
+    assert feature_collection_body(title, updated, spliced) == json_body(
+        {"type": "FeatureCollection", "title": title, "updated": updated, "features": plain}
+    )
+    replaced = ("7-3", alerts[1].sent)
+    assert feature_body(
+        feature_json(alerts[1], AREAS.geometry_json(alerts[1].areas, ()), links, references, replaced)
+    ) == json_body(
+        alert_feature(
+            alerts[1], geojson_geometry(AREAS.geometry(alerts[1].areas, ())), links, references, replaced
+        )
+    )
+
+
+def test_geometry_json_is_made_once_per_outline_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    areas = RegionAreas(2, datetime(2026, 1, 1, tzinfo=UTC), AREAS.units.values())
+    first = areas.geometry_json(["150302000000"], [])
+    assert areas.geometry_json(("150302000000",), ()) is first  # kept, not rendered again
+    monkeypatch.setattr(public_alerts, "CACHE_ENTRIES", 2)
+    areas.geometry_json(["150303000000"], [])
+    areas.geometry_json(["150302001000"], [])  # a third outline: the full table is emptied first
+    assert areas.geometry_json(["150302000000"], []) is not first
+    assert len(areas._geometry_json) <= 2
+    monkeypatch.setattr(public_alerts, "GEOMETRY_JSON_BYTES", len(first) + 1)
+    areas.geometry_json(["150303000000"], [])
+    assert areas._geometry_json_bytes <= len(first) + 1  # bounded by bytes too
 
 
 def test_json_body_escapes_markup_characters() -> None:

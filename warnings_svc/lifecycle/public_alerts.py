@@ -19,6 +19,7 @@ from shapely.geometry import Polygon
 from risk_zoning.store import UnitRecord, current_version, load_current
 from risk_zoning.unit_tree import same_or_nested
 from warnings_svc.documents.cap_reading import CapSummary, read_cap
+from warnings_svc.documents.geojson import geometry_json
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ FEED_WINDOW = timedelta(hours=24)  # the feed keeps every message sent within th
 
 
 CACHE_ENTRIES = 512  # parsed CAP documents and outlines kept per process
+
+
+GEOMETRY_JSON_BYTES = 16 * 2**20  # of GeoJSON texts kept per process (a whole-city outline is ~10 kB)
 
 
 _ALERT_ID = re.compile(r"^([1-9]\d{0,17})-([1-9]\d{0,8})$")
@@ -80,6 +84,8 @@ class RegionAreas:
         self.created_at = created_at
         self.units: dict[str, UnitRecord] = {u.code: u for u in units}
         self._outlines: dict[tuple[tuple[str, ...], tuple[str, ...], bool], shapely.Geometry] = {}
+        self._geometry_json: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._geometry_json_bytes = 0
 
     def __contains__(self, code: object) -> bool:
         return code in self.units
@@ -91,6 +97,26 @@ class RegionAreas:
     def geometry(self, areas: Sequence[str], polygons: Sequence[str]) -> shapely.Geometry:
         """What a message covers on the map: its CAP polygons when it has any, else its areas' outlines."""
         return self._cached(tuple(areas), tuple(polygons), False)
+
+    def geometry_json(self, areas: Sequence[str], polygons: Sequence[str]) -> str:
+        """`geometry` as the GeoJSON text the public answers embed (``null`` when nothing to draw), made once
+        per message area and risk database version: rounding and serialising thousands of outline
+        coordinates would otherwise be most of every re-render of the lists after a warning changes. Kept
+        per instance, so a new risk database version (a new `RegionAreas`) starts afresh; bounded by
+        `CACHE_ENTRIES` and `GEOMETRY_JSON_BYTES` (emptied when full, as the outlines are)."""
+        key = (tuple(areas), tuple(polygons))
+        found = self._geometry_json.get(key)
+        if found is None:
+            found = geometry_json(self.geometry(areas, polygons))
+            if (
+                len(self._geometry_json) >= CACHE_ENTRIES
+                or self._geometry_json_bytes + len(found) > GEOMETRY_JSON_BYTES
+            ):
+                self._geometry_json.clear()
+                self._geometry_json_bytes = 0
+            self._geometry_json[key] = found
+            self._geometry_json_bytes += len(found)
+        return found
 
     def footprint(self, areas: Sequence[str], polygons: Sequence[str]) -> shapely.Geometry:
         """Where a message applies: its areas' outlines and its CAP polygons together (prepared)."""

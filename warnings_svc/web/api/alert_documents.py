@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import shapely
 from lxml import etree
-from shapely.geometry import mapping
 
 from risk_zoning import BEIJING
 from warnings_svc.documents.cap import CAP_NAMESPACE
@@ -30,9 +28,6 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 GEOCODE_KEY = "GB2260"  # the geocode scheme's key in GeoJSON properties (NWS writes "UGC")
-
-
-GEOMETRY_DECIMALS = 6
 
 
 _TAG_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -67,24 +62,6 @@ def cap_time(moment: datetime) -> str:
     return moment.astimezone(BEIJING).replace(microsecond=0).isoformat()
 
 
-def geojson_geometry(geometry: shapely.Geometry) -> dict[str, Any] | None:
-    """A GeoJSON MultiPolygon (coordinates to 6 decimals), None when there is nothing to draw."""
-    if geometry is None or geometry.is_empty:
-        return None
-    polygons = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon")]
-    parts = [p for g in polygons for p in shapely.get_parts(g)]
-    if not parts:
-        return None
-    coordinates = mapping(shapely.MultiPolygon(parts))["coordinates"]
-    return {"type": "MultiPolygon", "coordinates": _rounded(coordinates)}
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, GEOMETRY_DECIMALS)
-    return [_rounded(v) for v in value]
-
-
 def _info_texts(info: CapInfo) -> dict[str, Any]:
     return {
         "language": info.language,
@@ -105,6 +82,47 @@ def alert_feature(
     replaced_by: tuple[str, datetime] | None = None,
 ) -> dict[str, Any]:
     """The alert as a GeoJSON Feature in the NWS alerts API's shape (Chinese first, English in ``en``)."""
+    properties = _properties(alert, links, reference_ids, replaced_by)
+    return {"id": links.alert(alert.id), "type": "Feature", "geometry": geometry, "properties": properties}
+
+
+def feature_json(
+    alert: PublicAlert,
+    geometry: str,
+    links: AlertLinks,
+    reference_ids: Mapping[str, str],
+    replaced_by: tuple[str, datetime] | None = None,
+) -> str:
+    """`alert_feature` as compact JSON text around a geometry already serialised (`RegionAreas.geometry_json`),
+    character for character what ``json.dumps`` writes for `alert_feature`'s dict (markup not yet escaped:
+    `feature_collection_body`, `feature_body`)."""
+    properties = _properties(alert, links, reference_ids, replaced_by)
+    return (
+        f'{{"id":{_dumps(links.alert(alert.id))},"type":"Feature","geometry":{geometry},'
+        f'"properties":{_dumps(properties)}}}'
+    )
+
+
+def feature_body(feature: str) -> bytes:
+    """One `feature_json` as an answer: what `json_body` makes of `alert_feature`."""
+    return _escaped(feature)
+
+
+def feature_collection_body(title: str, updated: str, features: Sequence[str]) -> bytes:
+    """A GeoJSON FeatureCollection of `feature_json` texts, as `json_body` writes the same collection built
+    from `alert_feature` dicts: the features' texts are spliced in, not serialised again."""
+    return _escaped(
+        f'{{"type":"FeatureCollection","title":{_dumps(title)},"updated":{_dumps(updated)},'
+        f'"features":[{",".join(features)}]}}'
+    )
+
+
+def _properties(
+    alert: PublicAlert,
+    links: AlertLinks,
+    reference_ids: Mapping[str, str],
+    replaced_by: tuple[str, datetime] | None,
+) -> dict[str, Any]:
     cap, zh = alert.cap, alert.cap.primary
     properties: dict[str, Any] = {
         "id": alert.id,
@@ -157,13 +175,21 @@ def alert_feature(
     if replaced_by is not None:
         properties["replacedBy"] = links.alert(replaced_by[0])
         properties["replacedAt"] = cap_time(replaced_by[1])
-    return {"id": links.alert(alert.id), "type": "Feature", "geometry": geometry, "properties": properties}
+    return properties
 
 
 def json_body(document: Mapping[str, Any]) -> bytes:
     """UTF-8 JSON with ``<``, ``>`` and ``&`` escaped (they occur only inside strings), so no text in it can
     ever be read as markup."""
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return _escaped(_dumps(document))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _escaped(text: str) -> bytes:
+    # character by character, so escaping spliced texts together equals escaping each
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 

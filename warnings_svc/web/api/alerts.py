@@ -70,12 +70,12 @@ from warnings_svc.documents.texts import load_texts
 from warnings_svc.lifecycle.public_alerts import FEED_WINDOW, PublicAlert, PublicAlerts, parse_alert_id
 from warnings_svc.web.api.alert_documents import (
     AlertLinks,
-    alert_feature,
     atom_feed,
     cap_time,
+    feature_body,
+    feature_collection_body,
+    feature_json,
     gbt_document_name,
-    geojson_geometry,
-    json_body,
 )
 from warnings_svc.web.api.alert_filters import (
     ActiveAlertsQuery,
@@ -235,16 +235,13 @@ async def _render_active(request: web.Request, media: str) -> Rendered:
         )
         content_type = f"{ATOM}; charset=utf-8"
     else:
-        collection = {
-            "type": "FeatureCollection",
-            "title": title,
-            "updated": cap_time(modified),
-            "features": [
-                alert_feature(a, geojson_geometry(areas.geometry(a.areas, a.polygons)), links, reference_ids)
-                for a in alerts
-            ],
-        }
-        body, content_type = json_body(collection), _json_type(media)
+        # each feature's geometry spliced in as JSON text made once per outline: a re-render after a
+        # warning changes then serialises the properties, not thousands of coordinates again
+        features = [
+            feature_json(a, areas.geometry_json(a.areas, a.polygons), links, reference_ids) for a in alerts
+        ]
+        body = feature_collection_body(title, cap_time(modified), features)
+        content_type = _json_type(media)
     return rendered_document(
         body,
         content_type,
@@ -284,17 +281,13 @@ async def _render_alert(request: web.Request, key: tuple[int, int], media: str) 
         areas = await public.areas(conn)
         reference_ids = await public.reference_ids(conn, [alert])
         replaced_by = await public.successor(conn, alert)
-    feature = alert_feature(
-        alert,
-        geojson_geometry(areas.geometry(alert.areas, alert.polygons)),
-        links,
-        reference_ids,
-        replaced_by,
+    feature = feature_json(
+        alert, areas.geometry_json(alert.areas, alert.polygons), links, reference_ids, replaced_by
     )
     modified = max([alert.sent, areas.created_at] + ([replaced_by[1]] if replaced_by else []))
     now = datetime.now(UTC)
     return rendered_document(
-        json_body(feature),
+        feature_body(feature),
         _json_type(media),
         last_modified=min(modified, now),
         cache_control=LIST_CACHE,

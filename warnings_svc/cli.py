@@ -883,7 +883,7 @@ async def _serve(
     settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool = False
 ) -> None:
     from warnings_svc.web.health import DATABASE_WATCH
-    from warnings_svc.web.workers import listening
+    from warnings_svc.web.workers import listening, settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -902,6 +902,7 @@ async def _serve(
                 if await _unless_stopped(
                     stop, _prepare_service(pool, settings, progress=progress, demo=demo)
                 ):
+                    await settle_heap(app)
                     _print_console(settings)
                     await stop.wait()
                     log.info("stopping")

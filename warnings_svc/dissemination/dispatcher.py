@@ -201,9 +201,10 @@ def pool_size(settings: DispatchSettings) -> int:
 
 
 def tune_collector() -> None:
-    """Set this process's garbage collector for a dispatcher's workload, once: what is alive after start-up
-    (modules, the risk database, settings) is frozen out of the collector's sight, and young objects are
-    collected every `GC_YOUNG_THRESHOLD` allocations rather than 700 (see bench/LOG.md)."""
+    """Set this process's garbage collector for a long-running server's workload (a dispatcher, a web
+    process), once: what is alive after start-up (modules, the risk database, settings) is frozen out of the
+    collector's sight, and young objects are collected every `GC_YOUNG_THRESHOLD` allocations rather than 700
+    (see bench/LOG.md)."""
     global _collector_tuned
     if _collector_tuned:
         return

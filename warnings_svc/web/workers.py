@@ -49,9 +49,11 @@ from aiohttp import web
 
 from risk_zoning.errors import RiskZoningError
 from risk_zoning.io.database import create_pool
+from warnings_svc.dissemination.dispatcher import tune_collector
 from warnings_svc.forecast.runs import die_with_parent
 from warnings_svc.settings import Settings
 from warnings_svc.web.app import create_app
+from warnings_svc.web.appkeys import RISK_DATABASE
 from warnings_svc.web.database_watch import CHECK_SECONDS, EmbeddedServer, restart_embedded
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,16 @@ async def listening(
             await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
         except TimeoutError:
             pool.terminate()
+
+
+async def settle_heap(app: web.Application) -> None:
+    """Once the service is up: load the region's risk database, then hide everything alive from the garbage
+    collector and collect young objects less often (`tune_collector`). A serving process holds a large heap
+    that lives as long as it does (modules, the risk database's units and outlines); without this, each full
+    collection walks all of it, a pause of every request in flight (measured in bench/public_read.py)."""
+    with contextlib.suppress(RiskZoningError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await app[RISK_DATABASE].get()  # when the database is away, the freeze goes without it
+    tune_collector()
 
 
 def _cannot_listen(host: str, port: int, error: OSError) -> str:
@@ -306,8 +318,9 @@ async def _worker(plan: WorkerPlan, index: int, report: Connection) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with listening(
         plan.settings, plan.database_url, singletons=index == 0, reuse_port=True, pool_size=plan.pool_size
-    ):
+    ) as (_, app):
         with contextlib.suppress(OSError):  # a parent that stopped meanwhile
             report.send(None)
         log.info("web worker listening", extra={"worker": index, "primary": index == 0})
+        await settle_heap(app)
         await stop.wait()

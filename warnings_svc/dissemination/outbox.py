@@ -112,17 +112,19 @@ async def write_fanouts(
     conn: asyncpg.Connection, warning_id: int, version: int, level: str, channels: Iterable[str]
 ) -> None:
     """Promise the deliveries of an issued version on every channel; call it inside the issuing transaction."""
-    priority = priority_of(level)
-    for channel in channels:
-        await conn.execute(
-            """INSERT INTO svc.fanout (warning_id, version, channel, priority) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (warning_id, version, channel) DO NOTHING""",
-            warning_id,
-            version,
-            channel,
-            priority,
-        )
-    await notify_dispatchers(conn, "fanout")
+    # One statement for every channel and the dispatchers' wake-up (delivered, like any NOTIFY, on commit).
+    await conn.execute(
+        """WITH promised AS (
+               INSERT INTO svc.fanout (warning_id, version, channel, priority)
+               SELECT $1, $2, channel, $4 FROM unnest($3::text[]) AS channel
+               ON CONFLICT (warning_id, version, channel) DO NOTHING)
+           SELECT pg_notify($5, 'fanout')""",
+        warning_id,
+        version,
+        list(channels),
+        priority_of(level),
+        DISPATCH_CHANNEL,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- claiming

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from risk_zoning.store import UnitRecord, region_units
+from risk_zoning.store import RiskDatabase, UnitRecord, region_units
 from risk_zoning.unit_tree import geocode, inside_any
 from warnings_svc.dissemination import outbox
 from warnings_svc.documents.cap import CapError, CapTexts, check_polygons, render_cap, sign_cap, validate_cap
@@ -186,6 +186,24 @@ def _read_secret(path: Path, name: str) -> bytes:
         raise SettingsError(path, f"warnings.{name}: {e.strerror or e}") from e
 
 
+# ---------------------------------------------------------------------------------------------- units
+
+
+async def region_units_of(
+    conn: asyncpg.Connection, ctx: Issuing, risk: RiskDatabase | None
+) -> dict[str, UnitRecord]:
+    """The region's units by geocode: those of ``risk`` (the caller's copy of the current risk database, as
+    the web app holds it) when it is still the current version -- one small query instead of reading the whole
+    risk database -- and read afresh when there is none or a newer version has been built since."""
+    if risk is not None and risk.region == ctx.region:
+        current = await conn.fetchval(
+            "SELECT version_id FROM risk.current_version WHERE region = $1", ctx.region
+        )
+        if current == risk.version_id:
+            return {u.code: u for u in risk.units}
+    return await region_units(conn, ctx.region)
+
+
 # ---------------------------------------------------------------------------------------------- creating
 
 
@@ -201,9 +219,10 @@ async def create(
     content: Content,
     exercise: bool = False,
     now: datetime,
+    risk: RiskDatabase | None = None,
 ) -> Version:
-    """A new warning: version 1, a draft by ``actor``."""
-    units = await region_units(conn, ctx.region)
+    """A new warning: version 1, a draft by ``actor``; ``risk``: see `region_units_of`."""
+    units = await region_units_of(conn, ctx, risk)
     content = _checked_content(content, units, ctx)
     _check_times({"onset": onset, "expires": expires}, now)
     checked = new_draft(  # every check before anything is written; the id comes from the insert
@@ -222,10 +241,10 @@ async def create(
         )
         state = dataclasses.replace(checked, id=str(warning_id))
         version = Version(state, content)
-        await _insert_version(conn, version)
+        stored = await _insert_version(conn, version)
         await _audit(conn, ctx, now, actor.name, "create", state, None, version)
         await _notify(conn, state, "create")
-    return await _reload(conn, state)
+    return stored
 
 
 async def draft_from_proposal(
@@ -236,6 +255,7 @@ async def draft_from_proposal(
     *,
     now: datetime,
     exercise: bool = False,
+    risk: RiskDatabase | None = None,
 ) -> Version:
     """The draft a proposal asks for: a new warning, or an Update or Cancel of the live one it names.
 
@@ -270,10 +290,11 @@ async def draft_from_proposal(
                 content=content,
                 exercise=exercise,
                 now=now,
+                risk=risk,
             )
         elif action == "cancel":
             version = await start_cancel(
-                conn, ctx, actor, int(row["replaces"]), note="", now=now, proposal_id=proposal_id
+                conn, ctx, actor, int(row["replaces"]), note="", now=now, proposal_id=proposal_id, risk=risk
             )
         else:
             changes = {
@@ -284,7 +305,7 @@ async def draft_from_proposal(
                 "polygons": list(content.polygons),
             }
             version = await start_update(
-                conn, ctx, actor, int(row["replaces"]), changes, now=now, proposal_id=proposal_id
+                conn, ctx, actor, int(row["replaces"]), changes, now=now, proposal_id=proposal_id, risk=risk
             )
         await conn.execute("UPDATE svc.proposal SET status = 'accepted' WHERE id = $1", proposal_id)
         await notify(
@@ -302,9 +323,10 @@ async def start_update(
     *,
     now: datetime,
     proposal_id: int | None = None,
+    risk: RiskDatabase | None = None,
 ) -> Version:
     """The draft of an Update of the issued warning: version n+1 with ``changes`` (lifecycle and content)."""
-    return await _start_successor(conn, ctx, actor, warning_id, "Update", changes, now, proposal_id)
+    return await _start_successor(conn, ctx, actor, warning_id, "Update", changes, now, proposal_id, risk)
 
 
 async def start_cancel(
@@ -316,9 +338,12 @@ async def start_cancel(
     note: str,
     now: datetime,
     proposal_id: int | None = None,
+    risk: RiskDatabase | None = None,
 ) -> Version:
     """The draft of a Cancel of the issued warning; ``note`` says why (it goes into the CAP ``note``)."""
-    return await _start_successor(conn, ctx, actor, warning_id, "Cancel", {"note": note}, now, proposal_id)
+    return await _start_successor(
+        conn, ctx, actor, warning_id, "Cancel", {"note": note}, now, proposal_id, risk
+    )
 
 
 async def _start_successor(
@@ -330,9 +355,10 @@ async def _start_successor(
     changes: Mapping[str, Any],
     now: datetime,
     proposal_id: int | None,
+    risk: RiskDatabase | None,
 ) -> Version:
     lifecycle_changes, content_changes = _split_changes(changes)
-    units = await region_units(conn, ctx.region)
+    units = await region_units_of(conn, ctx, risk)
     _check_times(lifecycle_changes, now)
     content_changes = _checked_changes(content_changes, units, ctx)
     async with conn.transaction():
@@ -361,10 +387,10 @@ async def _start_successor(
         content = _changed_content(base.content, content_changes, units, ctx)
         content = dataclasses.replace(content, proposal_id=proposal_id, texts={})
         version = Version(state, content)
-        await _insert_version(conn, version)
+        stored = await _insert_version(conn, version)
         await _audit(conn, ctx, now, actor.name, f"draft_{kind.lower()}", state, latest, version)
         await _notify(conn, state, f"draft_{kind.lower()}")
-    return await _reload(conn, state)
+    return stored
 
 
 # ---------------------------------------------------------------------------------------------- acting
@@ -378,12 +404,13 @@ async def edit(
     changes: Mapping[str, Any],
     *,
     now: datetime,
+    risk: RiskDatabase | None = None,
 ) -> Version:
     """Change the latest version (a draft, pending or returned one): level, times, areas, polygons, texts, note."""
     if not changes:
         raise StoreError("invalid", "nothing to change", "changes")
     lifecycle_changes, content_changes = _split_changes(changes)
-    units = await region_units(conn, ctx.region)
+    units = await region_units_of(conn, ctx, risk)
     _check_times(lifecycle_changes, now)
     content_changes = _checked_changes(content_changes, units, ctx)
     async with conn.transaction():
@@ -395,11 +422,11 @@ async def edit(
             raise StoreError("invalid", "a Cancel keeps the areas of the version it cancels", "areas")
         content = _changed_content(latest.content, content_changes, units, ctx)
         version = dataclasses.replace(latest, state=transition.state, content=content)
-        await _update_version(conn, version)
+        stored = await _update_version(conn, version)
         await _face(conn, version)
         await _audit(conn, ctx, now, actor.name, "edit", transition.state, latest, version, transition)
         await _notify(conn, transition.state, "edit")
-    return await _reload(conn, transition.state)
+    return stored
 
 
 async def act(
@@ -411,12 +438,13 @@ async def act(
     *,
     now: datetime,
     reason: str = "",
+    risk: RiskDatabase | None = None,
 ) -> Version:
     """Submit, approve (which issues), return for edit, or discard the latest version of a warning."""
     if action not in (Action.submit, Action.approve, Action.return_for_edit, Action.discard):
         raise StoreError("invalid", f"{action} is not done this way", "action")
     reason = _clean(reason, "comment" if action is Action.approve else "reason", MAX_NOTE_CHARS)
-    units = await region_units(conn, ctx.region)
+    units = await region_units_of(conn, ctx, risk)
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         replaced = None
@@ -445,13 +473,13 @@ async def act(
         )
         version = dataclasses.replace(latest, state=transition.state)
         if action is Action.approve:
-            version = await _issue(conn, ctx, version, replaced, units, now)
+            version, stored = await _issue(conn, ctx, version, replaced, units, now)
             # the outbox: issued and promised to every channel in one transaction, or neither
             await outbox.write_fanouts(
                 conn, version.warning_id, version.state.version, version.state.level, ctx.channels
             )
         else:
-            await _update_version(conn, version)
+            stored = await _update_version(conn, version)
         await _face(conn, version)
         await _audit(conn, ctx, now, actor.name, str(action), transition.state, latest, version, transition)
         if transition.superseded is not None and replaced is not None:
@@ -462,7 +490,7 @@ async def act(
                 transition.superseded,
             )  # fmt: skip
         await _notify(conn, transition.state, str(action))
-    return await _reload(conn, transition.state)
+    return stored
 
 
 async def expire_due(conn: asyncpg.Connection, ctx: Issuing, *, now: datetime) -> list[int]:
@@ -557,6 +585,12 @@ async def rendered_texts(conn: asyncpg.Connection, warning_id: int, version: int
         "SELECT rendered FROM svc.warning_version WHERE warning_id = $1 AND version = $2", warning_id, version
     )
     return json.loads(raw) if raw else None
+
+
+# what `version_from_row` reads: writes return these instead of the version being read back after commit
+_VERSION_COLUMNS = """warning_id, version, msg_type, status, hazard, level, created_by, last_edited_by, onset,
+    expires, exercise, approved_by, approved_at, approval_comment, "references", editors, return_reason, areas,
+    polygons, probability, exposed_population, texts, note, proposal_id, identifier, sent, created_at, updated_at"""
 
 
 def version_from_row(row: asyncpg.Record) -> Version:
@@ -683,8 +717,9 @@ async def _issue(
     replaced: Version | None,
     units: Mapping[str, UnitRecord],
     now: datetime,
-) -> Version:
-    """Render, validate (and sign) the documents of an approved version and store it issued."""
+) -> tuple[Version, Version]:
+    """Render, validate (and sign) the documents of an approved version and store it issued: the version as
+    given with its identifier and send time, and as now stored."""
     sent = await _send_time(conn, now)
     earlier = [] if replaced is None else await _issued_chain(conn, version)
     msg = message_of(ctx, version, units, sent=sent, references=earlier)
@@ -710,10 +745,11 @@ async def _issue(
     gbt = render_gbt(msg, GbtTexts(zh.description, zh.channels, zh.instruction))
     rendered = {lang: _texts_json(t) for lang, t in texts.items()}
     issued = dataclasses.replace(version, identifier=msg.identifier, sent=sent)
-    await conn.execute(
+    row = await conn.fetchrow(
         """UPDATE svc.warning_version SET status = $3, approved_by = $4, approved_at = $5, approval_comment = $6,
                   identifier = $7, sent = $8, cap_xml = $9, gbt_xml = $10, rendered = $11::jsonb, updated_at = now()
-           WHERE warning_id = $1 AND version = $2""",
+           WHERE warning_id = $1 AND version = $2 RETURNING """
+        + _VERSION_COLUMNS,
         version.warning_id,
         version.state.version,
         str(version.state.status),
@@ -726,7 +762,7 @@ async def _issue(
         gbt,
         json.dumps(rendered, ensure_ascii=False),
     )
-    return issued
+    return issued, version_from_row(row)
 
 
 def _texts_json(t: WarningTexts) -> dict[str, Any]:
@@ -768,13 +804,16 @@ async def _issued_chain(conn: asyncpg.Connection, version: Version) -> list[Vers
 # ---------------------------------------------------------------------------------------------- rows
 
 
-async def _insert_version(conn: asyncpg.Connection, v: Version) -> None:
+async def _insert_version(conn: asyncpg.Connection, v: Version) -> Version:
+    """Store a new version and make it the warning's current one; the version as stored."""
     s, c = v.state, v.content
-    await conn.execute(
+    row = await conn.fetchrow(
         """INSERT INTO svc.warning_version (warning_id, version, msg_type, status, hazard, level, areas, polygons,
                   onset, expires, probability, exposed_population, texts, note, exercise, created_by,
                   last_edited_by, editors, "references", proposal_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18, $19, $20)""",
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18, $19, $20)
+           RETURNING """
+        + _VERSION_COLUMNS,
         int(s.id),
         s.version,
         s.msg_type,
@@ -799,16 +838,20 @@ async def _insert_version(conn: asyncpg.Connection, v: Version) -> None:
     await conn.execute(
         "UPDATE svc.warning SET current_version = $2, updated_at = now() WHERE id = $1", int(s.id), s.version
     )
+    return version_from_row(row)
 
 
-async def _update_version(conn: asyncpg.Connection, v: Version) -> None:
+async def _update_version(conn: asyncpg.Connection, v: Version) -> Version:
+    """Store a changed version; the version as stored (the warning's row is locked, so it stays so until
+    the transaction ends)."""
     s, c = v.state, v.content
-    await conn.execute(
+    row = await conn.fetchrow(
         """UPDATE svc.warning_version SET status = $3, level = $4, onset = $5, expires = $6, areas = $7,
                   polygons = $8, texts = $9::jsonb, note = $10, last_edited_by = $11, editors = $12,
                   approved_by = $13, approved_at = $14, approval_comment = $15, return_reason = $16,
                   updated_at = now()
-           WHERE warning_id = $1 AND version = $2""",
+           WHERE warning_id = $1 AND version = $2 RETURNING """
+        + _VERSION_COLUMNS,
         int(s.id),
         s.version,
         str(s.status),
@@ -826,23 +869,21 @@ async def _update_version(conn: asyncpg.Connection, v: Version) -> None:
         s.approval_comment,
         s.return_reason,
     )
+    return version_from_row(row)
 
 
 async def _face(conn: asyncpg.Connection, v: Version) -> None:
     """Refresh ``svc.warning``: the issued version's facts once there is one, the draft's before that."""
     s = v.state
-    issued_before = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM svc.warning_version WHERE warning_id = $1 AND identifier IS NOT NULL)",
-        int(s.id),
-    )
     status = _FACE_STATUS.get(s.status)
     if status is not None and s.msg_type == "Cancel":
         status = "cancelled"  # an issued (or lapsed) Cancel message: the warning is withdrawn
-    if status is None and issued_before:
-        return  # a successor being drafted: the public face stays the issued version
+    # One statement: a successor being drafted ($8 false) leaves the public face on the issued version.
     await conn.execute(
         """UPDATE svc.warning SET hazard = $2, level = $3, areas = $4, onset = $5, expires = $6, status = $7,
-                  updated_at = now() WHERE id = $1""",
+                  updated_at = now()
+           WHERE id = $1 AND ($8 OR NOT EXISTS (SELECT 1 FROM svc.warning_version
+                                                WHERE warning_id = $1 AND identifier IS NOT NULL))""",
         int(s.id),
         s.hazard,
         s.level,
@@ -850,6 +891,7 @@ async def _face(conn: asyncpg.Connection, v: Version) -> None:
         s.onset,
         s.expires,
         status or str(s.status),
+        status is not None,
     )
 
 
@@ -885,10 +927,6 @@ async def _version(conn: asyncpg.Connection, warning_id: int, number: int, *, lo
     if row is None:
         raise StoreError("not_found", f"no version {number} of warning {warning_id}", "id")
     return version_from_row(row)
-
-
-async def _reload(conn: asyncpg.Connection, state: WarningState) -> Version:
-    return await _version(conn, int(state.id), state.version, lock=False)
 
 
 async def _audit(

@@ -31,6 +31,11 @@ class CurrentRiskDatabase:
         self._db: RiskDatabase | None = None
         self._reload = asyncio.Lock()
 
+    def held(self) -> RiskDatabase | None:
+        """The version in memory, without asking the database whether it is still current (None before the
+        first load): for writers that check the version id themselves (`lifecycle.store.region_units_of`)."""
+        return self._db
+
     async def get(self) -> RiskDatabase:
         """The current version; `DatabaseError` when the region has none."""
         async with self._pool.acquire() as conn:

@@ -19,13 +19,13 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, Field, StrictBool, field_validator, model_validator
 
-from risk_zoning.store import region_units
+from risk_zoning.store import RiskDatabase, region_units
 from warnings_svc.dissemination import outbox
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
 from warnings_svc.vocabulary import HAZARD_LEVELS
-from warnings_svc.web.appkeys import ISSUING, POOL, SETTINGS
+from warnings_svc.web.appkeys import ISSUING, POOL, RISK_DATABASE, SETTINGS
 from warnings_svc.web.auth import require_user
 from warnings_svc.web.operations import (
     RequestModel,
@@ -222,6 +222,7 @@ async def create_warning(request: web.Request) -> web.Response:
                 content=content,
                 exercise=body.exercise,
                 now=datetime.now(UTC),
+                risk=_held_risk_database(request),
             )
     return _created(request, version)
 
@@ -249,6 +250,7 @@ async def draft_from_proposal(request: web.Request) -> web.Response:
                 proposal_id,
                 now=datetime.now(UTC),
                 exercise=body.exercise,
+                risk=_held_risk_database(request),
             )
     return _created(request, version)
 
@@ -334,7 +336,13 @@ async def edit_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.edit(
-                conn, request.app[ISSUING], user.actor, warning_id, changes, now=datetime.now(UTC)
+                conn,
+                request.app[ISSUING],
+                user.actor,
+                warning_id,
+                changes,
+                now=datetime.now(UTC),
+                risk=_held_risk_database(request),
             )
     return web.json_response(version.to_json())
 
@@ -352,6 +360,7 @@ async def _act(request: web.Request, action: Action, reason: str) -> web.Respons
                 action,
                 now=datetime.now(UTC),
                 reason=reason,
+                risk=_held_risk_database(request),
             )
     return web.json_response(version.to_json())
 
@@ -413,7 +422,13 @@ async def update_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_update(
-                conn, request.app[ISSUING], user.actor, warning_id, changes, now=datetime.now(UTC)
+                conn,
+                request.app[ISSUING],
+                user.actor,
+                warning_id,
+                changes,
+                now=datetime.now(UTC),
+                risk=_held_risk_database(request),
             )
     return _created(request, version)
 
@@ -435,9 +450,21 @@ async def cancel_warning(request: web.Request) -> web.Response:
     with _answers():
         async with request.app[POOL].acquire() as conn:
             version = await store.start_cancel(
-                conn, request.app[ISSUING], user.actor, warning_id, note=body.note, now=datetime.now(UTC)
+                conn,
+                request.app[ISSUING],
+                user.actor,
+                warning_id,
+                note=body.note,
+                now=datetime.now(UTC),
+                risk=_held_risk_database(request),
             )
     return _created(request, version)
+
+
+def _held_risk_database(request: web.Request) -> RiskDatabase | None:
+    """The risk database this process holds in memory: the store checks it is still the current version
+    (one small query) instead of reading the whole risk database for every write."""
+    return request.app[RISK_DATABASE].held()
 
 
 # ---------------------------------------------------------------------------------------------- answers

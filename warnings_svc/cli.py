@@ -248,6 +248,13 @@ def _add_workers_option(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="web worker processes answering on the one port (the web_workers setting; default 1)",
     )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_const",
+        const=False,
+        help="write no line per request (the access_log setting; for a reverse proxy that logs them)",
+    )
 
 
 def _add_user_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -360,7 +367,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from warnings_svc.settings import database_source, load_settings_with_sources
 
     settings, sources = load_settings_with_sources(
-        None, os.environ, _options(args, "data_dir", "host", "port", "web_workers")
+        None, os.environ, _options(args, "data_dir", "host", "port", "web_workers", "access_log")
     )
     _configure_logging(settings.log_level)
     if settings.database_url:
@@ -413,7 +420,7 @@ def _demo_dispatch(smsc: str) -> DispatchSettings:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The service as configured; builds the region's risk database first if it has none."""
-    settings, source = _settings(args, "web_workers")
+    settings, source = _settings(args, "web_workers", "access_log")
     _configure_logging(settings.log_level)
     _say_database(settings, source)
     return serve(settings, progress=sys.stderr.isatty())
@@ -846,6 +853,7 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
     `web.database_watch`; web workers kept ending, see `web.workers`), it stops and exits with status 1 and
     one line on stderr saying why, for its supervisor to restart it."""
     from risk_zoning.io.database import database_server
+    from warnings_svc.web.workers import run_event_loop
 
     failure: ServiceFailed | None = None
     # Until the event loop takes the signals over, SIGTERM unwinds like Ctrl-C, so the embedded server stops.
@@ -854,7 +862,7 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
         with database_server(settings.database_url, settings.data_dir) as (url, embedded):
             try:
                 if settings.web_workers == 1:
-                    asyncio.run(_serve(settings, url, embedded, progress=progress, demo=demo))
+                    run_event_loop(_serve(settings, url, embedded, progress=progress, demo=demo))
                 else:
                     _serve_workers(settings, url, embedded, progress=progress, demo=demo)
             except ServiceFailed as e:

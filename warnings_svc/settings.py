@@ -29,8 +29,20 @@ ENVIRONMENT: dict[str, str] = {
     "WARNINGS_SVC_HOST": "host",
     "WARNINGS_SVC_PORT": "port",
     "WARNINGS_SVC_WEB_WORKERS": "web_workers",
+    "WARNINGS_SVC_ACCESS_LOG": "access_log",
 }
 _INTEGER_KEYS = frozenset({"port", "web_workers"})
+_BOOLEAN_KEYS = frozenset({"access_log"})
+_BOOLEAN_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 MAX_WEB_WORKERS = 64
 
 
@@ -180,6 +192,9 @@ class Settings(BaseModel):
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8080
     # Web worker processes listening on host:port together (SO_REUSEPORT); see warnings_svc.web.workers.
     web_workers: Annotated[int, Field(strict=True, ge=1, le=MAX_WEB_WORKERS)] = 1
+    # One log line per request. Behind a reverse proxy that logs them, turning it off buys about a third more
+    # requests a second under load (bench/README.md, the public side under load).
+    access_log: Annotated[bool, Field(strict=True)] = True
     # Reverse proxies whose X-Forwarded-For is believed (addresses or networks): the login limits then count
     # failures per client, not per proxy (warnings_svc.web.client_address).
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
@@ -292,6 +307,10 @@ def _from_environment(variable: str, key: str, raw: str) -> Any:
             return int(raw)
         except ValueError as e:
             raise SettingsError(f"environment variable {variable}", f"{key}: not an integer ({raw!r})") from e
+    if key in _BOOLEAN_KEYS:
+        if raw.strip().lower() not in _BOOLEAN_WORDS:
+            raise SettingsError(f"environment variable {variable}", f"{key}: not true or false ({raw!r})")
+        return _BOOLEAN_WORDS[raw.strip().lower()]
     return raw
 
 

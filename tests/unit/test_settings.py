@@ -133,6 +133,20 @@ def test_the_web_worker_count_comes_from_the_file_then_the_environment(tmp_path:
     assert_one_line_naming(caught.value, "WARNINGS_SVC_WEB_WORKERS", "web_workers:", "not an integer")
 
 
+def test_the_access_log_is_on_unless_the_file_or_the_environment_turns_it_off(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path, ""), {}).access_log is True
+    path = write_config(tmp_path, "access_log = false\n")
+    assert load_settings(path, {}).access_log is False
+    assert load_settings(path, {"WARNINGS_SVC_ACCESS_LOG": "on"}).access_log is True
+    assert load_settings(path, {"WARNINGS_SVC_ACCESS_LOG": " No "}).access_log is False
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {"WARNINGS_SVC_ACCESS_LOG": "maybe"})
+    assert_one_line_naming(caught.value, "WARNINGS_SVC_ACCESS_LOG", "access_log:", "not true or false")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write_config(tmp_path, 'access_log = "false"\n'), {})
+    assert_one_line_naming(caught.value, "access_log:")
+
+
 def test_a_wrong_type_names_the_file_and_the_field(tmp_path: Path) -> None:
     path = write_config(tmp_path, "host = 127\n")
     with pytest.raises(SettingsError) as caught:

@@ -39,10 +39,11 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -57,6 +58,7 @@ from warnings_svc.web.appkeys import RISK_DATABASE
 from warnings_svc.web.database_watch import CHECK_SECONDS, EmbeddedServer, restart_embedded
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs request_id=%{X-Request-Id}o'
 POOL_CLOSE_SECONDS = 10.0
@@ -100,7 +102,7 @@ async def listening(
         runner = web.AppRunner(
             app,
             handle_signals=False,
-            access_log_format=ACCESS_LOG_FORMAT,
+            **access_logging(settings),
         )
         await runner.setup()
         try:
@@ -127,6 +129,21 @@ async def settle_heap(app: web.Application) -> None:
     with contextlib.suppress(RiskZoningError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         await app[RISK_DATABASE].get()  # when the database is away, the freeze goes without it
     tune_collector()
+
+
+def access_logging(settings: Settings) -> dict[str, Any]:
+    """The `web.AppRunner` options for the access log: one line per request, or none (`access_log = false`)."""
+    return {"access_log_format": ACCESS_LOG_FORMAT} if settings.access_log else {"access_log": None}
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, on uvloop where it is installed (Linux and macOS): under load it answers about 14 % more
+    requests a second and shortens every wait for the loop (bench/README.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _cannot_listen(host: str, port: int, error: OSError) -> str:
@@ -306,7 +323,7 @@ def _worker_main(plan: WorkerPlan, index: int, parent_pid: int, report: Connecti
     die_with_parent(parent_pid)
     plan.configure_logging(plan.settings.log_level)
     try:
-        asyncio.run(_worker(plan, index, report))
+        run_event_loop(_worker(plan, index, report))
     except (ServeError, RiskZoningError) as e:  # cannot listen, no database: one line for the parent
         with contextlib.suppress(OSError):
             report.send(" ".join(str(e).split()))

@@ -443,6 +443,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "errors": len(approvals) - len(seconds),
             "p50_ms": percentile_ms(seconds, 50),
             "p99_ms": percentile_ms(seconds, 99),
+            "slowest_ms": [round(1000 * x, 1) for x in sorted(seconds)[-5:]],
         },
         "targets": TARGETS,
         "cpus": os.cpu_count(),
@@ -470,6 +471,7 @@ def print_summary(r: dict[str, Any]) -> None:
         f"approval {a['count']} under load, p50 {p50}, p99 {p99}, errors {a['errors']}   "
         f"target p99 < {t['approval_p99_ms']} ms"
     )
+    print(f"         slowest approvals: {', '.join(f'{ms:.0f}' for ms in a['slowest_ms'])} ms")
     print(f"machine  {r['cpus']} CPUs, load average {r['loadavg'][0]:.2f} at the end")
 
 

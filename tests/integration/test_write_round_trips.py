@@ -1,7 +1,8 @@
 """How many statements an approval sends to PostgreSQL: a guard against round trips creeping back in.
 
-Under read load every awaited round trip of a write waits a whole event-loop iteration, so their number, not
-their cost, sets the approval's latency. Counted with asyncpg's query logger on the app's real pool.
+Under read load every awaited round trip of a write waits for the database and its lane's turn, so their
+number, not their cost, sets the approval's latency. Counted with asyncpg's query logger on the app's real
+pool and on its write lane's (`web.write_lane`), whose pool the test opens with the same logger.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from risk_zoning.store import load_current
 from tests.factories_app import user_tokens
 from warnings_svc.lifecycle.store import Issuing, region_units_of
 from warnings_svc.settings import Settings
+from warnings_svc.web import write_lane
 from warnings_svc.web.app import create_app
 from warnings_svc.web.appkeys import RISK_DATABASE
+from warnings_svc.web.write_lane import WRITE_LANE
 
 # The approval of a pending warning (bearer token, no idempotency key), from authentication to the answer.
 APPROVAL_STATEMENTS = 17
@@ -33,12 +37,19 @@ DRAFT = {
 }
 
 
-async def test_an_approval_makes_no_more_round_trips_than_counted(built_url: str, tmp_path: Path) -> None:
+async def test_an_approval_makes_no_more_round_trips_than_counted(
+    built_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tokens = await user_tokens(built_url, [("wu", "forecaster"), ("sun", "approver")])
     statements: list[str] = []
 
     async def log_queries(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(lambda record: statements.append(record.query))
+
+    async def lane_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=log_queries)
+
+    monkeypatch.setattr(write_lane, "create_pool", lane_pool)
 
     pool = await asyncpg.create_pool(built_url, min_size=1, max_size=1, init=log_queries)
     client = TestClient(TestServer(create_app(Settings(database_url=built_url, data_dir=tmp_path), pool)))
@@ -57,10 +68,12 @@ async def test_an_approval_makes_no_more_round_trips_than_counted(built_url: str
         statements.clear()
         response = await client.post(f"/api/v1/warnings/{second['id']}/approve", json={}, headers=sun)
         assert response.status == 200 and (await response.json())["status"] == "issued"
+        assert WRITE_LANE in client.app  # the approval went through the lane, whose statements count too
     finally:
         await client.close()
         await pool.close()
     assert len(statements) <= APPROVAL_STATEMENTS, "\n".join(statements)
+    assert len(statements) >= APPROVAL_STATEMENTS - 3, "the write lane's statements were not counted"
 
 
 async def test_a_held_risk_database_is_used_only_while_it_is_the_current_version(built_url: str) -> None:

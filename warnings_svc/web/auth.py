@@ -23,9 +23,10 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
@@ -46,7 +47,9 @@ from warnings_svc.web.appkeys import POOL, SETTINGS, TEMPLATES
 from warnings_svc.web.client_address import client_address
 from warnings_svc.web.i18n import N_, translate
 from warnings_svc.web.operations import LenientQuery, media_reply, operation, parse_query, read_form
+from warnings_svc.web.write_lane import in_write_lane
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 USER = web.RequestKey[User | None]("user")
@@ -119,8 +122,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     unsafe = request.method not in SAFE_METHODS
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        async with request.app[POOL].acquire() as conn:
-            found = await authenticate_token(conn, credentials.strip())
+        token = credentials.strip()
+        found = await _look_up(request, unsafe, lambda conn: authenticate_token(conn, token))
         if found is None:
             raise Unauthenticated(
                 "the bearer token is unknown or revoked, or its user is disabled", invalid_token=True
@@ -131,8 +134,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         _refuse_cross_site(request)
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
-        async with request.app[POOL].acquire() as conn:
-            session = await find_session(conn, session_id)
+        session = await _look_up(request, unsafe, lambda conn: find_session(conn, session_id))
         if session is not None:
             request[USER] = session.user
             request[SCOPES] = ALL_SCOPES
@@ -140,6 +142,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             if unsafe and (resource is None or resource.name not in _NO_CSRF_TOKEN_ROUTES):
                 await _check_csrf(request, session.csrf)
     return await handler(request)
+
+
+async def _look_up(
+    request: web.Request, unsafe: bool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """Who asks: a write's lookup runs on the write lane with the write itself (`web.write_lane`), so that
+    under a flood of reads it does not wait for the reading loop's turns."""
+    if unsafe:
+        return await in_write_lane(request, work)
+    async with request.app[POOL].acquire() as conn:
+        return await work(conn)
 
 
 def _refuse_cross_site(request: web.Request) -> None:

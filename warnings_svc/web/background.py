@@ -45,6 +45,7 @@ from warnings_svc.web.appkeys import (
 from warnings_svc.web.events import EVENT_HUB, end_event_streams, event_hub
 from warnings_svc.web.health import BACKGROUND_LOOPS, DATABASE_WATCH, READINESS
 from warnings_svc.web.risk_database import RiskMapCache, watch_risk_database
+from warnings_svc.web.write_lane import WRITE_LANE, WriteLane
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,16 @@ async def _stop_watching_loops(app: web.Application) -> None:
     app[BACKGROUND_LOOPS].stopping()
 
 
+async def _write_lane(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    """The write lane (`web.write_lane`); the database watch discards its connections with the main pool's."""
+    lane = WriteLane(database_url)
+    await lane.start()
+    app[WRITE_LANE] = lane
+    app[DATABASE_WATCH].also_expire(lane)
+    yield
+    await lane.stop()
+
+
 def add_background_tasks(app: web.Application, database_url: str | None, *, singletons: bool = True) -> None:
     """Every loop the web process runs besides answering requests, opened and closed with the app: the risk
     map renderer, the risk database watcher and the live events' hub always; with `database_url`, forecast
@@ -202,6 +213,9 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
     app.on_shutdown.append(end_event_streams)
     if singletons:
         app.cleanup_ctx.append(_expiry_clock)
+    lane_url = database_url or settings.database_url  # tests give the URL in the settings only
+    if lane_url is not None:
+        app.cleanup_ctx.append(partial(_write_lane, database_url=lane_url))
     if database_url is not None:
         scoring = _run_scoring if singletons else _upload_scoring
         app.cleanup_ctx.append(partial(scoring, database_url=database_url))

@@ -58,6 +58,10 @@ class EmbeddedServer(Protocol):
     def restart(self) -> str: ...
 
 
+class _Expiring(Protocol):
+    async def expire_connections(self) -> None: ...
+
+
 class ExpiringPool(Protocol):
     """What the watch needs of the pool: to discard its connections, and one to ping with."""
 
@@ -109,6 +113,7 @@ class DatabaseWatch:
         self.gave_up = asyncio.Event()
         self.reason = ""  # the one line saying why the watch gave up
         self._on_back: list[Callable[[], None]] = []
+        self._also_expired: list[ExpiringPool | _Expiring] = []
         self._lost_at = time.monotonic()
         metrics.database_up.set(1)
         _quiet_pool_floor_retries()
@@ -116,6 +121,15 @@ class DatabaseWatch:
     @property
     def embedded(self) -> bool:
         return self._server is not None
+
+    def also_expire(self, pool: _Expiring) -> None:
+        """Discard `pool`'s connections too when the database is lost and when it is back (the write lane's)."""
+        self._also_expired.append(pool)
+
+    async def _expire_connections(self) -> None:
+        await self._pool.expire_connections()
+        for other in self._also_expired:
+            await other.expire_connections()
 
     def on_back(self, callback: Callable[[], None]) -> None:
         """Call `callback` each time the database is back after a loss (to reconnect at once)."""
@@ -167,10 +181,10 @@ class DatabaseWatch:
         self.detail = detail
         self._lost_at = time.monotonic()
         self._metrics.database_up.set(0)
-        await self._pool.expire_connections()  # connections to the dead server are never handed out again
+        await self._expire_connections()  # connections to the dead server are never handed out again
 
     async def _back(self, how: str, what: str) -> None:
-        await self._pool.expire_connections()
+        await self._expire_connections()
         self.state = DatabaseState.UP
         self.detail = f"{what} after {time.monotonic() - self._lost_at:.1f} s"
         self._metrics.database_up.set(1)

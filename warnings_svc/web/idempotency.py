@@ -44,12 +44,12 @@ from enum import Enum
 import asyncpg
 from aiohttp import web
 
-from warnings_svc.web.appkeys import POOL
 from warnings_svc.web.auth import USER
 from warnings_svc.web.errors import problem_for
 from warnings_svc.web.middleware import error_answer
 from warnings_svc.web.operations import Operation, operation_of, read_body
 from warnings_svc.web.problems import ApiProblem
+from warnings_svc.web.write_lane import in_write_lane
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,8 @@ async def idempotent_writes(request: web.Request, handler: Handler) -> web.Strea
     if user is None:
         return await handler(request)  # its 401; nobody to keep the key for
     fingerprint = Fingerprint(request.method, request.path, hashlib.sha256(await read_body(request)).digest())
-    pool = request.app[POOL]
-    async with pool.acquire() as conn:
-        found = await claim_key(conn, user.id, key, fingerprint)
+    # on the write lane, with the write itself (web.write_lane)
+    found = await in_write_lane(request, lambda conn: claim_key(conn, user.id, key, fingerprint))
     if isinstance(found, KeptAnswer):
         return found.response()
     if found is Claim.REUSED:
@@ -140,21 +139,20 @@ async def idempotent_writes(request: web.Request, handler: Handler) -> web.Strea
     try:
         response = await handler(request)
     except web.HTTPException:
-        await _release(pool, user.id, key)
+        await _release(request, user.id, key)
         raise
     except Exception as e:
         problem = problem_for(e)
         if problem is None or problem.status >= 500:
-            await _release(pool, user.id, key)  # not an answer to keep: the client may retry
+            await _release(request, user.id, key)  # not an answer to keep: the client may retry
             raise
         response = error_answer(request, e)  # the refusal, as answer_problems would render it
     answer = KeptAnswer.of(response)
     if answer is None:
-        await _release(pool, user.id, key)
+        await _release(request, user.id, key)
         return response
     try:
-        async with pool.acquire() as conn:
-            await keep_answer(conn, user.id, key, answer)
+        await in_write_lane(request, lambda conn: keep_answer(conn, user.id, key, answer))
     except (OSError, asyncpg.PostgresError):
         # the write is done and this is its answer; the key stays "in progress" until ABANDONED_AFTER
         log.warning("could not keep the answer of Idempotency-Key %r", key, exc_info=True)
@@ -177,10 +175,9 @@ def _checked_key(offered: list[str]) -> str:
     return key
 
 
-async def _release(pool: asyncpg.Pool, user_id: int, key: str) -> None:
+async def _release(request: web.Request, user_id: int, key: str) -> None:
     try:
-        async with pool.acquire() as conn:
-            await release_key(conn, user_id, key)
+        await in_write_lane(request, lambda conn: release_key(conn, user_id, key))
     except (OSError, asyncpg.PostgresError):
         log.warning("could not release Idempotency-Key %r", key, exc_info=True)
 

@@ -36,6 +36,7 @@ from warnings_svc.web.operations import (
     parse_query,
 )
 from warnings_svc.web.problems import ApiProblem
+from warnings_svc.web.write_lane import in_write_lane
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,13 @@ async def create_warning(request: web.Request) -> web.Response:
     content = store.Content(
         areas=tuple(body.areas), polygons=tuple(body.polygons), texts=body.texts, note=body.note
     )
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.create(
+        version = await in_write_lane(
+            request,
+            lambda conn: store.create(
                 conn,
-                request.app[ISSUING],
+                issuing,
                 user.actor,
                 hazard=body.hazard,
                 level=body.level,
@@ -221,9 +224,10 @@ async def create_warning(request: web.Request) -> web.Response:
                 expires=body.expires,
                 content=content,
                 exercise=body.exercise,
-                now=datetime.now(UTC),
-                risk=_held_risk_database(request),
-            )
+                now=now,
+                risk=risk,
+            ),
+        )
     return _created(request, version)
 
 
@@ -241,17 +245,14 @@ async def draft_from_proposal(request: web.Request) -> web.Response:
     user = require_user(request, scope="write")
     proposal_id = parse_path(request, ProposalPath).id
     body = await parse_body(request, FromProposalBody, optional=True)
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.draft_from_proposal(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                proposal_id,
-                now=datetime.now(UTC),
-                exercise=body.exercise,
-                risk=_held_risk_database(request),
-            )
+        version = await in_write_lane(
+            request,
+            lambda conn: store.draft_from_proposal(
+                conn, issuing, user.actor, proposal_id, now=now, exercise=body.exercise, risk=risk
+            ),
+        )
     return _created(request, version)
 
 
@@ -333,35 +334,26 @@ async def edit_warning(request: web.Request) -> web.Response:
     changes = (await parse_body(request, ChangesBody)).changes()
     if not changes:
         raise ApiProblem(422, "invalid", "nothing to change", "body")
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.edit(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                warning_id,
-                changes,
-                now=datetime.now(UTC),
-                risk=_held_risk_database(request),
-            )
+        version = await in_write_lane(
+            request,
+            lambda conn: store.edit(conn, issuing, user.actor, warning_id, changes, now=now, risk=risk),
+        )
     return web.json_response(version.to_json())
 
 
 async def _act(request: web.Request, action: Action, reason: str) -> web.Response:
     user = require_user(request, scope="write")
     warning_id = parse_path(request, WarningPath).id
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.act(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                warning_id,
-                action,
-                now=datetime.now(UTC),
-                reason=reason,
-                risk=_held_risk_database(request),
-            )
+        version = await in_write_lane(
+            request,
+            lambda conn: store.act(
+                conn, issuing, user.actor, warning_id, action, now=now, reason=reason, risk=risk
+            ),
+        )
     return web.json_response(version.to_json())
 
 
@@ -419,17 +411,14 @@ async def update_warning(request: web.Request) -> web.Response:
     user = require_user(request, scope="write")
     warning_id = parse_path(request, WarningPath).id
     changes = (await parse_body(request, ChangesBody, optional=True)).changes()
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.start_update(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                warning_id,
-                changes,
-                now=datetime.now(UTC),
-                risk=_held_risk_database(request),
-            )
+        version = await in_write_lane(
+            request,
+            lambda conn: store.start_update(
+                conn, issuing, user.actor, warning_id, changes, now=now, risk=risk
+            ),
+        )
     return _created(request, version)
 
 
@@ -447,17 +436,14 @@ async def cancel_warning(request: web.Request) -> web.Response:
     user = require_user(request, scope="write")
     warning_id = parse_path(request, WarningPath).id
     body = await parse_body(request, CancelBody, optional=True)
+    issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        async with request.app[POOL].acquire() as conn:
-            version = await store.start_cancel(
-                conn,
-                request.app[ISSUING],
-                user.actor,
-                warning_id,
-                note=body.note,
-                now=datetime.now(UTC),
-                risk=_held_risk_database(request),
-            )
+        version = await in_write_lane(
+            request,
+            lambda conn: store.start_cancel(
+                conn, issuing, user.actor, warning_id, note=body.note, now=now, risk=risk
+            ),
+        )
     return _created(request, version)
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,19 @@ async def service(
     finally:
         await client.close()
         await pool.close()
+
+
+def heat_draft(**changes: Any) -> dict[str, Any]:
+    """The body of a create request: an orange heat warning for Haibowan (150302), from two hours from now
+    for a day, with `changes`."""
+    onset = datetime.now(UTC) + timedelta(hours=2)
+    return {
+        "hazard": "heat",
+        "level": "orange",
+        "areas": ["150302"],
+        "onset": onset.isoformat(),
+        "expires": (onset + timedelta(hours=24)).isoformat(),
+    } | changes
 
 
 def warnings_svc_command() -> list[str]:

@@ -20,7 +20,6 @@ import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from aiohttp import web
 from schemathesis import checks
 
 from risk_zoning.io.database import create_pool
-from tests.factories_app import user_tokens
+from tests.factories_app import heat_draft, user_tokens
 from tests.factories_db import fresh_database
 from warnings_svc.settings import ScoringSettings, Settings
 from warnings_svc.web.app import create_app
@@ -69,14 +68,7 @@ DESCRIPTION = openapi_document(
     create_app(Settings(database_url="postgresql://nobody@localhost/none", data_dir=Path()), None)
 )
 
-ONSET = datetime.now(UTC) + timedelta(hours=2)
-DRAFT = {
-    "hazard": "heat",
-    "level": "orange",
-    "areas": ["150302"],
-    "onset": ONSET.isoformat(),
-    "expires": (ONSET + timedelta(hours=24)).isoformat(),
-}
+DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +21,7 @@ import pytest
 
 from risk_zoning.build import ensure_built
 from risk_zoning.io.database import EmbeddedPostgres, upgrade
-from tests.factories_app import service, user_tokens
+from tests.factories_app import heat_draft, service, user_tokens
 from tests.integration.test_process_lifetimes import (  # the real demo and its helpers
     Demo,
     data_dir,  # noqa: F401  (the fixture)
@@ -34,14 +33,7 @@ from warnings_svc.database import MIGRATIONS
 
 BACK_SECONDS = 60  # generous: four test sessions share two cores
 GIVE_UP_SECONDS = 120  # the watch tries for about 30 s, then the service stops
-ONSET = datetime.now(UTC) + timedelta(hours=2)
-DRAFT = {
-    "hazard": "heat",
-    "level": "orange",
-    "areas": ["150302"],
-    "onset": ONSET.isoformat(),
-    "expires": (ONSET + timedelta(hours=24)).isoformat(),
-}
+DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
 
 
 def status_of(url: str, token: str | None = None, body: dict | None = None) -> tuple[int, bytes]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.factories_app import service, user_tokens
+from tests.factories_app import heat_draft, service, user_tokens
 from warnings_svc.web.operations import MAX_BODY_BYTES
 
-ONSET = datetime.now(UTC) + timedelta(hours=2)
-DRAFT = {
-    "hazard": "heat",
-    "level": "orange",
-    "areas": ["150302"],
-    "onset": ONSET.isoformat(),
-    "expires": (ONSET + timedelta(hours=24)).isoformat(),
-}
+DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
 
 
 @pytest.fixture(scope="module")

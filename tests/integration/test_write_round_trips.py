@@ -8,7 +8,6 @@ pool and on its write lane's (`web.write_lane`), whose pool the test opens with 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from risk_zoning.store import load_current
-from tests.factories_app import user_tokens
+from tests.factories_app import heat_draft, user_tokens
 from warnings_svc.lifecycle.store import Issuing, region_units_of
 from warnings_svc.settings import Settings
 from warnings_svc.web import write_lane
@@ -27,14 +26,7 @@ from warnings_svc.web.write_lane import WRITE_LANE
 # The approval of a pending warning (bearer token, no idempotency key), from authentication to the answer.
 APPROVAL_STATEMENTS = 17
 
-ONSET = datetime.now(UTC) + timedelta(hours=2)
-DRAFT = {
-    "hazard": "heat",
-    "level": "orange",
-    "areas": ["150302"],
-    "onset": ONSET.isoformat(),
-    "expires": (ONSET + timedelta(hours=24)).isoformat(),
-}
+DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
 
 
 async def test_an_approval_makes_no_more_round_trips_than_counted(

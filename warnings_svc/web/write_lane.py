@@ -44,10 +44,11 @@ class WriteLane:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        """Start the thread and open the lane's pool (its connections are opened by the first writes)."""
+        """Start the thread and open the lane's pool with one connection, so that the first write does not wait
+        for it (`DatabaseError` with one line when the database cannot be reached)."""
         self._thread.start()
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-        self._pool = await self._call(create_pool(self._url, min_size=0, max_size=LANE_POOL_SIZE))
+        self._pool = await self._call(create_pool(self._url, min_size=1, max_size=LANE_POOL_SIZE))
 
     async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`work(conn)` on the lane, with a connection of its pool; its result or its exception, here."""

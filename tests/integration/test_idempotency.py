@@ -3,6 +3,7 @@ production app and the embedded PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories_app import heat_draft, service, user_tokens
+from warnings_svc.web.idempotency import UNRELEASED_KEYS
 from warnings_svc.web.operations import MAX_BODY_BYTES
 
 DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
@@ -170,6 +172,23 @@ async def test_an_abandoned_first_request_lets_the_retry_run(client, tokens, db)
     assert await drafts_of(db, "wang") == before + 1
     stored = await db.fetchval("SELECT status FROM svc.idempotency_key WHERE key = 'crashed'")
     assert stored == 201
+
+
+async def test_a_key_whose_release_failed_is_released_once_the_database_answers(client, tokens, db):
+    """The first request failed with the database (a 5xx) and so did its key's release: the key is released
+    as soon as the database answers, so the client's retry runs instead of hearing "in progress" for a minute."""
+    await _record_in_progress(db, "wang", "lost-with-the-database", DRAFT)
+    user_id = await db.fetchval("SELECT id FROM svc.app_user WHERE name = 'wang'")
+    client.app[UNRELEASED_KEYS].add((user_id, "lost-with-the-database"))
+    for _ in range(50):
+        if not client.app[UNRELEASED_KEYS]:
+            break
+        await asyncio.sleep(0.1)
+    assert not client.app[UNRELEASED_KEYS]
+    status, _, headers = await send(
+        client, "/api/v1/warnings", tokens["wang"], DRAFT, key="lost-with-the-database"
+    )
+    assert status == 201 and "Idempotent-Replayed" not in headers
 
 
 async def test_an_expired_key_is_purged_and_may_be_used_afresh(client, tokens, db):

@@ -32,7 +32,7 @@ from warnings_svc.web.health import (
     metrics_exposition,
     readyz,
 )
-from warnings_svc.web.idempotency import idempotent_writes
+from warnings_svc.web.idempotency import idempotent_writes, release_keys_later
 from warnings_svc.web.maps import proposals_map, risk_map
 from warnings_svc.web.metrics import ServiceMetrics
 from warnings_svc.web.middleware import answer_problems, observe_requests
@@ -82,6 +82,7 @@ def create_app(
     app[DATABASE_WATCH] = DatabaseWatch(pool, metrics, server=embedded)
     app[READINESS].watch_database(app[DATABASE_WATCH])
     add_background_tasks(app, database_url, singletons=singletons)
+    app.cleanup_ctx.append(release_keys_later)
     setup_public_cache(app)  # follows the event hub that add_background_tasks starts
     app.router.add_get("/", index, name="index")
     app.router.add_get("/healthz", healthz, name="healthz")

@@ -32,11 +32,13 @@ commit leaves nothing done, and the retry after `ABANDONED_AFTER` does it once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -44,8 +46,9 @@ from enum import Enum
 import asyncpg
 from aiohttp import web
 
+from warnings_svc.web.appkeys import POOL
 from warnings_svc.web.auth import USER
-from warnings_svc.web.errors import problem_for
+from warnings_svc.web.errors import one_line, problem_for
 from warnings_svc.web.middleware import error_answer
 from warnings_svc.web.operations import Operation, operation_of, read_body
 from warnings_svc.web.problems import ApiProblem
@@ -153,9 +156,9 @@ async def idempotent_writes(request: web.Request, handler: Handler) -> web.Strea
         return response
     try:
         await in_write_lane(request, lambda conn: keep_answer(conn, user.id, key, answer))
-    except (OSError, asyncpg.PostgresError):
+    except DATABASE_LOST as e:
         # the write is done and this is its answer; the key stays "in progress" until ABANDONED_AFTER
-        log.warning("could not keep the answer of Idempotency-Key %r", key, exc_info=True)
+        log.warning("could not keep the answer of Idempotency-Key %r: %s", key, one_line(e))
     return response
 
 
@@ -178,8 +181,48 @@ def _checked_key(offered: list[str]) -> str:
 async def _release(request: web.Request, user_id: int, key: str) -> None:
     try:
         await in_write_lane(request, lambda conn: release_key(conn, user_id, key))
-    except (OSError, asyncpg.PostgresError):
-        log.warning("could not release Idempotency-Key %r", key, exc_info=True)
+    except DATABASE_LOST as e:
+        # most likely the database is away: released as soon as it is back (`release_keys_later`), so that
+        # the client's retry is not told "in progress" for ABANDONED_AFTER
+        log.warning("could not release Idempotency-Key %r now, will retry: %s", key, one_line(e))
+        request.app[UNRELEASED_KEYS].add((user_id, key))
+
+
+# What a lost or restarting database raises through asyncpg (a broken connection is an InterfaceError or, in
+# the middle of an operation, an InternalClientError).
+DATABASE_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+RELEASE_RETRY_SECONDS = 1.0
+UNRELEASED_KEYS: web.AppKey[set[tuple[int, str]]] = web.AppKey("unreleased_idempotency_keys")
+
+
+async def release_keys_later(app: web.Application) -> AsyncIterator[None]:
+    """Keys whose release failed (their request failed with the database) are released once it answers
+    again, retried every `RELEASE_RETRY_SECONDS` (a `cleanup_ctx`)."""
+    unreleased: set[tuple[int, str]] = set()
+    app[UNRELEASED_KEYS] = unreleased
+
+    async def retry_forever() -> None:
+        while True:
+            await asyncio.sleep(RELEASE_RETRY_SECONDS)
+            for user_id, key in sorted(unreleased):
+                try:
+                    async with app[POOL].acquire() as conn:
+                        await release_key(conn, user_id, key)
+                except DATABASE_LOST:
+                    break  # still away: the next round tries again
+                unreleased.discard((user_id, key))
+                log.info("released Idempotency-Key %r after the database returned", key)
+
+    task = asyncio.create_task(retry_forever(), name="release-idempotency-keys")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # ---------------------------------------------------------------------------------------------- the records

@@ -20,6 +20,8 @@ from warnings_svc.web.problems import ApiProblem, Problem
 
 log = logging.getLogger(__name__)
 
+DATABASE_UNAVAILABLE_DETAIL = "the database cannot be reached now; retry in a few seconds"
+
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -92,8 +94,9 @@ def error_answer(request: web.Request, error: Exception) -> web.Response:
         problem, detail = INTERNAL_ERROR, "the error was logged with this request's id"
     else:
         if problem.status >= 500:
-            log.warning("request failed: %s", error, extra={"request_id": request[REQUEST_ID]})
-        detail = one_line(error)
+            log.warning("request failed: %s", one_line(error), extra={"request_id": request[REQUEST_ID]})
+        # a lost database's own words (asyncpg's states, socket paths) are for the log, not for clients
+        detail = DATABASE_UNAVAILABLE_DETAIL if problem.code == "database_unavailable" else one_line(error)
     if _wants_problem_json(request):
         field = error.field if isinstance(error, ApiProblem) else None
         response = _problem_response(request, problem, detail, field)

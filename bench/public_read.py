@@ -14,8 +14,13 @@ The baseline: each URL's body fetched once, written to a file, and served by aio
 same number of processes sharing the port with SO_REUSEPORT (a plain static file server on the same
 framework), under the same load. The ratio printed is the service's requests/s over the static server's.
 
+The servers run each in a session of their own, as a supervisor starts a service, apart from the load
+generator (which stands for the public on other machines); `--one-session` keeps them in its session, as
+earlier runs did. An idle probe process measures how long anything here waited for a CPU during the load,
+so that a slow approval can be told apart from a machine that stalled.
+
     python bench/public_read.py [--workers N] [--clients 200] [--duration 20] [--approvals 40] [--access-log]
-                                [--json]
+                                [--one-session] [--json]
 
 The service runs with `--no-access-log` unless `--access-log` is given: behind a reverse proxy the proxy
 logs the requests, and the line per request costs about a third of the service's rate here.
@@ -94,9 +99,19 @@ def environment() -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_service(
-    data_dir: Path, port: int, workers: int, log_path: Path, *, access_log: bool = False
+    data_dir: Path,
+    port: int,
+    workers: int,
+    log_path: Path,
+    *,
+    access_log: bool = False,
+    own_session: bool = True,
 ) -> Iterator[subprocess.Popen[str]]:
-    """`warnings-svc demo --workers N` until the console line is printed; stopped with SIGTERM on leaving."""
+    """`warnings-svc demo --workers N` until the console line is printed; stopped with SIGTERM on leaving.
+
+    In a session of its own unless `own_session` is false, as a supervisor starts it (systemd gives each service
+    a group of its own): with the kernel's autogroup scheduling, a session is a scheduling group, and a service
+    sharing one with the load generator was starved now and then for 0.5-1.5 s (bench/LOG.md)."""
     with log_path.open("wb") as stderr:
         proc = subprocess.Popen(
             [
@@ -109,6 +124,7 @@ def running_service(
             stderr=stderr,
             text=True,
             env=environment(),
+            start_new_session=own_session,
         )
         try:
             deadline = time.monotonic() + START_SECONDS
@@ -245,12 +261,14 @@ def fetch_bodies(base: str, paths: list[str], folder: Path) -> list[str]:
     return static
 
 
-def _static_worker(folder: str, port: int, parent: int) -> None:
+def _static_worker(folder: str, port: int, parent: int, own_session: bool) -> None:
     from aiohttp import web
 
     from warnings_svc.forecast.runs import die_with_parent
 
     die_with_parent(parent)
+    if own_session:  # arranged as the service is (`running_service`)
+        os.setsid()
 
     async def serve() -> None:
         app = web.Application()
@@ -264,10 +282,11 @@ def _static_worker(folder: str, port: int, parent: int) -> None:
 
 
 @contextlib.contextmanager
-def static_server(folder: Path, port: int, workers: int) -> Iterator[None]:
+def static_server(folder: Path, port: int, workers: int, own_session: bool) -> Iterator[None]:
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = [
-        context.Process(target=_static_worker, args=(str(folder), port, os.getpid())) for _ in range(workers)
+        context.Process(target=_static_worker, args=(str(folder), port, os.getpid(), own_session))
+        for _ in range(workers)
     ]
     for p in processes:
         p.start()
@@ -395,6 +414,55 @@ async def load(
     return await client_load(base, paths, args.clients, args.duration)
 
 
+# ---------------------------------------------------------------------------------------------- the machine
+
+
+PROBE_SLEEP_SECONDS = 0.005
+
+
+def _stolen_seconds() -> float | None:
+    """CPU time the hypervisor has taken from this machine since boot (Linux's `steal`), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _stall_probe(duration: float, answer: Any) -> None:
+    """A process doing nothing but sleeping 5 ms at a time, in a session of its own: how much longer than that
+    it waited for a CPU tells what any process here could have waited, whatever the service does."""
+    os.setsid()
+    stolen_before = _stolen_seconds()
+    waits: list[float] = []
+    stop_at = time.monotonic() + duration
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        time.sleep(PROBE_SLEEP_SECONDS)
+        waits.append(time.perf_counter() - started - PROBE_SLEEP_SECONDS)
+    stolen_after = _stolen_seconds()
+    stolen = stolen_after - stolen_before if stolen_before is not None and stolen_after is not None else None
+    longest = sorted(waits)[-5:]
+    answer.send({"longest_waits_ms": [round(1000 * w, 1) for w in longest], "stolen_s": stolen})
+
+
+async def stall_probe(duration: float) -> dict[str, Any] | None:
+    """`_stall_probe` over `duration` seconds, in a process of its own; None when it gave no answer."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    proc = context.Process(target=_stall_probe, args=(duration, send))
+    proc.start()
+    send.close()
+    loop = asyncio.get_running_loop()
+    ready = await loop.run_in_executor(None, receive.poll, duration + 60)
+    result = receive.recv() if ready else None
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+    return dict(result) if result is not None else None
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 
@@ -411,19 +479,29 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         f"starting the service: demo --workers {args.workers}{'' if args.access_log else ' --no-access-log'}"
         f" on {base}"
     )
-    with running_service(data_dir, port, args.workers, folder / "service.log", access_log=args.access_log):
+    own_session = not args.one_session
+    with running_service(
+        data_dir,
+        port,
+        args.workers,
+        folder / "service.log",
+        access_log=args.access_log,
+        own_session=own_session,
+    ):
         wait_for_inbox(data_dir)
         forecaster, chief = token(data_dir, "forecaster"), token(data_dir, "chief")
         paths, drafts = await prepare(base, forecaster, chief, args.approvals)
         log(f"{len(paths)} public paths; {len(drafts)} drafts to approve; load: {tool}")
-        service, approvals = await asyncio.gather(
-            load(tool, base, paths, args, folder), approving(base, chief, drafts, args.duration)
+        service, approvals, probe = await asyncio.gather(
+            load(tool, base, paths, args, folder),
+            approving(base, chief, drafts, args.duration),
+            stall_probe(args.duration),
         )
         files = folder / "static"
         files.mkdir()
         static_paths = fetch_bodies(base, paths, files)
     log(f"static file server: aiohttp add_static, {args.workers} processes with SO_REUSEPORT")
-    with static_server(files, static_port, args.workers):
+    with static_server(files, static_port, args.workers, own_session):
         static = await load(tool, f"http://127.0.0.1:{static_port}", static_paths, args, folder)
     seconds = [s for s, status, _ in approvals if status == 200]
     return {
@@ -446,6 +524,8 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "slowest_ms": [round(1000 * x, 1) for x in sorted(seconds)[-5:]],
         },
         "targets": TARGETS,
+        "own_sessions": own_session,
+        "probe": probe,
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
     }
@@ -473,6 +553,17 @@ def print_summary(r: dict[str, Any]) -> None:
     )
     print(f"         slowest approvals: {', '.join(f'{ms:.0f}' for ms in a['slowest_ms'])} ms")
     print(f"machine  {r['cpus']} CPUs, load average {r['loadavg'][0]:.2f} at the end")
+    probe = r["probe"]
+    if probe is not None:
+        stolen = (
+            "" if probe["stolen_s"] is None else f"; the hypervisor took {probe['stolen_s']:.1f} s of CPU"
+        )
+        print(
+            f"         an idle process's longest waits for a CPU under the service's load: "
+            f"{', '.join(f'{ms:.0f}' for ms in probe['longest_waits_ms'])} ms{stolen}"
+        )
+    if not r["own_sessions"]:
+        print("         --one-session: the servers shared the load generator's session (scheduling group)")
 
 
 def bounded(low: int, high: int) -> Any:
@@ -494,6 +585,12 @@ def main() -> None:
         "--access-log",
         action="store_true",
         help="keep the service's line per request (off by default: a reverse proxy logs them in production)",
+    )
+    parser.add_argument(
+        "--one-session",
+        action="store_true",
+        help="run the servers in the load generator's session, as runs before 2026-12-05 16:40 UTC did "
+        "(by default each runs in a session of its own, as under a supervisor)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

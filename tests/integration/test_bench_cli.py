@@ -128,3 +128,6 @@ def test_the_public_read_benchmark_reports_both_servers_and_the_approvals(wrk_on
         assert result[server]["p50_ms"] <= result[server]["p99_ms"]
     assert result["ratio"] > 0
     assert result["approvals"]["count"] == 3 and result["approvals"]["errors"] == 0
+    assert result["own_sessions"] is True
+    waits = result["probe"]["longest_waits_ms"]  # the idle process beside the load
+    assert len(waits) == 5 and waits == sorted(waits) and waits[0] >= 0

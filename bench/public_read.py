@@ -589,7 +589,7 @@ def main() -> None:
     parser.add_argument(
         "--one-session",
         action="store_true",
-        help="run the servers in the load generator's session, as runs before 2026-12-05 16:40 UTC did "
+        help="run the servers in the load generator's session, as runs before 2026-12-05 16:00 UTC did "
         "(by default each runs in a session of its own, as under a supervisor)",
     )
     parser.add_argument("--json", action="store_true")

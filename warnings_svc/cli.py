@@ -892,6 +892,7 @@ async def _serve(
 ) -> None:
     from warnings_svc.web.health import DATABASE_WATCH
     from warnings_svc.web.workers import listening, settle_heap
+    from warnings_svc.web.write_lane import yield_to_writes
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -911,6 +912,7 @@ async def _serve(
                     stop, _prepare_service(pool, settings, progress=progress, demo=demo)
                 ):
                     await settle_heap(app)
+                    yield_to_writes(app)
                     _print_console(settings)
                     await stop.wait()
                     log.info("stopping")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import threading
 
 import asyncpg
 import pytest
+from aiohttp import web
 
-from warnings_svc.web.write_lane import WriteLane
+from warnings_svc.web.write_lane import READING_NICENESS_STEP, WRITE_LANE, WriteLane, yield_to_writes
 
 
 async def test_work_runs_on_the_lane_thread_with_a_connection_and_its_answer_comes_back(db_url: str) -> None:
@@ -44,3 +48,39 @@ async def test_an_error_in_the_work_is_raised_to_the_caller_and_rolls_back(db_ur
         await lane.stop()
     with pytest.raises(RuntimeError, match="not started"):
         await lane.run(lambda conn: conn.fetchval("SELECT 1"))
+
+
+def _niceness(thread: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, thread)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+def test_the_reading_thread_yields_to_the_lane_and_the_lane_keeps_its_priority(db_url: str) -> None:
+    seen: dict[str, object] = {}
+
+    async def serve() -> None:  # in a thread of its own: the test's thread keeps its priority
+        app = web.Application()
+        seen["without a lane"] = yield_to_writes(app)
+        lane = WriteLane(db_url)
+        await lane.start()
+        app[WRITE_LANE] = lane
+        try:
+            reader = threading.get_native_id()
+            before = _niceness(reader)
+            seen["returned"] = yield_to_writes(app)
+            seen["reader"] = (before, _niceness(reader))
+            lane_thread = await lane.run(lambda conn: asyncio.sleep(0, threading.get_native_id()))
+            seen["lane"] = _niceness(lane_thread)
+            seen["lane answers"] = await lane.run(lambda conn: conn.fetchval("SELECT 1"))
+        finally:
+            await lane.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    main_before = _niceness(threading.get_native_id())
+    thread.start()
+    thread.join(60)
+    before, after = seen["reader"]  # type: ignore[misc]
+    assert seen["without a lane"] is None
+    assert after == min(before + READING_NICENESS_STEP, 19) == seen["returned"]
+    assert seen["lane"] == before and seen["lane answers"] == 1
+    assert _niceness(threading.get_native_id()) == main_before

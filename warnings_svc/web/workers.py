@@ -56,6 +56,7 @@ from warnings_svc.settings import Settings
 from warnings_svc.web.app import create_app
 from warnings_svc.web.appkeys import RISK_DATABASE
 from warnings_svc.web.database_watch import CHECK_SECONDS, EmbeddedServer, restart_embedded
+from warnings_svc.web.write_lane import yield_to_writes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -340,4 +341,5 @@ async def _worker(plan: WorkerPlan, index: int, report: Connection) -> None:
             report.send(None)
         log.info("web worker listening", extra={"worker": index, "primary": index == 0})
         await settle_heap(app)
+        yield_to_writes(app)
         await stop.wait()

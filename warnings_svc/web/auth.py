@@ -16,6 +16,10 @@ handlers call `require_user` with the roles (and scope) they need. Decisions whe
   i.e. uploads, must use the header: reading the body here would consume it).
 - The login form takes `next` only when it is a local path (`safe_next`); anything else goes to /console/.
 - Failed logins answer 401 and the rate limit 429 with `Retry-After`, both re-showing the form.
+- A handler marked `writes_on_lane` does its write with `write_as`: the lookup of a bearer token is then made
+  on the write lane in the same call as the write, one hand-over to the lane instead of two (under a flood of
+  reads each hand-back waits for a turn of the reading loop). A request with no credentials is still refused
+  first (`require_writer`); a bad token is a 401 once the request itself has been read and checked.
 """
 
 from __future__ import annotations
@@ -50,11 +54,16 @@ from warnings_svc.web.operations import LenientQuery, media_reply, operation, pa
 from warnings_svc.web.write_lane import in_write_lane
 
 T = TypeVar("T")
+H = TypeVar("H", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
 USER = web.RequestKey[User | None]("user")
 SCOPES = web.RequestKey[frozenset[str]]("scopes")
 CSRF = web.RequestKey[str | None]("csrf")  # the session's CSRF token, for forms to carry; None without one
+# A bearer token whose lookup waits for the write (`writes_on_lane`, `write_as`); None once looked up.
+PENDING_TOKEN = web.RequestKey[str | None]("pending_token")
+_WRITES_ON_LANE = "_writes_on_lane"
+INVALID_TOKEN_DETAIL = "the bearer token is unknown or revoked, or its user is disabled"
 
 SESSION_COOKIE = "wsvc_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -116,6 +125,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     request[USER] = None
     request[SCOPES] = frozenset()
     request[CSRF] = None
+    request[PENDING_TOKEN] = None
     resource = request.match_info.route.resource
     if resource is not None and resource.name in _ANONYMOUS_ROUTES:
         return await handler(request)
@@ -123,11 +133,12 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
         token = credentials.strip()
+        if unsafe and getattr(request.match_info.handler, _WRITES_ON_LANE, False):
+            request[PENDING_TOKEN] = token  # looked up with the write (`write_as`)
+            return await handler(request)
         found = await _look_up(request, unsafe, lambda conn: authenticate_token(conn, token))
         if found is None:
-            raise Unauthenticated(
-                "the bearer token is unknown or revoked, or its user is disabled", invalid_token=True
-            )
+            raise Unauthenticated(INVALID_TOKEN_DETAIL, invalid_token=True)
         request[USER], request[SCOPES] = found
         return await handler(request)
     if unsafe:
@@ -177,6 +188,58 @@ async def _check_csrf(request: web.Request, expected: str) -> None:
         raise CsrfRejected(
             f"missing or wrong CSRF token (send the {CSRF_HEADER} header or a {CSRF_FIELD} field)"
         )
+
+
+def writes_on_lane(handler: H) -> H:
+    """Mark a handler that writes with `write_as`: its bearer token is looked up with the write (the module)."""
+    setattr(handler, _WRITES_ON_LANE, True)
+    return handler
+
+
+def require_writer(request: web.Request, scope: str = "write") -> None:
+    """Refuse at once (401, 403) a write whose caller is already known not to qualify; a bearer token that waits
+    for the write is judged there (`write_as`)."""
+    if request.get(PENDING_TOKEN) is None:
+        require_user(request, scope=scope)
+
+
+async def write_as(
+    request: web.Request, work: Callable[[asyncpg.Connection, User], Awaitable[T]], *, scope: str = "write"
+) -> T:
+    """`work(conn, user)` on the write lane, for the user making the request, who must hold `scope`; with a
+    bearer token not yet looked up, the lookup runs first in the same call."""
+    token = request.get(PENDING_TOKEN)
+    if token is None:
+        user = require_user(request, scope=scope)
+        return await in_write_lane(request, lambda conn: work(conn, user))
+
+    async def as_holder(conn: asyncpg.Connection) -> tuple[tuple[User, frozenset[str]], T]:
+        found = await _holder_of(conn, token, scope)
+        return found, await work(conn, found[0])
+
+    (request[USER], request[SCOPES]), answer = await in_write_lane(request, as_holder)
+    request[PENDING_TOKEN] = None
+    return answer
+
+
+async def settle_pending_token(request: web.Request) -> None:
+    """Look up now a bearer token that waits for the write, for what must know the user before the handler
+    runs (an `Idempotency-Key` is kept per user)."""
+    token = request.get(PENDING_TOKEN)
+    if token is not None:
+        request[USER], request[SCOPES] = await in_write_lane(request, lambda conn: _holder_of(conn, token))
+        request[PENDING_TOKEN] = None
+
+
+async def _holder_of(
+    conn: asyncpg.Connection, token: str, scope: str | None = None
+) -> tuple[User, frozenset[str]]:
+    found = await authenticate_token(conn, token)
+    if found is None:
+        raise Unauthenticated(INVALID_TOKEN_DETAIL, invalid_token=True)
+    if scope is not None and scope not in found[1]:
+        raise Forbidden(f"this token lacks the {scope!r} scope", missing_scope=scope)
+    return found
 
 
 def require_user(request: web.Request, *roles: Role, scope: str = "write") -> User:

@@ -47,7 +47,7 @@ import asyncpg
 from aiohttp import web
 
 from warnings_svc.web.appkeys import POOL
-from warnings_svc.web.auth import USER
+from warnings_svc.web.auth import USER, settle_pending_token
 from warnings_svc.web.errors import one_line, problem_for
 from warnings_svc.web.middleware import error_answer
 from warnings_svc.web.operations import Operation, operation_of, read_body
@@ -117,6 +117,7 @@ async def idempotent_writes(request: web.Request, handler: Handler) -> web.Strea
     ):
         return await handler(request)
     key = _checked_key(offered)
+    await settle_pending_token(request)
     user = request.get(USER)
     if user is None:
         return await handler(request)  # its 401; nobody to keep the key for

@@ -1,6 +1,7 @@
 """The warnings write API (`/api/v1/warnings...`): drafts, edits and every lifecycle action, as JSON.
 
-Thin on purpose: each handler checks who is asking (`web.auth.require_user`), reads its path, query and
+Thin on purpose: each handler checks who is asking (`web.auth.require_user`; a write `require_writer`, then
+`write_as`, which looks a bearer token up on the write lane with the write), reads its path, query and
 body through the request models below (`web.operations`), and calls one `lifecycle.store` function; the
 lifecycle rules (roles, the two-person rule, immutability) are enforced there, once, for this API and the
 console alike. Refusals become problem documents that name the
@@ -26,7 +27,7 @@ from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
 from warnings_svc.vocabulary import HAZARD_LEVELS
 from warnings_svc.web.appkeys import ISSUING, POOL, RISK_DATABASE, SETTINGS
-from warnings_svc.web.auth import require_user
+from warnings_svc.web.auth import require_user, require_writer, write_as, writes_on_lane
 from warnings_svc.web.operations import (
     RequestModel,
     json_reply,
@@ -36,7 +37,6 @@ from warnings_svc.web.operations import (
     parse_query,
 )
 from warnings_svc.web.problems import ApiProblem
-from warnings_svc.web.write_lane import in_write_lane
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ async def list_warnings(request: web.Request) -> web.Response:
     return web.json_response({"warnings": [v.to_json() for v in found]})
 
 
+@writes_on_lane
 @operation(
     "Create a draft: hazard, level, areas, onset, expires; texts, polygons, note optional",
     body=DraftBody,
@@ -205,16 +206,16 @@ async def list_warnings(request: web.Request) -> web.Response:
 )
 async def create_warning(request: web.Request) -> web.Response:
     """A new draft."""
-    user = require_user(request, scope="write")
+    require_writer(request)
     body = await parse_body(request, DraftBody)
     content = store.Content(
         areas=tuple(body.areas), polygons=tuple(body.polygons), texts=body.texts, note=body.note
     )
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.create(
+            lambda conn, user: store.create(
                 conn,
                 issuing,
                 user.actor,
@@ -231,6 +232,7 @@ async def create_warning(request: web.Request) -> web.Response:
     return _created(request, version)
 
 
+@writes_on_lane
 @operation(
     "Draft the warning, Update or Cancel a proposal asks for",
     path=ProposalPath,
@@ -242,14 +244,14 @@ async def create_warning(request: web.Request) -> web.Response:
 )
 async def draft_from_proposal(request: web.Request) -> web.Response:
     """The draft a proposal asks for."""
-    user = require_user(request, scope="write")
+    require_writer(request)
     proposal_id = parse_path(request, ProposalPath).id
     body = await parse_body(request, FromProposalBody, optional=True)
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.draft_from_proposal(
+            lambda conn, user: store.draft_from_proposal(
                 conn, issuing, user.actor, proposal_id, now=now, exercise=body.exercise, risk=risk
             ),
         )
@@ -319,6 +321,7 @@ async def preview_warning(request: web.Request) -> web.Response:
     return web.json_response({"texts": texts, "impact": store.impact(latest, units, document)})
 
 
+@writes_on_lane
 @operation(
     "Edit the latest (unissued) version: level, onset, expires, areas, polygons, texts, note",
     path=WarningPath,
@@ -329,28 +332,28 @@ async def preview_warning(request: web.Request) -> web.Response:
 )
 async def edit_warning(request: web.Request) -> web.Response:
     """Change the latest, unissued version."""
-    user = require_user(request, scope="write")
+    require_writer(request)
     warning_id = parse_path(request, WarningPath).id
     changes = (await parse_body(request, ChangesBody)).changes()
     if not changes:
         raise ApiProblem(422, "invalid", "nothing to change", "body")
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.edit(conn, issuing, user.actor, warning_id, changes, now=now, risk=risk),
+            lambda conn, user: store.edit(conn, issuing, user.actor, warning_id, changes, now=now, risk=risk),
         )
     return web.json_response(version.to_json())
 
 
 async def _act(request: web.Request, action: Action, reason: str) -> web.Response:
-    user = require_user(request, scope="write")
+    require_writer(request)
     warning_id = parse_path(request, WarningPath).id
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.act(
+            lambda conn, user: store.act(
                 conn, issuing, user.actor, warning_id, action, now=now, reason=reason, risk=risk
             ),
         )
@@ -369,6 +372,7 @@ def _action(summary: str, body: type[Body]) -> Any:
     )
 
 
+@writes_on_lane
 @_action("Submit for approval", SubmitBody)
 async def submit_warning(request: web.Request) -> web.Response:
     """Submit a draft for approval."""
@@ -376,6 +380,7 @@ async def submit_warning(request: web.Request) -> web.Response:
     return await _act(request, Action.submit, "")
 
 
+@writes_on_lane
 @_action("Approve and issue (a second person for orange and red)", ApproveBody)
 async def approve_warning(request: web.Request) -> web.Response:
     """Approve and issue a version pending approval."""
@@ -383,6 +388,7 @@ async def approve_warning(request: web.Request) -> web.Response:
     return await _act(request, Action.approve, body.comment)
 
 
+@writes_on_lane
 @_action("Return for edit with a reason", ReasonBody)
 async def return_warning(request: web.Request) -> web.Response:
     """Return a version pending approval to its author."""
@@ -390,6 +396,7 @@ async def return_warning(request: web.Request) -> web.Response:
     return await _act(request, Action.return_for_edit, body.reason)
 
 
+@writes_on_lane
 @_action("Discard a never-issued version", ReasonBody)
 async def discard_warning(request: web.Request) -> web.Response:
     """Discard a version that was never issued."""
@@ -397,6 +404,7 @@ async def discard_warning(request: web.Request) -> web.Response:
     return await _act(request, Action.discard, body.reason)
 
 
+@writes_on_lane
 @operation(
     "Draft an Update of the issued warning",
     path=WarningPath,
@@ -408,20 +416,21 @@ async def discard_warning(request: web.Request) -> web.Response:
 )
 async def update_warning(request: web.Request) -> web.Response:
     """A draft Update of an issued warning, with the changes given."""
-    user = require_user(request, scope="write")
+    require_writer(request)
     warning_id = parse_path(request, WarningPath).id
     changes = (await parse_body(request, ChangesBody, optional=True)).changes()
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.start_update(
+            lambda conn, user: store.start_update(
                 conn, issuing, user.actor, warning_id, changes, now=now, risk=risk
             ),
         )
     return _created(request, version)
 
 
+@writes_on_lane
 @operation(
     "Draft a Cancel of the issued warning",
     path=WarningPath,
@@ -433,14 +442,14 @@ async def update_warning(request: web.Request) -> web.Response:
 )
 async def cancel_warning(request: web.Request) -> web.Response:
     """A draft Cancel of an issued warning."""
-    user = require_user(request, scope="write")
+    require_writer(request)
     warning_id = parse_path(request, WarningPath).id
     body = await parse_body(request, CancelBody, optional=True)
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():
-        version = await in_write_lane(
+        version = await write_as(
             request,
-            lambda conn: store.start_cancel(
+            lambda conn, user: store.start_cancel(
                 conn, issuing, user.actor, warning_id, note=body.note, now=now, risk=risk
             ),
         )

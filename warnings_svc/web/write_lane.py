@@ -101,8 +101,8 @@ def yield_to_writes(app: web.Application) -> int | None:
     """Once a serving process is up: lower the scheduling priority of the calling thread, the one that reads
     requests, by `READING_NICENESS_STEP` (Linux, this thread only); the lane's thread keeps its own. When
     both want a CPU, as under a flood of reads, the lane and PostgreSQL go first: in bench/public_read.py the
-    approvals' p99 fell from 169-284 ms to 140-161 ms, the readers' rate about 5 % (bench/LOG.md). The new
-    niceness, or None where there is no lane or the system does not allow it."""
+    approvals' p99 fell from 125-284 ms to 108-216 ms (five runs each) and the readers' rate by about 7 %
+    (bench/LOG.md). The new niceness, or None where there is no lane or the system does not allow it."""
     if app.get(WRITE_LANE) is None or sys.platform != "linux":
         return None
     thread = threading.get_native_id()

@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -390,18 +390,26 @@ def _client_load(base: str, paths: list[str], clients: int, duration: int, answe
     answer.send(asyncio.run(run()))
 
 
-async def client_load(base: str, paths: list[str], clients: int, duration: int) -> dict[str, Any]:
+async def answer_of(target: Callable[..., None], args: tuple[Any, ...], within: float) -> Any:
+    """Run `target(*args, answer)` in a spawned process; what it sends on `answer` within `within` seconds,
+    else None (the process is then killed)."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    proc = context.Process(target=_client_load, args=(base, paths, clients, duration, send))
+    proc = context.Process(target=target, args=(*args, send))
     proc.start()
     send.close()
     loop = asyncio.get_running_loop()
-    ready = await loop.run_in_executor(None, receive.poll, duration + 120)
+    ready = await loop.run_in_executor(None, receive.poll, within)
     result = receive.recv() if ready else None
     proc.join(10)
-    if result is None:
+    if proc.is_alive():
         proc.kill()
+    return result
+
+
+async def client_load(base: str, paths: list[str], clients: int, duration: int) -> dict[str, Any]:
+    result = await answer_of(_client_load, (base, paths, clients, duration), duration + 120)
+    if result is None:
         raise BenchError("the load generator did not finish")
     return dict(result)
 
@@ -449,17 +457,7 @@ def _stall_probe(duration: float, answer: Any) -> None:
 
 async def stall_probe(duration: float) -> dict[str, Any] | None:
     """`_stall_probe` over `duration` seconds, in a process of its own; None when it gave no answer."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    proc = context.Process(target=_stall_probe, args=(duration, send))
-    proc.start()
-    send.close()
-    loop = asyncio.get_running_loop()
-    ready = await loop.run_in_executor(None, receive.poll, duration + 60)
-    result = receive.recv() if ready else None
-    proc.join(10)
-    if proc.is_alive():
-        proc.kill()
+    result = await answer_of(_stall_probe, (duration,), duration + 60)
     return dict(result) if result is not None else None
 
 

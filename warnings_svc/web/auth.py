@@ -19,7 +19,8 @@ handlers call `require_user` with the roles (and scope) they need. Decisions whe
 - A handler marked `writes_on_lane` does its write with `write_as`: the lookup of a bearer token is then made
   on the write lane in the same call as the write, one hand-over to the lane instead of two (under a flood of
   reads each hand-back waits for a turn of the reading loop). A request with no credentials is still refused
-  first (`require_writer`); a bad token is a 401 once the request itself has been read and checked.
+  first (`require_writer`); a bad token (401) or a token without the scope (403) is refused once the request
+  itself has been read and checked.
 """
 
 from __future__ import annotations

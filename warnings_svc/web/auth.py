@@ -238,9 +238,14 @@ async def _holder_of(
     found = await authenticate_token(conn, token)
     if found is None:
         raise Unauthenticated(INVALID_TOKEN_DETAIL, invalid_token=True)
-    if scope is not None and scope not in found[1]:
-        raise Forbidden(f"this token lacks the {scope!r} scope", missing_scope=scope)
+    if scope is not None:
+        _require_scope(found[1], scope)
     return found
+
+
+def _require_scope(scopes: frozenset[str], scope: str) -> None:
+    if scope not in scopes:
+        raise Forbidden(f"this token lacks the {scope!r} scope", missing_scope=scope)
 
 
 def require_user(request: web.Request, *roles: Role, scope: str = "write") -> User:
@@ -251,8 +256,7 @@ def require_user(request: web.Request, *roles: Role, scope: str = "write") -> Us
     user = request.get(USER)
     if user is None:
         raise Unauthenticated("log in, or send an Authorization: Bearer token")
-    if scope not in request.get(SCOPES, frozenset()):
-        raise Forbidden(f"this token lacks the {scope!r} scope", missing_scope=scope)
+    _require_scope(request.get(SCOPES, frozenset()), scope)
     if roles and user.role not in roles:
         raise Forbidden(
             f"role {user.role.value!r} may not do this; it needs {' or '.join(r.value for r in roles)}"

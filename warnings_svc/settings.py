@@ -30,9 +30,10 @@ ENVIRONMENT: dict[str, str] = {
     "WARNINGS_SVC_PORT": "port",
     "WARNINGS_SVC_WEB_WORKERS": "web_workers",
     "WARNINGS_SVC_ACCESS_LOG": "access_log",
+    "WARNINGS_SVC_WRITES_FIRST": "writes_first",
 }
 _INTEGER_KEYS = frozenset({"port", "web_workers"})
-_BOOLEAN_KEYS = frozenset({"access_log"})
+_BOOLEAN_KEYS = frozenset({"access_log", "writes_first"})
 _BOOLEAN_WORDS = {
     "true": True,
     "1": True,
@@ -195,6 +196,9 @@ class Settings(BaseModel):
     # One log line per request. Behind a reverse proxy that logs them, turning it off buys about a third more
     # requests a second under load (bench/README.md, the public side under load).
     access_log: Annotated[bool, Field(strict=True)] = True
+    # Once up, each serving process lowers the priority of its thread that reads requests (Linux, nice +10),
+    # so that warning writes and PostgreSQL go first when the CPUs are busy (warnings_svc.web.write_lane).
+    writes_first: Annotated[bool, Field(strict=True)] = True
     # Reverse proxies whose X-Forwarded-For is believed (addresses or networks): the login limits then count
     # failures per client, not per proxy (warnings_svc.web.client_address).
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()

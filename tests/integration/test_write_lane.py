@@ -11,6 +11,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from warnings_svc.settings import Settings
+from warnings_svc.web.appkeys import SETTINGS
 from warnings_svc.web.write_lane import READING_NICENESS_STEP, WRITE_LANE, WriteLane, yield_to_writes
 
 
@@ -67,6 +69,9 @@ def test_the_reading_thread_yields_to_the_lane_and_the_lane_keeps_its_priority(d
         try:
             reader = threading.get_native_id()
             before = _niceness(reader)
+            app[SETTINGS] = Settings(database_url=db_url, writes_first=False)
+            seen["turned off"] = (yield_to_writes(app), _niceness(reader))
+            app[SETTINGS] = Settings(database_url=db_url)
             seen["returned"] = yield_to_writes(app)
             seen["reader"] = (before, _niceness(reader))
             lane_thread = await lane.run(lambda conn: asyncio.sleep(0, threading.get_native_id()))
@@ -81,6 +86,7 @@ def test_the_reading_thread_yields_to_the_lane_and_the_lane_keeps_its_priority(d
     thread.join(60)
     before, after = seen["reader"]  # type: ignore[misc]
     assert seen["without a lane"] is None
+    assert seen["turned off"] == (None, before)
     assert after == min(before + READING_NICENESS_STEP, 19) == seen["returned"]
     assert seen["lane"] == before and seen["lane answers"] == 1
     assert _niceness(threading.get_native_id()) == main_before

@@ -133,6 +133,13 @@ def test_the_web_worker_count_comes_from_the_file_then_the_environment(tmp_path:
     assert_one_line_naming(caught.value, "WARNINGS_SVC_WEB_WORKERS", "web_workers:", "not an integer")
 
 
+def test_writes_go_first_unless_the_file_or_the_environment_says_otherwise(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path, ""), {}).writes_first is True
+    path = write_config(tmp_path, "writes_first = false\n")
+    assert load_settings(path, {}).writes_first is False
+    assert load_settings(path, {"WARNINGS_SVC_WRITES_FIRST": "yes"}).writes_first is True
+
+
 def test_the_access_log_is_on_unless_the_file_or_the_environment_turns_it_off(tmp_path: Path) -> None:
     assert load_settings(write_config(tmp_path, ""), {}).access_log is True
     path = write_config(tmp_path, "access_log = false\n")

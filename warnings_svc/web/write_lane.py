@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from risk_zoning.io.database import create_pool
-from warnings_svc.web.appkeys import POOL
+from warnings_svc.web.appkeys import POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,10 @@ def yield_to_writes(app: web.Application) -> int | None:
     requests, by `READING_NICENESS_STEP` (Linux, this thread only); the lane's thread keeps its own. When
     both want a CPU, as under a flood of reads, the lane and PostgreSQL go first: in bench/public_read.py the
     approvals' p99 fell from 125-284 ms to 108-216 ms (five runs each) and the readers' rate by about 7 %
-    (bench/LOG.md). The new niceness, or None where there is no lane or the system does not allow it."""
-    if app.get(WRITE_LANE) is None or sys.platform != "linux":
+    (bench/LOG.md). The new niceness, or None where there is no lane, the `writes_first` setting is off, or the
+    system does not allow it."""
+    settings = app.get(SETTINGS)
+    if app.get(WRITE_LANE) is None or sys.platform != "linux" or (settings and not settings.writes_first):
         return None
     thread = threading.get_native_id()
     try:

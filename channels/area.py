@@ -78,6 +78,9 @@ class AreaAlert:
     update_number: int = 0
     cap_url: str = ""
     audio_url: str = ""
+    # every unit inside the areas, the areas themselves and their sub-units (districts, towns), for channels
+    # whose receivers listen on the code of the one unit they stand in (terminals over MQTT)
+    area_units: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,6 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 if [[ ",$extras," == *,test,* ]]; then
-  scripts/install-browser # the browser tests (tests/browser) drive Debian's headless Chromium
+  scripts/install-debian-peers # Chromium (tests/browser), Mosquitto (MQTT terminals), espeak-ng (speech)
   scripts/install-smsc-peer # the SMPP tests talk to node-smpp in server mode (tests/peers/smsc)
 fi

@@ -142,6 +142,24 @@ class SmsEndpointSettings(BaseModel):
         return self
 
 
+Level = Literal["blue", "yellow", "orange", "red"]
+ALL_LEVELS: tuple[Level, ...] = ("blue", "yellow", "orange", "red")
+TargetName = Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+
+
+class MqttTargetSettings(BaseModel):
+    """One MQTT broker whose terminals (loudspeakers, displays) get the warnings of their area (an array of
+    tables `[[dispatch.mqtt]]`): retained on `{topic_prefix}/alerts/{area_code}`, acknowledged on
+    `{topic_prefix}/ack/{terminal_id}` (channels.mqtt.terminals)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: TargetName = "terminals"
+    url: Annotated[str, Field(strict=True, pattern=r"^mqtt://[^/\s:]+(:[0-9]{1,5})?/?$")]
+    topic_prefix: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "wuhai"
+    levels: tuple[Level, ...] = ALL_LEVELS  # the warning levels put out on this broker
+    publish_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+
 class DispatchSettings(BaseModel):
     """How issued warnings are fanned out and delivered (table `[dispatch]`)."""
 
@@ -168,6 +186,7 @@ class DispatchSettings(BaseModel):
     )
     poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # look at the queue this often even without a NOTIFY
     sms: tuple[SmsEndpointSettings, ...] = ()
+    mqtt: tuple[MqttTargetSettings, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> DispatchSettings:
@@ -178,6 +197,9 @@ class DispatchSettings(BaseModel):
         names = [e.name for e in self.sms]
         if len(names) != len(set(names)):
             raise ValueError(f"sms endpoint names must be unique (got {', '.join(names)})")
+        targets = [t.name for t in self.mqtt]
+        if len(targets) != len(set(targets)):
+            raise ValueError(f"mqtt target names must be unique (got {', '.join(targets)})")
         return self
 
 

@@ -2,7 +2,7 @@
 
 Fixtures:
 - `chrome` (session): a `selenium.webdriver.Chrome` on /usr/bin/chromium and /usr/bin/chromedriver (from
-  `scripts/install-browser`), headless, 1400x1000, zh-CN, with a fresh profile. It never reaches anything but
+  `scripts/install-debian-peers`), headless, 1400x1000, zh-CN, with a fresh profile. It never reaches anything but
   127.0.0.1: no Selenium Manager, no proxy, no background or component traffic, and every host name except
   localhost resolves to nothing. Cookies are cleared after each test.
 - `console_server` (session, async): `warnings-svc serve` on a free loopback port over a fresh, built database
@@ -95,7 +95,7 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
         pytest.fail(
-            f"{' and '.join(missing)} not installed: run scripts/install-browser "
+            f"{' and '.join(missing)} not installed: run scripts/install-debian-peers "
             "(apt-get install chromium chromium-driver fonts-wqy-microhei)",
             pytrace=False,
         )

@@ -27,11 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import shapely
 
+from channels.area import AlertArea, AlertTexts
 from risk_zoning.store import RiskDatabase, UnitRecord, region_units
 from risk_zoning.unit_tree import geocode, inside_any
-from warnings_svc.dissemination import outbox
-from warnings_svc.documents.cap import CapError, CapTexts, check_polygons, render_cap, sign_cap, validate_cap
+from warnings_svc.dissemination import area_outbox, outbox
+from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.documents.cap import (
+    SEVERITY,
+    CapError,
+    CapTexts,
+    check_polygons,
+    derive_urgency,
+    render_cap,
+    sign_cap,
+    validate_cap,
+)
 from warnings_svc.documents.gbt import GbtTexts, gbt_identifier, render_gbt
 from warnings_svc.documents.message import Area, Issuer, Reference, WarningMessage
 from warnings_svc.documents.texts import (
@@ -150,6 +162,8 @@ class Issuing:
     signing: tuple[bytes, bytes] | None = None  # (key PEM, certificate PEM)
     audit_key: bytes | None = None
     channels: tuple[str, ...] = ("sms",)  # what an issued version fans out on (the outbox)
+    # the targets of the area channels an issued version is put out to (the area outbox)
+    area_targets: tuple[AreaTarget, ...] = ()
     budgets: Budgets = DEFAULT_BUDGETS
 
     @classmethod
@@ -175,6 +189,9 @@ class Issuing:
             signing=signing,
             audit_key=audit_key,
             channels=tuple(settings.dispatch.channels),
+            area_targets=tuple(
+                AreaTarget("mqtt", t.name, frozenset(t.levels)) for t in settings.dispatch.mqtt
+            ),
             budgets=dataclasses.replace(DEFAULT_BUDGETS, sms_full_segments=w.sms_segments),
         )
 
@@ -473,11 +490,16 @@ async def act(
         )
         version = dataclasses.replace(latest, state=transition.state)
         if action is Action.approve:
-            version, stored = await _issue(conn, ctx, version, replaced, units, now)
+            version, stored, content = await _issue(conn, ctx, version, replaced, units, now)
             # the outbox: issued and promised to every channel in one transaction, or neither
             await outbox.write_fanouts(
                 conn, version.warning_id, version.state.version, version.state.level, ctx.channels
             )
+            if content is not None:
+                await area_outbox.write_area_deliveries(
+                    conn, version.warning_id, version.state.version, version.state.msg_type,
+                    version.state.level, ctx.area_targets, content,
+                )  # fmt: skip
         else:
             stored = await _update_version(conn, version)
         await _face(conn, version)
@@ -511,6 +533,8 @@ async def expire_due(conn: asyncpg.Connection, ctx: Issuing, *, now: datetime) -
             await _update_version(conn, version)
             await _face(conn, version)
             await _audit(conn, ctx, now, CLOCK.name, "expire", transition.state, latest, version, transition)
+            if ctx.area_targets:  # take back what the version left at the targets of the area channels
+                await area_outbox.write_expiries(conn, [(version.warning_id, version.state.version)])
             await _notify(conn, transition.state, "expire")
         done.append(warning_id)
     return done
@@ -717,9 +741,10 @@ async def _issue(
     replaced: Version | None,
     units: Mapping[str, UnitRecord],
     now: datetime,
-) -> tuple[Version, Version]:
+) -> tuple[Version, Version, dict[str, Any] | None]:
     """Render, validate (and sign) the documents of an approved version and store it issued: the version as
-    given with its identifier and send time, and as now stored."""
+    given with its identifier and send time, as now stored, and what the area channels put out (None when
+    none is configured)."""
     sent = await _send_time(conn, now)
     earlier = [] if replaced is None else await _issued_chain(conn, version)
     msg = message_of(ctx, version, units, sent=sent, references=earlier)
@@ -762,7 +787,62 @@ async def _issue(
         gbt,
         json.dumps(rendered, ensure_ascii=False),
     )
-    return issued, version_from_row(row)
+    content = None
+    if ctx.area_targets:
+        content = area_outbox.alert_content(
+            identifier=msg.identifier,
+            warning_id=version.warning_id,
+            version=version.state.version,
+            status=msg.status,
+            hazard=msg.hazard,
+            level=msg.level,
+            severity=SEVERITY[msg.level],
+            urgency=derive_urgency(msg),
+            onset=msg.onset,
+            expires=msg.expires,
+            areas=alert_areas(version.content.areas, version.content.polygons, units),
+            texts=AlertTexts(
+                headline=zh.headline,
+                sms=zh.sms_short,
+                broadcast=zh.broadcast,
+                led=zh.channels.get("LED", zh.sms_short),
+                description=zh.cell_broadcast,
+            ),
+            cap_url=f"{web}.cap" if web else "",
+            area_units=[
+                code
+                for code in units
+                if code in version.content.areas or inside_any(code, version.content.areas, units)
+            ],
+        )
+    return issued, version_from_row(row), content
+
+
+def alert_areas(
+    codes: Sequence[str], polygons: Sequence[str], units: Mapping[str, UnitRecord]
+) -> tuple[AlertArea, ...]:
+    """The areas as the area channels need them: name, population, and the warning's polygons that touch
+    each (an operator picks its cells from these)."""
+    shapes = [(p, _polygon_shape(p)) for p in polygons]
+    out = []
+    for code in codes:
+        unit = units.get(code)
+        if unit is None:
+            out.append(AlertArea(code, code, 0))
+            continue
+        outline = unit.shape()
+        touching = tuple(p for p, shape in shapes if shape is not None and shape.intersects(outline))
+        out.append(AlertArea(code, unit.name, unit.population, touching))
+    return tuple(out)
+
+
+def _polygon_shape(polygon: str) -> shapely.Geometry | None:
+    """A CAP polygon ("lat,lon lat,lon ...") as a shapely polygon (x = lon), None when it is not one."""
+    try:
+        points = [tuple(float(v) for v in pair.split(","))[::-1] for pair in polygon.split()]
+        return shapely.Polygon(points)
+    except (ValueError, shapely.errors.GEOSException):
+        return None
 
 
 def _texts_json(t: WarningTexts) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Terminals (loudspeakers, displays) and partners over MQTT."""

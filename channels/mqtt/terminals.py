@@ -1,0 +1,293 @@
+"""Terminals over MQTT: village loudspeakers and LED displays that subscribe to their area's topic.
+
+The warning in force for an area is retained on ``{topic_prefix}/alerts/{area_code}`` (12-digit code), QoS 1,
+so a terminal that comes online later still gets it. It goes to the topic of every unit inside the warned
+areas (a city's warning to the city, its districts and their towns), so a terminal subscribes to one topic:
+that of the unit it stands in. The message is JSON (`alert_message`)::
+
+    {"identifier": "...", "hazard": "sandstorm", "level": "orange", "status": "Actual", "msgType": "Alert",
+     "areas": ["150302000000"], "headline": "...", "broadcast_text": "...", "led_text": "...",
+     "audio_url": "...", "cap_url": "...", "onset": "...", "expires": "..."}
+
+A terminal acknowledges playback or display on ``{topic_prefix}/ack/{terminal_id}`` with
+``{"identifier": ..., "played_at": ...}`` (ISO 8601 with offset); each becomes `Evidence` of kind PLAYBACK,
+measured. A Cancel (or an expiry) sends the Cancel message to the terminals online and clears the retained
+message of every topic the warning was put out on (an empty retained payload: terminals ignore empty
+messages). An Update clears the topics of areas it no longer covers.
+
+The adapter keeps one connection with a persistent session (a fixed client id, clean session off), so
+acknowledgements published while it was away are delivered when it reconnects; it reconnects by itself with
+capped backoff. `put_out` never waits longer than ``publish_timeout_s`` for a broker that is down: that is a
+temporary failure and the dispatcher retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from channels.area import AreaAlert, AreaSendResult, Evidence, EvidenceKind
+from channels.base import FailureKind, Health, HealthState, SendOutcome
+
+log = logging.getLogger(__name__)
+
+TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AREA_CODE = re.compile(r"^[0-9]{12}$")
+MAX_ACK_BYTES = 1024
+MAX_IDENTIFIER_CHARS = 200
+
+
+class MqttUrlError(ValueError):
+    """A broker URL this adapter cannot use."""
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://host[:port]`` URL (1883 by default).
+
+    >>> broker_address("mqtt://127.0.0.1:18830")
+    ('127.0.0.1', 18830)
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise MqttUrlError(f"not an mqtt://host[:port] URL: {url!r}")
+    try:
+        port = parts.port or 1883
+    except ValueError as e:
+        raise MqttUrlError(f"bad port in {url!r}") from e
+    return parts.hostname, port
+
+
+def alert_topic(prefix: str, area: str) -> str:
+    """The retained topic of an area."""
+    return f"{prefix}/alerts/{area}"
+
+
+def alert_message(alert: AreaAlert) -> dict[str, Any]:
+    """The JSON a terminal receives for a version (the interface terminals are built against)."""
+    return {
+        "identifier": alert.identifier,
+        "hazard": alert.hazard,
+        "level": alert.level,
+        "severity": alert.severity,
+        "status": alert.status,
+        "msgType": alert.msg_type,
+        "areas": [a.code for a in alert.areas],
+        "headline": alert.texts.headline,
+        "broadcast_text": alert.texts.broadcast,
+        "led_text": alert.texts.led,
+        "audio_url": alert.audio_url,
+        "cap_url": alert.cap_url,
+        "onset": alert.onset.isoformat(),
+        "expires": alert.expires.isoformat(),
+    }
+
+
+def parse_ack(topic: str, payload: bytes, prefix: str) -> Evidence:
+    """A terminal's acknowledgement as evidence; ValueError with a one-line reason when it is not one.
+
+    >>> e = parse_ack("wuhai/ack/ls-001", b'{"identifier": "x", "played_at": "2026-07-01T12:00:00+08:00"}',
+    ...               "wuhai")
+    >>> (e.terminal_id, e.identifier, e.at.isoformat())
+    ('ls-001', 'x', '2026-07-01T12:00:00+08:00')
+    """
+    head = f"{prefix}/ack/"
+    if not topic.startswith(head):
+        raise ValueError(f"not an acknowledgement topic: {topic[:100]!r}")
+    terminal_id = topic[len(head) :]
+    if not TERMINAL_ID.match(terminal_id):
+        raise ValueError(f"bad terminal id in topic: {terminal_id[:100]!r}")
+    if len(payload) > MAX_ACK_BYTES:
+        raise ValueError(f"acknowledgement of {len(payload)} bytes (at most {MAX_ACK_BYTES})")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"acknowledgement is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ValueError("acknowledgement is not a JSON object")
+    identifier, played_at = body.get("identifier"), body.get("played_at")
+    if not isinstance(identifier, str) or not 0 < len(identifier) <= MAX_IDENTIFIER_CHARS:
+        raise ValueError("acknowledgement needs an identifier (a string of 1-200 characters)")
+    if not isinstance(played_at, str):
+        raise ValueError("acknowledgement needs played_at (ISO 8601 with an offset)")
+    try:
+        at = datetime.fromisoformat(played_at)
+    except ValueError:
+        raise ValueError(f"played_at is not ISO 8601: {played_at[:40]!r}") from None
+    if at.utcoffset() is None:
+        raise ValueError("played_at needs an offset")
+    return Evidence(
+        key="",
+        remote_id="",
+        kind=EvidenceKind.PLAYBACK,
+        area="",
+        measured=True,
+        delivered=1,
+        identifier=identifier,
+        terminal_id=terminal_id,
+        at=at,
+        final=True,
+    )
+
+
+class MqttTerminalsChannel:
+    """One MQTT broker's terminals as an `AreaChannel` (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        topic_prefix: str,
+        *,
+        client_id: str = "",
+        publish_timeout_s: float = 5.0,
+        reconnect_max_s: float = 10.0,
+        max_batch: int = 1000,
+    ) -> None:
+        self.name = name
+        self.host, self.port = broker_address(url)
+        if not topic_prefix or any(c in topic_prefix for c in "#+") or topic_prefix.endswith("/"):
+            raise MqttUrlError(f"bad topic prefix {topic_prefix!r}")
+        self.prefix = topic_prefix
+        self.client_id = client_id or f"warnings-svc-{name}"
+        self.publish_timeout_s = publish_timeout_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_batch = max_batch
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._acks: asyncio.Queue[Evidence] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._detail = "not connected yet"
+        self.counters = {"published": 0, "cleared": 0, "acks": 0, "acks_refused": 0, "connects": 0}
+
+    def start(self) -> None:
+        """Start the connection (and keep it up) in the background; `put_out` starts it too."""
+        if self._runner is None and not self._closed:
+            self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._closed:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=self.client_id, clean_session=False, timeout=10
+                ) as client:
+                    await client.subscribe(f"{self.prefix}/ack/+", qos=1)
+                    self._client = client
+                    self._connected.set()
+                    self.counters["connects"] += 1
+                    self._detail = ""
+                    delay = 0.2
+                    log.info("mqtt %s: connected to %s:%d", self.name, self.host, self.port)
+                    async for message in client.messages:
+                        self._take_ack(message)
+            except aiomqtt.MqttError as e:
+                self._detail = f"broker {self.host}:{self.port}: {e}"
+                if self._connected.is_set():
+                    log.warning("mqtt %s: connection lost (%s); reconnecting", self.name, e)
+            finally:
+                self._client = None
+                self._connected.clear()
+            if self._closed:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    def _take_ack(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            evidence = parse_ack(str(message.topic), bytes(payload), self.prefix)
+        except ValueError as e:
+            self.counters["acks_refused"] += 1
+            if self.counters["acks_refused"] <= 10 or self.counters["acks_refused"] % 1000 == 0:
+                log.warning("mqtt %s: acknowledgement refused (%d so far): %s", self.name,
+                            self.counters["acks_refused"], e)  # fmt: skip
+            return
+        self.counters["acks"] += 1
+        self._acks.put_nowait(evidence)
+
+    async def put_out(self, alert: AreaAlert) -> AreaSendResult:
+        """Retain the version on its areas' topics (Alert, Update) or take it back (Cancel)."""
+        self.start()
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.publish_timeout_s)
+        except TimeoutError:
+            return self._failed(alert, FailureKind.LINK_DOWN, self._detail or "not connected")
+        client = self._client
+        if client is None:
+            return self._failed(alert, FailureKind.LINK_DOWN, self._detail or "not connected")
+        # every unit inside the warned areas has its topic: a terminal listens on the one unit it stands in
+        codes = list(alert.area_units) or [a.code for a in alert.areas]
+        bad = [code for code in codes if not AREA_CODE.match(code)]
+        if bad:
+            return self._failed(alert, FailureKind.INVALID, f"not 12-digit area codes: {', '.join(bad[:5])}")
+        previous = alert.previous_remote_id.split()
+        topics = [alert_topic(self.prefix, code) for code in codes]
+        body = json.dumps(alert_message(alert), ensure_ascii=False).encode()
+        try:
+            if alert.msg_type == "Cancel":
+                for topic in dict.fromkeys(previous + topics):
+                    await client.publish(topic, body, qos=1, retain=False, timeout=self.publish_timeout_s)
+                    await client.publish(topic, b"", qos=1, retain=True, timeout=self.publish_timeout_s)
+                    self.counters["cleared"] += 1
+                return AreaSendResult(alert.key, SendOutcome.ACCEPTED, " ".join(topics), route=self._route)
+            for topic in topics:
+                await client.publish(topic, body, qos=1, retain=True, timeout=self.publish_timeout_s)
+                self.counters["published"] += 1
+            for topic in previous:
+                if topic not in topics:  # an area the Update no longer covers
+                    await client.publish(topic, b"", qos=1, retain=True, timeout=self.publish_timeout_s)
+                    self.counters["cleared"] += 1
+        except aiomqtt.MqttError as e:
+            return self._failed(alert, FailureKind.LINK_DOWN, f"publish failed: {e}")
+        return AreaSendResult(alert.key, SendOutcome.ACCEPTED, " ".join(topics), route=self._route)
+
+    @property
+    def _route(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _failed(self, alert: AreaAlert, kind: FailureKind, reason: str) -> AreaSendResult:
+        outcome = SendOutcome.TEMPORARY_FAILURE if kind.retryable else SendOutcome.PERMANENT_FAILURE
+        return AreaSendResult(alert.key, outcome, route=self._route, reason=reason, failure=kind)
+
+    async def evidence(self) -> AsyncIterator[list[Evidence]]:
+        """Terminals' acknowledgements in batches, as they arrive."""
+        self.start()
+        while not self._closed:
+            first = await self._acks.get()
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._acks.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            yield batch
+
+    def health(self) -> Health:
+        """Up while connected to the broker."""
+        up = self._connected.is_set()
+        return Health(
+            HealthState.UP if up else HealthState.DOWN,
+            detail=self._detail,
+            links_up=int(up),
+            links_total=1,
+            counters=dict(self.counters),
+        )
+
+    async def close(self) -> None:
+        """Disconnect; what was not put out stays in the outbox."""
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._runner
+            self._runner = None

@@ -1,0 +1,232 @@
+"""Terminals over MQTT end to end, through a real Mosquitto: the area outbox written at approval, the area
+dispatcher, retained messages per unit, simulated terminals (real MQTT clients) acknowledging playback, the
+evidence stored; Update, Cancel and expiry taking back what is out; the broker restarted mid fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import asyncpg
+import pytest
+
+from channels.mqtt.terminals import MqttTerminalsChannel
+from risk_zoning.store import region_units
+from tests.factories_db import fresh_database
+from tests.factories_dispatch import CTX, DISTRICTS, issue, successor, wait_until
+from tests.peers.mosquitto_fixture import MosquittoBroker
+from warnings_svc.demo.peers.terminals import SimulatedTerminal, SimulatedTerminals
+from warnings_svc.dissemination.area_dispatch import AreaDispatcher, AreaDispatchOptions
+from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.dissemination.terminals import TerminalRow, register_terminals
+from warnings_svc.lifecycle import store as ws
+
+PREFIX = "wuhai"
+AREA_CTX = dataclasses.replace(
+    CTX, area_targets=(AreaTarget("mqtt", "terminals", frozenset({"blue", "yellow", "orange", "red"})),)
+)
+OPTIONS = AreaDispatchOptions(lease_s=5, max_attempts=5, retry_base_s=0.1, retry_cap_s=0.5, poll_s=0.2)
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str) -> AsyncIterator[str]:
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
+
+
+async def _terminals(conn: asyncpg.Connection, per_unit: int = 2) -> list[SimulatedTerminal]:
+    """Registered terminals: `per_unit` in every town of the three districts (not the city or districts)."""
+    units = await region_units(conn, "wuhai")
+    towns = sorted(u.code for u in units.values() if u.parent in DISTRICTS)
+    assert len(towns) >= 6
+    rows = [
+        TerminalRow(terminal_id=f"ls-{code}-{i}", kind="loudspeaker", area=code, population_served=500)
+        for code in towns
+        for i in range(per_unit)
+    ]
+    await register_terminals(conn, rows)
+    return [SimulatedTerminal(r.terminal_id, r.area) for r in rows]
+
+
+@asynccontextmanager
+async def _dispatching(pool: asyncpg.Pool, url: str, broker_url: str) -> AsyncIterator[AreaDispatcher]:
+    channel = MqttTerminalsChannel(
+        "terminals", broker_url, PREFIX, publish_timeout_s=1.0, reconnect_max_s=0.5
+    )
+    dispatcher = AreaDispatcher(pool, url, {("mqtt", "terminals"): channel}, OPTIONS)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await task
+
+
+async def _retained(broker_url: str, topic: str) -> bytes | None:
+    """The retained message of a topic as a new subscriber gets it (None: nothing retained)."""
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        await client.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(0.5):
+                async for message in client.messages:
+                    return message.payload if isinstance(message.payload, bytes) else None
+        except TimeoutError:
+            return None
+    return None
+
+
+async def _area_states(conn: asyncpg.Connection, warning_id: int) -> list[tuple[int, str, str]]:
+    rows = await conn.fetch(
+        "SELECT version, msg_type, state FROM svc.area_delivery WHERE warning_id = $1 ORDER BY id", warning_id
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def test_every_terminal_plays_the_warning_and_its_acknowledgement_is_evidence(
+    conn, db_url, mosquitto: MosquittoBroker
+) -> None:
+    terminals = await _terminals(conn)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    try:
+        async with SimulatedTerminals(mosquitto.url, PREFIX, terminals, broken_share=0.2) as fleet:
+            v = await issue(conn, level="orange", areas=("150300",), ctx=AREA_CTX)  # the city
+            # the approval itself wrote the area delivery
+            assert await _area_states(conn, v.warning_id) == [(1, "Alert", "pending")]
+            async with _dispatching(pool, db_url, mosquitto.url):
+                working = [t for t in terminals if t.terminal_id not in fleet.broken]
+                await wait_until(
+                    lambda: _acked(conn, v.warning_id, len(working)),
+                    20,
+                    "every working terminal acknowledged",
+                )
+            assert 0 < len(fleet.broken) < len(terminals)
+            assert fleet.acknowledged(v.identifier) == {t.terminal_id for t in working}
+            # every terminal, broken or not, got the warning exactly once, with the published fields
+            assert all(fleet.logs[t.terminal_id].received == [v.identifier] for t in terminals)
+        assert await _area_states(conn, v.warning_id) == [(1, "Alert", "done")]
+        message = json.loads(await _retained(mosquitto.url, f"{PREFIX}/alerts/{terminals[0].area}") or b"{}")
+        assert message["identifier"] == v.identifier and message["msgType"] == "Alert"
+        assert message["level"] == "orange" and message["hazard"] == "heat" and message["status"] == "Actual"
+        assert {"headline", "broadcast_text", "led_text", "audio_url", "cap_url", "areas"} <= set(message)
+        assert message["areas"] == ["150300000000"] and "橙色" in message["headline"]
+        # the evidence: per town, the terminals that acknowledged of those registered, and the people served
+        evidence = await conn.fetch(
+            """SELECT area, targeted, delivered, people, measured FROM svc.reach_evidence
+               WHERE warning_id = $1 AND channel = 'mqtt' AND kind = 'playback'""",
+            v.warning_id,
+        )
+        towns = {t.area for t in terminals}
+        assert {r["area"] for r in evidence} <= towns and all(r["measured"] for r in evidence)
+        assert all(r["targeted"] == 2 and r["people"] == 500 * r["delivered"] for r in evidence)
+        assert sum(r["delivered"] for r in evidence) == len(working)
+    finally:
+        await pool.close()
+
+
+async def _acked(conn: asyncpg.Connection, warning_id: int, n: int) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM svc.terminal_ack WHERE warning_id = $1", warning_id) >= n
+
+
+async def test_update_cancel_and_expiry_take_back_what_is_out(
+    conn, db_url, mosquitto: MosquittoBroker
+) -> None:
+    terminals = await _terminals(conn, per_unit=1)
+    units = await region_units(conn, "wuhai")
+    haibowan = [t for t in terminals if units[t.area].parent == DISTRICTS[0]]
+    wuda = [t for t in terminals if units[t.area].parent == DISTRICTS[2]]
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    try:
+        async with (
+            SimulatedTerminals(mosquitto.url, PREFIX, terminals) as fleet,
+            _dispatching(pool, db_url, mosquitto.url),
+        ):
+            v1 = await issue(conn, level="yellow", areas=(DISTRICTS[0], DISTRICTS[2]), ctx=AREA_CTX)
+            await wait_until(lambda: _acked(conn, v1.warning_id, len(haibowan) + len(wuda)), 20, "v1 played")
+            # an Update that drops Wuda: Haibowan's towns get version 2, Wuda's retained message is cleared
+            v2 = await successor(
+                conn, v1.warning_id, {"level": "orange", "areas": [DISTRICTS[0]]}, ctx=AREA_CTX
+            )
+            await wait_until(
+                lambda: _acked(conn, v1.warning_id, 2 * len(haibowan) + len(wuda)), 20, "v2 played"
+            )
+            assert await _retained(mosquitto.url, f"{PREFIX}/alerts/{wuda[0].area}") is None
+            retained = json.loads(
+                await _retained(mosquitto.url, f"{PREFIX}/alerts/{haibowan[0].area}") or b"{}"
+            )
+            assert retained["identifier"] == v2.identifier and retained["msgType"] == "Update"
+            assert all(fleet.logs[t.terminal_id].received == [v1.identifier, v2.identifier] for t in haibowan)
+            # a Cancel: the terminals online hear it, and nothing stays retained
+            v3 = await successor(conn, v1.warning_id, None, ctx=AREA_CTX)
+            await wait_until(lambda: _all_done(conn, v1.warning_id), 20, "the Cancel put out")
+            assert await _retained(mosquitto.url, f"{PREFIX}/alerts/{haibowan[0].area}") is None
+            await wait_until(
+                _async(lambda: all(v3.identifier in fleet.logs[t.terminal_id].cancelled for t in haibowan)),
+                5,
+                "terminals heard the Cancel",
+            )
+            # expiry: a red warning for Hainan that runs out is taken back at the broker
+            hainan = [t for t in terminals if units[t.area].parent == DISTRICTS[1]]
+            w = await issue(conn, level="red", areas=(DISTRICTS[1],), ctx=AREA_CTX)
+            await wait_until(lambda: _acked(conn, w.warning_id, len(hainan)), 20, "red warning played")
+            assert await _retained(mosquitto.url, f"{PREFIX}/alerts/{hainan[0].area}") is not None
+            later = datetime.now(UTC) + timedelta(days=3)
+            assert w.warning_id in await ws.expire_due(conn, AREA_CTX, now=later)  # (the Cancel expires too)
+            await wait_until(lambda: _all_done(conn, w.warning_id), 20, "the expiry put out")
+            assert await _retained(mosquitto.url, f"{PREFIX}/alerts/{hainan[0].area}") is None
+        assert await _area_states(conn, v1.warning_id) == [
+            (1, "Alert", "done"), (2, "Update", "done"), (3, "Cancel", "done")
+        ]  # fmt: skip
+        assert await _area_states(conn, w.warning_id) == [(1, "Alert", "done"), (1, "Expire", "done")]
+    finally:
+        await pool.close()
+
+
+def _async(check):  # type: ignore[no-untyped-def]
+    async def wrapped() -> bool:
+        return bool(check())
+
+    return wrapped
+
+
+async def _all_done(conn: asyncpg.Connection, warning_id: int) -> bool:
+    states = [s for _, _, s in await _area_states(conn, warning_id)]
+    return bool(states) and all(s == "done" for s in states)
+
+
+async def test_a_broker_restarted_mid_fan_out_loses_no_warning_and_no_acknowledgement(
+    conn, db_url, mosquitto: MosquittoBroker
+) -> None:
+    terminals = await _terminals(conn, per_unit=3)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    try:
+        # terminals play slowly, so the broker goes down while acknowledgements are still to come
+        async with (
+            SimulatedTerminals(mosquitto.url, PREFIX, terminals, delay_s=0.5) as fleet,
+            _dispatching(pool, db_url, mosquitto.url),
+        ):
+            v = await issue(conn, level="red", areas=("150300",), ctx=AREA_CTX)
+            await wait_until(lambda: _all_done(conn, v.warning_id), 20, "put out")
+            mosquitto.restart()
+            await wait_until(
+                lambda: _acked(conn, v.warning_id, len(terminals)), 30, "every acknowledgement stored"
+            )
+            await fleet.wait_connected()
+            assert all(fleet.logs[t.terminal_id].connects >= 2 for t in terminals)  # all were cut off
+            # a second warning after the restart goes out on the same (reconnected) link
+            w = await issue(conn, level="blue", areas=(DISTRICTS[1],), hazard="frost", ctx=AREA_CTX)
+            await wait_until(lambda: _all_done(conn, w.warning_id), 20, "second warning put out")
+        assert await conn.fetchval(
+            "SELECT count(*) FROM svc.terminal_ack WHERE warning_id = $1", v.warning_id
+        ) == len(terminals)
+        # a terminal that comes online only now still gets the red warning: it was retained through the restart
+        late = json.loads(await _retained(mosquitto.url, f"{PREFIX}/alerts/{terminals[0].area}") or b"{}")
+        assert late.get("identifier") == v.identifier
+    finally:
+        await pool.close()

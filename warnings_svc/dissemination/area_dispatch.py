@@ -1,0 +1,264 @@
+"""The area dispatcher: puts issued versions out to the targets of the area channels (operators, CBCs, MQTT
+brokers, platforms, broadcasters) and stores the evidence of reach they bring back.
+
+One `AreaDispatcher` runs these asyncio tasks until stopped:
+
+- a listener (LISTEN on `area_outbox.AREA_DISPATCH_CHANNEL`; every loop also polls, so a lost notification
+  or a database restart costs at most `poll_s`);
+- per target, a sender: claim the next ready delivery (`area_outbox.claim_area`: an Update or a Cancel waits
+  for what it replaces), put it out through the adapter, store the outcome. A temporary failure comes back
+  after exponential backoff with full jitter, until `max_attempts`; then, or on a permanent failure, the
+  delivery is dead with the reason. A Cancel or expiry for a target that never got the warning is done
+  without a call (nothing to take back);
+- per target, an evidence writer: every batch the adapter reports is stored before the next is taken;
+  terminals' acknowledgements go to `svc.terminal_ack` and the playback evidence of their areas;
+- a reaper returning expired leases (a dispatcher that died mid-send) to the queue.
+
+Database outages are waited out: every loop retries with capped backoff, and an outcome already known stays
+in memory until it is stored. Adapters never touch the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+
+import asyncpg
+
+from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
+from channels.base import SendOutcome
+from warnings_svc.dissemination import area_outbox
+from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
+from warnings_svc.dissemination.policy import backoff_delay
+
+log = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+@dataclass
+class AreaDispatchOptions:
+    """How hard to try (taken from `[dispatch]`)."""
+
+    lease_s: float = 60.0
+    max_attempts: int = 12
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+    poll_s: float = 1.0
+
+
+@dataclass
+class AreaCounters:
+    """What the dispatcher did, per target (for metrics and the demo's summary)."""
+
+    put_out: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    evidence: dict[str, int] = field(default_factory=dict)
+
+    def add(self, which: dict[str, int], target: str, n: int = 1) -> None:
+        which[target] = which.get(target, 0) + n
+
+
+def outcome_event(result: AreaSendResult, attempts: int, max_attempts: int) -> Event:
+    """What an adapter's result does to the delivery: accept, retry (attempts left), give up or refuse.
+
+    >>> from channels.base import FailureKind
+    >>> r = AreaSendResult("k", SendOutcome.TEMPORARY_FAILURE, failure=FailureKind.LINK_DOWN)
+    >>> outcome_event(r, 1, 3), outcome_event(r, 3, 3)
+    (<AreaDeliveryEvent.retry: 'retry'>, <AreaDeliveryEvent.give_up: 'give_up'>)
+    """
+    if result.outcome is SendOutcome.ACCEPTED:
+        return Event.accept
+    if result.outcome is SendOutcome.PERMANENT_FAILURE:
+        return Event.refuse
+    return Event.retry if attempts < max_attempts else Event.give_up
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    *,
+    claim_id: int,
+    owner: str,
+    event: Event,
+    result: AreaSendResult | None,
+    retry_in_s: float,
+    reason: str,
+) -> bool:
+    return await area_outbox.record_area_result(
+        conn, claim_id, owner, event, result, retry_in_s=retry_in_s, reason=reason
+    )
+
+
+class AreaDispatcher:
+    """Serves the area outbox for the given targets ((channel, target name) -> adapter)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        targets: Mapping[tuple[str, str], AreaChannel],
+        options: AreaDispatchOptions | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.targets = dict(targets)
+        self.options = options or AreaDispatchOptions()
+        self.owner = f"area-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.counters = AreaCounters()
+        self._rng = rng or random.Random()
+        self._wake = {key: asyncio.Event() for key in self.targets}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; then close the adapters."""
+        tasks = [asyncio.create_task(self._listen(stop), name="area-listen")]
+        tasks.append(asyncio.create_task(self._reap(stop), name="area-reap"))
+        for (channel, target), adapter in self.targets.items():
+            tasks.append(
+                asyncio.create_task(self._send(stop, channel, target, adapter), name=f"area-{target}")
+            )
+            tasks.append(
+                asyncio.create_task(self._collect(channel, target, adapter), name=f"evidence-{target}")
+            )
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for adapter in self.targets.values():
+                with contextlib.suppress(Exception):
+                    await adapter.close()
+
+    def _wake_all(self, *_: object) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.database_url)
+            except (*DATABASE_ERRORS, TimeoutError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                await conn.add_listener(area_outbox.AREA_DISPATCH_CHANNEL, self._wake_all)
+                delay = 0.5
+                self._wake_all()  # whatever was written while not listening
+                while not stop.is_set() and not conn.is_closed():
+                    await asyncio.sleep(self.options.poll_s)
+                    self._wake_all()
+            except DATABASE_ERRORS:
+                pass
+            finally:
+                with contextlib.suppress(*DATABASE_ERRORS, TimeoutError):
+                    await asyncio.wait_for(conn.close(), 2)
+
+    async def _db(self, what: str, stop: asyncio.Event | None, call):  # type: ignore[no-untyped-def]
+        """Run `call(conn)` until it succeeds (the database may be restarting); None when stopped first."""
+        delay = 0.2
+        while stop is None or not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    return await call(conn)
+            except (*DATABASE_ERRORS, TimeoutError) as e:
+                log.warning("area dispatch: %s failed (%s); retrying", what, type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return None
+
+    async def _send(self, stop: asyncio.Event, channel: str, target: str, adapter: AreaChannel) -> None:
+        wake = self._wake[channel, target]
+        o = self.options
+        while not stop.is_set():
+            got = await self._db(
+                f"claim for {target}",
+                stop,
+                lambda conn: area_outbox.claim_area(conn, channel, target, self.owner, o.lease_s),
+            )
+            if got is None:
+                return
+            claim, taken = got
+            if claim is None:
+                if not taken:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), o.poll_s)
+                continue
+            alert = claim.alert
+            retry_in = 0.0
+            result: AreaSendResult | None
+            if claim.msg_type in ("Cancel", "Expire") and not alert.previous_remote_id:
+                event, result, reason = Event.skip, None, area_outbox.NOTHING_OUT
+                self.counters.add(self.counters.skipped, target)
+            else:
+                result = await adapter.put_out(alert)
+                event, reason = outcome_event(result, claim.attempts, o.max_attempts), ""
+                if event is Event.accept:
+                    self.counters.add(self.counters.put_out, target)
+                elif event is Event.retry:
+                    self.counters.add(self.counters.retried, target)
+                    retry_in = result.retry_after_s or backoff_delay(
+                        claim.attempts, base_s=o.retry_base_s, cap_s=o.retry_cap_s, rng=self._rng
+                    )
+                else:
+                    self.counters.add(self.counters.dead, target)
+                    log.warning("area dispatch: %s to %s is dead: %s", alert.key, target, result.reason)
+            await self._db(
+                f"result for {target}",
+                None,  # an outcome known is stored even while stopping
+                partial(
+                    _record,
+                    claim_id=claim.id,
+                    owner=self.owner,
+                    event=event,
+                    result=result,
+                    retry_in_s=retry_in,
+                    reason=reason,
+                ),
+            )
+
+    async def _collect(self, channel: str, target: str, adapter: AreaChannel) -> None:
+        async for batch in adapter.evidence():
+            acks = [e for e in batch if e.kind is EvidenceKind.PLAYBACK and e.terminal_id]
+            others = [e for e in batch if not (e.kind is EvidenceKind.PLAYBACK and e.terminal_id)]
+            stored = 0
+            if acks:
+                stored += await self._db(
+                    f"acknowledgements from {target}",
+                    None,
+                    lambda conn, acks=acks: area_outbox.store_terminal_acks(conn, target, acks),
+                )
+            if others:
+                stored += await self._store_evidence(channel, target, others)
+            self.counters.add(self.counters.evidence, target, stored)
+
+    async def _store_evidence(self, channel: str, target: str, batch: list[Evidence]) -> int:
+        stored: int = await self._db(
+            f"evidence from {target}",
+            None,
+            lambda conn: area_outbox.store_evidence(conn, channel, target, batch),
+        )
+        return stored
+
+    async def _reap(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(max(1.0, self.options.lease_s / 3))
+            n = await self._db("lease reaper", stop, area_outbox.reclaim_area_leases)
+            if n:
+                log.warning("area dispatch: %d deliveries' leases expired; put out again", n)
+                self._wake_all()

@@ -1,0 +1,404 @@
+"""The outbox of the channels that reach everyone in an area, and the evidence of reach they bring back.
+
+Only SQL on an asyncpg connection, and the pure conversions between rows and `channels.area` types. The
+area dispatcher (`warnings_svc.dissemination.area_dispatch`) decides when to call what.
+
+- `write_area_deliveries` runs inside the transaction that issues a version: one delivery per configured
+  target of the area channels, carrying the content as issued (`alert_content`), so a retry never sends a
+  text rebuilt later. `write_expiries` runs inside the transaction that expires versions: what they left at
+  a target (retained messages, a running task) is taken back.
+- `claim_area` leases the next ready delivery of a target; a delivery waits while an earlier one to that
+  target for the same warning is pending or sending, so an Update or a Cancel always finds the id the target
+  gave what it replaces. A delivery whose version was superseded or expired before it went out is dropped.
+- `record_area_result` stores what the target made of it through `area_states.area_transition`.
+- `store_evidence` and `store_terminal_acks` keep the evidence of reach per version, channel, target, area.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from channels.area import AlertArea, AlertTexts, AreaAlert, AreaSendResult, Evidence
+from channels.base import SendOutcome
+from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
+from warnings_svc.dissemination.area_states import AreaDeliveryState as State
+from warnings_svc.dissemination.area_states import area_transition
+from warnings_svc.dissemination.policy import priority_of
+
+AREA_DISPATCH_CHANNEL = "svc_area_dispatch"  # NOTIFY channel that wakes area dispatchers
+NOTHING_OUT = "nothing was out at the target to take back"
+DROPPED_REASON = "warning no longer in force"
+
+_CLAIMED = area_transition(State.pending, Event.claim).value
+_DROPPED = area_transition(State.pending, Event.drop).value
+_RECLAIMED = area_transition(State.sending, Event.reclaim).value
+
+
+@dataclass(frozen=True, slots=True)
+class AreaTarget:
+    """A configured target of an area channel and the warning levels it is used for."""
+
+    channel: str  # mqtt | area_sms | cell_broadcast | broadcast_platform
+    name: str
+    levels: frozenset[str]
+
+
+def area_delivery_key(warning_id: int, version: int, channel: str, target: str, msg_type: str) -> str:
+    """The idempotency key of one version put out to one target; an expiry is a key of its own."""
+    key = f"{warning_id}-{version}/{channel}/{target}"
+    return key + "/expire" if msg_type == "Expire" else key
+
+
+def alert_content(
+    *,
+    identifier: str,
+    warning_id: int,
+    version: int,
+    status: str,
+    hazard: str,
+    level: str,
+    severity: str,
+    urgency: str,
+    onset: datetime,
+    expires: datetime,
+    areas: Sequence[AlertArea],
+    texts: AlertTexts,
+    cap_url: str = "",
+    audio_url: str = "",
+    area_units: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What every area delivery of a version carries, as stored (JSON)."""
+    return {
+        "identifier": identifier,
+        "warning_id": warning_id,
+        "version": version,
+        "status": status,
+        "hazard": hazard,
+        "level": level,
+        "severity": severity,
+        "urgency": urgency,
+        "onset": onset.isoformat(),
+        "expires": expires.isoformat(),
+        "areas": [asdict(a) for a in areas],
+        "texts": asdict(texts),
+        "cap_url": cap_url,
+        "audio_url": audio_url,
+        "area_units": list(area_units),
+    }
+
+
+def alert_of(
+    content: dict[str, Any], *, key: str, msg_type: str, previous_remote_id: str, update_number: int
+) -> AreaAlert:
+    """The `AreaAlert` a stored delivery puts out. An expiry goes out as a Cancel of what is out."""
+    return AreaAlert(
+        key=key,
+        identifier=content["identifier"],
+        warning_id=content["warning_id"],
+        version=content["version"],
+        msg_type="Cancel" if msg_type == "Expire" else msg_type,  # type: ignore[arg-type]
+        status=content["status"],
+        hazard=content["hazard"],
+        level=content["level"],
+        severity=content["severity"],
+        urgency=content["urgency"],
+        onset=datetime.fromisoformat(content["onset"]),
+        expires=datetime.fromisoformat(content["expires"]),
+        areas=tuple(
+            AlertArea(a["code"], a["name"], a["population"], tuple(a["polygons"])) for a in content["areas"]
+        ),
+        texts=AlertTexts(**content["texts"]),
+        priority=priority_of(content["level"]),
+        previous_remote_id=previous_remote_id,
+        update_number=update_number,
+        cap_url=content["cap_url"],
+        audio_url=content["audio_url"],
+        area_units=tuple(content.get("area_units", ())),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+async def write_area_deliveries(
+    conn: asyncpg.Connection,
+    warning_id: int,
+    version: int,
+    msg_type: str,
+    level: str,
+    targets: Iterable[AreaTarget],
+    content: dict[str, Any],
+) -> int:
+    """Promise the version to every target whose levels include it; call it inside the issuing transaction.
+    A Cancel goes to every target: it takes back whatever an earlier version left there."""
+    chosen = [t for t in targets if msg_type == "Cancel" or level in t.levels]
+    if not chosen:
+        return 0
+    await conn.execute(
+        """WITH promised AS (
+               INSERT INTO svc.area_delivery (warning_id, version, channel, target, msg_type, priority, content)
+               SELECT $1, $2, t.channel, t.target, $3, $4, $5::jsonb
+               FROM unnest($6::text[], $7::text[]) AS t (channel, target)
+               ON CONFLICT DO NOTHING)
+           SELECT pg_notify($8, 'area')""",
+        warning_id,
+        version,
+        msg_type,
+        priority_of(level),
+        json.dumps(content, ensure_ascii=False),
+        [t.channel for t in chosen],
+        [t.name for t in chosen],
+        AREA_DISPATCH_CHANNEL,
+    )
+    return len(chosen)
+
+
+async def write_expiries(conn: asyncpg.Connection, versions: Sequence[tuple[int, int]]) -> None:
+    """Take back, at every target that was given it, what the expired versions left there; call it inside the
+    transaction that expires them."""
+    if not versions:
+        return
+    await conn.execute(
+        """WITH expired AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS e (warning_id, version)),
+           promised AS (
+               INSERT INTO svc.area_delivery (warning_id, version, channel, target, msg_type, priority, content)
+               SELECT d.warning_id, d.version, d.channel, d.target, 'Expire', d.priority, d.content
+               FROM svc.area_delivery d JOIN expired USING (warning_id, version)
+               WHERE d.msg_type IN ('Alert', 'Update') AND d.state IN ('pending', 'sending', 'done')
+               ON CONFLICT DO NOTHING)
+           SELECT pg_notify($3, 'area')""",
+        [w for w, _ in versions],
+        [v for _, v in versions],
+        AREA_DISPATCH_CHANNEL,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- claiming
+
+
+@dataclass(frozen=True, slots=True)
+class AreaClaim:
+    """An area delivery leased to this dispatcher for one attempt, with what it puts out."""
+
+    id: int
+    alert: AreaAlert
+    msg_type: str  # as stored: Alert, Update, Cancel or Expire
+    attempts: int  # including this one
+
+
+# The oldest ready delivery of a target that no earlier one for the same warning holds back. An Alert or
+# Update whose version is no longer issued and in force is dropped instead of sent; a Cancel or expiry goes
+# out whatever the clock says. The earlier deliveries' ids at the target come along: the latest is what this
+# one updates or cancels, their number the update number.
+_CLAIM_AREA = f"""WITH ready AS (
+    SELECT d.id, (d.msg_type IN ('Cancel', 'Expire') OR (v.status = 'issued' AND v.expires > now())) AS live
+    FROM svc.area_delivery d JOIN svc.warning_version v USING (warning_id, version)
+    WHERE d.state = 'pending' AND d.channel = $1 AND d.target = $2 AND d.next_attempt_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM svc.area_delivery e
+                      WHERE e.warning_id = d.warning_id AND e.channel = d.channel AND e.target = d.target
+                        AND e.id < d.id AND e.state IN ('pending', 'sending'))
+    ORDER BY d.priority, d.next_attempt_at, d.id
+    LIMIT 1
+    FOR UPDATE OF d SKIP LOCKED)
+UPDATE svc.area_delivery d
+SET state = CASE WHEN ready.live THEN '{_CLAIMED}' ELSE '{_DROPPED}' END,
+    lease_owner = CASE WHEN ready.live THEN $3 END,
+    lease_until = CASE WHEN ready.live THEN now() + make_interval(secs => $4) END,
+    attempts = d.attempts + ready.live::int,
+    reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
+    done_at = CASE WHEN ready.live THEN NULL ELSE now() END
+FROM ready WHERE d.id = ready.id
+RETURNING d.id, d.warning_id, d.version, d.channel, d.target, d.msg_type, d.attempts, d.content, ready.live,
+    (SELECT p.remote_id FROM svc.area_delivery p
+     WHERE p.warning_id = d.warning_id AND p.channel = d.channel AND p.target = d.target AND p.id < d.id
+       AND p.state = 'done' AND p.msg_type IN ('Alert', 'Update') AND p.remote_id <> ''
+     ORDER BY p.id DESC LIMIT 1) AS previous_remote_id,
+    (SELECT count(*) FROM svc.area_delivery p
+     WHERE p.warning_id = d.warning_id AND p.channel = d.channel AND p.target = d.target AND p.id < d.id
+       AND p.state = 'done' AND p.msg_type IN ('Alert', 'Update'))::int AS done_before"""
+
+
+async def claim_area(
+    conn: asyncpg.Connection, channel: str, target: str, lease: str, lease_s: float
+) -> tuple[AreaClaim | None, bool]:
+    """Lease the next ready delivery of a target: (the claim, whether a row was taken at all). A row dropped on
+    the way (its version no longer in force) is taken without a claim: call again."""
+    row = await conn.fetchrow(_CLAIM_AREA, channel, target, lease, lease_s, DROPPED_REASON)
+    if row is None:
+        return None, False
+    if not row["live"]:
+        return None, True
+    msg_type = row["msg_type"]
+    alert = alert_of(
+        json.loads(row["content"]),
+        key=area_delivery_key(row["warning_id"], row["version"], channel, target, msg_type),
+        msg_type=msg_type,
+        previous_remote_id=row["previous_remote_id"] or "",
+        # the Alert is 0; the n-th Update at a target whose Alert went out is n
+        update_number=row["done_before"] if msg_type == "Update" else 0,
+    )
+    return AreaClaim(row["id"], alert, msg_type, row["attempts"]), True
+
+
+async def record_area_result(
+    conn: asyncpg.Connection,
+    claim_id: int,
+    lease: str,
+    event: Event,
+    result: AreaSendResult | None,
+    *,
+    retry_in_s: float = 0.0,
+    reason: str = "",
+) -> bool:
+    """Store what became of a claimed delivery (`event`: accept, skip, retry, give_up or refuse); false when
+    the lease was lost meanwhile (another dispatcher has it now)."""
+    state = area_transition(State.sending, event).value
+    final = state != State.pending
+    status = await conn.execute(
+        """UPDATE svc.area_delivery
+           SET state = $3, lease_owner = NULL, lease_until = NULL,
+               remote_id = CASE WHEN $4 <> '' THEN $4 ELSE remote_id END,
+               route = CASE WHEN $5 <> '' THEN $5 ELSE route END,
+               reason = $6, next_attempt_at = now() + make_interval(secs => $7),
+               done_at = CASE WHEN $8 THEN now() END
+           WHERE id = $1 AND state = 'sending' AND lease_owner = $2""",
+        claim_id,
+        lease,
+        state,
+        result.remote_id if result is not None and result.outcome is SendOutcome.ACCEPTED else "",
+        result.route if result is not None else "",
+        reason or (result.reason if result is not None else ""),
+        retry_in_s,
+        final,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def reclaim_area_leases(conn: asyncpg.Connection) -> int:
+    """Return the deliveries whose lease ran out (their dispatcher died mid-send) to the queue."""
+    status = await conn.execute(
+        f"""UPDATE svc.area_delivery SET state = '{_RECLAIMED}', lease_owner = NULL, lease_until = NULL,
+                   reason = 'lease expired: put out again', next_attempt_at = now()
+            WHERE state = 'sending' AND lease_until < now()"""
+    )
+    return int(status.split()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ evidence
+
+
+def _version_of_key(key: str) -> tuple[int, int] | None:
+    head = key.split("/", 1)[0]
+    warning, _, version = head.partition("-")
+    if warning.isdigit() and version.isdigit():
+        return int(warning), int(version)
+    return None
+
+
+async def store_evidence(
+    conn: asyncpg.Connection, channel: str, target: str, batch: Sequence[Evidence]
+) -> int:
+    """Store a batch of evidence from one target (cumulative figures: a later report replaces an earlier one
+    for the same version and area); evidence that names no version this target was given is skipped. The
+    number stored."""
+    rows = []
+    for e in batch:
+        version = _version_of_key(e.key) if e.key else None
+        if version is None and e.remote_id:
+            found = await conn.fetchrow(
+                """SELECT warning_id, version FROM svc.area_delivery
+                   WHERE channel = $1 AND target = $2 AND remote_id = $3 ORDER BY id DESC LIMIT 1""",
+                channel,
+                target,
+                e.remote_id,
+            )
+            version = None if found is None else (found[0], found[1])
+        if version is None:
+            continue
+        people = e.detail.get("people")
+        rows.append(
+            (
+                version[0],
+                version[1],
+                e.area,
+                str(e.kind),
+                e.measured,
+                e.targeted,
+                e.sent,
+                e.delivered,
+                int(people) if people is not None and people.isdigit() else None,
+                e.final,
+                json.dumps(e.detail, ensure_ascii=False),
+                e.at or datetime.now(UTC),
+            )
+        )
+    if not rows:
+        return 0
+    await conn.executemany(
+        """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
+                   targeted, sent, delivered, people, final, detail, reported_at)
+           SELECT $1, $2, $13, $14, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12
+           WHERE EXISTS (SELECT 1 FROM svc.warning_version WHERE warning_id = $1 AND version = $2)
+           ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+           SET measured = excluded.measured, targeted = excluded.targeted, sent = excluded.sent,
+               delivered = excluded.delivered, people = excluded.people, final = excluded.final,
+               detail = excluded.detail, reported_at = excluded.reported_at, updated_at = now()
+           WHERE r.reported_at IS NULL OR r.reported_at <= excluded.reported_at""",
+        [(*r, channel, target) for r in rows],
+    )
+    return len(rows)
+
+
+async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Sequence[Evidence]) -> int:
+    """Store terminals' acknowledgements of playback heard on one broker, and bring the playback evidence of
+    each version and area they touch up to date: terminals that acknowledged of those registered there, and
+    the people they serve. An acknowledgement from an unregistered terminal, or naming no issued version, is
+    not stored. The number stored (repeats included)."""
+    if not acks:
+        return 0
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """WITH heard AS (
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS h (terminal_id, identifier, played_at)),
+               stored AS (
+                   INSERT INTO svc.terminal_ack (terminal_id, warning_id, version, played_at)
+                   SELECT t.terminal_id, v.warning_id, v.version, h.played_at
+                   FROM heard h
+                   JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4
+                   JOIN svc.warning_version v ON v.identifier = h.identifier
+                   ON CONFLICT DO NOTHING
+                   RETURNING terminal_id, warning_id, version)
+               SELECT DISTINCT s.warning_id, s.version, t.area
+               FROM stored s JOIN svc.terminal t USING (terminal_id)""",
+            [a.terminal_id for a in acks],
+            [a.identifier for a in acks],
+            [a.at or datetime.now(UTC) for a in acks],
+            target,
+        )
+        if rows:
+            await conn.execute(
+                """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
+                          targeted, sent, delivered, people, final, reported_at)
+                   SELECT a.warning_id, a.version, 'mqtt', $4, a.area, 'playback', true,
+                          (SELECT count(*) FROM svc.terminal t
+                           WHERE t.target = $4 AND t.area = a.area AND t.retired_at IS NULL),
+                          0, count(k.terminal_id), coalesce(sum(t.population_served), 0), false, max(k.played_at)
+                   FROM unnest($1::bigint[], $2::int[], $3::text[]) AS a (warning_id, version, area)
+                   JOIN svc.terminal_ack k ON k.warning_id = a.warning_id AND k.version = a.version
+                   JOIN svc.terminal t ON t.terminal_id = k.terminal_id AND t.area = a.area AND t.target = $4
+                   GROUP BY a.warning_id, a.version, a.area
+                   ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+                   SET targeted = excluded.targeted, delivered = excluded.delivered, people = excluded.people,
+                       reported_at = excluded.reported_at, updated_at = now()""",
+                [r["warning_id"] for r in rows],
+                [r["version"] for r in rows],
+                [r["area"] for r in rows],
+                target,
+            )
+    return len(acks)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from risk_zoning.io.database import EmbeddedPostgres
     from risk_zoning.store import RiskDatabase
+    from warnings_svc.demo.peers.stage import DemoStageThread
     from warnings_svc.dissemination.dispatcher import Endpoint
     from warnings_svc.forecast.criteria import Criteria
     from warnings_svc.forecast.ingest import ScoreResult
@@ -379,7 +380,17 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.smoke:
         return _smoke(settings, args)
     _say_database(settings, database_source(settings, sources))
-    return serve(settings, progress=True, demo=True)
+    from warnings_svc.demo.peers.stage import DemoStageThread
+
+    stage = DemoStageThread()  # the demo's MQTT broker and simulated terminals, beside the service
+    target = stage.start().mqtt_target()
+    settings = settings.model_copy(
+        update={"dispatch": settings.dispatch.model_copy(update={"mqtt": (*settings.dispatch.mqtt, target)})}
+    )
+    try:
+        return serve(settings, progress=True, demo=True, stage=stage)
+    finally:
+        stage.stop()
 
 
 def _smoke(settings: Settings, args: argparse.Namespace) -> int:
@@ -845,7 +856,9 @@ class ServiceFailed(Exception):
     `str()` is the one line."""
 
 
-def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
+def serve(
+    settings: Settings, *, progress: bool, demo: bool = False, stage: DemoStageThread | None = None
+) -> int:
     """Serve until SIGINT or SIGTERM, then stop the web server (or its worker processes) and any embedded
     PostgreSQL; exit status 0.
 
@@ -862,9 +875,9 @@ def serve(settings: Settings, *, progress: bool, demo: bool = False) -> int:
         with database_server(settings.database_url, settings.data_dir) as (url, embedded):
             try:
                 if settings.web_workers == 1:
-                    run_event_loop(_serve(settings, url, embedded, progress=progress, demo=demo))
+                    run_event_loop(_serve(settings, url, embedded, progress=progress, demo=demo, stage=stage))
                 else:
-                    _serve_workers(settings, url, embedded, progress=progress, demo=demo)
+                    _serve_workers(settings, url, embedded, progress=progress, demo=demo, stage=stage)
             except ServiceFailed as e:
                 failure = e
             finally:
@@ -888,7 +901,13 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> NoReturn:
 
 
 async def _serve(
-    settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool = False
+    settings: Settings,
+    url: str,
+    embedded: EmbeddedPostgres | None,
+    *,
+    progress: bool,
+    demo: bool = False,
+    stage: DemoStageThread | None = None,
 ) -> None:
     from warnings_svc.web.health import DATABASE_WATCH
     from warnings_svc.web.workers import listening, settle_heap
@@ -909,7 +928,7 @@ async def _serve(
             stop_on_give_up.add_done_callback(lambda _: stop.set())
             try:
                 if await _unless_stopped(
-                    stop, _prepare_service(pool, settings, progress=progress, demo=demo)
+                    stop, _prepare_service(pool, settings, progress=progress, demo=demo, stage=stage)
                 ):
                     await settle_heap(app)
                     yield_to_writes(app)
@@ -924,14 +943,20 @@ async def _serve(
 
 
 def _serve_workers(
-    settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, progress: bool, demo: bool
+    settings: Settings,
+    url: str,
+    embedded: EmbeddedPostgres | None,
+    *,
+    progress: bool,
+    demo: bool,
+    stage: DemoStageThread | None = None,
 ) -> None:
     """`web_workers` processes on one port: the database prepared here once, then the workers started and
     watched (`warnings_svc.web.workers`); Ctrl-C or SIGTERM stop them (a `KeyboardInterrupt` there)."""
     from warnings_svc.web.workers import WorkerPlan, check_port_free, run_workers
 
     check_port_free(settings.host, settings.port)  # before the (possibly long) first build
-    size = asyncio.run(_prepare_once(settings, url, progress=progress, demo=demo))
+    size = asyncio.run(_prepare_once(settings, url, progress=progress, demo=demo, stage=stage))
     plan = WorkerPlan(settings, url, size, _configure_logging)
     given_up = run_workers(
         plan, settings.web_workers, on_ready=lambda: _print_console(settings), embedded=embedded
@@ -940,7 +965,9 @@ def _serve_workers(
         raise ServiceFailed(given_up)
 
 
-async def _prepare_once(settings: Settings, url: str, *, progress: bool, demo: bool) -> int:
+async def _prepare_once(
+    settings: Settings, url: str, *, progress: bool, demo: bool, stage: DemoStageThread | None = None
+) -> int:
     """Prepare the database for the workers; returns the pool size each may have."""
     from risk_zoning.io.database import create_pool
     from warnings_svc.web.workers import pool_size
@@ -949,14 +976,22 @@ async def _prepare_once(settings: Settings, url: str, *, progress: bool, demo: b
     try:
         async with pool.acquire() as conn:
             size = pool_size(settings.web_workers, int(await conn.fetchval("SHOW max_connections")))
-        await _prepare_service(pool, settings, progress=progress, demo=demo)
+        await _prepare_service(pool, settings, progress=progress, demo=demo, stage=stage)
         return size
     finally:
         await pool.close()
 
 
-async def _prepare_service(pool: asyncpg.Pool, settings: Settings, *, progress: bool, demo: bool) -> None:
-    """Migrations and the region's risk database; for the demo also its forecast, users and recipients."""
+async def _prepare_service(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    progress: bool,
+    demo: bool,
+    stage: DemoStageThread | None = None,
+) -> None:
+    """Migrations and the region's risk database; for the demo also its forecast, users and recipients, and
+    with a `stage` its simulated terminals."""
     from risk_zoning.store import region_units
     from warnings_svc.demo.seeding import seed_demo_forecast
     from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
@@ -980,6 +1015,24 @@ async def _prepare_service(pool: asyncpg.Pool, settings: Settings, *, progress: 
         if added:
             log.info("demo recipients registered", extra={"recipients": added})
         print(f"SMS: issued warnings go to the loopback SMSC at {_smsc_authority(settings)}", flush=True)
+    if stage is not None:
+        await _start_demo_terminals(pool, settings, stage)
+
+
+async def _start_demo_terminals(pool: asyncpg.Pool, settings: Settings, stage: DemoStageThread) -> None:
+    from risk_zoning.store import region_units
+    from warnings_svc.demo.peers.terminals import demo_terminal_rows
+    from warnings_svc.dissemination.terminals import register_terminals
+
+    async with pool.acquire() as conn:
+        rows = demo_terminal_rows(await region_units(conn, settings.region))
+        await register_terminals(conn, rows)
+    loop = asyncio.get_running_loop()
+    connected = await loop.run_in_executor(None, stage.start_terminals, rows)
+    print(
+        f"Terminals: {connected} simulated loudspeakers and displays on the demo's MQTT broker at {stage.stage.url}",
+        flush=True,
+    )
 
 
 def _print_console(settings: Settings) -> None:

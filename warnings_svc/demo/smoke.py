@@ -27,10 +27,18 @@ from risk_zoning.build import ensure_built
 from risk_zoning.io.database import upgrade
 from risk_zoning.store import region_units
 from warnings_svc.database import MIGRATIONS
+from warnings_svc.demo.peers.stage import DemoStage
+from warnings_svc.demo.peers.terminals import demo_terminal_rows
 from warnings_svc.demo.seeding import seed_demo_forecast
 from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
 from warnings_svc.dissemination import outbox
+from warnings_svc.dissemination.area_dispatch import (
+    AreaDispatcher,
+    AreaDispatchOptions,
+    area_targets_from_settings,
+)
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings, pool_size
+from warnings_svc.dissemination.terminals import register_terminals
 from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailable
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
@@ -38,6 +46,7 @@ from warnings_svc.settings import Settings
 from warnings_svc.vocabulary import LEVELS
 
 DISPATCH_TIMEOUT_S = 120.0
+AREA_TIMEOUT_S = 30.0
 SMSC_CONNECT_TIMEOUT_S = 5.0  # an SMSC that does not take a connection by then is reported, not waited for
 
 
@@ -49,8 +58,18 @@ async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
     """Run the chain on the database at `url` (fresh: the demo forecast must be its first run)."""
     summary: dict[str, Any] = {"ok": False, "region": settings.region}
     started = time.monotonic()
+    async with DemoStage(terminal_delay_s=0.05) as stage:
+        if not settings.dispatch.mqtt:  # the demo's own broker and simulated terminals
+            dispatch = settings.dispatch.model_copy(update={"mqtt": (stage.mqtt_target(),)})
+            settings = settings.model_copy(update={"dispatch": dispatch})
+        await _run_steps(settings, url, summary, stage)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stage: DemoStage) -> None:
     sms = bool(settings.dispatch.sms)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size(settings.dispatch))
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size(settings.dispatch) + 2)
     try:
         step = "database"
         try:
@@ -59,8 +78,13 @@ async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
                 summary["risk_database_version"] = await ensure_built(conn, settings.region, progress=False)
             step = "ingest"
             summary["ingest"] = await _ingest(pool, url, settings)
+            step = "terminals"
+            summary["terminals"] = await _register_terminals(pool, settings, stage)
             step = "issue"
             summary["warning"] = await _issue(pool, settings, summary["ingest"]["proposals"])
+            step = "broadcast"
+            broken = sorted(stage.fleet.broken) if stage.fleet else []
+            summary["broadcast"] = await _put_out(pool, url, settings, summary["warning"]["id"], broken)
             if sms:
                 step = "dispatch"
                 summary["dispatch"] = await _dispatch(pool, url, settings, summary["warning"]["id"])
@@ -72,8 +96,93 @@ async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
             summary["failed"] = {"step": step, "error": str(e)}
     finally:
         await pool.close()
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    return summary
+
+
+async def _register_terminals(pool: asyncpg.Pool, settings: Settings, stage: DemoStage) -> dict[str, Any]:
+    """The demo's simulated loudspeakers and displays, registered and connected to the embedded broker."""
+    async with pool.acquire() as conn:
+        rows = demo_terminal_rows(await region_units(conn, settings.region))
+        await register_terminals(conn, rows)
+    connected = await stage.start_terminals(rows)
+    return {
+        "registered": len(rows),
+        "connected": connected,
+        "broker": stage.url,
+        "simulated": True,
+        "broken": len(stage.fleet.broken) if stage.fleet else 0,
+    }
+
+
+async def _put_out(
+    pool: asyncpg.Pool, url: str, settings: Settings, warning_id: int, broken: list[str]
+) -> dict[str, Any]:
+    """Put the warning out to every target of the area channels, and wait for the terminals' playback
+    acknowledgements (those of working terminals in the warned areas, or the timeout)."""
+    dispatcher = AreaDispatcher(
+        pool, url, area_targets_from_settings(settings.dispatch), AreaDispatchOptions(poll_s=0.2)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < AREA_TIMEOUT_S:
+            if task.done():
+                raise SmokeFailed(f"the area dispatcher stopped: {task.exception() or 'without an error'}")
+            async with pool.acquire() as conn:
+                done = await _area_progress(conn, warning_id, broken)
+            if done["pending"] == 0 and done["acknowledged"] >= done["expected_acknowledgements"]:
+                break
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    async with pool.acquire() as conn:
+        done = await _area_progress(conn, warning_id, broken)
+        evidence = await conn.fetch(
+            """SELECT channel, kind, measured, sum(targeted)::bigint AS targeted,
+                      sum(delivered)::bigint AS delivered, sum(people)::bigint AS people, count(*) AS areas
+               FROM svc.reach_evidence WHERE warning_id = $1 GROUP BY channel, kind, measured""",
+            warning_id,
+        )
+    if done["pending"]:
+        raise SmokeFailed(f"{done['pending']} area deliveries not put out within {AREA_TIMEOUT_S:.0f} s")
+    return {
+        "deliveries": done["states"],
+        "evidence": [
+            {
+                k: (int(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                for k, v in dict(r).items()
+            }
+            for r in evidence
+        ],
+        "seconds": round(seconds, 1),
+    }
+
+
+async def _area_progress(conn: asyncpg.Connection, warning_id: int, broken: list[str]) -> dict[str, Any]:
+    rows = await conn.fetch(
+        "SELECT channel || ' ' || target AS target, state FROM svc.area_delivery WHERE warning_id = $1",
+        warning_id,
+    )
+    acknowledged = await conn.fetchval(
+        "SELECT count(*) FROM svc.terminal_ack WHERE warning_id = $1", warning_id
+    )
+    # the working terminals in the warned areas: each should acknowledge once
+    expected = await conn.fetchval(
+        """SELECT count(*) FROM svc.terminal t, svc.area_delivery d
+           WHERE d.warning_id = $1 AND d.channel = 'mqtt' AND d.target = t.target
+             AND t.area = ANY(ARRAY(SELECT jsonb_array_elements_text(d.content -> 'area_units')))
+             AND t.terminal_id NOT IN (SELECT unnest($2::text[]))""",
+        warning_id,
+        broken,
+    )
+    return {
+        "states": {r["target"]: r["state"] for r in rows},
+        "pending": sum(r["state"] in ("pending", "sending") for r in rows),
+        "acknowledged": acknowledged,
+        "expected_acknowledgements": expected,
+    }
 
 
 async def _ingest(pool: asyncpg.Pool, url: str, settings: Settings) -> dict[str, Any]:

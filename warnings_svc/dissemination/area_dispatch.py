@@ -31,12 +31,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
-from channels.base import SendOutcome
+from channels.base import HealthState, SendOutcome
+from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
 from warnings_svc.dissemination.policy import backoff_delay
+from warnings_svc.settings import DispatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,51 @@ class AreaDispatchOptions:
     retry_base_s: float = 1.0
     retry_cap_s: float = 60.0
     poll_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: DispatchSettings) -> AreaDispatchOptions:
+        return cls(
+            lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
+            poll_s=settings.poll_s,
+        )
+
+
+def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, str], AreaChannel]:
+    """An adapter for every configured target of the area channels, keyed by (channel, target name)."""
+    targets: dict[tuple[str, str], AreaChannel] = {}
+    for m in settings.mqtt:
+        targets["mqtt", m.name] = MqttTerminalsChannel(
+            m.name, m.url, m.topic_prefix, publish_timeout_s=m.publish_timeout_s
+        )
+    return targets
+
+
+class AreaMetrics:
+    """The area dispatcher's metrics: what each target was given and what it made of it, its health, and the
+    evidence it brought back."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.results = Counter(
+            "warnings_area_deliveries",
+            "Area deliveries put out, retried, given up or skipped (nothing to take back), by channel and target.",
+            ["channel", "target", "outcome"],
+            registry=registry,
+        )
+        self.evidence = Counter(
+            "warnings_area_evidence",
+            "Reports of reach stored (handsets, playback acknowledgements, airing), by channel and target.",
+            ["channel", "target"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "warnings_area_target_up",
+            "Whether a target of an area channel is reachable (1) or not (0), as its adapter last saw it.",
+            ["channel", "target"],
+            registry=registry,
+        )
 
 
 @dataclass
@@ -109,7 +157,9 @@ class AreaDispatcher:
         options: AreaDispatchOptions | None = None,
         *,
         rng: random.Random | None = None,
+        metrics: AreaMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.pool = pool
         self.database_url = database_url
         self.targets = dict(targets)
@@ -141,6 +191,21 @@ class AreaDispatcher:
             for adapter in self.targets.values():
                 with contextlib.suppress(Exception):
                     await adapter.close()
+
+    def health(self) -> dict[tuple[str, str], tuple[bool, str]]:
+        """Each target: whether it is usable, and why not."""
+        out = {}
+        for key, adapter in self.targets.items():
+            h = adapter.health()
+            up = h.state is not HealthState.DOWN
+            if self.metrics is not None:
+                self.metrics.up.labels(*key).set(int(up))
+            out[key] = (up, h.detail or h.state.value)
+        return out
+
+    def _count(self, channel: str, target: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.results.labels(channel, target, outcome).inc()
 
     def _wake_all(self, *_: object) -> None:
         for event in self._wake.values():
@@ -205,9 +270,11 @@ class AreaDispatcher:
             if claim.msg_type in ("Cancel", "Expire") and not alert.previous_remote_id:
                 event, result, reason = Event.skip, None, area_outbox.NOTHING_OUT
                 self.counters.add(self.counters.skipped, target)
+                self._count(channel, target, "skipped")
             else:
                 result = await adapter.put_out(alert)
                 event, reason = outcome_event(result, claim.attempts, o.max_attempts), ""
+                self._count(channel, target, str(event))
                 if event is Event.accept:
                     self.counters.add(self.counters.put_out, target)
                 elif event is Event.retry:
@@ -246,6 +313,8 @@ class AreaDispatcher:
             if others:
                 stored += await self._store_evidence(channel, target, others)
             self.counters.add(self.counters.evidence, target, stored)
+            if self.metrics is not None:
+                self.metrics.evidence.labels(channel, target).inc(stored)
 
     async def _store_evidence(self, channel: str, target: str, batch: list[Evidence]) -> int:
         stored: int = await self._db(
@@ -258,6 +327,7 @@ class AreaDispatcher:
     async def _reap(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(max(1.0, self.options.lease_s / 3))
+            self.health()  # refreshes the targets' gauges
             n = await self._db("lease reaper", stop, area_outbox.reclaim_area_leases)
             if n:
                 log.warning("area dispatch: %d deliveries' leases expired; put out again", n)

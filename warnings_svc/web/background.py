@@ -1,5 +1,6 @@
 """The web process's background work, started and stopped with the app in one place: the risk map renderer,
-the risk database watcher, the database watch, forecast run scoring and the embedded dispatcher.
+the risk database watcher, the database watch, forecast run scoring and the embedded dispatchers (people over
+SMS; the targets of the area channels).
 
 Every loop that must keep running is registered in `BACKGROUND_LOOPS`: one that ends while the app runs
 makes `/healthz` answer 503 (`web.health`). Loops that use the database wait out its loss and log one line
@@ -24,6 +25,12 @@ from functools import partial
 import asyncpg
 from aiohttp import web
 
+from warnings_svc.dissemination.area_dispatch import (
+    AreaDispatcher,
+    AreaDispatchOptions,
+    AreaMetrics,
+    area_targets_from_settings,
+)
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings
 from warnings_svc.dissemination.metrics import DispatchMetrics
 from warnings_svc.forecast.runs import (
@@ -125,6 +132,26 @@ async def _run_dispatcher(app: web.Application, *, database_url: str) -> AsyncIt
     await task
 
 
+async def _run_area_dispatcher(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    """The embedded area dispatcher (terminals, operators, CBCs, platforms): its targets' health on /readyz,
+    its metrics on /metrics; stopped with the app."""
+    settings = app[SETTINGS]
+    dispatcher = AreaDispatcher(
+        app[POOL],
+        database_url,
+        area_targets_from_settings(settings.dispatch),
+        AreaDispatchOptions.from_settings(settings.dispatch),
+        metrics=AreaMetrics(app[METRICS].registry),
+    )
+    app[READINESS].watch_area_targets(dispatcher.health)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="area-dispatcher")
+    app[BACKGROUND_LOOPS].watch("area-dispatcher", task)
+    yield
+    stop.set()
+    await task
+
+
 async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(watch_risk_database(app[RISK_DATABASE]), name="watch-risk-database")
     app[BACKGROUND_LOOPS].watch("watch-risk-database", task)
@@ -221,3 +248,5 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
         app.cleanup_ctx.append(partial(scoring, database_url=database_url))
     if singletons and database_url is not None and settings.dispatch.embedded and settings.dispatch.sms:
         app.cleanup_ctx.append(partial(_run_dispatcher, database_url=database_url))
+    if singletons and database_url is not None and settings.dispatch.embedded and settings.dispatch.mqtt:
+        app.cleanup_ctx.append(partial(_run_area_dispatcher, database_url=database_url))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +66,7 @@ class ReadinessProbe:
         self._inbox: Inbox | None = None
         self._database_watch: DatabaseWatch | None = None
         self._sms_binds: dict[str, Sequence[object]] = {}
+        self._area_targets: Callable[[], dict[tuple[str, str], tuple[bool, str]]] | None = None
 
     def watch_inbox(self, inbox: Inbox) -> None:
         """Add the `inbox` check: failed while an entry cannot be moved to archive/ or quarantine/."""
@@ -80,6 +81,11 @@ class ReadinessProbe:
         """Add the `smsc` check: failed while an endpoint (name -> its binds, each with `is_bound`) has none
         bound, so that issued warnings would wait in the outbox."""
         self._sms_binds = binds
+
+    def watch_area_targets(self, health: Callable[[], dict[tuple[str, str], tuple[bool, str]]]) -> None:
+        """Add the `area_targets` check: degraded while a target of an area channel (an MQTT broker, an
+        operator, a CBC, a platform) cannot be reached, so that what goes to it waits in the outbox."""
+        self._area_targets = health
 
     async def check(self) -> dict[str, Check]:
         checks: dict[str, Check] = {}
@@ -106,6 +112,12 @@ class ReadinessProbe:
             checks["inbox"] = self._check_inbox(self._inbox)
         if self._sms_binds:
             checks["smsc"] = check_sms_binds(self._sms_binds)
+        if self._area_targets is not None:
+            targets = self._area_targets()
+            detail = "; ".join(
+                f"{channel} {name}: {'up' if up else why}" for (channel, name), (up, why) in targets.items()
+            )
+            checks["area_targets"] = Check(all(up for up, _ in targets.values()), detail, required=False)
         return checks
 
     @staticmethod

@@ -15,12 +15,15 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiomqtt
 
 from channels.mqtt.terminals import alert_topic, broker_address
+from risk_zoning.store import UnitRecord
+from warnings_svc.dissemination.terminals import TerminalRow
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +147,29 @@ class SimulatedTerminals:
             body = {"identifier": unsent[0], "played_at": datetime.now(UTC).isoformat()}
             await client.publish(f"{self.prefix}/ack/{terminal.terminal_id}", json.dumps(body), qos=1)
             unsent.pop(0)
+
+
+# The demo's terminals per town: assumptions of the demo, not facts about Wuhai. Loudspeakers together are
+# within earshot of half a town's people, displays are seen by a twentieth.
+LOUDSPEAKER_SHARE = 0.5
+DISPLAY_SHARE = 0.05
+PEOPLE_PER_LOUDSPEAKER = 2_500
+
+
+def demo_terminal_rows(units: Mapping[str, UnitRecord], target: str = "terminals") -> list[TerminalRow]:
+    """Simulated loudspeakers and displays for every town of the region (every unit without sub-units when
+    there are no towns): one loudspeaker per 2,500 people (at least 3, at most 40) and two displays."""
+    parents = {u.parent for u in units.values()}
+    towns = [u for u in units.values() if u.level == "town" or u.code not in parents]
+    rows = []
+    for town in sorted(towns, key=lambda u: u.code):
+        speakers = min(40, max(3, town.population // PEOPLE_PER_LOUDSPEAKER))
+        for i in range(speakers):
+            rows.append(TerminalRow(terminal_id=f"ls-{town.code}-{i:02d}", kind="loudspeaker", area=town.code,
+                                    population_served=round(town.population * LOUDSPEAKER_SHARE / speakers),
+                                    target=target, name=f"{town.name} loudspeaker {i + 1} (simulated)"))  # fmt: skip
+        for i in range(2):
+            rows.append(TerminalRow(terminal_id=f"led-{town.code}-{i}", kind="display", area=town.code,
+                                    population_served=round(town.population * DISPLAY_SHARE / 2),
+                                    target=target, name=f"{town.name} display {i + 1} (simulated)"))  # fmt: skip
+    return rows

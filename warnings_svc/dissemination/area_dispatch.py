@@ -235,13 +235,20 @@ class AreaDispatcher:
 
     async def _db(self, what: str, stop: asyncio.Event | None, call):  # type: ignore[no-untyped-def]
         """Run `call(conn)` until it succeeds (the database may be restarting); None when stopped first."""
-        delay = 0.2
+        delay, failed = 0.2, False
         while stop is None or not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
-                    return await call(conn)
+                    result = await call(conn)
+                if failed:
+                    log.info("area dispatch: %s works again", what)
+                return result
             except (*DATABASE_ERRORS, TimeoutError) as e:
-                log.warning("area dispatch: %s failed (%s); retrying", what, type(e).__name__)
+                if not failed:  # one line per outage, not one per try
+                    log.warning(
+                        "area dispatch: %s failed (%s); retrying until it works", what, type(e).__name__
+                    )
+                failed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return None

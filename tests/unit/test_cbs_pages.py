@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 
+import channels.cbs.ecbe as ecbe_module
 import channels.cbs.pages as pages_module
 from channels.cbs.pages import (
     Alphabet,
@@ -35,6 +36,7 @@ def chinese_text(n: int) -> str:
 
 def test_the_module_examples_hold() -> None:
     assert doctest.testmod(pages_module).failed == 0
+    assert doctest.testmod(ecbe_module).failed == 0
 
 
 def test_hellohello_packs_to_the_ts_23_038_vector() -> None:

@@ -211,7 +211,7 @@ async def test_when_the_primary_fails_the_secondary_takes_it_and_is_tried_first_
     if fault == "slow":
         sim.script("slow", delay_s=1.0)
     elif fault != "down":
-        sim.script(fault)  # type: ignore[arg-type]
+        sim.script("fail" if fault == "fail" else "drop")
     channel = CbcChannel("cbc-a", [primary, second_sim.url], request_timeout_s=0.4)
     alert = area_alert()
     try:
@@ -295,7 +295,10 @@ async def test_a_retry_after_a_lost_answer_takes_the_cbcs_409_as_its_own_message
     alert = area_alert()
     try:
         lost = await channel.put_out(alert)
-        await asyncio.sleep(0.5)  # the slow handler finishes and stores the message
+        for _ in range(60):  # the slow handler finishes and stores the message (bounded wait)
+            if sim.received:
+                break
+            await asyncio.sleep(0.05)
         retried = await channel.put_out(alert)
     finally:
         await channel.close()
@@ -325,8 +328,12 @@ async def test_an_update_waits_until_the_cbc_answered_the_alert(sim: CbcSimulato
     finally:
         await channel.close()
     assert [r.outcome for r in results] == [SendOutcome.ACCEPTED, SendOutcome.ACCEPTED]
-    # without the lock the DELETE would have overtaken the slow POST (404) and the second POST got a 409
     assert [(r.method, r.status) for r in sim.received] == [("POST", 201), ("DELETE", 200), ("POST", 201)]
+    # every request came in only after the one before was answered: without the lock the Update's DELETE
+    # would reach the CBC while the Alert's slow POST was still waiting
+    for earlier, later in zip(sim.received, sim.received[1:], strict=False):
+        assert later.arrived_at >= earlier.answered_at
+    assert sim.received[0].answered_at - sim.received[0].arrived_at >= 0.25  # the slow one was the Alert
 
 
 async def test_evidence_is_an_estimate_per_area_once_the_cbc_took_the_alert(sim: CbcSimulator) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,13 +42,15 @@ Action = Literal["accept", "refuse", "fail", "slow", "drop"]
 @dataclass(slots=True)
 class Received:
     """One request the simulator got: method, path, parsed JSON body (None for none or unparsable), the
-    status it answered (0 when the connection was dropped) and its one-line reason."""
+    status it answered (0 when the connection was dropped), its one-line reason, and when it came and went."""
 
     method: str
     path: str
     body: Any
     status: int
     reason: str
+    arrived_at: float = 0.0  # time.monotonic() when the request came in
+    answered_at: float = 0.0  # ... and when the simulator answered it (or dropped it)
 
 
 @dataclass(slots=True)
@@ -73,7 +76,7 @@ class SimulatorState:
     script: Script = field(default_factory=Script)
 
     def next_action(self) -> Script:
-        """The scripted behaviour for this request (counting it down)."""
+        """The simulator's scripted behaviour for this request (counting it down)."""
         current = self.script
         if current.times is not None:
             current.times -= 1
@@ -85,8 +88,17 @@ class SimulatorState:
 STATE = web.AppKey("cbc_simulator_state", SimulatorState)
 
 
+def _record(
+    state: SimulatorState, request: web.Request, arrived: float, body: Any, status: int, reason: str
+) -> None:
+    """Keep one request in the simulator's record, with when it came in and when it was answered."""
+    state.received.append(
+        Received(request.method, request.path, body, status, reason, arrived, time.monotonic())
+    )
+
+
 def load_validator() -> jsonschema.protocols.Validator:
-    """The ECBE schema, checked and compiled once (not per request)."""
+    """The simulator's ECBE schema, checked and compiled once (not per request)."""
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
@@ -94,8 +106,8 @@ def load_validator() -> jsonschema.protocols.Validator:
 
 
 def body_problem(validator: jsonschema.protocols.Validator, body: Any) -> str:
-    """One line saying what is wrong with a POST body, or "" when it is a valid ECBE message whose text fits
-    15 pages."""
+    """The simulator's one line saying what is wrong with a POST body, or "" when it is a valid ECBE message
+    whose text fits 15 pages."""
     error = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(body)"
@@ -109,21 +121,23 @@ def body_problem(validator: jsonschema.protocols.Validator, body: Any) -> str:
     return ""
 
 
-async def _scripted(request: web.Request, state: SimulatorState) -> web.Response | None:
-    """Apply the script: a response to send instead of the normal one, or None to go on normally."""
+async def _scripted(
+    request: web.Request, state: SimulatorState, arrived: float, body: Any = None
+) -> web.Response | None:
+    """Apply the simulator's script: a response to send instead of the normal one, or None to go on normally."""
     script = state.next_action()
     if script.action == "slow":
         await asyncio.sleep(script.delay_s)
     elif script.action == "drop":
         log.info("cbc simulator drops the connection", extra={"path": request.path})
-        state.received.append(Received(request.method, request.path, None, 0, "dropped"))
+        _record(state, request, arrived, body, 0, "dropped")
         if request.transport is not None:
             request.transport.abort()
         return _answer(599, "dropped")  # never reaches the client: its connection is gone
     elif script.action in ("refuse", "fail"):
         status = script.status or (403 if script.action == "refuse" else 503)
         reason = f"simulated {script.action} ({status})"
-        state.received.append(Received(request.method, request.path, None, status, reason))
+        _record(state, request, arrived, body, status, reason)
         return _answer(status, reason)
     return None
 
@@ -133,52 +147,51 @@ def _answer(status: int, reason: str) -> web.Response:
 
 
 async def post_message(request: web.Request) -> web.Response:
-    """POST /api/ecbe/v1/message: validate, then create the message unless its message_id is in use. The body
+    """Simulated POST /api/ecbe/v1/message: validate, then create the message unless its message_id is in use. The body
     is read before the script applies, so a slow answer still creates the message (as a CBC that is slow to
     answer but did its work)."""
+    arrived = time.monotonic()  # before any scripted delay
     state = request.app[STATE]
-    raw = await request.read()
-    scripted = await _scripted(request, state)
-    if scripted is not None:
-        return scripted
     try:
-        body = json.loads(raw)
+        body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
-        problem = "REST: No JSON Body"
-    else:
-        problem = body_problem(state.validator, body)
+    scripted = await _scripted(request, state, arrived, body)
+    if scripted is not None:
+        return scripted
+    problem = "REST: No JSON Body" if body is None else body_problem(state.validator, body)
     if problem:
         log.info("cbc simulator refuses a message", extra={"reason": problem})
-        state.received.append(Received("POST", request.path, body, 400, problem))
+        _record(state, request, arrived, body, 400, problem)
         return _answer(400, problem)
     message_id = body["smscb_message"]["message_id"]
     if message_id in state.messages:
         reason = "Could not allocate"  # osmo-cbc's words when the message_id exists
-        state.received.append(Received("POST", request.path, body, 409, reason))
+        _record(state, request, arrived, body, 409, reason)
         return _answer(409, reason)
     state.messages[message_id] = body
-    state.received.append(Received("POST", request.path, body, 201, "Created"))
+    _record(state, request, arrived, body, 201, "Created")
     log.info("cbc simulator accepted a message", extra={"message_id": message_id})
     return _answer(201, "Created")
 
 
 async def delete_message(request: web.Request) -> web.Response:
-    """DELETE /api/ecbe/v1/message/{message_id}: 200 when it existed, 404 when not."""
+    """Simulated DELETE /api/ecbe/v1/message/{message_id}: 200 when it existed, 404 when not."""
+    arrived = time.monotonic()  # before any scripted delay
     state = request.app[STATE]
-    scripted = await _scripted(request, state)
+    scripted = await _scripted(request, state, arrived)
     if scripted is not None:
         return scripted
     raw = request.match_info["message_id"]
     if not raw.isdigit() or int(raw) > 65535:
-        state.received.append(Received("DELETE", request.path, None, 400, "bad message_id"))
+        _record(state, request, arrived, None, 400, "bad message_id")
         return _answer(400, "bad message_id")
     message_id = int(raw)
     state.deleted.append(message_id)
     if state.messages.pop(message_id, None) is None:
-        state.received.append(Received("DELETE", request.path, None, 404, "Unknown message ID"))
+        _record(state, request, arrived, None, 404, "Unknown message ID")
         return _answer(404, "Unknown message ID")
-    state.received.append(Received("DELETE", request.path, None, 200, "OK"))
+    _record(state, request, arrived, None, 200, "OK")
     log.info("cbc simulator deleted a message", extra={"message_id": message_id})
     return _answer(200, "OK")
 
@@ -224,33 +237,33 @@ class CbcSimulator:
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:41234``."""
+        """The simulator's base URL, e.g. ``http://127.0.0.1:41234``."""
         return f"http://{LOOPBACK}:{self._port}"
 
     @property
     def received(self) -> list[Received]:
-        """Every request, oldest first."""
+        """Every request the simulator got, oldest first."""
         return self.state.received
 
     @property
     def accepted(self) -> list[dict[str, Any]]:
-        """Bodies of the messages it created (answered 201), oldest first."""
+        """Bodies of the messages the simulator created (answered 201), oldest first."""
         return [r.body for r in self.state.received if r.method == "POST" and r.status == 201]
 
     @property
     def deleted(self) -> list[int]:
-        """message_ids of every DELETE it got, oldest first."""
+        """message_ids of every DELETE the simulator got, oldest first."""
         return self.state.deleted
 
     @property
     def messages(self) -> dict[int, dict[str, Any]]:
-        """Messages it holds now, by message_id."""
+        """Messages the simulator holds now, by message_id."""
         return self.state.messages
 
     def script(
         self, action: Action, *, status: int = 0, delay_s: float = 0.0, times: int | None = None
     ) -> None:
-        """What to do with the next ``times`` requests (None: all, until scripted again): ``accept``,
+        """What the simulator does with the next ``times`` requests (None: all, until scripted again): ``accept``,
         ``refuse`` (``status``, 403 by default), ``fail`` (``status``, 503 by default), ``slow`` (wait
         ``delay_s``, then answer normally), ``drop`` (close the connection without an answer)."""
         if action == "refuse" and status and not 400 <= status < 500:

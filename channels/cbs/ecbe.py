@@ -292,7 +292,7 @@ class CbcChannel:
 
     def _previous(self, alert: AreaAlert) -> tuple[int, SerialNumber] | None:
         """The message the Update or Cancel replaces, from ``previous_remote_id`` (None when there is none);
-        ValueError when it is not one of this channel's ids."""
+        ValueError when it is not a CBC remote id (see `parse_remote_id`)."""
         if not alert.previous_remote_id:
             return None
         if alert.previous_remote_id not in self._known:

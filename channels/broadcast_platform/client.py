@@ -161,11 +161,14 @@ class _OpenBroadcast:
 class _Attempt(Exception):
     """One route's failure: the kind and the words for the result."""
 
-    def __init__(self, failure: FailureKind, reason: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, failure: FailureKind, reason: str, *, retry_after_s: float | None = None, route: str = ""
+    ) -> None:
         super().__init__(reason)
         self.failure = failure
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.route = route
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -263,6 +266,7 @@ class BroadcastPlatformChannel:
             try:
                 status, body = await self._call(route, method, path, json=json, headers=headers)
             except _Attempt as attempt:
+                attempt.route = route.url
                 if attempt.failure is FailureKind.THROTTLED:
                     self._mark(route, True, attempt.reason)  # it answered: the route works
                     raise
@@ -273,7 +277,7 @@ class BroadcastPlatformChannel:
             self._mark(route, True)
             return route, status, body
         assert last is not None  # there is at least one route
-        raise _Attempt(last.failure, "; ".join(reasons), retry_after_s=last.retry_after_s)
+        raise _Attempt(last.failure, "; ".join(reasons), retry_after_s=last.retry_after_s, route=last.route)
 
     # --------------------------------------------------------------------------------------------- sending
 
@@ -303,7 +307,7 @@ class BroadcastPlatformChannel:
             return AreaSendResult(
                 key=alert.key,
                 outcome=SendOutcome.TEMPORARY_FAILURE,
-                route=self._routes[self._preferred].url,
+                route=attempt.route,  # the route that failed last
                 reason=attempt.reason[:MAX_REASON_CHARS],
                 failure=attempt.failure,
                 retry_after_s=attempt.retry_after_s,

@@ -283,6 +283,7 @@ async def test_when_every_route_is_down_the_failure_is_temporary_with_each_reaso
     assert nowhere in result.reason and "ClientConnectorError" in result.reason
     assert f"{sim.url}: HTTP 503" in result.reason
     assert result.retry_after_s == 7.0
+    assert result.route == sim.url  # the route that failed last
     assert health.state is HealthState.DOWN and health.links_up == 0
 
 
@@ -300,7 +301,7 @@ async def test_throttling_is_temporary_and_not_failed_over() -> None:
             FailureKind.THROTTLED,
             3.0,
         )
-        assert second.requests == []
+        assert second.requests == [] and result.route == first.url
 
 
 async def test_an_invalid_body_is_refused_with_422_and_the_failure_is_permanent(audio_url: str) -> None:

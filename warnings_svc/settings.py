@@ -160,6 +160,65 @@ class MqttTargetSettings(BaseModel):
     publish_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
 
 
+HttpRoute = Annotated[str, Field(strict=True, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")]
+
+
+class _HttpTargetSettings(BaseModel):
+    """A target reached over HTTP: its routes (primary first; the last known-good is tried first), and the
+    bearer token it issued us, inline (a test peer) or in a file kept out of the configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: TargetName
+    routes: Annotated[tuple[HttpRoute, ...], Field(min_length=1, max_length=8)]
+    levels: tuple[Level, ...] = ALL_LEVELS
+    token: Annotated[str, Field(strict=True, max_length=400)] = ""
+    token_file: Path | None = None
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # progress reports asked for this often
+
+    @model_validator(mode="after")
+    def _one_token(self) -> _HttpTargetSettings:
+        if self.token and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        return self
+
+    def bearer(self) -> str:
+        """The token, read from `token_file` when one is named."""
+        if self.token_file is None:
+            return self.token
+        try:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise SettingsError(
+                self.token_file, f"{self.name}: cannot read token_file: {e.strerror or e}"
+            ) from e
+
+
+class AreaSmsTargetSettings(_HttpTargetSettings):
+    """One mobile operator's area SMS gateway (`[[dispatch.area_sms]]`): the warning's one-segment text to
+    every handset in the warned areas (docs/channels/operator-area-sms.md)."""
+
+    levels: tuple[Level, ...] = ("orange", "red")
+
+
+class CellBroadcastTargetSettings(BaseModel):
+    """One cell broadcast centre over the Osmocom ECBE REST API (`[[dispatch.cell_broadcast]]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: TargetName
+    routes: Annotated[tuple[HttpRoute, ...], Field(min_length=1, max_length=8)]
+    levels: tuple[Level, ...] = ("orange", "red")
+    cbe_name: Annotated[str, Field(strict=True, min_length=1, max_length=64)] = "wuhai-warnings"
+    # the share of people a cell broadcast is estimated to reach (it returns no receipts): channels.cbs.ecbe
+    reach_share: Annotated[float, Field(gt=0, le=1)] = 0.9
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+
+
+class BroadcastPlatformTargetSettings(_HttpTargetSettings):
+    """The county emergency broadcast platform (`[[dispatch.broadcast_platform]]`): the spoken script, its
+    audio and the display line to the loudspeakers and displays it runs (docs/channels/emergency-broadcast-platform.md)."""
+
+
 class DispatchSettings(BaseModel):
     """How issued warnings are fanned out and delivered (table `[dispatch]`)."""
 
@@ -187,6 +246,9 @@ class DispatchSettings(BaseModel):
     poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # look at the queue this often even without a NOTIFY
     sms: tuple[SmsEndpointSettings, ...] = ()
     mqtt: tuple[MqttTargetSettings, ...] = ()
+    area_sms: tuple[AreaSmsTargetSettings, ...] = ()
+    cell_broadcast: tuple[CellBroadcastTargetSettings, ...] = ()
+    broadcast_platform: tuple[BroadcastPlatformTargetSettings, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> DispatchSettings:
@@ -197,10 +259,19 @@ class DispatchSettings(BaseModel):
         names = [e.name for e in self.sms]
         if len(names) != len(set(names)):
             raise ValueError(f"sms endpoint names must be unique (got {', '.join(names)})")
-        targets = [t.name for t in self.mqtt]
-        if len(targets) != len(set(targets)):
-            raise ValueError(f"mqtt target names must be unique (got {', '.join(targets)})")
+        for channel in ("mqtt", "area_sms", "cell_broadcast", "broadcast_platform"):
+            targets = [t.name for t in getattr(self, channel)]
+            if len(targets) != len(set(targets)):
+                raise ValueError(f"{channel} target names must be unique (got {', '.join(targets)})")
         return self
+
+    def area_targets(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Every configured target of the area channels: (channel, name, levels)."""
+        return [
+            (channel, t.name, tuple(t.levels))
+            for channel in ("mqtt", "area_sms", "cell_broadcast", "broadcast_platform")
+            for t in getattr(self, channel)
+        ]
 
 
 class Settings(BaseModel):

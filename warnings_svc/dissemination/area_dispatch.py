@@ -35,6 +35,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
 from channels.base import HealthState, SendOutcome
+from channels.broadcast_platform.client import BroadcastPlatformChannel, BroadcastPlatformSettings
+from channels.cbs.ecbe import CbcChannel
 from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
@@ -73,6 +75,24 @@ def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, st
     for m in settings.mqtt:
         targets["mqtt", m.name] = MqttTerminalsChannel(
             m.name, m.url, m.topic_prefix, publish_timeout_s=m.publish_timeout_s
+        )
+    for c in settings.cell_broadcast:
+        targets["cell_broadcast", c.name] = CbcChannel(
+            c.name,
+            c.routes,
+            cbe_name=c.cbe_name,
+            request_timeout_s=c.request_timeout_s,
+            reach_share=c.reach_share,
+        )
+    for p in settings.broadcast_platform:
+        targets["broadcast_platform", p.name] = BroadcastPlatformChannel(
+            BroadcastPlatformSettings(
+                routes=p.routes,
+                token=p.bearer(),
+                name=p.name,
+                request_timeout_s=p.request_timeout_s,
+                poll_interval_s=p.poll_interval_s,
+            )
         )
     return targets
 

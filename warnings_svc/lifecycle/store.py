@@ -190,7 +190,8 @@ class Issuing:
             audit_key=audit_key,
             channels=tuple(settings.dispatch.channels),
             area_targets=tuple(
-                AreaTarget("mqtt", t.name, frozenset(t.levels)) for t in settings.dispatch.mqtt
+                AreaTarget(channel, name, frozenset(levels))
+                for channel, name, levels in settings.dispatch.area_targets()
             ),
             budgets=dataclasses.replace(DEFAULT_BUDGETS, sms_full_segments=w.sms_segments),
         )

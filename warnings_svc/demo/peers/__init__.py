@@ -1,0 +1,1 @@
+"""Loopback simulators of peers that cannot run here, labelled so everywhere."""

@@ -30,6 +30,8 @@ AREA_CODE = re.compile(r"^[0-9]{12}$")
 IDENTIFIER = re.compile(r"^[^\s,&<]+$")
 # printable ASCII without spaces: it travels in a header
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]+$")
+# an operator's task id goes into paths unescaped: URL-safe characters only (RFC 3986 unreserved)
+TASK_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
 STATUSES = ("Actual", "Exercise", "Test")
 
 
@@ -182,8 +184,8 @@ def parse_task(document: object) -> TaskProgress:
     if not isinstance(document, dict):
         raise ProtocolError("the task is not a JSON object")
     task_id = document.get("task_id")
-    if not isinstance(task_id, str) or not task_id:
-        raise ProtocolError("task_id is missing")
+    if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+        raise ProtocolError(f"task_id is missing or not 1-200 URL-safe characters: {task_id!r}"[:200])
     try:
         state = TaskState(str(document.get("state")))
     except ValueError as e:

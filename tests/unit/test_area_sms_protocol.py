@@ -199,6 +199,7 @@ def test_a_task_document_is_read() -> None:
     [
         {"state": "finished"},
         {"task_id": ""},
+        {"task_id": "../other"},
         {"areas": [{"code": "150302000000", "targeted": 10, "sent": 11, "delivered": 7, "unreachable": 0}]},
         {"areas": [{"code": "150302000000", "targeted": 10, "sent": 8, "delivered": 8, "unreachable": 1}]},
         {"areas": [{"code": "150302000000", "targeted": -1, "sent": 0, "delivered": 0}]},

@@ -91,7 +91,7 @@ POINT = re.compile(r"^(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)$")
 
 
 def polygon_problem(polygon: str) -> str:
-    """Why a CAP polygon string is not acceptable ("" when it is): at least 4 "lat,lon" points separated by
+    """Simulator: why a CAP polygon string is not acceptable ("" when it is): at least 4 "lat,lon" points separated by
     spaces, the first equal to the last, latitudes within +-90 and longitudes within +-180, at most
     MAX_POLYGON_POINTS points.
 
@@ -114,7 +114,7 @@ def polygon_problem(polygon: str) -> str:
 
 
 class AreaIn(BaseModel):
-    """One area of a task request."""
+    """Simulator: one area of a task request."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -132,7 +132,7 @@ class AreaIn(BaseModel):
 
 
 class TaskIn(BaseModel):
-    """The body of a create (`POST /v1/area-tasks`) or an update (`POST /v1/area-tasks/{id}/update`)."""
+    """Simulator: the body of a create (`POST /v1/area-tasks`) or an update (`POST /v1/area-tasks/{id}/update`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -165,7 +165,7 @@ class TaskIn(BaseModel):
 
 
 def validation_reason(error: ValidationError) -> str:
-    """A pydantic error as one line: the first three problems, each with where it is."""
+    """Simulator: a pydantic error as one line: the first three problems, each with where it is."""
     parts = []
     for item in error.errors()[:3]:
         where = ".".join(str(part) for part in item["loc"]) or "body"
@@ -179,7 +179,7 @@ def validation_reason(error: ValidationError) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AreaFigures:
-    """Handsets of one area at one moment of a revision."""
+    """Simulator: handsets of one area at one moment of a revision."""
 
     code: str
     targeted: int
@@ -189,7 +189,7 @@ class AreaFigures:
 
 
 def handsets_in(population: int, handsets_per_person: float, operator_share: float) -> int:
-    """Handsets of one operator in an area, rounded to whole handsets.
+    """Simulator: handsets of one operator in an area, rounded to whole handsets.
 
     >>> handsets_in(1000, 1.2, 0.5)
     600
@@ -200,7 +200,7 @@ def handsets_in(population: int, handsets_per_person: float, operator_share: flo
 def figures_after(
     targeted: Mapping[str, int], elapsed_s: float, rate_per_s: float, unreachable_share: float
 ) -> tuple[TaskState, list[AreaFigures]]:
-    """What a revision has done ``elapsed_s`` after it started: the handsets sent so far (all areas in step,
+    """Simulator: what a revision has done ``elapsed_s`` after it started: the handsets sent so far (all areas in step,
     ``rate_per_s`` in total), of which ``unreachable_share`` (rounded down) cannot be reached.
 
     >>> state, figures = figures_after({"150302000000": 100}, 0.5, 100.0, 0.1)
@@ -228,7 +228,7 @@ def figures_after(
 
 @dataclass(slots=True)
 class SimRevision:
-    """One revision of a simulated task: what was asked, when its sending started, whose handsets."""
+    """Simulator: one revision of a simulated task: what was asked, when its sending started, whose handsets."""
 
     number: int
     request: TaskIn
@@ -240,7 +240,7 @@ class SimRevision:
 
 @dataclass(slots=True)
 class SimTask:
-    """A simulated area task: its revisions (newest last) and, once cancelled, when."""
+    """Simulator: a simulated area task: its revisions (newest last) and, once cancelled, when."""
 
     task_id: str
     revisions: list[SimRevision]
@@ -249,13 +249,13 @@ class SimTask:
 
     @property
     def revision(self) -> SimRevision:
-        """The revision being sent."""
+        """Simulator: the revision being sent."""
         return self.revisions[-1]
 
     def figures(
         self, now: float, rate_per_s: float, unreachable_share: float
     ) -> tuple[TaskState, list[AreaFigures]]:
-        """The task's state and figures at ``now`` (monotonic); a cancelled task's stopped when it was."""
+        """Simulator: the task's state and figures at ``now`` (monotonic); a cancelled task's stopped when it was."""
         rev = self.revision
         until = now if self.cancelled_at is None else self.cancelled_at
         state, figures = figures_after(rev.targeted, until - rev.started, rate_per_s, unreachable_share)
@@ -264,7 +264,7 @@ class SimTask:
         return state, figures
 
     def state(self, now: float, rate_per_s: float, unreachable_share: float) -> TaskState:
-        """The task's state at ``now``."""
+        """Simulator: the task's state at ``now``."""
         return self.figures(now, rate_per_s, unreachable_share)[0]
 
 
@@ -284,7 +284,7 @@ class Fault(StrEnum):
 
 @dataclass(slots=True)
 class ScriptedAnswer:
-    """A request-level fault waiting for matching requests."""
+    """Simulator: a request-level fault waiting for matching requests."""
 
     fault: Fault
     remaining: int | None  # None: every matching request until cleared
@@ -307,7 +307,7 @@ class Received:
 
 
 def problem(status: int, title: str, detail: str, retry_after_s: int | None = None) -> web.Response:
-    """A problem document (``{"title", "detail"}``) with its status and, for 429/503, Retry-After."""
+    """Simulator: a problem document (``{"title", "detail"}``) with its status and, for 429/503, Retry-After."""
     response = web.json_response(
         {"title": title, "detail": detail}, status=status, content_type="application/problem+json"
     )
@@ -335,7 +335,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on host:port (port 0: any free one); SO_REUSEADDR so a dropped route can listen
+    """Simulator: a TCP socket listening on host:port (port 0: any free one); SO_REUSEADDR so a dropped route can listen
     on its port again at once."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -398,7 +398,7 @@ class OperatorGatewaySimulator:
     # ------------------------------------------------------------------------------------------ lifetime
 
     def make_app(self) -> web.Application:
-        """The aiohttp application: the protocol's four routes behind the fault and label middlewares."""
+        """Simulator: the aiohttp application: the protocol's four routes behind the fault and label middlewares."""
         app = web.Application(middlewares=[self._faults], client_max_size=MAX_BODY_BYTES)
         app.router.add_post(TASKS_PATH, self._create)
         app.router.add_post(TASKS_PATH + "/{task_id}/update", self._update)
@@ -430,12 +430,12 @@ class OperatorGatewaySimulator:
 
     @property
     def urls(self) -> list[str]:
-        """The base URL of every route, primary first."""
+        """Simulator: the base URL of every route, primary first."""
         return [f"http://{self.host}:{port}" for port in self._ports]
 
     @property
     def url(self) -> str:
-        """The primary route's base URL."""
+        """Simulator: the primary route's base URL."""
         return self.urls[0]
 
     def targeted_for(self, code: str) -> int:
@@ -456,7 +456,7 @@ class OperatorGatewaySimulator:
         seconds: float | None = None,
         retry_after_s: int | None = None,
     ) -> None:
-        """Script a fault. REFUSE/FAIL/SLOW apply to the next ``count`` requests (None: all, until `clear`) on
+        """Simulator: script a fault. REFUSE/FAIL/SLOW apply to the next ``count`` requests (None: all, until `clear`) on
         ``route`` (None: any) with ``method`` (None: any); DROP takes ``route`` (None: every route) down for
         ``seconds`` (None: until `resume`); LATE freezes progress for ``seconds`` after each revision starts;
         SILENT never reports progress."""
@@ -482,7 +482,7 @@ class OperatorGatewaySimulator:
         log.info("operator gateway SIMULATOR scripted", extra={"operator": self.name, "fault": fault.value})
 
     def clear(self) -> None:
-        """Forget every scripted answer, lateness and silence (dropped routes stay down until resumed)."""
+        """Simulator: forget every scripted answer, lateness and silence (dropped routes stay down until resumed)."""
         self._scripted.clear()
         self._late_s = 0.0
         self._silent = False
@@ -503,7 +503,7 @@ class OperatorGatewaySimulator:
         await self.resume(index)
 
     async def resume(self, route: int | None = None) -> None:
-        """Listen again on a dropped route (every dropped route when None), on the same port."""
+        """Simulator: listen again on a dropped route (every dropped route when None), on the same port."""
         assert self._runner is not None
         for index in sorted(self._dropped) if route is None else [route]:
             if self._sites[index] is None:
@@ -535,6 +535,8 @@ class OperatorGatewaySimulator:
                 transport.abort()  # a kept-alive connection on a dropped route: the link is gone
             return web.Response(status=503)  # never reaches the client: its connection is aborted
         if transport is not None:
+            if len(self._transports[route]) > 256:  # forget closed connections: the set stays small
+                self._transports[route] = {t for t in self._transports[route] if not t.is_closing()}
             self._transports[route].add(transport)
         response: web.StreamResponse
         scripted = self._take_scripted(route, request.method)
@@ -602,7 +604,9 @@ class OperatorGatewaySimulator:
         return key, None
 
     async def _read_task(self, request: web.Request) -> tuple[TaskIn | None, web.Response | None]:
-        """The validated body, or the answer refusing it (400 not JSON, 413 too large, 422 invalid)."""
+        """Simulator: the validated body, or the answer refusing it (400 not JSON, 413 too large, 422 invalid)."""
+        if request.content_type != "application/json":
+            return None, problem(400, TITLES[400], "the Content-Type is not application/json")
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -628,7 +632,7 @@ class OperatorGatewaySimulator:
         return SimRevision(number, body, now, datetime.now(UTC), targeted, report_from)
 
     def _document(self, task: SimTask) -> dict[str, Any]:
-        """A task as the protocol shows it; a scripted late or silent reporter shows it as it started (queued,
+        """Simulator: a task as the protocol shows it; a scripted late or silent reporter shows it as it started (queued,
         or cancelled, with none sent) in every answer until its revision's report_from."""
         now = time.monotonic()
         state, figures = task.figures(now, self.rate_per_s, self.unreachable_share)
@@ -653,7 +657,7 @@ class OperatorGatewaySimulator:
         }
 
     def _updated_at(self, task: SimTask, state: TaskState, now: float) -> datetime:
-        """When the figures last changed: now while sending, when the revision ended once it is done."""
+        """Simulator: when the figures last changed: now while sending, when the revision ended once it is done."""
         rev = task.revision
         if state is TaskState.DONE:
             total = sum(rev.targeted.values())
@@ -663,7 +667,7 @@ class OperatorGatewaySimulator:
         return rev.started_at + timedelta(seconds=max(0.0, now - rev.started))
 
     def _replay(self, key: str, fingerprint: str, operation: str) -> web.Response | None:
-        """The answer to a repeated Idempotency-Key: 200 with the task, or 409 when the request differs."""
+        """Simulator: the answer to a repeated Idempotency-Key: 200 with the task, or 409 when the request differs."""
         if key not in self._keys:
             return None
         task_id, _, seen = self._keys[key]

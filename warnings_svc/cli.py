@@ -382,11 +382,10 @@ def run_demo(args: argparse.Namespace) -> int:
     _say_database(settings, database_source(settings, sources))
     from warnings_svc.demo.peers.stage import DemoStageThread
 
-    stage = DemoStageThread()  # the demo's MQTT broker and simulated terminals, beside the service
-    target = stage.start().mqtt_target()
-    settings = settings.model_copy(
-        update={"dispatch": settings.dispatch.model_copy(update={"mqtt": (*settings.dispatch.mqtt, target)})}
-    )
+    # the demo's MQTT broker with simulated terminals, and the simulated gateways, CBC and platform, beside
+    # the service
+    stage = DemoStageThread()
+    settings = settings.model_copy(update={"dispatch": stage.start().dispatch(settings.dispatch)})
     try:
         return serve(settings, progress=True, demo=True, stage=stage)
     finally:
@@ -1025,8 +1024,10 @@ async def _start_demo_terminals(pool: asyncpg.Pool, settings: Settings, stage: D
     from warnings_svc.dissemination.terminals import register_terminals
 
     async with pool.acquire() as conn:
-        rows = demo_terminal_rows(await region_units(conn, settings.region))
+        units = await region_units(conn, settings.region)
+        rows = demo_terminal_rows(units)
         await register_terminals(conn, rows)
+    stage.populate(units)
     loop = asyncio.get_running_loop()
     connected = await loop.run_in_executor(None, stage.start_terminals, rows)
     print(

@@ -53,6 +53,29 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert summary["ok"] is True and summary["warning"]["status"] == "issued"
     assert summary["dispatch"] == {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
     assert "reach" not in summary
+    # the area channels need no SMSC: the demo's broker, simulated terminals, gateways, CBC and platform
+    assert summary["terminals"]["simulated"] is True
+    assert summary["terminals"]["connected"] == summary["terminals"]["registered"] > 100
+    broadcast = summary["broadcast"]
+    assert set(broadcast["deliveries"].values()) == {"done"}
+    assert set(broadcast["deliveries"]) == {
+        "mqtt terminals", "area_sms china-mobile", "area_sms china-telecom", "area_sms china-unicom",
+        "cell_broadcast cbc", "broadcast_platform county-platform",
+    }  # fmt: skip
+    evidence = {e["channel"]: e for e in broadcast["evidence"]}
+    assert set(evidence) == {"mqtt", "area_sms", "cell_broadcast", "broadcast_platform"}
+    # measured where a peer counted, estimated for cell broadcast (no receipts exist)
+    assert [c for c, e in evidence.items() if not e["measured"]] == ["cell_broadcast"]
+    terminals = evidence["mqtt"]
+    # every working terminal in the warned areas acknowledged (the broken ones are spread over the whole city)
+    assert (
+        terminals["targeted"] - summary["terminals"]["broken"]
+        <= terminals["delivered"]
+        < terminals["targeted"]
+    )
+    assert terminals["people"] > 0
+    assert 0.9 < evidence["area_sms"]["delivered"] / evidence["area_sms"]["targeted"] < 1  # some unreachable
+    assert evidence["broadcast_platform"]["delivered"] == evidence["broadcast_platform"]["targeted"] > 0
 
 
 def test_an_unreachable_smsc_fails_the_dispatch_step_at_once_naming_it() -> None:

@@ -59,9 +59,8 @@ async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"ok": False, "region": settings.region}
     started = time.monotonic()
     async with DemoStage(terminal_delay_s=0.05) as stage:
-        if not settings.dispatch.mqtt:  # the demo's own broker and simulated terminals
-            dispatch = settings.dispatch.model_copy(update={"mqtt": (stage.mqtt_target(),)})
-            settings = settings.model_copy(update={"dispatch": dispatch})
+        # the demo's own broker with simulated terminals, and the simulated gateways, CBC and platform
+        settings = settings.model_copy(update={"dispatch": stage.dispatch(settings.dispatch)})
         await _run_steps(settings, url, summary, stage)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
@@ -101,8 +100,10 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
 async def _register_terminals(pool: asyncpg.Pool, settings: Settings, stage: DemoStage) -> dict[str, Any]:
     """The demo's simulated loudspeakers and displays, registered and connected to the embedded broker."""
     async with pool.acquire() as conn:
-        rows = demo_terminal_rows(await region_units(conn, settings.region))
+        units = await region_units(conn, settings.region)
+        rows = demo_terminal_rows(units)
         await register_terminals(conn, rows)
+    stage.populate(units)
     connected = await stage.start_terminals(rows)
     return {
         "registered": len(rows),
@@ -130,7 +131,11 @@ async def _put_out(
                 raise SmokeFailed(f"the area dispatcher stopped: {task.exception() or 'without an error'}")
             async with pool.acquire() as conn:
                 done = await _area_progress(conn, warning_id, broken)
-            if done["pending"] == 0 and done["acknowledged"] >= done["expected_acknowledgements"]:
+            if (
+                done["pending"] == 0
+                and done["acknowledged"] >= done["expected_acknowledgements"]
+                and done["unreported"] == 0
+            ):
                 break
             await asyncio.sleep(0.2)
         seconds = time.monotonic() - started
@@ -177,7 +182,20 @@ async def _area_progress(conn: asyncpg.Connection, warning_id: int, broken: list
         warning_id,
         broken,
     )
+    # operators and the platform report progress until their task is done: wait for each one's last report
+    unreported = await conn.fetchval(
+        """SELECT count(*) FROM svc.area_delivery d
+           WHERE d.warning_id = $1 AND d.state = 'done' AND d.channel IN ('area_sms', 'broadcast_platform')
+             AND d.msg_type IN ('Alert', 'Update')
+             AND (NOT EXISTS (SELECT 1 FROM svc.reach_evidence r
+                             WHERE (r.warning_id, r.version, r.channel, r.target) = (d.warning_id, d.version, d.channel, d.target))
+              OR EXISTS (SELECT 1 FROM svc.reach_evidence r
+                         WHERE (r.warning_id, r.version, r.channel, r.target) = (d.warning_id, d.version, d.channel, d.target)
+                           AND NOT r.final))""",
+        warning_id,
+    )
     return {
+        "unreported": unreported,
         "states": {r["target"]: r["state"] for r in rows},
         "pending": sum(r["state"] in ("pending", "sending") for r in rows),
         "acknowledged": acknowledged,

@@ -34,6 +34,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
+from channels.area_sms.client import OperatorAreaSmsChannel
 from channels.base import HealthState, SendOutcome
 from channels.broadcast_platform.client import BroadcastPlatformChannel, BroadcastPlatformSettings
 from channels.cbs.ecbe import CbcChannel
@@ -75,6 +76,14 @@ def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, st
     for m in settings.mqtt:
         targets["mqtt", m.name] = MqttTerminalsChannel(
             m.name, m.url, m.topic_prefix, publish_timeout_s=m.publish_timeout_s
+        )
+    for a in settings.area_sms:
+        targets["area_sms", a.name] = OperatorAreaSmsChannel(
+            a.name,
+            a.routes,
+            a.bearer(),
+            request_timeout_s=a.request_timeout_s,
+            poll_interval_s=a.poll_interval_s,
         )
     for c in settings.cell_broadcast:
         targets["cell_broadcast", c.name] = CbcChannel(

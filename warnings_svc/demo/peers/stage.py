@@ -1,5 +1,7 @@
 """The demo's peers for the area channels: an MQTT broker embedded in the demo (amqtt, a real broker, so the
-demo needs nothing but Python) and simulated terminals on it.
+demo needs nothing but Python) with simulated terminals on it, and loopback simulators of what cannot run
+here: the three operators' area SMS gateways, a cell broadcast centre and the county emergency broadcast
+platform. Every simulator says so in its logs and answers.
 
 `DemoStage` is an async context manager for code that runs in one event loop (`demo --smoke`);
 `DemoStageThread` runs the same in a thread of its own beside the service (`demo`), so the service's processes
@@ -16,9 +18,20 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from risk_zoning.store import UnitRecord
+from warnings_svc.demo.peers.broadcast_platform import BroadcastPlatformSimulator
+from warnings_svc.demo.peers.cbc import CbcSimulator
+from warnings_svc.demo.peers.operator_gateway import OPERATOR_SUBSCRIBERS, OperatorGatewaySimulator
 from warnings_svc.demo.peers.terminals import SimulatedTerminal, SimulatedTerminals
 from warnings_svc.dissemination.terminals import TerminalRow
-from warnings_svc.settings import MqttTargetSettings
+from warnings_svc.settings import (
+    ALL_LEVELS,
+    AreaSmsTargetSettings,
+    BroadcastPlatformTargetSettings,
+    CellBroadcastTargetSettings,
+    DispatchSettings,
+    MqttTargetSettings,
+)
 
 log = logging.getLogger(__name__)
 # the broker logs every connection and state change at INFO: a few hundred terminals would drown the demo's log
@@ -28,6 +41,8 @@ for _name in ("amqtt", "transitions"):
 TOPIC_PREFIX = "wuhai"
 TARGET = "terminals"
 START_TIMEOUT_S = 15.0
+SIMULATOR_TOKEN = "simulator-token"  # the simulators' bearer token (loopback only, made-up peers)
+PLATFORM_TERMINALS_PER_TOWN = 10  # the platform's own loudspeakers per town (a demo assumption)
 
 
 def free_loopback_port() -> int:
@@ -47,10 +62,54 @@ class DemoStage:
         self.broken_share = broken_share
         self.fleet: SimulatedTerminals | None = None
         self._broker: Any = None
+        self.operators = [
+            OperatorGatewaySimulator(name, {}, token=SIMULATOR_TOKEN, rate_per_s=100_000.0)
+            for name in sorted(OPERATOR_SUBSCRIBERS)
+        ]
+        self.cbc = CbcSimulator()
+        self.platform = BroadcastPlatformSimulator(
+            {}, token=SIMULATOR_TOKEN, terminals_per_tick=5, fetch_audio=False
+        )
 
     def mqtt_target(self) -> MqttTargetSettings:
         """The `[[dispatch.mqtt]]` target the demo's service puts warnings out on."""
         return MqttTargetSettings(name=TARGET, url=self.url, topic_prefix=TOPIC_PREFIX)
+
+    def dispatch(self, settings: DispatchSettings) -> DispatchSettings:
+        """`settings` with the stage's targets added: the broker, the three operators' gateways (all levels in
+        the demo), the CBC and the platform."""
+        every_level = ALL_LEVELS
+        return settings.model_copy(
+            update={
+                "mqtt": (*settings.mqtt, self.mqtt_target()),
+                "area_sms": (
+                    *settings.area_sms,
+                    *(
+                        AreaSmsTargetSettings(
+                            name=o.name.replace("_", "-"),
+                            routes=tuple(o.urls),
+                            token=SIMULATOR_TOKEN,
+                            levels=every_level,
+                            poll_interval_s=0.5,
+                        )
+                        for o in self.operators
+                    ),
+                ),
+                "cell_broadcast": (
+                    *settings.cell_broadcast,
+                    CellBroadcastTargetSettings(name="cbc", routes=(self.cbc.url,), levels=every_level),
+                ),
+                "broadcast_platform": (
+                    *settings.broadcast_platform,
+                    BroadcastPlatformTargetSettings(
+                        name="county-platform",
+                        routes=(self.platform.url,),
+                        token=SIMULATOR_TOKEN,
+                        poll_interval_s=0.5,
+                    ),
+                ),
+            }
+        )
 
     async def __aenter__(self) -> DemoStage:
         from amqtt.broker import Broker  # imported here: only the demo runs a broker
@@ -63,7 +122,26 @@ class DemoStage:
         )
         await self._broker.start()
         log.info("demo MQTT broker (amqtt, embedded) listening", extra={"url": self.url})
+        for o in self.operators:
+            await o.__aenter__()
+        await self.cbc.__aenter__()
+        await self.platform.__aenter__()
         return self
+
+    def populate(self, units: dict[str, UnitRecord]) -> None:
+        """Tell the simulators the region: people per unit (operators derive handsets from them), the
+        platform's terminals per town."""
+        for o in self.operators:
+            o.populations.update({code: u.population for code, u in units.items()})
+        parents = {u.parent for u in units.values()}
+        towns = [code for code in units if code not in parents]
+        per_unit = dict.fromkeys(units, 0)
+        for town in towns:  # a town's terminals count for its district and city too
+            code: str | None = town
+            while code is not None and code in per_unit:
+                per_unit[code] += PLATFORM_TERMINALS_PER_TOWN
+                code = units[code].parent
+        self.platform.terminals_per_area.update(per_unit)
 
     async def start_terminals(self, rows: Sequence[TerminalRow]) -> int:
         """Connect a simulated terminal for every registered row (labelled simulated); how many."""
@@ -77,6 +155,9 @@ class DemoStage:
     async def __aexit__(self, *exc: object) -> None:
         if self.fleet is not None:
             await self.fleet.__aexit__(None, None, None)
+        for simulator in (*self.operators, self.cbc, self.platform):
+            with contextlib.suppress(Exception):
+                await simulator.__aexit__(None, None, None)  # type: ignore[attr-defined]
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 await self._broker.shutdown()
@@ -95,6 +176,10 @@ class DemoStageThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.stage.__aenter__(), self._loop).result(START_TIMEOUT_S)
         return self.stage
+
+    def populate(self, units: dict[str, UnitRecord]) -> None:
+        """`DemoStage.populate` in the stage's thread."""
+        self._loop.call_soon_threadsafe(self.stage.populate, units)
 
     def start_terminals(self, rows: Sequence[TerminalRow]) -> int:
         """Connect the simulated terminals (from any thread)."""

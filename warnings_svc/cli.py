@@ -386,6 +386,13 @@ def run_demo(args: argparse.Namespace) -> int:
     # the service
     stage = DemoStageThread()
     settings = settings.model_copy(update={"dispatch": stage.start().dispatch(settings.dispatch)})
+    if settings.warnings.public_url is None:  # links in what goes out (CAP, audio) point at the demo itself
+        from warnings_svc.web.workers import authority
+
+        public = settings.warnings.model_copy(
+            update={"public_url": f"http://{authority(settings.host, settings.port)}"}
+        )
+        settings = settings.model_copy(update={"warnings": public})
     try:
         return serve(settings, progress=True, demo=True, stage=stage)
     finally:

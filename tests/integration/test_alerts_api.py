@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -449,6 +451,26 @@ async def test_gbt_document_has_the_national_file_name(client: TestClient, world
     name = gbt_file_name(ws.message_of(CTX, v, units, sent=row["sent"]))
     assert name.endswith("_11B09_ORANGE_ALERT.XML")
     assert response.headers["Content-Disposition"] == f'inline; filename="{name}"'
+
+
+async def test_the_broadcast_script_is_served_as_mandarin_speech(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    response = await client.get(f"/api/v1/alerts/{world.heat_town}.wav")
+    assert response.status == 200 and response.headers["Content-Type"] == "audio/wav"
+    wav = await response.read()
+    with wave.open(io.BytesIO(wav)) as audio:  # a real WAV file, seconds long (a script of a few sentences)
+        assert audio.getnchannels() == 1 and audio.getnframes() / audio.getframerate() > 5
+    again = await client.get(
+        f"/api/v1/alerts/{world.heat_town}.wav", headers={"If-None-Match": response.headers["ETag"]}
+    )
+    assert again.status == 304  # made once, then served from the cache with its ETag
+    # a draft has no public audio; where espeak-ng is missing the answer says so
+    assert (await client.get(f"/api/v1/alerts/{world.draft}.wav")).status == 404
+    monkeypatch.setenv("PATH", "/nonexistent")
+    missing = await client.get(f"/api/v1/alerts/{world.rain_district}.wav")
+    assert missing.status == 404
+    assert "espeak-ng" in (await missing.json())["detail"]
 
 
 # ---------------------------------------------------------------------------------------------- Atom

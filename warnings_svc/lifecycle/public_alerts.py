@@ -175,7 +175,7 @@ class PublicAlerts:
     async def document(
         self, conn: asyncpg.Connection, warning_id: int, version: int, kind: str
     ) -> tuple[PublicAlert, bytes] | None:
-        """A public message and its stored ``cap`` or ``gbt`` document."""
+        """A public message and its stored ``cap`` or ``gbt`` document, or its ``broadcast`` script (UTF-8)."""
         row = await conn.fetchrow(_DOCUMENT_SQL[kind], warning_id, version)
         found = self._alerts([] if row is None else [row])
         if not found or row["document"] is None:
@@ -286,9 +286,14 @@ _ONE_SQL = f"SELECT {_COLUMNS} FROM {_FROM} WHERE {_PUBLIC} AND v.warning_id = $
 
 
 _DOCUMENT_SQL = {
-    kind: f"SELECT {_COLUMNS}, v.{column} AS document FROM {_FROM} "
+    kind: f"SELECT {_COLUMNS}, {column} AS document FROM {_FROM} "
     f"WHERE {_PUBLIC} AND v.warning_id = $1 AND v.version = $2"
-    for kind, column in (("cap", "cap_xml"), ("gbt", "gbt_xml"))
+    for kind, column in (
+        ("cap", "v.cap_xml"),
+        ("gbt", "v.gbt_xml"),
+        # the Chinese broadcast script as issued (what loudspeakers and radio read out)
+        ("broadcast", "convert_to(v.rendered -> 'zh-CN' ->> 'broadcast', 'UTF8')"),
+    )
 }
 
 

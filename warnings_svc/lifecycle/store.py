@@ -810,6 +810,7 @@ async def _issue(
                 description=zh.cell_broadcast,
             ),
             cap_url=f"{web}.cap" if web else "",
+            audio_url=f"{web}.wav" if web else "",
             area_units=[
                 code
                 for code in units

@@ -58,6 +58,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ from functools import lru_cache
 from aiohttp import web
 from pydantic import Field
 
+from warnings_svc.documents.speech import speech_available, synthesise
 from warnings_svc.documents.texts import load_texts
 from warnings_svc.lifecycle.public_alerts import FEED_WINDOW, PublicAlert, PublicAlerts, parse_alert_id
 from warnings_svc.web.api.alert_documents import (
@@ -350,6 +352,38 @@ async def alert_gbt(request: web.Request) -> web.Response:
     return await _cached(request, "alert_gbt", key, render)
 
 
+@operation(
+    "The message's broadcast script as Mandarin speech (WAV, made offline with espeak-ng on first request; "
+    "404 naming the reason where speech cannot be made here)",
+    path=AlertPath,
+    responses={200: media_reply("WAV audio", "audio/wav"), 304: _CACHED},
+    problems=(400, 404),
+)
+async def alert_audio(request: web.Request) -> web.Response:
+    """The broadcast script spoken: what loudspeakers and the emergency broadcast platform play."""
+    refuse_unknown_parameters(request.query, frozenset())
+    key = _alert_key(request)
+
+    async def render() -> Rendered:
+        alert, script = await _stored_document(request, key, "broadcast")
+        speech = await synthesise(script.decode())
+        if speech is None:
+            _, why = await asyncio.to_thread(speech_available)
+            raise ApiProblem(
+                404, "no_audio", f"no audio for alert {key[0]}-{key[1]} here: {why or 'speech failed'}"
+            )
+        return rendered_document(
+            speech.wav,
+            "audio/wav",
+            last_modified=alert.sent,
+            cache_control=DOCUMENT_CACHE,
+            vary=False,
+            depends_on=frozenset(),  # the script was stored when the message was approved, never changed
+        )
+
+    return await _cached(request, "alert_audio", key, render)
+
+
 async def _stored_document(
     request: web.Request, key: tuple[int, int], kind: str
 ) -> tuple[PublicAlert, bytes]:
@@ -407,5 +441,6 @@ def setup_alerts(app: web.Application) -> None:
     app.router.add_get("/api/v1/alerts/active", active_alerts, name="alerts_active")
     app.router.add_get("/api/v1/alerts/{id}.cap", alert_cap, name="alert_cap")
     app.router.add_get("/api/v1/alerts/{id}.gbt.xml", alert_gbt, name="alert_gbt")
+    app.router.add_get("/api/v1/alerts/{id}.wav", alert_audio, name="alert_audio")
     app.router.add_get("/api/v1/alerts/{id}", one_alert, name="alert")
     app.router.add_get("/feeds/alerts.atom", alerts_feed, name="alerts_feed")

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiomqtt
 import asyncpg
@@ -17,6 +18,7 @@ import pytest
 
 from channels.mqtt.terminals import MqttTerminalsChannel
 from risk_zoning.store import region_units
+from tests.factories_app import service
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import CTX, DISTRICTS, issue, successor, wait_until
 from tests.peers.mosquitto_fixture import MosquittoBroker
@@ -25,6 +27,8 @@ from warnings_svc.dissemination.area_dispatch import AreaDispatcher, AreaDispatc
 from warnings_svc.dissemination.area_outbox import AreaTarget
 from warnings_svc.dissemination.terminals import TerminalRow, register_terminals
 from warnings_svc.lifecycle import store as ws
+from warnings_svc.settings import DispatchSettings, MqttTargetSettings, Settings
+from warnings_svc.web.accounts import create_user
 
 PREFIX = "wuhai"
 AREA_CTX = dataclasses.replace(
@@ -230,3 +234,66 @@ async def test_a_broker_restarted_mid_fan_out_loses_no_warning_and_no_acknowledg
         assert late.get("identifier") == v.identifier
     finally:
         await pool.close()
+
+
+async def test_the_service_puts_out_shows_progress_and_reports_a_lost_broker(
+    conn, db_url, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    dispatch = DispatchSettings(
+        mqtt=(MqttTargetSettings(name="terminals", url=mosquitto.url, topic_prefix=PREFIX, publish_timeout_s=1),),
+        poll_s=0.2, lease_s=5, retry_base_s=0.1, retry_cap_s=0.5,
+    )  # fmt: skip
+    settings = Settings(database_url=db_url, data_dir=tmp_path, dispatch=dispatch)
+    ctx = ws.Issuing.from_settings(settings)
+    assert ctx.area_targets == (AreaTarget("mqtt", "terminals", frozenset(dispatch.mqtt[0].levels)),)
+    terminals = await _terminals(conn, per_unit=1)
+    _, token = await create_user(conn, "ops", "operations", password="a long enough password")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        service(db_url, tmp_path, dispatch=dispatch) as client,
+        SimulatedTerminals(mosquitto.url, PREFIX, terminals),
+    ):
+        v = await issue(conn, level="red", areas=(DISTRICTS[2],), ctx=ctx)
+        wuda = await conn.fetchval(
+            "SELECT count(*) FROM svc.terminal WHERE area LIKE '150304%' AND area <> '150304000000'"
+        )
+        await wait_until(
+            lambda: _acked(conn, v.warning_id, wuda), 20, "put out by the service's own dispatcher"
+        )
+        # the API: the delivery and its evidence
+        progress = await (
+            await client.get(f"/api/v1/warnings/{v.warning_id}/deliveries", headers=headers)
+        ).json()
+        (area,) = progress["area_channels"]
+        assert (area["channel"], area["target"], area["state"]) == ("mqtt", "terminals", "done")
+        assert area["evidence"]["delivered"] == area["evidence"]["targeted"] == wuda
+        assert area["evidence"]["measured"] is True and area["evidence"]["people"] == 500 * wuda
+        # the console: the public channels panel
+        response = await client.post(
+            "/console/login",
+            data={"name": "ops", "password": "a long enough password"},
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        html = await (await client.get(f"/console/warnings/{v.warning_id}?lang=en")).text()
+        panel = html[html.index('id="public-channels"') :]
+        panel = panel[: panel.index("</table>")]
+        assert "Loudspeakers and displays" in panel and f"{wuda} of {wuda}" in panel and "measured" in panel
+        # the broker lost: /readyz says so (degraded, still serving) and the metric drops; back when it returns
+        ready = await (await client.get("/readyz")).json()
+        assert ready["checks"]["area_targets"] == {"ok": True, "detail": "mqtt terminals: up"}
+        mosquitto.stop()
+        await wait_until(lambda: _area_check(client, False), 10, "/readyz reports the broker lost")
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and "area_targets" in (await ready.json())["degraded"]
+        assert (
+            'warnings_area_target_up{channel="mqtt",target="terminals"} 0.0'
+            in await (await client.get("/metrics")).text()
+        )
+        mosquitto.start()
+        await wait_until(lambda: _area_check(client, True), 15, "/readyz reports the broker back")
+
+
+async def _area_check(client, ok: bool) -> bool:  # type: ignore[no-untyped-def]
+    ready = await (await client.get("/readyz")).json()
+    return bool(ready["checks"]["area_targets"]["ok"] is ok)

@@ -402,3 +402,45 @@ async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Seque
                 target,
             )
     return len(acks)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+async def area_summary(conn: asyncpg.Connection, warning_id: int) -> list[dict[str, Any]]:
+    """Each area delivery of a warning (version, channel, target, what it was, where it stands) with the
+    evidence its target brought back for that version, summed over the areas: the API's and console's view."""
+    rows = await conn.fetch(
+        """SELECT d.version, d.channel, d.target, d.msg_type, d.state, d.attempts, d.route, d.remote_id, d.reason,
+                  d.done_at, e.areas, e.targeted, e.sent, e.delivered, e.people, e.measured, e.final
+           FROM svc.area_delivery d
+           LEFT JOIN LATERAL (
+               SELECT count(*) AS areas, sum(targeted)::bigint AS targeted, sum(sent)::bigint AS sent,
+                      sum(delivered)::bigint AS delivered, sum(people)::bigint AS people,
+                      bool_and(measured) AS measured, bool_and(final) AS final
+               FROM svc.reach_evidence r
+               WHERE (r.warning_id, r.version, r.channel, r.target) = (d.warning_id, d.version, d.channel, d.target)
+               HAVING count(*) > 0) e ON d.msg_type IN ('Alert', 'Update')
+           WHERE d.warning_id = $1 ORDER BY d.version, d.channel, d.target, d.id""",
+        warning_id,
+    )
+    out = []
+    for r in rows:
+        item = {k: r[k] for k in ("version", "channel", "target", "msg_type", "state", "attempts", "route",
+                                  "remote_id", "reason", "done_at")}  # fmt: skip
+        item["evidence"] = None
+        if r["areas"] is not None:
+            item["evidence"] = {k: r[k] for k in ("areas", "targeted", "sent", "delivered", "people", "measured",
+                                                  "final")}  # fmt: skip
+        out.append(item)
+    return out
+
+
+async def terminals_in(conn: asyncpg.Connection, units: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Registered terminals in these units, per MQTT target: (terminals, people they serve)."""
+    rows = await conn.fetch(
+        """SELECT target, count(*) AS n, coalesce(sum(population_served), 0)::bigint AS people FROM svc.terminal
+           WHERE retired_at IS NULL AND area = ANY($1::text[]) GROUP BY target""",
+        list(units),
+    )
+    return {r["target"]: (r["n"], r["people"]) for r in rows}

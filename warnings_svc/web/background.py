@@ -250,8 +250,8 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
         app.cleanup_ctx.append(partial(_run_dispatcher, database_url=database_url))
     if (
         singletons
-        and database_url is not None
+        and lane_url is not None
         and settings.dispatch.embedded
         and settings.dispatch.area_targets()
     ):
-        app.cleanup_ctx.append(partial(_run_area_dispatcher, database_url=database_url))
+        app.cleanup_ctx.append(partial(_run_area_dispatcher, database_url=lane_url))

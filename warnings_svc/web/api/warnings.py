@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, Field, StrictBool, field_validator, model_validator
 
 from risk_zoning.store import RiskDatabase, region_units
-from warnings_svc.dissemination import outbox
+from warnings_svc.dissemination import area_outbox, outbox
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
@@ -278,7 +279,8 @@ async def get_warning(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Dissemination progress: deliveries by state and segments, per version and fan-out",
+    "Dissemination progress: deliveries to people by state and segments, per version and fan-out; and each "
+    "version put out to each target of the area channels, with the evidence of reach it brought back",
     path=WarningPath,
     responses={200: json_reply("Progress")},
     problems=(401, 403, 404),
@@ -293,7 +295,8 @@ async def warning_deliveries(request: web.Request) -> web.Response:
         async with request.app[POOL].acquire() as conn:
             await store.versions(conn, warning_id)  # a 404 for a warning that does not exist
             progress = await outbox.summary(conn, warning_id)
-    return web.json_response({"id": warning_id} | progress)
+            progress["area_channels"] = await area_outbox.area_summary(conn, warning_id)
+    return web.json_response({"id": warning_id} | progress, dumps=lambda o: json.dumps(o, default=str))
 
 
 @operation(

@@ -9,6 +9,14 @@ from risk_zoning import BEIJING, HAZARD_NAMES
 from warnings_svc.vocabulary import LEVEL_NAMES
 from warnings_svc.web.i18n import N_, Message, translate
 
+# The area channels by name, as the console shows them
+CHANNEL_NAMES: dict[str, Message] = {
+    "mqtt": N_("channel", "Loudspeakers and displays"),
+    "area_sms": N_("channel", "Operator area SMS"),
+    "cell_broadcast": N_("channel", "Cell broadcast"),
+    "broadcast_platform": N_("channel", "Emergency broadcast platform"),
+}
+
 # The console's labels by key (templates use them as ``t.key``).
 LABELS: dict[str, Message] = {
     "console": N_("console", "Warning console"),
@@ -90,6 +98,18 @@ LABELS: dict[str, Message] = {
         "Two-person rule: you created or edited this {level} warning, so another approver must approve it.",
     ),
     "impact": N_("console", "Impact preview"),
+    "public_channels": N_("console", "Public channels"),
+    "channel": N_("console", "Channel"),
+    "target": N_("console", "Target"),
+    "reach": N_("console", "Reach"),
+    "measured": N_("console", "measured"),
+    "estimated": N_("console", "estimated"),
+    "to_go": N_("console", "goes out on approval"),
+    "not_at_level": N_("console", "not used at this level"),
+    "reach_of": N_("console", "{delivered} of {targeted}"),
+    "people_served": N_("console", "people served"),
+    "terminals_serving": N_("console", "{terminals} terminals serving {people} people"),
+    "people_in_areas": N_("console", "{people} people in the areas"),
     "population": N_("console", "Population covered"),
     "area_population": N_("console", "Population"),
     "vulnerable": N_("console", "Vulnerable groups and assets"),

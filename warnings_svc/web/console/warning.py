@@ -10,6 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from risk_zoning.unit_tree import inside_any
+from warnings_svc.dissemination import area_outbox
+from warnings_svc.dissemination.area_outbox import AreaTarget
 from warnings_svc.documents.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import audit_log, store
@@ -19,6 +22,7 @@ from warnings_svc.vocabulary import HAZARD_LEVELS, LEVELS
 from warnings_svc.web.appkeys import ISSUING, POOL
 from warnings_svc.web.console.labels import (
     AUDIT_ACTIONS,
+    CHANNEL_NAMES,
     MSG_TYPE_NAMES,
     STATUS_NAMES,
     VULNERABLE_NAMES,
@@ -55,11 +59,64 @@ async def console_warning(request: web.Request) -> web.Response:
         proposal = None
         if latest.content.proposal_id is not None:
             proposal = await proposal_document(conn, latest.content.proposal_id)
+        inside = [
+            c
+            for c in view.units
+            if c in latest.content.areas or inside_any(c, latest.content.areas, view.units)
+        ]
+        terminals = await area_outbox.terminals_in(conn, inside)
+        progress = await area_outbox.area_summary(conn, warning_id)
     texts = await warning_texts(ctx, latest, view, rendered)
-    return page.render(
-        "console/warning.html",
-        **warning_context(page, view, versions, audit, proposal, texts, request.app[RESPONDERS], ctx.policy),
+    context = warning_context(
+        page, view, versions, audit, proposal, texts, request.app[RESPONDERS], ctx.policy
     )
+    context["public_channels"] = public_channels(
+        page, ctx.area_targets, latest, progress, terminals, context["impact"]["population"]
+    )
+    return page.render("console/warning.html", **context)
+
+
+def public_channels(
+    page: Page,
+    targets: Sequence[AreaTarget],
+    latest: store.Version,
+    progress: Sequence[Mapping[str, Any]],
+    terminals: Mapping[str, tuple[int, int]],
+    population: int,
+) -> list[dict[str, Any]]:
+    """A row per target of the area channels: before issue, whether this level goes there and what it can
+    reach (people in the areas; terminals and the people they serve); after, where the delivery of the latest
+    version stands and the evidence that came back (measured or estimated)."""
+    t, lang = page.t, page.lang
+    mine = {(p["channel"], p["target"]): p for p in progress if p["version"] == latest.state.version}
+    rows = []
+    for target in targets:
+        row: dict[str, Any] = {"channel": name_in(CHANNEL_NAMES, target.channel, lang), "target": target.name}
+        done = mine.get((target.channel, target.name))
+        if done is not None:
+            row["state"] = done["state"]
+            evidence = done["evidence"]
+            if evidence is None:
+                row["reach"] = done["reason"] or "–"
+            else:
+                row["reach"] = t["reach_of"].format(
+                    delivered=evidence["delivered"], targeted=evidence["targeted"]
+                )
+                if evidence["people"] is not None:
+                    row["reach"] += f" · {t['people_served']} {evidence['people']:,}"
+                row["kind"] = t["measured"] if evidence["measured"] else t["estimated"]
+        elif latest.state.level not in target.levels and latest.state.msg_type != "Cancel":
+            row["state"] = ""
+            row["reach"] = t["not_at_level"]
+        else:
+            row["state"] = t["to_go"] if latest.identifier is None else "–"
+            if target.channel == "mqtt":
+                n, served = terminals.get(target.name, (0, 0))
+                row["reach"] = t["terminals_serving"].format(terminals=n, people=f"{served:,}")
+            else:
+                row["reach"] = t["people_in_areas"].format(people=f"{population:,}")
+        rows.append(row)
+    return rows
 
 
 async def warning_texts(

@@ -342,12 +342,15 @@ def load_settings_with_sources(
                 value = str(path.parent / value)
             if isinstance(value, dict) and key in _FILE_KEYS:
                 value = _relative_to(path.parent, value, _FILE_KEYS[key])
-            if key == "dispatch" and isinstance(value, dict) and isinstance(value.get("sms"), list):
+            if key == "dispatch" and isinstance(value, dict):
+                # the key files of endpoints and targets, relative to the configuration file
                 value = value | {
-                    "sms": [
+                    table: [
                         _relative_to(path.parent, e, _ENDPOINT_FILE_KEYS) if isinstance(e, dict) else e
-                        for e in value["sms"]
+                        for e in value[table]
                     ]
+                    for table in ("sms", "area_sms", "broadcast_platform")
+                    if isinstance(value.get(table), list)
                 }
             values[key] = value
             sources[key] = str(path)
@@ -385,7 +388,7 @@ _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "scoring": ("criteria_file",),
     "warnings": ("signing_key_file", "signing_cert_file", "audit_key_file"),
 }
-_ENDPOINT_FILE_KEYS = ("password_file",)
+_ENDPOINT_FILE_KEYS = ("password_file", "token_file")
 
 
 def _relative_to(folder: Path, table: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Pat
     example = Path(__file__).parents[2] / "deploy" / "warnings-svc.example.toml"
     lines = []
     for line in example.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^# ?(\[\[?[a-z.]+\]\]?|[a-z_]+ = .*)$", line)
+        match = re.match(r"^# ?(\[\[?[a-z._]+\]\]?|[a-z_]+ = .*)$", line)
         setting = match.group(1) if match else ""
         lines.append(setting if setting.startswith("[") else re.sub(r"\s+#\s.*$", "", setting))
     path = tmp_path / "all.toml"
@@ -248,6 +248,28 @@ def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Pat
     assert settings.dispatch.sms[0].name == "cmcc" and settings.warnings.sms_segments == 3
     assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
     assert settings.dispatch.sms[0].password_file == tmp_path / "keys" / "smsc-cmcc.password"
+    assert settings.dispatch.area_sms[0].token_file == tmp_path / "keys" / "china-mobile.token"
+    assert [t[:2] for t in settings.dispatch.area_targets()] == [
+        ("mqtt", "terminals"), ("area_sms", "china-mobile"), ("cell_broadcast", "cbc"),
+        ("broadcast_platform", "county-platform"),
+    ]  # fmt: skip
+
+
+def test_area_channel_targets_are_checked_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    cases = {
+        '[[dispatch.mqtt]]\nurl = "http://broker"\n': "url",
+        '[[dispatch.mqtt]]\nurl = "mqtt://b"\nlevels = ["purple"]\n': "levels",
+        '[[dispatch.area_sms]]\nname = "x"\nroutes = []\n': "routes",
+        '[[dispatch.area_sms]]\nname = "x"\nroutes = ["https://a"]\ntoken = "t"\ntoken_file = "f"\n': "token or token_file",
+        '[[dispatch.cell_broadcast]]\nname = "c"\nroutes = ["https://a"]\nreach_share = 1.5\n': "reach_share",
+        '[[dispatch.mqtt]]\nurl = "mqtt://a"\n[[dispatch.mqtt]]\nurl = "mqtt://b"\n': "names must be unique",
+        '[[dispatch.broadcast_platform]]\nname = "p"\nroutes = ["https://a"]\nsecret = "s"\n': "secret",
+    }
+    for text, named in cases.items():
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(SettingsError, match=named):
+            load_settings(path, {})
 
 
 def test_an_sms_endpoint_with_both_passwords_or_duplicate_names_is_refused(tmp_path: Path) -> None:

@@ -219,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_user_commands(commands)
     _add_recipient_commands(commands)
+    _add_terminal_commands(commands)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         required=True, metavar="ACTION"
@@ -297,6 +298,27 @@ def _add_user_actions(parser: _Parser) -> None:
     listing.set_defaults(command=run_user_list)
 
     for action in (add, token, revoke, listing):
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument(
+            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+        )
+
+
+def _add_terminal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    terminals = commands.add_parser(
+        "terminals", help="loudspeakers and displays that get warnings over MQTT: import from CSV, list"
+    ).add_subparsers(required=True, metavar="ACTION")
+    load = terminals.add_parser(
+        "import",
+        help="register or update terminals from a UTF-8 CSV (every row checked first: a bad file writes nothing)",
+    )
+    load.add_argument(
+        "file", type=Path, help="CSV with columns terminal_id, kind, area, population_served (target, name)"
+    )
+    load.set_defaults(command=run_terminals_import)
+    listing = terminals.add_parser("list", help="the registered terminals, one JSON object a line")
+    listing.set_defaults(command=run_terminals_list)
+    for action in (load, listing):
         action.add_argument("--config", type=Path, help="TOML settings file")
         action.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
@@ -661,6 +683,52 @@ def run_user_list(args: argparse.Namespace) -> int:
 
     for user in _on_database(args, list_users):
         print(json.dumps(user, ensure_ascii=False, default=lambda v: v.isoformat()))
+    return 0
+
+
+def run_terminals_import(args: argparse.Namespace) -> int:
+    """Register terminals from a CSV: prints {"registered": n}; a bad file (any bad row, an area that is not a
+    unit of the region, a target not configured) is refused in one line, exit status 2, nothing written."""
+    from risk_zoning.build import ensure_built
+    from risk_zoning.store import region_units
+    from warnings_svc.dissemination.recipients import RecipientError, read_csv_text
+    from warnings_svc.dissemination.terminals import (
+        TerminalError,
+        check_terminals,
+        parse_terminals_csv,
+        register_terminals,
+    )
+    from warnings_svc.settings import load_settings
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    try:
+        rows = parse_terminals_csv(read_csv_text(args.file), args.file.name)  # before the database starts
+
+        async def work(conn: asyncpg.Connection) -> int:
+            await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
+            units = await region_units(conn, settings.region)
+            check_terminals(rows, units, [t.name for t in settings.dispatch.mqtt])
+            return await register_terminals(conn, rows)
+
+        registered = _on_database(args, work)
+    except (RecipientError, TerminalError) as e:
+        raise CommandError(str(e)) from e
+    _print_json({"registered": registered})
+    return 0
+
+
+def run_terminals_list(args: argparse.Namespace) -> int:
+    """Every registered terminal, one JSON object a line."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        rows = await conn.fetch(
+            """SELECT terminal_id, kind, area, population_served, target, name, registered_at, retired_at
+               FROM svc.terminal ORDER BY terminal_id"""
+        )
+        return [dict(r) for r in rows]
+
+    for terminal in _on_database(args, work):
+        print(json.dumps(terminal, ensure_ascii=False, default=lambda v: v.isoformat()))
     return 0
 
 

@@ -6,17 +6,21 @@ terminal registered again is updated (its area, kind, population served), never 
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Collection, Sequence
 from typing import Annotated, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from risk_zoning.unit_tree import geocode
 
 
 class TerminalRow(BaseModel):
     """One terminal as registered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=False)
     terminal_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     kind: Literal["loudspeaker", "display"]
     area: Annotated[str, Field(pattern=r"^[0-9]{12}$")]
@@ -64,3 +68,46 @@ async def register_terminals(conn: asyncpg.Connection, rows: Sequence[TerminalRo
         [r.name for r in rows],
     )
     return int(status.split()[-1])
+
+
+CSV_COLUMNS = ("terminal_id", "kind", "area", "population_served")
+OPTIONAL_COLUMNS = ("target", "name")
+MAX_ROWS = 200_000
+
+
+def parse_terminals_csv(text: str, name: str = "CSV") -> list[TerminalRow]:
+    """The rows of a terminals CSV (header: terminal_id, kind, area, population_served, and optionally
+    target, name); an area may be a 6-, 9- or 12-digit admin code. Every row is checked; any problem raises
+    `TerminalError` naming the first few rows at fault, so that nothing of a bad file is written."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in CSV_COLUMNS + OPTIONAL_COLUMNS]
+    if missing or unknown:
+        raise TerminalError(
+            f"{name}: the header needs {', '.join(CSV_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)}" if unknown else "")
+        )
+    rows, problems = [], []
+    for i, raw in enumerate(reader, 2):  # line 1 is the header
+        if i - 1 > MAX_ROWS:
+            raise TerminalError(f"{name}: more than {MAX_ROWS} rows")
+        values = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if None in raw:
+            problems.append(f"line {i}: more fields than the header")
+            continue
+        values["area"] = geocode(values.get("area", "")) or values.get("area", "")
+        values = {k: v for k, v in values.items() if v or k in CSV_COLUMNS}
+        try:
+            rows.append(TerminalRow.model_validate(values))
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "row"
+            problems.append(f"line {i}: {field}: {first['msg']}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise TerminalError(f"{name}: " + "; ".join(problems[:5]) + more)
+    if not rows:
+        raise TerminalError(f"{name}: no terminal rows")
+    return rows

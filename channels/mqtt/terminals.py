@@ -151,6 +151,7 @@ class MqttTerminalsChannel:
         publish_timeout_s: float = 5.0,
         reconnect_max_s: float = 10.0,
         max_batch: int = 1000,
+        linger_s: float = 0.05,
     ) -> None:
         self.name = name
         self.host, self.port = broker_address(url)
@@ -161,6 +162,7 @@ class MqttTerminalsChannel:
         self.publish_timeout_s = publish_timeout_s
         self.reconnect_max_s = reconnect_max_s
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._acks: asyncio.Queue[Evidence] = asyncio.Queue()
@@ -260,15 +262,26 @@ class MqttTerminalsChannel:
         return AreaSendResult(alert.key, outcome, route=self._route, reason=reason, failure=kind)
 
     async def evidence(self) -> AsyncIterator[list[Evidence]]:
-        """Terminals' acknowledgements in batches, as they arrive."""
+        """Terminals' acknowledgements in batches, as they arrive: a batch waits up to ``linger_s`` after its
+        first acknowledgement for more (thousands of terminals answer within a second or two, and one write
+        of a few hundred costs about what one write of one does)."""
         self.start()
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            first = await self._acks.get()
-            batch = [first]
+            batch = [await self._acks.get()]
+            until = loop.time() + self.linger_s
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._acks.get_nowait())
+                    continue
                 except asyncio.QueueEmpty:
+                    pass
+                left = until - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._acks.get(), left))
+                except TimeoutError:
                     break
             yield batch
 

@@ -356,52 +356,49 @@ async def store_evidence(
 
 
 async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Sequence[Evidence]) -> int:
-    """Store terminals' acknowledgements of playback heard on one broker, and bring the playback evidence of
-    each version and area they touch up to date: terminals that acknowledged of those registered there, and
-    the people they serve. An acknowledgement from an unregistered terminal, or naming no issued version, is
-    not stored. The number stored (repeats included)."""
+    """Store terminals' acknowledgements of playback heard on one broker, and add them to the playback
+    evidence of their version and area: terminals that acknowledged (of those registered there), the people
+    they serve. One statement: only acknowledgements stored now are added, so a repeated one counts once. An
+    acknowledgement from an unregistered terminal, or naming no issued version, is not stored. The number
+    of new acknowledgements stored."""
     if not acks:
         return 0
-    async with conn.transaction():
-        rows = await conn.fetch(
-            """WITH heard AS (
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS h (terminal_id, identifier, played_at)),
-               stored AS (
-                   INSERT INTO svc.terminal_ack (terminal_id, warning_id, version, played_at)
-                   SELECT t.terminal_id, v.warning_id, v.version, h.played_at
-                   FROM heard h
-                   JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4
-                   JOIN svc.warning_version v ON v.identifier = h.identifier
-                   ON CONFLICT DO NOTHING
-                   RETURNING terminal_id, warning_id, version)
-               SELECT DISTINCT s.warning_id, s.version, t.area
-               FROM stored s JOIN svc.terminal t USING (terminal_id)""",
-            [a.terminal_id for a in acks],
-            [a.identifier for a in acks],
-            [a.at or datetime.now(UTC) for a in acks],
-            target,
-        )
-        if rows:
-            await conn.execute(
-                """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
-                          targeted, sent, delivered, people, final, reported_at)
-                   SELECT a.warning_id, a.version, 'mqtt', $4, a.area, 'playback', true,
-                          (SELECT count(*) FROM svc.terminal t
-                           WHERE t.target = $4 AND t.area = a.area AND t.retired_at IS NULL),
-                          0, count(k.terminal_id), coalesce(sum(t.population_served), 0), false, max(k.played_at)
-                   FROM unnest($1::bigint[], $2::int[], $3::text[]) AS a (warning_id, version, area)
-                   JOIN svc.terminal_ack k ON k.warning_id = a.warning_id AND k.version = a.version
-                   JOIN svc.terminal t ON t.terminal_id = k.terminal_id AND t.area = a.area AND t.target = $4
-                   GROUP BY a.warning_id, a.version, a.area
-                   ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
-                   SET targeted = excluded.targeted, delivered = excluded.delivered, people = excluded.people,
-                       reported_at = excluded.reported_at, updated_at = now()""",
-                [r["warning_id"] for r in rows],
-                [r["version"] for r in rows],
-                [r["area"] for r in rows],
-                target,
-            )
-    return len(acks)
+    stored: int = await conn.fetchval(
+        """WITH heard AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS h (terminal_id, identifier, played_at)),
+           stored AS (
+               INSERT INTO svc.terminal_ack (terminal_id, warning_id, version, played_at)
+               SELECT DISTINCT ON (t.terminal_id, v.warning_id, v.version) t.terminal_id, v.warning_id, v.version,
+                      h.played_at
+               FROM heard h
+               JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4
+               JOIN svc.warning_version v ON v.identifier = h.identifier
+               ON CONFLICT DO NOTHING
+               RETURNING terminal_id, warning_id, version, played_at),
+           counted AS (
+               SELECT s.warning_id, s.version, t.area, count(*) AS n, sum(t.population_served) AS people,
+                      max(s.played_at) AS played_at
+               FROM stored s JOIN svc.terminal t USING (terminal_id)
+               GROUP BY s.warning_id, s.version, t.area),
+           evidence AS (
+               INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
+                      targeted, sent, delivered, people, final, reported_at)
+               SELECT c.warning_id, c.version, 'mqtt', $4, c.area, 'playback', true,
+                      (SELECT count(*) FROM svc.terminal t
+                       WHERE t.target = $4 AND t.area = c.area AND t.retired_at IS NULL),
+                      0, c.n, c.people, false, c.played_at
+               FROM counted c
+               ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+               SET targeted = excluded.targeted, delivered = r.delivered + excluded.delivered,
+                   people = coalesce(r.people, 0) + excluded.people,
+                   reported_at = greatest(r.reported_at, excluded.reported_at), updated_at = now())
+           SELECT count(*) FROM stored""",
+        [a.terminal_id for a in acks],
+        [a.identifier for a in acks],
+        [a.at or datetime.now(UTC) for a in acks],
+        target,
+    )
+    return stored
 
 
 # ------------------------------------------------------------------------------------------------ reading

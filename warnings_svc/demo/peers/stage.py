@@ -187,6 +187,9 @@ class DemoStageThread:
         return future.result(START_TIMEOUT_S * 4)
 
     def stop(self) -> None:
+        """Stop the stage quietly: it stops after the service, whose last line (a reason to exit, say) must stay
+        the last."""
+        logging.getLogger("warnings_svc.demo.peers").setLevel(logging.WARNING)
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self.stage.__aexit__(None, None, None), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

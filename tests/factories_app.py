@@ -22,17 +22,17 @@ from warnings_svc.web.app import create_app
 
 @asynccontextmanager
 async def service(
-    url: str, data_dir: Path, *, routes: Iterable[web.RouteDef] = (), **settings: Any
+    url: str, data_dir: Path, *, routes: Iterable[web.RouteDef] = (), port: int | None = None, **settings: Any
 ) -> AsyncIterator[TestClient]:
     """The production app factory on a real pool, served on a free port.
 
     `settings` are further `Settings` fields; `routes` are test-only routes added to this instance (never
-    to the production factory).
+    to the production factory); `port` a port chosen beforehand (for links the service gives out to itself).
     """
     pool = await create_pool(url, max_size=4)
     app = create_app(Settings(database_url=url, data_dir=data_dir, **settings), pool)
     app.router.add_routes(routes)
-    client = TestClient(TestServer(app))
+    client = TestClient(TestServer(app, port=port))
     await client.start_server()
     try:
         yield client

@@ -407,14 +407,15 @@ def run_demo(args: argparse.Namespace) -> int:
     # the demo's MQTT broker with simulated terminals, and the simulated gateways, CBC and platform, beside
     # the service
     stage = DemoStageThread()
-    settings = settings.model_copy(update={"dispatch": stage.start().dispatch(settings.dispatch)})
-    if settings.warnings.public_url is None:  # links in what goes out (CAP, audio) point at the demo itself
+    if settings.warnings.public_url is None:  # links in what goes out (CAP, audio, airing) point at the demo
         from warnings_svc.web.workers import authority
 
         public = settings.warnings.model_copy(
             update={"public_url": f"http://{authority(settings.host, settings.port)}"}
         )
         settings = settings.model_copy(update={"warnings": public})
+    dispatch = stage.start().dispatch(settings.dispatch, radio_tv=True)
+    settings = settings.model_copy(update={"dispatch": dispatch})
     try:
         return serve(settings, progress=True, demo=True, stage=stage)
     finally:
@@ -1107,6 +1108,15 @@ async def _start_demo_terminals(pool: asyncpg.Pool, settings: Settings, stage: D
     connected = await loop.run_in_executor(None, stage.start_terminals, rows)
     print(
         f"Terminals: {connected} simulated loudspeakers and displays on the demo's MQTT broker at {stage.stage.url}",
+        flush=True,
+    )
+    from warnings_svc.documents.speech import speech_available
+
+    spoken, why = await asyncio.to_thread(speech_available)
+    print(
+        "Audio: the broadcast script is spoken at /api/v1/alerts/{id}.wav"
+        if spoken
+        else f"Audio: none in this demo ({why}); everything else works without it",
         flush=True,
     )
 

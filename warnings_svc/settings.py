@@ -163,21 +163,15 @@ class MqttTargetSettings(BaseModel):
 HttpRoute = Annotated[str, Field(strict=True, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")]
 
 
-class _HttpTargetSettings(BaseModel):
-    """A target reached over HTTP: its routes (primary first; the last known-good is tried first), and the
-    bearer token it issued us, inline (a test peer) or in a file kept out of the configuration."""
+class _BearerSettings(BaseModel):
+    """The bearer token a target issued us, inline (a test peer) or in a file kept out of the configuration."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: TargetName
-    routes: Annotated[tuple[HttpRoute, ...], Field(min_length=1, max_length=8)]
-    levels: tuple[Level, ...] = ALL_LEVELS
     token: Annotated[str, Field(strict=True, max_length=400)] = ""
     token_file: Path | None = None
-    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # progress reports asked for this often
 
     @model_validator(mode="after")
-    def _one_token(self) -> _HttpTargetSettings:
+    def _one_token(self) -> _BearerSettings:
         if self.token and self.token_file is not None:
             raise ValueError("give token or token_file, not both")
         return self
@@ -189,9 +183,29 @@ class _HttpTargetSettings(BaseModel):
         try:
             return self.token_file.read_text(encoding="utf-8").strip()
         except OSError as e:
-            raise SettingsError(
-                self.token_file, f"{self.name}: cannot read token_file: {e.strerror or e}"
-            ) from e
+            raise SettingsError(self.token_file, f"cannot read token_file: {e.strerror or e}") from e
+
+
+class _HttpTargetSettings(_BearerSettings):
+    """A target reached over HTTP: its routes (primary first; the last known-good is tried first)."""
+
+    name: TargetName
+    routes: Annotated[tuple[HttpRoute, ...], Field(min_length=1, max_length=8)]
+    levels: tuple[Level, ...] = ALL_LEVELS
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # progress reports asked for this often
+
+
+class RadioTvTargetSettings(_BearerSettings):
+    """A radio or TV broadcaster's newsroom (`[[dispatch.radio_tv]]`): the insertion script and crawl line
+    over HTTP, airing confirmed by a one-time link to this service (`warnings.public_url` is needed)."""
+
+    name: TargetName
+    url: HttpRoute
+    levels: tuple[Level, ...] = ("orange", "red")
+    # the share of the areas' people who watch or listen: a confirmed airing counts as this share, an estimate
+    audience_share: Annotated[float, Field(gt=0, le=1)]
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
 class AreaSmsTargetSettings(_HttpTargetSettings):
@@ -217,6 +231,9 @@ class CellBroadcastTargetSettings(BaseModel):
 class BroadcastPlatformTargetSettings(_HttpTargetSettings):
     """The county emergency broadcast platform (`[[dispatch.broadcast_platform]]`): the spoken script, its
     audio and the display line to the loudspeakers and displays it runs (docs/channels/emergency-broadcast-platform.md)."""
+
+
+AREA_CHANNELS = ("mqtt", "area_sms", "cell_broadcast", "broadcast_platform", "radio_tv")
 
 
 class DispatchSettings(BaseModel):
@@ -249,6 +266,7 @@ class DispatchSettings(BaseModel):
     area_sms: tuple[AreaSmsTargetSettings, ...] = ()
     cell_broadcast: tuple[CellBroadcastTargetSettings, ...] = ()
     broadcast_platform: tuple[BroadcastPlatformTargetSettings, ...] = ()
+    radio_tv: tuple[RadioTvTargetSettings, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> DispatchSettings:
@@ -259,7 +277,7 @@ class DispatchSettings(BaseModel):
         names = [e.name for e in self.sms]
         if len(names) != len(set(names)):
             raise ValueError(f"sms endpoint names must be unique (got {', '.join(names)})")
-        for channel in ("mqtt", "area_sms", "cell_broadcast", "broadcast_platform"):
+        for channel in AREA_CHANNELS:
             targets = [t.name for t in getattr(self, channel)]
             if len(targets) != len(set(targets)):
                 raise ValueError(f"{channel} target names must be unique (got {', '.join(targets)})")
@@ -268,9 +286,7 @@ class DispatchSettings(BaseModel):
     def area_targets(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Every configured target of the area channels: (channel, name, levels)."""
         return [
-            (channel, t.name, tuple(t.levels))
-            for channel in ("mqtt", "area_sms", "cell_broadcast", "broadcast_platform")
-            for t in getattr(self, channel)
+            (channel, t.name, tuple(t.levels)) for channel in AREA_CHANNELS for t in getattr(self, channel)
         ]
 
 
@@ -300,6 +316,14 @@ class Settings(BaseModel):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     warnings: WarningSettings = Field(default_factory=WarningSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+
+    @model_validator(mode="after")
+    def _links_to_here(self) -> Settings:
+        if self.dispatch.radio_tv and self.warnings.public_url is None:
+            raise ValueError(
+                "dispatch.radio_tv needs warnings.public_url: broadcasters confirm airing by a link to it"
+            )
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -349,7 +373,7 @@ def load_settings_with_sources(
                         _relative_to(path.parent, e, _ENDPOINT_FILE_KEYS) if isinstance(e, dict) else e
                         for e in value[table]
                     ]
-                    for table in ("sms", "area_sms", "broadcast_platform")
+                    for table in ("sms", "area_sms", "broadcast_platform", "radio_tv")
                     if isinstance(value.get(table), list)
                 }
             values[key] = value

@@ -251,7 +251,7 @@ def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Pat
     assert settings.dispatch.area_sms[0].token_file == tmp_path / "keys" / "china-mobile.token"
     assert [t[:2] for t in settings.dispatch.area_targets()] == [
         ("mqtt", "terminals"), ("area_sms", "china-mobile"), ("cell_broadcast", "cbc"),
-        ("broadcast_platform", "county-platform"),
+        ("broadcast_platform", "county-platform"), ("radio_tv", "wuhai-tv"),
     ]  # fmt: skip
 
 

@@ -120,7 +120,7 @@ async def _put_out(
     """Put the warning out to every target of the area channels, and wait for the terminals' playback
     acknowledgements (those of working terminals in the warned areas, or the timeout)."""
     dispatcher = AreaDispatcher(
-        pool, url, area_targets_from_settings(settings.dispatch), AreaDispatchOptions(poll_s=0.2)
+        pool, url, area_targets_from_settings(settings), AreaDispatchOptions(poll_s=0.2)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))

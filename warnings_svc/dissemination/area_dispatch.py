@@ -25,10 +25,12 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -37,12 +39,13 @@ from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
 from channels.area_sms.client import OperatorAreaSmsChannel
 from channels.base import HealthState, SendOutcome
 from channels.broadcast_platform.client import BroadcastPlatformChannel, BroadcastPlatformSettings
+from channels.broadcaster import BroadcasterChannel
 from channels.cbs.ecbe import CbcChannel
 from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
 from warnings_svc.dissemination.policy import backoff_delay
-from warnings_svc.settings import DispatchSettings
+from warnings_svc.settings import DispatchSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +73,35 @@ class AreaDispatchOptions:
         )
 
 
-def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, str], AreaChannel]:
+def airing_secret(data_dir: Path) -> bytes:
+    """The secret of the broadcasters' confirmation links: made once (32 random bytes) in `data_dir/keys`, kept
+    across restarts so links sent before one still work."""
+    path = data_dir / "keys" / "airing-confirm.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def area_targets_from_settings(settings: Settings) -> dict[tuple[str, str], AreaChannel]:
     """An adapter for every configured target of the area channels, keyed by (channel, target name)."""
     targets: dict[tuple[str, str], AreaChannel] = {}
-    for m in settings.mqtt:
+    dispatch = settings.dispatch
+    if dispatch.radio_tv:
+        secret = airing_secret(settings.data_dir)
+        for r in dispatch.radio_tv:
+            targets["radio_tv", r.name] = BroadcasterChannel(
+                r.name, r.url, token=r.bearer(), secret=secret, confirm_base=settings.warnings.public_url or "",
+                request_timeout_s=r.request_timeout_s,
+            )  # fmt: skip
+    for m in dispatch.mqtt:
         targets["mqtt", m.name] = MqttTerminalsChannel(
             m.name, m.url, m.topic_prefix, publish_timeout_s=m.publish_timeout_s
         )
-    for a in settings.area_sms:
+    for a in dispatch.area_sms:
         targets["area_sms", a.name] = OperatorAreaSmsChannel(
             a.name,
             a.routes,
@@ -85,7 +109,7 @@ def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, st
             request_timeout_s=a.request_timeout_s,
             poll_interval_s=a.poll_interval_s,
         )
-    for c in settings.cell_broadcast:
+    for c in dispatch.cell_broadcast:
         targets["cell_broadcast", c.name] = CbcChannel(
             c.name,
             c.routes,
@@ -93,7 +117,7 @@ def area_targets_from_settings(settings: DispatchSettings) -> dict[tuple[str, st
             request_timeout_s=c.request_timeout_s,
             reach_share=c.reach_share,
         )
-    for p in settings.broadcast_platform:
+    for p in dispatch.broadcast_platform:
         targets["broadcast_platform", p.name] = BroadcastPlatformChannel(
             BroadcastPlatformSettings(
                 routes=p.routes,

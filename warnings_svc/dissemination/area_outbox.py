@@ -441,3 +441,39 @@ async def terminals_in(conn: asyncpg.Connection, units: Sequence[str]) -> dict[s
         list(units),
     )
     return {r["target"]: (r["n"], r["people"]) for r in rows}
+
+
+async def confirm_airing(
+    conn: asyncpg.Connection, token: str, audience_shares: dict[str, float]
+) -> dict[str, Any] | None:
+    """A broadcaster's confirmation that the version it was sent went on air: evidence for each of the
+    version's areas, estimated as population times the broadcaster's audience share, final. None (nothing
+    written) when no radio or TV delivery carries this token, or its broadcaster is no longer configured."""
+    row = await conn.fetchrow(
+        """SELECT warning_id, version, target, content FROM svc.area_delivery
+           WHERE channel = 'radio_tv' AND remote_id = $1 AND state = 'done' AND msg_type IN ('Alert', 'Update')""",
+        token,
+    )
+    if row is None or row["target"] not in audience_shares:
+        return None
+    share = audience_shares[row["target"]]
+    areas = json.loads(row["content"])["areas"]
+    now = datetime.now(UTC)
+    await conn.executemany(
+        """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
+                  targeted, sent, delivered, people, final, detail, reported_at)
+           VALUES ($1, $2, 'radio_tv', $3, $4, 'airing', false, $5, $5, $6, $6, true, $7::jsonb, $8)
+           ON CONFLICT (warning_id, version, channel, target, area, kind) DO NOTHING""",
+        [
+            (row["warning_id"], row["version"], row["target"], a["code"], a["population"],
+             round(a["population"] * share), json.dumps({"audience_share": share}), now)
+            for a in areas
+        ],
+    )  # fmt: skip
+    return {
+        "confirmed": f"{row['warning_id']}-{row['version']}",
+        "target": row["target"],
+        "areas": len(areas),
+        "estimated_people": sum(round(a["population"] * share) for a in areas),
+        "method": "population x audience share (an estimate)",
+    }

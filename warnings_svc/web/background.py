@@ -139,7 +139,7 @@ async def _run_area_dispatcher(app: web.Application, *, database_url: str) -> As
     dispatcher = AreaDispatcher(
         app[POOL],
         database_url,
-        area_targets_from_settings(settings.dispatch),
+        area_targets_from_settings(settings),
         AreaDispatchOptions.from_settings(settings.dispatch),
         metrics=AreaMetrics(app[METRICS].registry),
     )

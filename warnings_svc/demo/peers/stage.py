@@ -1,7 +1,7 @@
 """The demo's peers for the area channels: an MQTT broker embedded in the demo (amqtt, a real broker, so the
 demo needs nothing but Python) with simulated terminals on it, and loopback simulators of what cannot run
-here: the three operators' area SMS gateways, a cell broadcast centre and the county emergency broadcast
-platform. Every simulator says so in its logs and answers.
+here: the three operators' area SMS gateways, a cell broadcast centre, the county emergency broadcast
+platform and a TV newsroom. Every simulator says so in its logs and answers.
 
 `DemoStage` is an async context manager for code that runs in one event loop (`demo --smoke`);
 `DemoStageThread` runs the same in a thread of its own beside the service (`demo`), so the service's processes
@@ -20,6 +20,7 @@ from typing import Any
 
 from risk_zoning.store import UnitRecord
 from warnings_svc.demo.peers.broadcast_platform import BroadcastPlatformSimulator
+from warnings_svc.demo.peers.broadcaster import NewsroomSimulator
 from warnings_svc.demo.peers.cbc import CbcSimulator
 from warnings_svc.demo.peers.operator_gateway import OPERATOR_SUBSCRIBERS, OperatorGatewaySimulator
 from warnings_svc.demo.peers.terminals import SimulatedTerminal, SimulatedTerminals
@@ -31,6 +32,7 @@ from warnings_svc.settings import (
     CellBroadcastTargetSettings,
     DispatchSettings,
     MqttTargetSettings,
+    RadioTvTargetSettings,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ TARGET = "terminals"
 START_TIMEOUT_S = 15.0
 SIMULATOR_TOKEN = "simulator-token"  # the simulators' bearer token (loopback only, made-up peers)
 PLATFORM_TERMINALS_PER_TOWN = 10  # the platform's own loudspeakers per town (a demo assumption)
+AUDIENCE_SHARE = 0.3  # the demo TV station's share of the people who see a crawl (a demo assumption)
 
 
 def free_loopback_port() -> int:
@@ -70,14 +73,16 @@ class DemoStage:
         self.platform = BroadcastPlatformSimulator(
             {}, token=SIMULATOR_TOKEN, terminals_per_tick=5, fetch_audio=False
         )
+        self.newsroom = NewsroomSimulator(token=SIMULATOR_TOKEN, airing_delay_s=2.0)
 
     def mqtt_target(self) -> MqttTargetSettings:
         """The `[[dispatch.mqtt]]` target the demo's service puts warnings out on."""
         return MqttTargetSettings(name=TARGET, url=self.url, topic_prefix=TOPIC_PREFIX)
 
-    def dispatch(self, settings: DispatchSettings) -> DispatchSettings:
+    def dispatch(self, settings: DispatchSettings, *, radio_tv: bool = False) -> DispatchSettings:
         """`settings` with the stage's targets added: the broker, the three operators' gateways (all levels in
-        the demo), the CBC and the platform."""
+        the demo), the CBC and the platform; with `radio_tv` a TV newsroom too (it confirms airing by a link to
+        the service, so only where the service serves HTTP)."""
         every_level = ALL_LEVELS
         return settings.model_copy(
             update={
@@ -108,7 +113,18 @@ class DemoStage:
                         poll_interval_s=0.5,
                     ),
                 ),
+                "radio_tv": (*settings.radio_tv, *([self.newsroom_target()] if radio_tv else [])),
             }
+        )
+
+    def newsroom_target(self) -> RadioTvTargetSettings:
+        """The simulated TV newsroom as a `[[dispatch.radio_tv]]` target (every level, in the demo)."""
+        return RadioTvTargetSettings(
+            name="wuhai-tv",
+            url=self.newsroom.url,
+            token=SIMULATOR_TOKEN,
+            levels=ALL_LEVELS,
+            audience_share=AUDIENCE_SHARE,
         )
 
     async def __aenter__(self) -> DemoStage:
@@ -126,6 +142,7 @@ class DemoStage:
             await o.__aenter__()
         await self.cbc.__aenter__()
         await self.platform.__aenter__()
+        await self.newsroom.__aenter__()
         return self
 
     def populate(self, units: dict[str, UnitRecord]) -> None:
@@ -155,7 +172,7 @@ class DemoStage:
     async def __aexit__(self, *exc: object) -> None:
         if self.fleet is not None:
             await self.fleet.__aexit__(None, None, None)
-        for simulator in (*self.operators, self.cbc, self.platform):
+        for simulator in (*self.operators, self.cbc, self.platform, self.newsroom):
             with contextlib.suppress(Exception):
                 await simulator.__aexit__(None, None, None)  # type: ignore[attr-defined]
         if self._broker is not None:

@@ -15,6 +15,7 @@ CHANNEL_NAMES: dict[str, Message] = {
     "area_sms": N_("channel", "Operator area SMS"),
     "cell_broadcast": N_("channel", "Cell broadcast"),
     "broadcast_platform": N_("channel", "Emergency broadcast platform"),
+    "radio_tv": N_("channel", "Radio and TV"),
 }
 
 # The console's labels by key (templates use them as ``t.key``).

@@ -81,6 +81,9 @@ class AreaAlert:
     # every unit inside the areas, the areas themselves and their sub-units (districts, towns), for channels
     # whose receivers listen on the code of the one unit they stand in (terminals over MQTT)
     area_units: tuple[str, ...] = ()
+    # a Cancel that takes back an expired version: nothing to announce (the warning simply ended), only what
+    # is still out to stop or clear; its texts say the warning ended
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)

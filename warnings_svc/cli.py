@@ -474,8 +474,11 @@ def run_dispatch(args: argparse.Namespace) -> int:
 
     settings, source = _settings(args, "data_dir")
     _configure_logging(settings.log_level)
-    if not settings.dispatch.sms:
-        raise CommandError("no endpoint to send through: add a [[dispatch.sms]] table to the settings file")
+    if not settings.dispatch.sms and not settings.dispatch.area_targets():
+        raise CommandError(
+            "no endpoint to send through: add a [[dispatch.sms]] table (or a target of the area channels, such "
+            "as [[dispatch.mqtt]]) to the settings file"
+        )
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise CommandError(f"--metrics-port {args.metrics_port}: not a port number")
     endpoints = endpoints_from_settings(settings.dispatch)
@@ -490,6 +493,12 @@ async def _dispatch(
 ) -> None:
     from risk_zoning.io.database import create_pool, upgrade
     from warnings_svc.database import MIGRATIONS
+    from warnings_svc.dissemination.area_dispatch import (
+        AreaDispatcher,
+        AreaDispatchOptions,
+        AreaMetrics,
+        area_targets_from_settings,
+    )
     from warnings_svc.dissemination.dispatcher import Dispatcher, pool_size
     from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
 
@@ -497,7 +506,7 @@ async def _dispatch(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url, max_size=pool_size(settings.dispatch))
+    pool = await create_pool(url, max_size=pool_size(settings.dispatch) + 2)  # +2: the area dispatcher
     metrics = DispatchMetrics()
     runner = None
     try:
@@ -508,10 +517,25 @@ async def _dispatch(
         dispatcher = Dispatcher(
             pool, url, settings.dispatch, endpoints, region=settings.region, metrics=metrics
         )
+        # the area channels' targets are served here too (with `embedded = false`, nowhere else)
+        area = AreaDispatcher(
+            pool, url, area_targets_from_settings(settings), AreaDispatchOptions.from_settings(settings.dispatch),
+            metrics=AreaMetrics(metrics.registry),
+        )  # fmt: skip
         print(
-            json.dumps({"dispatcher": dispatcher.owner, "endpoints": [e.name for e in endpoints]}), flush=True
+            json.dumps(
+                {
+                    "dispatcher": dispatcher.owner,
+                    "endpoints": [e.name for e in endpoints],
+                    "area_targets": [f"{c} {n}" for c, n in area.targets],
+                }
+            ),
+            flush=True,
         )
-        await dispatcher.run(stop)
+        runs = [dispatcher.run(stop)] if endpoints else []
+        if area.targets:
+            runs.append(area.run(stop))
+        await asyncio.gather(*runs)
         # what it did, for whoever started it (the fan-out benchmark adds these up across processes)
         print(json.dumps({"stopped": dispatcher.owner, "counters": dispatcher.counters}), flush=True)
     finally:

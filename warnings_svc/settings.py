@@ -158,9 +158,23 @@ class MqttTargetSettings(BaseModel):
     topic_prefix: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "wuhai"
     levels: tuple[Level, ...] = ALL_LEVELS  # the warning levels put out on this broker
     publish_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # the service's client id (persistent session): unique per service on the broker; "" = warnings-svc-{name}
+    client_id: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_.-]{0,64}$")] = ""
+    username: Annotated[str, Field(strict=True, max_length=200)] = ""
+    password_file: Path | None = None  # the broker password, kept out of the configuration
+
+    def password(self) -> str:
+        """The broker password, read from `password_file` ("" without one)."""
+        if self.password_file is None:
+            return ""
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise SettingsError(self.password_file, f"cannot read password_file: {e.strerror or e}") from e
 
 
-HttpRoute = Annotated[str, Field(strict=True, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")]
+# no user:password@ and no query: a route shows on /readyz and in the API, and secrets go in token files
+HttpRoute = Annotated[str, Field(strict=True, pattern=r"^https?://[^/\s@?#]+(/[^\s?#]*)?$")]
 
 
 class _BearerSettings(BaseModel):
@@ -373,7 +387,7 @@ def load_settings_with_sources(
                         _relative_to(path.parent, e, _ENDPOINT_FILE_KEYS) if isinstance(e, dict) else e
                         for e in value[table]
                     ]
-                    for table in ("sms", "area_sms", "broadcast_platform", "radio_tv")
+                    for table in ("sms", "mqtt", "area_sms", "broadcast_platform", "radio_tv")
                     if isinstance(value.get(table), list)
                 }
             values[key] = value
@@ -395,7 +409,9 @@ def load_settings_with_sources(
         top = str(first["loc"][0]) if first["loc"] else ""
         source = sources.get(top, str(path) if path is not None else "settings")
         problem = first["msg"]
-        if "input" in first and key != "database_url":  # a URL may carry a password: never echo it
+        # a URL may carry a password, a token or password is one: never echo them (nor a table holding one)
+        secret = key == "database_url" or any(str(part) in ("token", "password") for part in first["loc"])
+        if "input" in first and not secret and not isinstance(first["input"], dict):
             problem += f" (got {_shorten(repr(first['input']))})"
         raise SettingsError(source, f"{key}: {problem}" if key else problem) from e
 

@@ -291,6 +291,14 @@ class BroadcastPlatformChannel:
             return AreaSendResult(
                 key=alert.key, outcome=SendOutcome.ACCEPTED, reason="nothing to cancel there"
             )
+        if alert.expired:  # the warning ended: stop what still plays, announce nothing
+            if await self.stop(alert.previous_remote_id):
+                return AreaSendResult(
+                    alert.key, SendOutcome.ACCEPTED, alert.previous_remote_id, reason="stopped"
+                )
+            return self._failed(
+                alert, FailureKind.LINK_DOWN, "the platform did not confirm the stop", route=""
+            )
         if not alert.texts.broadcast.strip():
             return self._failed(alert, FailureKind.INVALID, "no broadcast script", route="")
         body = broadcast_body(alert, repeat=self.settings.repeat)

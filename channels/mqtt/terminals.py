@@ -29,7 +29,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +44,9 @@ TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AREA_CODE = re.compile(r"^[0-9]{12}$")
 MAX_ACK_BYTES = 1024
 MAX_IDENTIFIER_CHARS = 200
+MAX_QUEUED_ACKS = 200_000  # beyond this a flood is dropped (and counted), not held in memory
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class MqttUrlError(ValueError):
@@ -116,6 +119,8 @@ def parse_ack(topic: str, payload: bytes, prefix: str) -> Evidence:
     identifier, played_at = body.get("identifier"), body.get("played_at")
     if not isinstance(identifier, str) or not 0 < len(identifier) <= MAX_IDENTIFIER_CHARS:
         raise ValueError("acknowledgement needs an identifier (a string of 1-200 characters)")
+    if not identifier.isprintable():
+        raise ValueError("identifier has control characters")
     if not isinstance(played_at, str):
         raise ValueError("acknowledgement needs played_at (ISO 8601 with an offset)")
     try:
@@ -124,6 +129,8 @@ def parse_ack(topic: str, payload: bytes, prefix: str) -> Evidence:
         raise ValueError(f"played_at is not ISO 8601: {played_at[:40]!r}") from None
     if at.utcoffset() is None:
         raise ValueError("played_at needs an offset")
+    if not EARLIEST <= at <= LATEST:
+        raise ValueError(f"played_at {played_at[:40]!r} is not a time a warning can be played")
     return Evidence(
         key="",
         remote_id="",
@@ -148,6 +155,8 @@ class MqttTerminalsChannel:
         topic_prefix: str,
         *,
         client_id: str = "",
+        username: str = "",
+        password: str = "",
         publish_timeout_s: float = 5.0,
         reconnect_max_s: float = 10.0,
         max_batch: int = 1000,
@@ -158,18 +167,24 @@ class MqttTerminalsChannel:
         if not topic_prefix or any(c in topic_prefix for c in "#+") or topic_prefix.endswith("/"):
             raise MqttUrlError(f"bad topic prefix {topic_prefix!r}")
         self.prefix = topic_prefix
+        # fixed, with a persistent session: acknowledgements sent while away are kept by the broker. It must be
+        # unique per service: two clients with one id throw each other off the broker
         self.client_id = client_id or f"warnings-svc-{name}"
+        self._username = username or None
+        self._password = password if username else None
         self.publish_timeout_s = publish_timeout_s
         self.reconnect_max_s = reconnect_max_s
         self.max_batch = max_batch
         self.linger_s = linger_s
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
-        self._acks: asyncio.Queue[Evidence] = asyncio.Queue()
+        self._acks: asyncio.Queue[Evidence] = asyncio.Queue(MAX_QUEUED_ACKS)
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._detail = "not connected yet"
-        self.counters = {"published": 0, "cleared": 0, "acks": 0, "acks_refused": 0, "connects": 0}
+        self.counters = {
+            "published": 0, "cleared": 0, "acks": 0, "acks_refused": 0, "acks_dropped": 0, "connects": 0
+        }  # fmt: skip
 
     def start(self) -> None:
         """Start the connection (and keep it up) in the background; `put_out` starts it too."""
@@ -181,8 +196,9 @@ class MqttTerminalsChannel:
         while not self._closed:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, clean_session=False, timeout=10
-                ) as client:
+                    self.host, self.port, identifier=self.client_id, clean_session=False, timeout=10,
+                    username=self._username, password=self._password,
+                ) as client:  # fmt: skip
                     await client.subscribe(f"{self.prefix}/ack/+", qos=1)
                     self._client = client
                     self._connected.set()
@@ -214,8 +230,12 @@ class MqttTerminalsChannel:
                 log.warning("mqtt %s: acknowledgement refused (%d so far): %s", self.name,
                             self.counters["acks_refused"], e)  # fmt: skip
             return
+        try:
+            self._acks.put_nowait(evidence)
+        except asyncio.QueueFull:  # a flood faster than the database takes it: dropped, counted
+            self.counters["acks_dropped"] += 1
+            return
         self.counters["acks"] += 1
-        self._acks.put_nowait(evidence)
 
     async def put_out(self, alert: AreaAlert) -> AreaSendResult:
         """Retain the version on its areas' topics (Alert, Update) or take it back (Cancel)."""
@@ -236,9 +256,10 @@ class MqttTerminalsChannel:
         topics = [alert_topic(self.prefix, code) for code in codes]
         body = json.dumps(alert_message(alert), ensure_ascii=False).encode()
         try:
-            if alert.msg_type == "Cancel":
+            if alert.msg_type == "Cancel":  # an expiry only clears: the warning ended, nothing to play
                 for topic in dict.fromkeys(previous + topics):
-                    await client.publish(topic, body, qos=1, retain=False, timeout=self.publish_timeout_s)
+                    if not alert.expired:
+                        await client.publish(topic, body, qos=1, retain=False, timeout=self.publish_timeout_s)
                     await client.publish(topic, b"", qos=1, retain=True, timeout=self.publish_timeout_s)
                     self.counters["cleared"] += 1
                 return AreaSendResult(alert.key, SendOutcome.ACCEPTED, " ".join(topics), route=self._route)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -21,6 +23,7 @@ from warnings_svc.demo.peers.cbc import CbcSimulator
 from warnings_svc.demo.peers.operator_gateway import Fault, OperatorGatewaySimulator
 from warnings_svc.dissemination.area_dispatch import AreaDispatcher, AreaDispatchOptions
 from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.lifecycle import store as ws
 
 LEVELS = frozenset({"blue", "yellow", "orange", "red"})
 CTX_AREA = dataclasses.replace(
@@ -41,7 +44,9 @@ async def db_url(pg_server_url: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def _dispatching(db_url: str, operator_routes: list[str], cbc_routes: list[str]) -> AsyncIterator[None]:
+async def _dispatching(
+    db_url: str, operator_routes: list[str], cbc_routes: list[str], options: AreaDispatchOptions = OPTIONS
+) -> AsyncIterator[None]:
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
     targets = {
         ("area_sms", "china-mobile"): OperatorAreaSmsChannel(
@@ -56,7 +61,8 @@ async def _dispatching(db_url: str, operator_routes: list[str], cbc_routes: list
             "cbc", cbc_routes, connect_timeout_s=0.5, request_timeout_s=1.0
         ),
     }
-    dispatcher = AreaDispatcher(pool, db_url, targets, OPTIONS)
+    # seeded: a test that waits between attempts knows the first wait (full jitter: 0 to the cap)
+    dispatcher = AreaDispatcher(pool, db_url, targets, options, rng=random.Random(0))
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     try:
@@ -210,3 +216,130 @@ async def test_a_gateway_that_reports_late_or_never(conn, db_url) -> None:
         assert delivered == 0
         (sms,) = await _deliveries(conn, w.warning_id, "area_sms")
         assert sms["state"] == "done" and sms["remote_id"] in gateway.tasks
+
+
+async def test_a_withdrawal_after_an_attempt_of_unknown_outcome_still_reaches_the_operator(
+    conn, db_url
+) -> None:
+    """The Alert's POST timed out on both routes, but the gateway made the task: when the warning is
+    cancelled before the retry, the Alert is finished (same key, same task) and the Cancel stops it; it is
+    never dropped as "never went out" with the task left sending."""
+    units = await region_units(conn, "wuhai")
+    populations = {code: u.population for code, u in units.items()}
+    async with OperatorGatewaySimulator("china_mobile", populations, token=TOKEN, rate_per_s=10.0) as gateway, \
+            CbcSimulator() as cbc:  # fmt: skip
+        await gateway.script(Fault.SLOW, delay_s=1.5, count=2)  # longer than the client waits, on both routes
+        patient = dataclasses.replace(OPTIONS, retry_base_s=30, retry_cap_s=30)  # the retry waits 25 s
+        async with _dispatching(db_url, gateway.urls, [cbc.url], patient):
+            v = await issue(conn, level="red", areas=(DISTRICTS[0],), ctx=CTX_AREA)
+            await wait_until(lambda: _tried(conn, v.warning_id), 10, "the first attempt failed")
+        await wait_until(_async(lambda: bool(gateway.tasks)), 5, "the gateway made the task all the same")
+        await successor(conn, v.warning_id, None, ctx=CTX_AREA)
+        # the retry's time comes (the clock moved on 25 s)
+        await conn.execute(
+            "UPDATE svc.area_delivery SET next_attempt_at = now() WHERE warning_id = $1", v.warning_id
+        )
+        async with _dispatching(db_url, gateway.urls, [cbc.url]):
+            await wait_until(lambda: _settled(conn, v.warning_id), 10, "the Cancel put out")
+        (task_id,) = gateway.tasks
+        sms = await _deliveries(conn, v.warning_id, "area_sms")
+        assert [(r["msg_type"], r["state"], r["remote_id"]) for r in sms] == [
+            ("Alert", "done", task_id), ("Cancel", "done", task_id)
+        ]  # fmt: skip
+        assert gateway.tasks[task_id].cancelled_at is not None  # stopped, not left sending to every handset
+
+
+async def _tried(conn: asyncpg.Connection, warning_id: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            """SELECT attempts >= 1 AND state = 'pending' FROM svc.area_delivery
+               WHERE warning_id = $1 AND channel = 'area_sms'""",
+            warning_id,
+        )
+    )
+
+
+def _async(check):  # type: ignore[no-untyped-def]
+    async def wrapped() -> bool:
+        return bool(check())
+
+    return wrapped
+
+
+async def test_an_expiry_takes_back_an_older_version_a_downgrade_did_not_replace_there(conn, db_url) -> None:
+    """v1 orange went to an operator used for orange and red only; v2, downgraded to yellow, did not: when v2
+    expires, v1's task is stopped all the same."""
+    units = await region_units(conn, "wuhai")
+    populations = {code: u.population for code, u in units.items()}
+    ctx = dataclasses.replace(
+        CTX_AREA,
+        area_targets=(
+            AreaTarget("area_sms", "china-mobile", frozenset({"orange", "red"})),
+            AreaTarget("cell_broadcast", "cbc", LEVELS),
+        ),
+    )
+    async with OperatorGatewaySimulator("china_mobile", populations, token=TOKEN, rate_per_s=10.0) as gateway, \
+            CbcSimulator() as cbc, _dispatching(db_url, gateway.urls, [cbc.url]):  # fmt: skip
+        v1 = await issue(conn, level="orange", areas=(DISTRICTS[1],), ctx=ctx)
+        await wait_until(lambda: _settled(conn, v1.warning_id), 10, "v1 put out")
+        await successor(conn, v1.warning_id, {"level": "yellow"}, ctx=ctx)
+        await wait_until(lambda: _settled(conn, v1.warning_id), 10, "v2 put out")
+        assert [r["msg_type"] for r in await _deliveries(conn, v1.warning_id, "area_sms")] == ["Alert"]
+        later = datetime.now(UTC) + timedelta(days=3)
+        assert v1.warning_id in await ws.expire_due(conn, ctx, now=later)
+        await wait_until(lambda: _settled(conn, v1.warning_id), 10, "the expiry put out")
+        (task_id,) = gateway.tasks
+        sms = await _deliveries(conn, v1.warning_id, "area_sms")
+        assert [(r["version"], r["msg_type"], r["state"]) for r in sms] == [
+            (1, "Alert", "done"),
+            (2, "Expire", "done"),
+        ]
+        assert gateway.tasks[task_id].cancelled_at is not None
+        # the CBC had both versions: the expiry deleted the message in force there
+        cb = await _deliveries(conn, v1.warning_id, "cell_broadcast")
+        assert [r["msg_type"] for r in cb] == ["Alert", "Update", "Expire"] and not cbc.messages
+
+
+class _RaisingOnce:
+    """A real CBC adapter that raises once from `put_out` (an adapter bug, or a peer's answer it did not
+    expect): the dispatcher must log it, run its loop again and put the warning out."""
+
+    def __init__(self, inner: CbcChannel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.raised = False
+
+    async def put_out(self, alert):  # type: ignore[no-untyped-def]
+        if not self.raised:
+            self.raised = True
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a peer's answer")
+        return await self.inner.put_out(alert)
+
+    def evidence(self):  # type: ignore[no-untyped-def]
+        return self.inner.evidence()
+
+    def health(self):  # type: ignore[no-untyped-def]
+        return self.inner.health()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_an_adapter_that_raises_does_not_stop_its_target(conn, db_url) -> None:
+    async with CbcSimulator() as cbc:
+        pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+        flaky = _RaisingOnce(CbcChannel("cbc", [cbc.url], connect_timeout_s=0.5, request_timeout_s=1.0))
+        ctx = dataclasses.replace(CTX, area_targets=(AreaTarget("cell_broadcast", "cbc", LEVELS),))
+        dispatcher = AreaDispatcher(pool, db_url, {("cell_broadcast", "cbc"): flaky}, OPTIONS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            v = await issue(conn, level="red", areas=(DISTRICTS[0],), ctx=ctx)
+            # the lease runs out (5 s), the claim returns to the queue, the restarted loop puts it out
+            await wait_until(lambda: _settled(conn, v.warning_id), 20, "put out after the loop ran again")
+        finally:
+            stop.set()
+            await task
+            await pool.close()
+        assert flaky.raised and dispatcher.counters.loop_failures == {"sender cell_broadcast cbc": 1}
+        assert len(cbc.accepted) == 1 and not task.exception()

@@ -184,6 +184,8 @@ async def test_update_cancel_and_expiry_take_back_what_is_out(
             assert w.warning_id in await ws.expire_due(conn, AREA_CTX, now=later)  # (the Cancel expires too)
             await wait_until(lambda: _all_done(conn, w.warning_id), 20, "the expiry put out")
             assert await _retained(mosquitto.url, f"{PREFIX}/alerts/{hainan[0].area}") is None
+            # an expiry announces nothing: the terminals heard no Cancel of the red warning, only the clearing
+            assert not any(w.identifier in fleet.logs[t.terminal_id].cancelled for t in hainan)
         assert await _area_states(conn, v1.warning_id) == [
             (1, "Alert", "done"), (2, "Update", "done"), (3, "Cancel", "done")
         ]  # fmt: skip
@@ -297,3 +299,62 @@ async def test_the_service_puts_out_shows_progress_and_reports_a_lost_broker(
 async def _area_check(client, ok: bool) -> bool:  # type: ignore[no-untyped-def]
     ready = await (await client.get("/readyz")).json()
     return bool(ready["checks"]["area_targets"]["ok"] is ok)
+
+
+async def test_hostile_or_misplaced_acknowledgements_are_not_counted_and_do_not_stop_the_collector(
+    conn, db_url, mosquitto: MosquittoBroker
+) -> None:
+    terminals = await _terminals(conn, per_unit=1)
+    units = await region_units(conn, "wuhai")
+    haibowan = [t for t in terminals if units[t.area].parent == DISTRICTS[0]]
+    wuda = [t for t in terminals if units[t.area].parent == DISTRICTS[2]]
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    try:
+        async with _dispatching(pool, db_url, mosquitto.url) as dispatcher:
+            v = await issue(conn, level="orange", areas=(DISTRICTS[0],), ctx=AREA_CTX)  # Haibowan only
+            not_on_mqtt = await issue(
+                conn, level="orange", areas=(DISTRICTS[2],), hazard="frost"
+            )  # no targets
+            await wait_until(lambda: _put_out(conn, v.warning_id), 10, "put out")
+            now = datetime.now(UTC).isoformat()
+
+            def ack(identifier: str, played_at: str = now) -> bytes:
+                return json.dumps({"identifier": identifier, "played_at": played_at}).encode()
+
+            async with aiomqtt.Client(host, int(port)) as hostile:
+                for topic, payload in (
+                    (
+                        f"{PREFIX}/ack/{haibowan[0].terminal_id}",
+                        ack("\u0000" + v.identifier),
+                    ),  # control character
+                    (
+                        f"{PREFIX}/ack/{haibowan[0].terminal_id}",
+                        ack(v.identifier, "0001-01-01T00:00:00+01:00"),
+                    ),
+                    (f"{PREFIX}/ack/{haibowan[0].terminal_id}", b"\xff" * 2000),  # not JSON, too long
+                    (f"{PREFIX}/ack/{wuda[0].terminal_id}", ack(v.identifier)),  # not in the warned areas
+                    (
+                        f"{PREFIX}/ack/{wuda[0].terminal_id}",
+                        ack(not_on_mqtt.identifier),
+                    ),  # never put out here
+                    (f"{PREFIX}/ack/ghost-terminal", ack(v.identifier)),  # not registered
+                    (f"{PREFIX}/ack/{haibowan[0].terminal_id}", ack(v.identifier)),  # the one that counts
+                ):
+                    await hostile.publish(topic, payload, qos=1)
+            await wait_until(lambda: _acked(conn, v.warning_id, 1), 10, "the genuine acknowledgement stored")
+            await asyncio.sleep(0.5)
+            counters = dispatcher.targets["mqtt", "terminals"].health().counters
+        assert counters["acks_refused"] == 3
+        assert await conn.fetchval("SELECT count(*) FROM svc.terminal_ack") == 1
+        rows = await conn.fetch("SELECT area, delivered FROM svc.reach_evidence WHERE channel = 'mqtt'")
+        assert [(r["area"], r["delivered"]) for r in rows] == [(haibowan[0].area, 1)]
+        assert dispatcher.counters.loop_failures == {}
+    finally:
+        await pool.close()
+
+
+async def _put_out(conn: asyncpg.Connection, warning_id: int) -> bool:
+    return bool(
+        await conn.fetchval("SELECT state = 'done' FROM svc.area_delivery WHERE warning_id = $1", warning_id)
+    )

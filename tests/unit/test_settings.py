@@ -281,3 +281,18 @@ def test_an_sms_endpoint_with_both_passwords_or_duplicate_names_is_refused(tmp_p
     path.write_text(f"[[dispatch.sms]]\n{endpoint}\n[[dispatch.sms]]\n{endpoint}", encoding="utf-8")
     with pytest.raises(SettingsError, match="names must be unique"):
         load_settings(path, {})
+
+
+def test_a_bad_token_or_route_is_refused_without_echoing_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    secret = "s3cret-" + "x" * 400
+    path.write_text(
+        f'[[dispatch.area_sms]]\nname = "x"\nroutes = ["https://a"]\ntoken = "{secret}"\n', encoding="utf-8"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    assert "token" in str(caught.value) and "s3cret" not in str(caught.value)
+    for route in ("https://user:pw@gw.example.cn", "https://gw.example.cn/x?key=pw"):
+        path.write_text(f'[[dispatch.area_sms]]\nname = "x"\nroutes = ["{route}"]\n', encoding="utf-8")
+        with pytest.raises(SettingsError, match="routes"):
+            load_settings(path, {})

@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from channels.area import AreaChannel, AreaSendResult, Evidence, EvidenceKind
+from channels.area import AreaChannel, AreaSendResult, EvidenceKind
 from channels.area_sms.client import OperatorAreaSmsChannel
 from channels.base import HealthState, SendOutcome
 from channels.broadcast_platform.client import BroadcastPlatformChannel, BroadcastPlatformSettings
@@ -49,7 +50,17 @@ from warnings_svc.settings import DispatchSettings, Settings
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# The database is away (restarting, failing over, a connection lost): wait it out and try again.
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+RESTART_DELAY_S = 1.0  # before a loop that failed unexpectedly runs again
 
 
 @dataclass
@@ -99,8 +110,9 @@ def area_targets_from_settings(settings: Settings) -> dict[tuple[str, str], Area
             )  # fmt: skip
     for m in dispatch.mqtt:
         targets["mqtt", m.name] = MqttTerminalsChannel(
-            m.name, m.url, m.topic_prefix, publish_timeout_s=m.publish_timeout_s
-        )
+            m.name, m.url, m.topic_prefix, client_id=m.client_id, username=m.username, password=m.password(),
+            publish_timeout_s=m.publish_timeout_s,
+        )  # fmt: skip
     for a in dispatch.area_sms:
         targets["area_sms", a.name] = OperatorAreaSmsChannel(
             a.name,
@@ -164,6 +176,9 @@ class AreaCounters:
     dead: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     evidence: dict[str, int] = field(default_factory=dict)
+    refused_evidence: dict[str, int] = field(default_factory=dict)
+    loop_failures: dict[str, int] = field(default_factory=dict)
+    leases_lost: dict[str, int] = field(default_factory=dict)
 
     def add(self, which: dict[str, int], target: str, n: int = 1) -> None:
         which[target] = which.get(target, 0) + n
@@ -182,6 +197,20 @@ def outcome_event(result: AreaSendResult, attempts: int, max_attempts: int) -> E
     if result.outcome is SendOutcome.PERMANENT_FAILURE:
         return Event.refuse
     return Event.retry if attempts < max_attempts else Event.give_up
+
+
+def retry_delay(
+    retry_after_s: float | None, attempts: int, options: AreaDispatchOptions, rng: random.Random
+) -> float:
+    """Seconds before the next attempt: the peer's own hint when it gave a sane one, never more than
+    ``retry_cap_s`` (a peer asking for a day would hold back the Cancel queued behind); else backoff with jitter.
+
+    >>> retry_delay(86_400.0, 1, AreaDispatchOptions(retry_cap_s=60.0), random.Random(1))
+    60.0
+    """
+    if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s >= 0:
+        return min(retry_after_s, options.retry_cap_s)
+    return backoff_delay(attempts, base_s=options.retry_base_s, cap_s=options.retry_cap_s, rng=rng)
 
 
 async def _record(
@@ -224,15 +253,17 @@ class AreaDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; then close the adapters."""
-        tasks = [asyncio.create_task(self._listen(stop), name="area-listen")]
-        tasks.append(asyncio.create_task(self._reap(stop), name="area-reap"))
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "listener": partial(self._listen, stop),
+            "lease reaper": partial(self._reap, stop),
+        }
         for (channel, target), adapter in self.targets.items():
-            tasks.append(
-                asyncio.create_task(self._send(stop, channel, target, adapter), name=f"area-{target}")
-            )
-            tasks.append(
-                asyncio.create_task(self._collect(channel, target, adapter), name=f"evidence-{target}")
-            )
+            loops[f"sender {channel} {target}"] = partial(self._send, stop, channel, target, adapter)
+            loops[f"evidence {channel} {target}"] = partial(self._collect, channel, target, adapter)
+        tasks = [
+            asyncio.create_task(self._supervised(name, loop, stop), name=f"area {name}")
+            for name, loop in loops.items()
+        ]
         try:
             await stop.wait()
         finally:
@@ -287,7 +318,9 @@ class AreaDispatcher:
                     await asyncio.wait_for(conn.close(), 2)
 
     async def _db(self, what: str, stop: asyncio.Event | None, call):  # type: ignore[no-untyped-def]
-        """Run `call(conn)` until it succeeds (the database may be restarting); None when stopped first."""
+        """Run `call(conn)` until it succeeds while the database is away (restarting, failing over); None when
+        stopped first. Any other database error (a value PostgreSQL refuses) is raised at once: retrying would
+        refuse it again, and the loop would never move on."""
         delay, failed = 0.2, False
         while stop is None or not stop.is_set():
             try:
@@ -296,7 +329,7 @@ class AreaDispatcher:
                 if failed:
                     log.info("area dispatch: %s works again", what)
                 return result
-            except (*DATABASE_ERRORS, TimeoutError) as e:
+            except DATABASE_ERRORS as e:
                 if not failed:  # one line per outage, not one per try
                     log.warning(
                         "area dispatch: %s failed (%s); retrying until it works", what, type(e).__name__
@@ -305,6 +338,22 @@ class AreaDispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return None
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        """Run a loop until `stop`; one that fails unexpectedly is logged in one line and run again, so that a
+        peer's bad answer never stops a target for good."""
+        while not stop.is_set():
+            try:
+                await loop()
+                if stop.is_set():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.counters.add(self.counters.loop_failures, name)
+                log.error("area dispatch: %s failed (%s: %s); running it again", name, type(e).__name__,
+                          " ".join(str(e).split())[:200])  # fmt: skip
+            await asyncio.sleep(RESTART_DELAY_S)
 
     async def _send(self, stop: asyncio.Event, channel: str, target: str, adapter: AreaChannel) -> None:
         wake = self._wake[channel, target]
@@ -339,50 +388,60 @@ class AreaDispatcher:
                     self.counters.add(self.counters.put_out, target)
                 elif event is Event.retry:
                     self.counters.add(self.counters.retried, target)
-                    retry_in = result.retry_after_s or backoff_delay(
-                        claim.attempts, base_s=o.retry_base_s, cap_s=o.retry_cap_s, rng=self._rng
-                    )
+                    retry_in = retry_delay(result.retry_after_s, claim.attempts, o, self._rng)
                 else:
                     self.counters.add(self.counters.dead, target)
                     log.warning("area dispatch: %s to %s is dead: %s", alert.key, target, result.reason)
-            await self._db(
-                f"result for {target}",
-                None,  # an outcome known is stored even while stopping
-                partial(
-                    _record,
-                    claim_id=claim.id,
-                    owner=self.owner,
-                    event=event,
-                    result=result,
-                    retry_in_s=retry_in,
-                    reason=reason,
-                ),
-            )
+            record = partial(
+                _record, claim_id=claim.id, owner=self.owner, event=event, result=result, retry_in_s=retry_in,
+                reason=reason,
+            )  # fmt: skip
+            try:
+                kept = await self._db(f"result for {target}", None, record)  # stored even while stopping
+            except (
+                asyncpg.PostgresError
+            ) as e:  # PostgreSQL refuses what the peer said: keep the outcome, not its words
+                log.error("area dispatch: %s to %s: the peer's answer cannot be stored (%s)", alert.key, target,
+                          type(e).__name__)  # fmt: skip
+                record = partial(
+                    record, result=None, reason=f"the peer's answer could not be stored ({type(e).__name__})"
+                )
+                kept = await self._db(f"result for {target}", None, record)
+            if not kept:
+                self.counters.add(self.counters.leases_lost, target)
+                log.warning("area dispatch: %s to %s took longer than its lease: another attempt may follow",
+                            alert.key, target)  # fmt: skip
 
     async def _collect(self, channel: str, target: str, adapter: AreaChannel) -> None:
         async for batch in adapter.evidence():
             acks = [e for e in batch if e.kind is EvidenceKind.PLAYBACK and e.terminal_id]
             others = [e for e in batch if not (e.kind is EvidenceKind.PLAYBACK and e.terminal_id)]
             stored = 0
-            if acks:
-                stored += await self._db(
-                    f"acknowledgements from {target}",
-                    None,
-                    lambda conn, acks=acks: area_outbox.store_terminal_acks(conn, target, acks),
-                )
-            if others:
-                stored += await self._store_evidence(channel, target, others)
+            for what, part, store in (
+                (
+                    "acknowledgements",
+                    acks,
+                    partial(area_outbox.store_terminal_acks, target=target, acks=acks),
+                ),
+                (
+                    "evidence",
+                    others,
+                    partial(area_outbox.store_evidence, channel=channel, target=target, batch=others),
+                ),
+            ):
+                if not part:
+                    continue
+                try:
+                    stored += await self._db(f"{what} from {target}", None, store)
+                except (
+                    asyncpg.PostgresError
+                ) as e:  # values PostgreSQL refuses: skipped, counted, never retried
+                    self.counters.add(self.counters.refused_evidence, target, len(part))
+                    log.warning("area dispatch: %d %s from %s refused by the database (%s)", len(part), what,
+                                target, type(e).__name__)  # fmt: skip
             self.counters.add(self.counters.evidence, target, stored)
             if self.metrics is not None:
                 self.metrics.evidence.labels(channel, target).inc(stored)
-
-    async def _store_evidence(self, channel: str, target: str, batch: list[Evidence]) -> int:
-        stored: int = await self._db(
-            f"evidence from {target}",
-            None,
-            lambda conn: area_outbox.store_evidence(conn, channel, target, batch),
-        )
-        return stored
 
     async def _reap(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -33,6 +33,7 @@ from warnings_svc.dissemination.policy import priority_of
 
 AREA_DISPATCH_CHANNEL = "svc_area_dispatch"  # NOTIFY channel that wakes area dispatchers
 NOTHING_OUT = "nothing was out at the target to take back"
+ENDED = "（已到期解除）"  # appended to the headline of a warning that ran out: "(expired, lifted)"
 DROPPED_REASON = "warning no longer in force"
 
 _CLAIMED = area_transition(State.pending, Event.claim).value
@@ -96,7 +97,12 @@ def alert_content(
 def alert_of(
     content: dict[str, Any], *, key: str, msg_type: str, previous_remote_id: str, update_number: int
 ) -> AreaAlert:
-    """The `AreaAlert` a stored delivery puts out. An expiry goes out as a Cancel of what is out."""
+    """The `AreaAlert` a stored delivery puts out. An expiry goes out as a Cancel of what is out, marked
+    `expired`, its texts saying the warning ended (never the warning's own text again)."""
+    texts = AlertTexts(**content["texts"])
+    if msg_type == "Expire":
+        ended = f"{texts.headline}{ENDED}"
+        texts = AlertTexts(headline=ended, sms=ended, broadcast="", led=ended, description=ended)
     return AreaAlert(
         key=key,
         identifier=content["identifier"],
@@ -113,13 +119,14 @@ def alert_of(
         areas=tuple(
             AlertArea(a["code"], a["name"], a["population"], tuple(a["polygons"])) for a in content["areas"]
         ),
-        texts=AlertTexts(**content["texts"]),
+        texts=texts,
         priority=priority_of(content["level"]),
         previous_remote_id=previous_remote_id,
         update_number=update_number,
         cap_url=content["cap_url"],
         audio_url=content["audio_url"],
         area_units=tuple(content.get("area_units", ())),
+        expired=msg_type == "Expire",
     )
 
 
@@ -160,23 +167,40 @@ async def write_area_deliveries(
 
 
 async def write_expiries(conn: asyncpg.Connection, versions: Sequence[tuple[int, int]]) -> None:
-    """Take back, at every target that was given it, what the expired versions left there; call it inside the
-    transaction that expires them."""
+    """Take back, at every target where anything of the warning may be out, what the expired versions' warnings
+    left there; call it inside the transaction that expires them. "May be out": an Alert or Update of any
+    version of the warning done there, or tried with its outcome unknown, and no Cancel or expiry since."""
     if not versions:
         return
     await conn.execute(
         """WITH expired AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS e (warning_id, version)),
+           latest AS (
+               SELECT DISTINCT ON (d.warning_id, d.channel, d.target) d.warning_id, e.version, d.channel, d.target,
+                      d.priority, d.content, d.msg_type
+               FROM svc.area_delivery d JOIN expired e USING (warning_id)
+               WHERE d.state IN ('done', 'pending', 'sending') AND (d.state = 'done' OR d.attempts > 0
+                                                                    OR d.msg_type IN ('Cancel', 'Expire'))
+               ORDER BY d.warning_id, d.channel, d.target, d.id DESC),
            promised AS (
                INSERT INTO svc.area_delivery (warning_id, version, channel, target, msg_type, priority, content)
-               SELECT d.warning_id, d.version, d.channel, d.target, 'Expire', d.priority, d.content
-               FROM svc.area_delivery d JOIN expired USING (warning_id, version)
-               WHERE d.msg_type IN ('Alert', 'Update') AND d.state IN ('pending', 'sending', 'done')
+               SELECT warning_id, version, channel, target, 'Expire', priority, content FROM latest
+               WHERE msg_type IN ('Alert', 'Update')
                ON CONFLICT DO NOTHING)
            SELECT pg_notify($3, 'area')""",
         [w for w, _ in versions],
         [v for _, v in versions],
         AREA_DISPATCH_CHANNEL,
     )
+
+
+def peer_text(text: str, limit: int) -> str:
+    """A peer's words as they can be stored: no NUL or lone surrogate (PostgreSQL refuses them), at most
+    `limit` characters.
+
+    >>> peer_text("bad\\x00answer\\ud800", 100)
+    'badanswer'
+    """
+    return "".join(c for c in text[: limit * 2] if c != "\x00" and not "\ud800" <= c <= "\udfff")[:limit]
 
 
 # ----------------------------------------------------------------------------------------------- claiming
@@ -193,11 +217,13 @@ class AreaClaim:
 
 
 # The oldest ready delivery of a target that no earlier one for the same warning holds back. An Alert or
-# Update whose version is no longer issued and in force is dropped instead of sent; a Cancel or expiry goes
-# out whatever the clock says. The earlier deliveries' ids at the target come along: the latest is what this
+# Update whose version is no longer issued and in force is dropped instead of sent, unless an attempt was
+# made already (its outcome unknown: the target may have it), which is finished so that what replaces or
+# cancels it finds its id; a Cancel or expiry goes out whatever the clock says. The earlier deliveries' ids at the target come along: the latest is what this
 # one updates or cancels, their number the update number.
 _CLAIM_AREA = f"""WITH ready AS (
-    SELECT d.id, (d.msg_type IN ('Cancel', 'Expire') OR (v.status = 'issued' AND v.expires > now())) AS live
+    SELECT d.id, (d.msg_type IN ('Cancel', 'Expire') OR (v.status = 'issued' AND v.expires > now())
+                  OR d.attempts > 0) AS live
     FROM svc.area_delivery d JOIN svc.warning_version v USING (warning_id, version)
     WHERE d.state = 'pending' AND d.channel = $1 AND d.target = $2 AND d.next_attempt_at <= now()
       AND NOT EXISTS (SELECT 1 FROM svc.area_delivery e
@@ -260,6 +286,7 @@ async def record_area_result(
     the lease was lost meanwhile (another dispatcher has it now)."""
     state = area_transition(State.sending, event).value
     final = state != State.pending
+    accepted = result is not None and result.outcome is SendOutcome.ACCEPTED
     status = await conn.execute(
         """UPDATE svc.area_delivery
            SET state = $3, lease_owner = NULL, lease_until = NULL,
@@ -271,9 +298,9 @@ async def record_area_result(
         claim_id,
         lease,
         state,
-        result.remote_id if result is not None and result.outcome is SendOutcome.ACCEPTED else "",
-        result.route if result is not None else "",
-        reason or (result.reason if result is not None else ""),
+        peer_text(result.remote_id, 4000) if accepted and result is not None else "",
+        peer_text(result.route, 500) if result is not None else "",
+        peer_text(reason or (result.reason if result is not None else ""), 500),
         retry_in_s,
         final,
     )
@@ -301,14 +328,34 @@ def _version_of_key(key: str) -> tuple[int, int] | None:
     return None
 
 
+MAX_COUNT = 10**12  # more handsets or terminals than any peer can have: a report above is refused
+
+
+def evidence_problem(e: Evidence) -> str:
+    """Why a peer's report cannot be evidence ("" when it can): an area that is not a 12-digit code, counts
+    out of range or out of order, text PostgreSQL refuses."""
+    if e.area and not (len(e.area) == 12 and e.area.isascii() and e.area.isdigit()):
+        return f"area {e.area[:20]!r} is not a 12-digit code"
+    if not all(0 <= n < MAX_COUNT for n in (e.targeted, e.sent, e.delivered)):
+        return "a count is negative or too large"
+    people = e.detail.get("people")
+    if people is not None and not (people.isascii() and people.isdigit() and int(people) < MAX_COUNT):
+        return "people is not a count"
+    if any(peer_text(v, 10_000) != v for v in (*e.detail.keys(), *e.detail.values(), e.key, e.remote_id)):
+        return "text with NUL or a lone surrogate"
+    return ""
+
+
 async def store_evidence(
     conn: asyncpg.Connection, channel: str, target: str, batch: Sequence[Evidence]
 ) -> int:
     """Store a batch of evidence from one target (cumulative figures: a later report replaces an earlier one
-    for the same version and area); evidence that names no version this target was given is skipped. The
-    number stored."""
+    for the same version and area). Evidence that names no version this target was given, or that is not
+    well formed (`evidence_problem`), is skipped. The number stored."""
     rows = []
     for e in batch:
+        if evidence_problem(e):
+            continue
         version = _version_of_key(e.key) if e.key else None
         if version is None and e.remote_id:
             found = await conn.fetchrow(
@@ -332,7 +379,7 @@ async def store_evidence(
                 e.targeted,
                 e.sent,
                 e.delivered,
-                int(people) if people is not None and people.isdigit() else None,
+                int(people) if people is not None else None,
                 e.final,
                 json.dumps(e.detail, ensure_ascii=False),
                 e.at or datetime.now(UTC),
@@ -340,27 +387,46 @@ async def store_evidence(
         )
     if not rows:
         return 0
-    await conn.executemany(
-        """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
-                   targeted, sent, delivered, people, final, detail, reported_at)
-           SELECT $1, $2, $13, $14, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12
-           WHERE EXISTS (SELECT 1 FROM svc.warning_version WHERE warning_id = $1 AND version = $2)
-           ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
-           SET measured = excluded.measured, targeted = excluded.targeted, sent = excluded.sent,
-               delivered = excluded.delivered, people = excluded.people, final = excluded.final,
-               detail = excluded.detail, reported_at = excluded.reported_at, updated_at = now()
-           WHERE r.reported_at IS NULL OR r.reported_at <= excluded.reported_at""",
-        [(*r, channel, target) for r in rows],
+    columns = list(zip(*rows, strict=True))
+    stored: int = await conn.fetchval(
+        """WITH reported AS (
+               SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bool[], $6::bigint[],
+                                    $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[], $11::text[],
+                                    $12::timestamptz[])
+                   AS r (warning_id, version, area, kind, measured, targeted, sent, delivered, people, final,
+                         detail, reported_at)),
+           given AS (  -- only versions this target was given
+               SELECT DISTINCT ON (r.warning_id, r.version, r.area, r.kind) r.* FROM reported r
+               WHERE EXISTS (SELECT 1 FROM svc.area_delivery d
+                             WHERE d.warning_id = r.warning_id AND d.version = r.version AND d.channel = $13
+                               AND d.target = $14 AND d.msg_type IN ('Alert', 'Update'))
+               ORDER BY r.warning_id, r.version, r.area, r.kind, r.reported_at DESC),
+           stored AS (
+               INSERT INTO svc.reach_evidence AS e (warning_id, version, channel, target, area, kind, measured,
+                      targeted, sent, delivered, people, final, detail, reported_at)
+               SELECT warning_id, version, $13, $14, area, kind, measured, targeted, sent, delivered, people, final,
+                      detail::jsonb, reported_at
+               FROM given
+               ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+               SET measured = excluded.measured, targeted = excluded.targeted, sent = excluded.sent,
+                   delivered = excluded.delivered, people = excluded.people, final = excluded.final,
+                   detail = excluded.detail, reported_at = excluded.reported_at, updated_at = now()
+               WHERE e.reported_at IS NULL OR e.reported_at <= excluded.reported_at
+               RETURNING 1)
+           SELECT count(*) FROM stored""",
+        *[list(c) for c in columns],
+        channel,
+        target,
     )
-    return len(rows)
+    return stored
 
 
 async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Sequence[Evidence]) -> int:
     """Store terminals' acknowledgements of playback heard on one broker, and add them to the playback
     evidence of their version and area: terminals that acknowledged (of those registered there), the people
     they serve. One statement: only acknowledgements stored now are added, so a repeated one counts once. An
-    acknowledgement from an unregistered terminal, or naming no issued version, is not stored. The number
-    of new acknowledgements stored."""
+    acknowledgement from an unregistered or retired terminal, or for a version this broker was not given for
+    the terminal's unit, is not stored. The number of new acknowledgements stored."""
     if not acks:
         return 0
     stored: int = await conn.fetchval(
@@ -371,8 +437,12 @@ async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Seque
                SELECT DISTINCT ON (t.terminal_id, v.warning_id, v.version) t.terminal_id, v.warning_id, v.version,
                       h.played_at
                FROM heard h
-               JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4
+               JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4 AND t.retired_at IS NULL
                JOIN svc.warning_version v ON v.identifier = h.identifier
+               -- only what this broker was given, in the terminal's own unit: nothing else counts as reach
+               JOIN svc.area_delivery d ON d.warning_id = v.warning_id AND d.version = v.version
+                    AND d.channel = 'mqtt' AND d.target = $4 AND d.msg_type IN ('Alert', 'Update')
+                    AND d.state = 'done' AND d.content -> 'area_units' ? t.area
                ON CONFLICT DO NOTHING
                RETURNING terminal_id, warning_id, version, played_at),
            counted AS (

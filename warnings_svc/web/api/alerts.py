@@ -60,9 +60,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import Field
@@ -366,14 +368,9 @@ async def alert_audio(request: web.Request) -> web.Response:
 
     async def render() -> Rendered:
         alert, script = await _stored_document(request, key, "broadcast")
-        speech = await synthesise(script.decode())
-        if speech is None:
-            _, why = await asyncio.to_thread(speech_available)
-            raise ApiProblem(
-                404, "no_audio", f"no audio for alert {key[0]}-{key[1]} here: {why or 'speech failed'}"
-            )
+        wav = await _spoken(request.app, key, script.decode())
         return rendered_document(
-            speech.wav,
+            wav,
             "audio/wav",
             last_modified=alert.sent,
             cache_control=DOCUMENT_CACHE,
@@ -382,6 +379,35 @@ async def alert_audio(request: web.Request) -> web.Response:
         )
 
     return await _cached(request, "alert_audio", key, render)
+
+
+AUDIO_LOCK = web.AppKey("audio_lock", asyncio.Lock)
+
+
+async def _spoken(app: web.Application, key: tuple[int, int], script: str) -> bytes:
+    """The script's WAV, made once per message into ``data_dir/audio`` (kept across restarts, shared by the
+    web workers); one synthesis at a time, so that many first requests, or a hostile client, cost one."""
+    path = app[SETTINGS].data_dir / "audio" / f"{key[0]}-{key[1]}.wav"
+    if path.exists():
+        return await asyncio.to_thread(path.read_bytes)
+    async with app[AUDIO_LOCK]:
+        if path.exists():  # made while this request waited
+            return await asyncio.to_thread(path.read_bytes)
+        speech = await synthesise(script)
+        if speech is None:
+            _, why = await asyncio.to_thread(speech_available)
+            raise ApiProblem(
+                404, "no_audio", f"no audio for alert {key[0]}-{key[1]} here: {why or 'speech failed'}"
+            )
+        await asyncio.to_thread(_write_atomically, path, speech.wav)
+        return speech.wav
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 async def _stored_document(
@@ -442,5 +468,6 @@ def setup_alerts(app: web.Application) -> None:
     app.router.add_get("/api/v1/alerts/{id}.cap", alert_cap, name="alert_cap")
     app.router.add_get("/api/v1/alerts/{id}.gbt.xml", alert_gbt, name="alert_gbt")
     app.router.add_get("/api/v1/alerts/{id}.wav", alert_audio, name="alert_audio")
+    app[AUDIO_LOCK] = asyncio.Lock()
     app.router.add_get("/api/v1/alerts/{id}", one_alert, name="alert")
     app.router.add_get("/feeds/alerts.atom", alerts_feed, name="alerts_feed")

@@ -88,7 +88,12 @@ def public_channels(
     reach (people in the areas; terminals and the people they serve); after, where the delivery of the latest
     version stands and the evidence that came back (measured or estimated)."""
     t, lang = page.t, page.lang
-    mine = {(p["channel"], p["target"]): p for p in progress if p["version"] == latest.state.version}
+    # what the latest version became at each target (its Alert, Update or Cancel; an expiry only takes it back)
+    mine = {
+        (p["channel"], p["target"]): p
+        for p in progress
+        if p["version"] == latest.state.version and p["msg_type"] != "Expire"
+    }
     rows = []
     for target in targets:
         row: dict[str, Any] = {"channel": name_in(CHANNEL_NAMES, target.channel, lang), "target": target.name}

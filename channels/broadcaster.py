@@ -9,8 +9,8 @@ endpoint, with an ``Idempotency-Key`` (the delivery's key) and a bearer token::
      "onset": "...", "expires": "...", "cap_url": "...", "audio_url": "...",
      "confirm_url": "https://warnings.example.cn/api/v1/airings/<token>"}
 
-A 2xx answer means the newsroom has it; the station confirms that it went on air by opening (GET or POST)
-``confirm_url``. The token is an HMAC of the delivery's key under a secret of the service, so every attempt
+A 2xx answer means the newsroom has it; the station confirms that it went on air by opening ``confirm_url``
+(a GET: a link an editor can click). The token is an HMAC of the delivery's key under a secret of the service, so every attempt
 of one delivery carries the same link and nobody can forge one. A Cancel is the same request with
 ``msg_type`` Cancel (the crawl says the warning is withdrawn), so stations take the crawl off.
 

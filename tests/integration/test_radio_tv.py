@@ -74,7 +74,7 @@ async def test_a_confirmed_airing_is_estimated_reach_and_a_cancel_reaches_the_ne
             path = link[link.index("/api/v1/airings/") :]
             again = await client.get(path)
             assert again.status == 200 and (await again.json())["confirmed"] == f"{v.warning_id}-1"
-            forged = await client.post(path[:-4] + ("AAAA" if not path.endswith("AAAA") else "BBBB"))
+            forged = await client.get(path[:-4] + ("AAAA" if not path.endswith("AAAA") else "BBBB"))
             assert forged.status == 404 and (await forged.json())["field"] == "token"
             assert (await client.get("/api/v1/airings/not-a-token!")).status == 404
             assert await conn.fetchval(

@@ -147,7 +147,7 @@ class NewsroomSimulator:
         await asyncio.sleep(self.airing_delay_s)
         assert self._session is not None
         try:
-            async with self._session.post(confirm_url) as response:
+            async with self._session.get(confirm_url) as response:
                 self.state.confirmed.append((confirm_url, response.status))
         except aiohttp.ClientError as e:
             log.warning("newsroom SIMULATOR: confirmation failed: %s", e)

@@ -1,4 +1,5 @@
-"""``GET|POST /api/v1/airings/{token}``: a broadcaster confirms that a warning went on air (`channels.broadcaster`).
+"""``GET /api/v1/airings/{token}``: a broadcaster confirms that a warning went on air (`channels.broadcaster`) by
+opening the link it was sent.
 
 The token is the one-time link's secret (an HMAC of the delivery's key, unforgeable): no login. A confirmed
 airing becomes evidence of reach for each area of the version, estimated as the area's population times the
@@ -40,4 +41,3 @@ async def confirm_airing(request: web.Request) -> web.Response:
 
 def setup_airings(app: web.Application) -> None:
     app.router.add_get("/api/v1/airings/{token}", confirm_airing, name="airing_confirm")
-    app.router.add_post("/api/v1/airings/{token}", confirm_airing, name="airing_confirm_post")

@@ -227,6 +227,9 @@ class AreaSmsTargetSettings(_HttpTargetSettings):
     every handset in the warned areas (docs/channels/operator-area-sms.md)."""
 
     levels: tuple[Level, ...] = ("orange", "red")
+    # this operator's handsets per resident (subscriptions per person x its share), for the handsets expected
+    # before approval; none: the console shows the people in the areas only
+    handsets_per_person: Annotated[float, Field(gt=0, le=5)] | None = None
 
 
 class CellBroadcastTargetSettings(BaseModel):

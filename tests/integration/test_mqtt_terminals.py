@@ -358,3 +358,37 @@ async def _put_out(conn: asyncpg.Connection, warning_id: int) -> bool:
     return bool(
         await conn.fetchval("SELECT state = 'done' FROM svc.area_delivery WHERE warning_id = $1", warning_id)
     )
+
+
+async def test_each_area_topic_retains_the_most_severe_warning_in_force(
+    conn, db_url, mosquitto: MosquittoBroker
+) -> None:
+    terminals = await _terminals(conn, per_unit=1)
+    units = await region_units(conn, "wuhai")
+    town = next(t.area for t in terminals if units[t.area].parent == DISTRICTS[0])
+    topic = f"{PREFIX}/alerts/{town}"
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+
+    async def retained_identifier() -> str | None:
+        payload = await _retained(mosquitto.url, topic)
+        return json.loads(payload)["identifier"] if payload else None
+
+    try:
+        async with _dispatching(pool, db_url, mosquitto.url):
+            red = await issue(conn, level="red", areas=(DISTRICTS[0],), ctx=AREA_CTX)  # heat over Haibowan
+            await wait_until(lambda: _put_out(conn, red.warning_id), 10, "red put out")
+            # a yellow frost warning over the whole city comes later: the red heat warning keeps Haibowan's topics
+            yellow = await issue(conn, level="yellow", areas=("150300",), hazard="frost", ctx=AREA_CTX)
+            await wait_until(lambda: _put_out(conn, yellow.warning_id), 10, "yellow put out")
+            assert await retained_identifier() == red.identifier
+            # the red one cancelled: the yellow one, still in force there, is retained again, not nothing
+            await successor(conn, red.warning_id, None, ctx=AREA_CTX)
+            await wait_until(lambda: _all_done(conn, red.warning_id), 10, "the Cancel put out")
+            assert await retained_identifier() == yellow.identifier
+            # the yellow one expires: nothing is left in force, nothing retained
+            later = datetime.now(UTC) + timedelta(days=3)
+            assert yellow.warning_id in await ws.expire_due(conn, AREA_CTX, now=later)
+            await wait_until(lambda: _all_done(conn, yellow.warning_id), 10, "the expiry put out")
+            assert await retained_identifier() is None
+    finally:
+        await pool.close()

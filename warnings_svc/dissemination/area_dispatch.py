@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ from channels.broadcaster import BroadcasterChannel
 from channels.cbs.ecbe import CbcChannel
 from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
+from warnings_svc.dissemination.area_outbox import LEVEL_ORDER
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
 from warnings_svc.dissemination.policy import backoff_delay
 from warnings_svc.settings import DispatchSettings, Settings
@@ -392,6 +394,8 @@ class AreaDispatcher:
                 else:
                     self.counters.add(self.counters.dead, target)
                     log.warning("area dispatch: %s to %s is dead: %s", alert.key, target, result.reason)
+            if channel == "mqtt" and event is Event.accept:
+                await self._restore_retained(target, adapter, claim)
             record = partial(
                 _record, claim_id=claim.id, owner=self.owner, event=event, result=result, retry_in_s=retry_in,
                 reason=reason,
@@ -411,6 +415,35 @@ class AreaDispatcher:
                 self.counters.add(self.counters.leases_lost, target)
                 log.warning("area dispatch: %s to %s took longer than its lease: another attempt may follow",
                             alert.key, target)  # fmt: skip
+
+    async def _restore_retained(
+        self, target: str, adapter: AreaChannel, claim: area_outbox.AreaClaim
+    ) -> None:
+        """Each area topic retains one message: after a warning was put out or taken back there, put back the
+        other warnings in force on the topics they share with it, least severe first, so that a terminal
+        coming online later gets the most severe one in force (never none while one is, never a lesser one
+        over a greater). Terminals play a warning once per identifier, so a repeat is not heard twice."""
+        alert = claim.alert
+        taken_back = claim.msg_type in ("Cancel", "Expire")
+        units = list(alert.area_units) or [a.code for a in alert.areas]
+        others = await self._db(
+            f"warnings in force on {target}",
+            None,
+            partial(area_outbox.others_in_force, target=target, warning_id=alert.warning_id, units=units),
+        )
+        mine = LEVEL_ORDER.index(alert.level)
+        for content, msg_type, shared in others or ():
+            if not taken_back and LEVEL_ORDER.index(content["level"]) <= mine:
+                continue  # the new warning is at least as severe: it keeps the topic
+            again = dataclasses.replace(
+                area_outbox.alert_of(content, key=f"restore:{alert.key}", msg_type=msg_type, previous_remote_id="",
+                                     update_number=0),
+                area_units=tuple(shared),
+            )  # fmt: skip
+            result = await adapter.put_out(again)
+            if result.outcome is not SendOutcome.ACCEPTED:
+                log.warning("area dispatch: could not put %s back on %s: %s", content["identifier"], target,
+                            result.reason)  # fmt: skip
 
     async def _collect(self, channel: str, target: str, adapter: AreaChannel) -> None:
         async for batch in adapter.evidence():

@@ -45,9 +45,10 @@ _RECLAIMED = area_transition(State.sending, Event.reclaim).value
 class AreaTarget:
     """A configured target of an area channel and the warning levels it is used for."""
 
-    channel: str  # mqtt | area_sms | cell_broadcast | broadcast_platform
+    channel: str  # mqtt | area_sms | cell_broadcast | broadcast_platform | radio_tv
     name: str
     levels: frozenset[str]
+    handsets_per_person: float | None = None  # an operator's, for the handsets expected before approval
 
 
 def area_delivery_key(warning_id: int, version: int, channel: str, target: str, msg_type: str) -> str:
@@ -142,9 +143,9 @@ async def write_area_deliveries(
     targets: Iterable[AreaTarget],
     content: dict[str, Any],
 ) -> int:
-    """Promise the version to every target whose levels include it; call it inside the issuing transaction.
-    A Cancel goes to every target: it takes back whatever an earlier version left there."""
-    chosen = [t for t in targets if msg_type == "Cancel" or level in t.levels]
+    """Promise the version to each of `targets` (chosen by the lifecycle: the forecaster's choice, or the
+    level's defaults; every target for a Cancel); call it inside the issuing transaction."""
+    chosen = list(targets)
     if not chosen:
         return 0
     await conn.execute(
@@ -547,3 +548,32 @@ async def confirm_airing(
         "estimated_people": sum(round(a["population"] * share) for a in areas),
         "method": "population x audience share (an estimate)",
     }
+
+
+LEVEL_ORDER = ("blue", "yellow", "orange", "red")
+
+
+async def others_in_force(
+    conn: asyncpg.Connection, target: str, warning_id: int, units: Sequence[str]
+) -> list[tuple[dict[str, Any], str, list[str]]]:
+    """The other warnings in force that this MQTT broker carries on any of `units`: (the content of the
+    version put out, its delivery's message type, the units it shares with `units`), least severe first, so
+    that re-publishing them in this order leaves the most severe retained on each topic."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (d.warning_id) d.content, d.msg_type, v.level, v.sent
+           FROM svc.area_delivery d JOIN svc.warning_version v USING (warning_id, version)
+           WHERE d.channel = 'mqtt' AND d.target = $1 AND d.warning_id <> $2 AND d.state = 'done'
+             AND d.msg_type IN ('Alert', 'Update') AND v.status = 'issued' AND v.expires > now()
+             AND d.content -> 'area_units' ?| $3::text[]
+           ORDER BY d.warning_id, d.id DESC""",
+        target,
+        warning_id,
+        list(units),
+    )
+    wanted = set(units)
+    out = []
+    for r in sorted(rows, key=lambda r: (LEVEL_ORDER.index(r["level"]), r["sent"])):
+        content = json.loads(r["content"])
+        shared = [u for u in content.get("area_units", ()) if u in wanted]
+        out.append((content, r["msg_type"], shared))
+    return out

@@ -76,7 +76,7 @@ from warnings_svc.settings import Settings, SettingsError, WarningSettings
 
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
-CONTENT_FIELDS: frozenset[str] = frozenset({"areas", "polygons", "texts", "note"})
+CONTENT_FIELDS: frozenset[str] = frozenset({"areas", "polygons", "texts", "note", "area_targets"})
 LIFECYCLE_FIELDS: frozenset[str] = frozenset({"level", "onset", "expires"})
 MAX_NOTE_CHARS = 500
 MAX_TEXT_CHARS = 2000
@@ -117,6 +117,8 @@ class Content:
     texts: dict[str, dict[str, str]] = field(default_factory=dict)  # {"zh-CN": {"headline": ...}}
     note: str = ""
     proposal_id: int | None = None
+    # the targets of the area channels chosen for this version ("channel/target"); None: the level's defaults
+    area_targets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Version:
         out["texts"] = self.content.texts
         out["note"] = self.content.note
         out["proposal_id"] = self.content.proposal_id
+        out["area_targets"] = None if self.content.area_targets is None else list(self.content.area_targets)
         out["identifier"] = self.identifier
         out["sent"] = None if self.sent is None else self.sent.astimezone(UTC).isoformat()
         return out
@@ -176,6 +179,7 @@ class Issuing:
                 _read_secret(w.signing_key_file, "signing_key_file"),
                 _read_secret(w.signing_cert_file, "signing_cert_file"),
             )
+        handsets = {("area_sms", a.name): a.handsets_per_person for a in settings.dispatch.area_sms}
         audit_key = None
         if w.audit_key_file is not None:
             audit_key = _read_secret(w.audit_key_file, "audit_key_file")
@@ -190,7 +194,7 @@ class Issuing:
             audit_key=audit_key,
             channels=tuple(settings.dispatch.channels),
             area_targets=tuple(
-                AreaTarget(channel, name, frozenset(levels))
+                AreaTarget(channel, name, frozenset(levels), handsets.get((channel, name)))
                 for channel, name, levels in settings.dispatch.area_targets()
             ),
             budgets=dataclasses.replace(DEFAULT_BUDGETS, sms_full_segments=w.sms_segments),
@@ -499,7 +503,7 @@ async def act(
             if content is not None:
                 await area_outbox.write_area_deliveries(
                     conn, version.warning_id, version.state.version, version.state.msg_type,
-                    version.state.level, ctx.area_targets, content,
+                    version.state.level, area_targets_of(ctx, version), content,
                 )  # fmt: skip
         else:
             stored = await _update_version(conn, version)
@@ -615,7 +619,8 @@ async def rendered_texts(conn: asyncpg.Connection, warning_id: int, version: int
 # what `version_from_row` reads: writes return these instead of the version being read back after commit
 _VERSION_COLUMNS = """warning_id, version, msg_type, status, hazard, level, created_by, last_edited_by, onset,
     expires, exercise, approved_by, approved_at, approval_comment, "references", editors, return_reason, areas,
-    polygons, probability, exposed_population, texts, note, proposal_id, identifier, sent, created_at, updated_at"""
+    polygons, probability, exposed_population, texts, note, proposal_id, area_targets, identifier, sent, created_at,
+    updated_at"""
 
 
 def version_from_row(row: asyncpg.Record) -> Version:
@@ -647,6 +652,8 @@ def version_from_row(row: asyncpg.Record) -> Version:
         texts=json.loads(row["texts"]),
         note=row["note"],
         proposal_id=row["proposal_id"],
+        # (get: a row read by a migration's test, before migration 13, has no such column)
+        area_targets=None if row.get("area_targets") is None else tuple(row["area_targets"]),
     )
     return Version(state, content, row["identifier"], row["sent"], row["created_at"], row["updated_at"])
 
@@ -892,8 +899,9 @@ async def _insert_version(conn: asyncpg.Connection, v: Version) -> Version:
     row = await conn.fetchrow(
         """INSERT INTO svc.warning_version (warning_id, version, msg_type, status, hazard, level, areas, polygons,
                   onset, expires, probability, exposed_population, texts, note, exercise, created_by,
-                  last_edited_by, editors, "references", proposal_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18, $19, $20)
+                  last_edited_by, editors, "references", proposal_id, area_targets)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18, $19, $20,
+                   $21)
            RETURNING """
         + _VERSION_COLUMNS,
         int(s.id),
@@ -916,6 +924,7 @@ async def _insert_version(conn: asyncpg.Connection, v: Version) -> Version:
         list(s.editors),
         list(s.references),
         c.proposal_id,
+        None if c.area_targets is None else list(c.area_targets),
     )
     await conn.execute(
         "UPDATE svc.warning SET current_version = $2, updated_at = now() WHERE id = $1", int(s.id), s.version
@@ -931,7 +940,7 @@ async def _update_version(conn: asyncpg.Connection, v: Version) -> Version:
         """UPDATE svc.warning_version SET status = $3, level = $4, onset = $5, expires = $6, areas = $7,
                   polygons = $8, texts = $9::jsonb, note = $10, last_edited_by = $11, editors = $12,
                   approved_by = $13, approved_at = $14, approval_comment = $15, return_reason = $16,
-                  updated_at = now()
+                  area_targets = $17, updated_at = now()
            WHERE warning_id = $1 AND version = $2 RETURNING """
         + _VERSION_COLUMNS,
         int(s.id),
@@ -950,6 +959,7 @@ async def _update_version(conn: asyncpg.Connection, v: Version) -> Version:
         s.approved_at,
         s.approval_comment,
         s.return_reason,
+        None if c.area_targets is None else list(c.area_targets),
     )
     return version_from_row(row)
 
@@ -1105,7 +1115,36 @@ def _checked_content(content: Content, units: Mapping[str, UnitRecord], ctx: Iss
     polygons = _checked_polygons(content.polygons, ctx)
     if content.probability is not None and not 0 <= content.probability <= 1:
         raise StoreError("invalid", "probability is between 0 and 1", "probability")
-    return dataclasses.replace(content, areas=areas, texts=texts, note=note, polygons=polygons)
+    targets = None if content.area_targets is None else _checked_area_targets(content.area_targets, ctx)
+    return dataclasses.replace(
+        content, areas=areas, texts=texts, note=note, polygons=polygons, area_targets=targets
+    )
+
+
+def _checked_area_targets(targets: Any, ctx: Issuing) -> tuple[str, ...]:
+    """The chosen targets of the area channels ("channel/target"), each one configured, none twice; an empty
+    list is a choice too (none of them)."""
+    if isinstance(targets, str) or not isinstance(targets, Sequence):
+        raise StoreError("invalid", 'area_targets is a list of "channel/target"', "area_targets")
+    known = {f"{t.channel}/{t.name}" for t in ctx.area_targets}
+    unknown = [str(t)[:60] for t in targets if t not in known]
+    if unknown:
+        configured = ", ".join(sorted(known)) or "none"
+        raise StoreError(
+            "invalid", f"no such target: {', '.join(unknown[:5])} (configured: {configured})", "area_targets"
+        )
+    return tuple(dict.fromkeys(targets))
+
+
+def area_targets_of(ctx: Issuing, version: Version) -> list[AreaTarget]:
+    """The targets a version goes to when approved: those chosen for it, else those whose levels include its
+    level; a Cancel goes to every target (whatever of the warning is out there is taken back)."""
+    if version.state.msg_type == "Cancel":
+        return list(ctx.area_targets)
+    chosen = version.content.area_targets
+    if chosen is None:
+        return [t for t in ctx.area_targets if version.state.level in t.levels]
+    return [t for t in ctx.area_targets if f"{t.channel}/{t.name}" in chosen]
 
 
 def _checked_changes(
@@ -1118,6 +1157,7 @@ def _checked_changes(
         "polygons": lambda v: _checked_polygons(v, ctx),
         "texts": _checked_texts,
         "note": lambda v: _clean(v, "note", MAX_NOTE_CHARS),
+        "area_targets": lambda v: _checked_area_targets(v, ctx),
     }
     return {k: checks[k](v) if k in checks else v for k, v in changes.items()}
 
@@ -1215,7 +1255,9 @@ def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 def _changed_content(
     content: Content, changes: Mapping[str, Any], units: Mapping[str, UnitRecord], ctx: Issuing
 ) -> Content:
-    fields: dict[str, Any] = {k: tuple(v) if k in ("areas", "polygons") else v for k, v in changes.items()}
+    fields: dict[str, Any] = {
+        k: tuple(v) if k in ("areas", "polygons", "area_targets") else v for k, v in changes.items()
+    }
     updated = dataclasses.replace(content, **fields)
     if "areas" in changes and "polygons" not in changes and set(updated.areas) != set(content.areas):
         updated = dataclasses.replace(updated, polygons=())  # the old outline no longer matches the areas

@@ -109,6 +109,8 @@
     }
     const boxes = form.querySelectorAll('input[name="areas"]');
     if (boxes.length) out.areas = [...boxes].filter((b) => b.checked).map((b) => b.value);
+    const targets = form.querySelectorAll('input[name="area_targets"]');
+    if (targets.length) out.area_targets = [...targets].filter((b) => b.checked).map((b) => b.value);
     const textInputs = form.querySelectorAll('[name^="texts."]');
     if (textInputs.length) {
       const texts = {};

@@ -96,6 +96,7 @@ class DemoStage:
                             token=SIMULATOR_TOKEN,
                             levels=every_level,
                             poll_interval_s=0.5,
+                            handsets_per_person=round(o.handsets_per_person * o.operator_share, 4),
                         )
                         for o in self.operators
                     ),

@@ -134,6 +134,11 @@ class DraftBody(Body):
     polygons: list[str] = Field(default_factory=list, description="CAP polygons (lat,lon pairs)")
     texts: Texts = Field(default_factory=dict)
     note: str = ""
+    area_targets: list[str] | None = Field(
+        None,
+        description='Targets of the area channels to put it out to ("channel/target", e.g. "area_sms/china-mobile"); '
+        "absent: those configured for its level",
+    )
 
 
 class ChangesBody(Body):
@@ -146,6 +151,9 @@ class ChangesBody(Body):
     polygons: list[str] | None = None
     texts: Texts | None = None
     note: str | None = None
+    area_targets: list[str] | None = Field(
+        None, description='Targets of the area channels ("channel/target"); [] for none of them'
+    )
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)
@@ -210,7 +218,11 @@ async def create_warning(request: web.Request) -> web.Response:
     require_writer(request)
     body = await parse_body(request, DraftBody)
     content = store.Content(
-        areas=tuple(body.areas), polygons=tuple(body.polygons), texts=body.texts, note=body.note
+        areas=tuple(body.areas),
+        polygons=tuple(body.polygons),
+        texts=body.texts,
+        note=body.note,
+        area_targets=None if body.area_targets is None else tuple(body.area_targets),
     )
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
     with _answers():

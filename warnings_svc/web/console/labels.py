@@ -107,10 +107,15 @@ LABELS: dict[str, Message] = {
     "estimated": N_("console", "estimated"),
     "to_go": N_("console", "goes out on approval"),
     "not_at_level": N_("console", "not used at this level"),
+    "not_chosen": N_("console", "not chosen for this warning"),
+    "public_channels_hint": N_(
+        "console", "Public channels to put it out on (the level's defaults unless changed)"
+    ),
     "reach_of": N_("console", "{delivered} of {targeted}"),
     "people_served": N_("console", "people served"),
     "terminals_serving": N_("console", "{terminals} terminals serving {people} people"),
     "people_in_areas": N_("console", "{people} people in the areas"),
+    "handsets_expected": N_("console", "about {handsets} handsets"),
     "population": N_("console", "Population covered"),
     "area_population": N_("console", "Population"),
     "vulnerable": N_("console", "Vulnerable groups and assets"),

@@ -70,23 +70,35 @@ async def console_warning(request: web.Request) -> web.Response:
     context = warning_context(
         page, view, versions, audit, proposal, texts, request.app[RESPONDERS], ctx.policy
     )
+    goes = {f"{t.channel}/{t.name}" for t in store.area_targets_of(ctx, latest)}
     context["public_channels"] = public_channels(
-        page, ctx.area_targets, latest, progress, terminals, context["impact"]["population"]
+        page, ctx.area_targets, goes, latest, progress, terminals, context["impact"]["population"]
     )
+    if context["form"] is not None and not context["form"]["cancel"]:
+        context["form"]["targets"] = [
+            {
+                "value": f"{t.channel}/{t.name}",
+                "name": f"{name_in(CHANNEL_NAMES, t.channel, page.lang)} · {t.name}",
+                "checked": f"{t.channel}/{t.name}" in goes,
+            }
+            for t in ctx.area_targets
+        ]
     return page.render("console/warning.html", **context)
 
 
 def public_channels(
     page: Page,
     targets: Sequence[AreaTarget],
+    goes: set[str],
     latest: store.Version,
     progress: Sequence[Mapping[str, Any]],
     terminals: Mapping[str, tuple[int, int]],
     population: int,
 ) -> list[dict[str, Any]]:
-    """A row per target of the area channels: before issue, whether this level goes there and what it can
-    reach (people in the areas; terminals and the people they serve); after, where the delivery of the latest
-    version stands and the evidence that came back (measured or estimated)."""
+    """A row per target of the area channels: before issue, whether the version goes there (`goes`: chosen,
+    or the level's defaults) and what it can reach (people in the areas, the operator's handsets expected,
+    terminals and the people they serve); after, where the delivery of the latest version stands and the
+    evidence that came back (measured or estimated)."""
     t, lang = page.t, page.lang
     # what the latest version became at each target (its Alert, Update or Cancel; an expiry only takes it back)
     mine = {
@@ -96,7 +108,9 @@ def public_channels(
     }
     rows = []
     for target in targets:
-        row: dict[str, Any] = {"channel": name_in(CHANNEL_NAMES, target.channel, lang), "target": target.name}
+        row: dict[str, Any] = {
+            "channel": name_in(CHANNEL_NAMES, target.channel, lang), "target": target.name, "kind": "",
+        }  # fmt: skip
         done = mine.get((target.channel, target.name))
         if done is not None:
             row["state"] = done["state"]
@@ -110,9 +124,9 @@ def public_channels(
                 if evidence["people"] is not None:
                     row["reach"] += f" · {t['people_served']} {evidence['people']:,}"
                 row["kind"] = t["measured"] if evidence["measured"] else t["estimated"]
-        elif latest.state.level not in target.levels and latest.state.msg_type != "Cancel":
+        elif f"{target.channel}/{target.name}" not in goes:
             row["state"] = ""
-            row["reach"] = t["not_at_level"]
+            row["reach"] = t["not_chosen"] if latest.content.area_targets is not None else t["not_at_level"]
         else:
             row["state"] = t["to_go"] if latest.identifier is None else "–"
             if target.channel == "mqtt":
@@ -120,6 +134,9 @@ def public_channels(
                 row["reach"] = t["terminals_serving"].format(terminals=n, people=f"{served:,}")
             else:
                 row["reach"] = t["people_in_areas"].format(people=f"{population:,}")
+                if target.handsets_per_person is not None:
+                    handsets = round(population * target.handsets_per_person)
+                    row["reach"] += " · " + t["handsets_expected"].format(handsets=f"{handsets:,}")
         rows.append(row)
     return rows
 

@@ -16,7 +16,7 @@ from channels.area import Evidence, EvidenceKind
 from channels.area_sms.client import OperatorAreaSmsChannel
 from channels.area_sms.protocol import task_body
 from channels.base import FailureKind, HealthState, SendOutcome
-from tests.factories_area_sms import POPULATIONS, TEXT_UPDATE, area_alert
+from tests.factories_area import POPULATIONS, TEXT_UPDATE, area_alert
 from warnings_svc.demo.peers.operator_gateway import SERVER_HEADER, Fault, OperatorGatewaySimulator
 
 TOKEN = "test-token"

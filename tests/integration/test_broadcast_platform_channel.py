@@ -25,6 +25,7 @@ from channels.broadcast_platform.client import (
     BroadcastPlatformSettings,
     broadcast_body,
 )
+from tests.factories_area import wuhai_alert
 from warnings_svc.demo.peers.broadcast_platform import SERVER_HEADER, BroadcastPlatformSimulator, Fault
 from warnings_svc.documents.speech import synthesise
 
@@ -37,26 +38,24 @@ SCRIPT = "各位居民请注意！乌海市气象台发布高温橙色预警。�
 def area_alert(**changes: object) -> AreaAlert:
     """An orange heat warning for two districts of Wuhai, as the dispatcher would hand it over."""
     onset = datetime.now(UTC).replace(microsecond=0)
-    alert = AreaAlert(
-        key="41-1/broadcast_platform/wuhai",
-        identifier="15030041600000_20260709160000",
-        warning_id=41,
-        version=1,
-        msg_type="Alert",
-        status="Actual",
-        hazard="heat",
-        level="orange",
-        severity="Severe",
-        urgency="Expected",
-        onset=onset,
-        expires=onset + timedelta(hours=24),
-        areas=(AlertArea(HAIBOWAN, "海勃湾区", 320000), AlertArea(WUDA, "乌达区", 130000)),
-        texts=AlertTexts(
-            headline="乌海市气象台发布高温橙色预警", sms="高温橙色预警", broadcast=SCRIPT, led="高温橙色预警"
-        ),
-        priority=1,
+    return wuhai_alert(
+        **{
+            "key": "41-1/broadcast_platform/wuhai",
+            "identifier": "15030041600000_20260709160000",
+            "warning_id": 41,
+            "onset": onset,
+            "expires": onset + timedelta(hours=24),
+            "areas": (AlertArea(HAIBOWAN, "海勃湾区", 320000), AlertArea(WUDA, "乌达区", 130000)),
+            "texts": AlertTexts(
+                headline="乌海市气象台发布高温橙色预警",
+                sms="高温橙色预警",
+                broadcast=SCRIPT,
+                led="高温橙色预警",
+            ),
+            "update_number": 0,
+        }
+        | changes
     )
-    return replace(alert, **changes)  # type: ignore[arg-type]
 
 
 def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:

@@ -15,6 +15,7 @@ from channels.area import AlertArea, AlertTexts, AreaAlert, AreaChannel, Evidenc
 from channels.base import FailureKind, HealthState, SendOutcome
 from channels.cbs.ecbe import CbcChannel, parse_remote_id
 from channels.cbs.pages import GeoScope, SerialNumber, split_pages
+from tests.factories_area import wuhai_alert
 from warnings_svc.demo.peers.cbc import SERVER_HEADER, CbcSimulator, body_problem, load_validator
 
 WARNING_ZH = (
@@ -34,25 +35,29 @@ def chinese_text(n: int) -> str:
 def area_alert(**changes: Any) -> AreaAlert:
     """A red heat warning for two districts of Wuhai, version 1, with a 150-character description."""
     now = datetime.now(UTC)
-    alert = AreaAlert(
-        key="7-1/cbs/cbc-a",
-        identifier="urn:oid:2.49.0.1.156.0.2026.7.1",
-        warning_id=7,
-        version=1,
-        msg_type="Alert",
-        status="Actual",
-        hazard="heat",
-        level="red",
-        severity="Extreme",
-        urgency="Immediate",
-        onset=now,
-        expires=now + timedelta(hours=6),
-        areas=AREAS,
-        texts=AlertTexts(
-            headline="高温红色预警", sms=chinese_text(70), broadcast="", led="", description=chinese_text(150)
-        ),
+    return wuhai_alert(
+        **{
+            "key": "7-1/cbs/cbc-a",
+            "identifier": "urn:oid:2.49.0.1.156.0.2026.7.1",
+            "warning_id": 7,
+            "level": "red",
+            "severity": "Extreme",
+            "urgency": "Immediate",
+            "onset": now,
+            "expires": now + timedelta(hours=6),
+            "areas": AREAS,
+            "texts": AlertTexts(
+                headline="高温红色预警",
+                sms=chinese_text(70),
+                broadcast="",
+                led="",
+                description=chinese_text(150),
+            ),
+            "priority": 3,
+            "update_number": 0,
+        }
+        | changes
     )
-    return dataclasses.replace(alert, **changes)
 
 
 def update_of(alert: AreaAlert, remote_id: str, version: int = 2, **changes: Any) -> AreaAlert:

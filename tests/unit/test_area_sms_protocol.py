@@ -20,7 +20,7 @@ from channels.area_sms.protocol import (
     text_problem,
 )
 from channels.base import FailureKind
-from tests.factories_area_sms import HAIBOWAN_POLYGON, TEXT_ALERT, area_alert
+from tests.factories_area import HAIBOWAN_POLYGON, TEXT_ALERT, area_alert
 from warnings_svc.demo.peers.operator_gateway import (
     OPERATOR_SHARES,
     TaskIn,

@@ -1,8 +1,11 @@
-"""Area alerts and populations for the operator area SMS tests: a Wuhai heat warning put out to China Mobile."""
+"""Area alerts for the tests of the area channels' adapters: a Wuhai heat warning as the dispatcher hands it
+over (`area_alert`, shaped for the operator area SMS tests; `wuhai_alert` for any other, with changes)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from channels.area import AlertArea, AlertTexts, AreaAlert, MsgType
 
@@ -57,3 +60,8 @@ def area_alert(
         previous_remote_id=previous_remote_id,
         update_number=0 if msg_type == "Alert" else 1,
     )
+
+
+def wuhai_alert(**changes: Any) -> AreaAlert:
+    """`area_alert`'s heat warning for the three districts with `changes` (any `AreaAlert` field)."""
+    return dataclasses.replace(area_alert(), **changes)

@@ -106,6 +106,7 @@ def running_service(
     *,
     access_log: bool = False,
     own_session: bool = True,
+    with_peers: bool = False,
 ) -> Iterator[subprocess.Popen[str]]:
     """`warnings-svc demo --workers N` until the console line is printed; stopped with SIGTERM on leaving.
 
@@ -119,6 +120,7 @@ def running_service(
                 "demo",
                 *("--data-dir", str(data_dir), "--port", str(port), "--workers", str(workers)),
                 *(() if access_log else ("--no-access-log",)),
+                *(() if with_peers else ("--no-peers",)),
             ],
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -485,6 +487,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         folder / "service.log",
         access_log=args.access_log,
         own_session=own_session,
+        with_peers=args.with_peers,
     ):
         wait_for_inbox(data_dir)
         forecaster, chief = token(data_dir, "forecaster"), token(data_dir, "chief")
@@ -589,6 +592,13 @@ def main() -> None:
         action="store_true",
         help="run the servers in the load generator's session, as runs before 2026-12-05 16:00 UTC did "
         "(by default each runs in a session of its own, as under a supervisor)",
+    )
+    parser.add_argument(
+        "--with-peers",
+        action="store_true",
+        help="run the demo with its simulated peers of the area channels (an MQTT broker with 263 terminals, "
+        "gateways, a CBC, a platform, a newsroom) in the service's own process, every approval put out to them; "
+        "by default they are left out (`demo --no-peers`): they are not part of the service in production",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
         help="send the demo's SMS to this loopback SMSC (system_id wuhai, password secret; scripts/demo starts one)",
     )
     demo.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="leave out the simulated peers of the area channels (the MQTT broker and its terminals, the "
+        "operators' gateways, the CBC, the broadcast platform, the newsroom)",
+    )
+    demo.add_argument(
         "--smoke",
         action="store_true",
         help="run the whole chain once in a fresh temporary folder (ingest, proposals, two-person approval, "
@@ -406,6 +412,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # the demo's MQTT broker with simulated terminals, and the simulated gateways, CBC and platform, beside
     # the service
+    if args.no_peers:
+        return serve(settings, progress=True, demo=True)
     stage = DemoStageThread()
     if settings.warnings.public_url is None:  # links in what goes out (CAP, audio, airing) point at the demo
         from warnings_svc.web.workers import authority
@@ -434,7 +442,7 @@ def _smoke(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"data_dir": folder})
         _say_database(settings, "a temporary folder, removed after")
         with database_url(None, folder) as url:
-            summary = asyncio.run(run_smoke(settings, url))
+            summary = asyncio.run(run_smoke(settings, url, peers=not args.no_peers))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(summary, ensure_ascii=False, default=str))

@@ -78,6 +78,15 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert evidence["broadcast_platform"]["delivered"] == evidence["broadcast_platform"]["targeted"] > 0
 
 
+def test_without_the_simulated_peers_the_smoke_run_leaves_the_area_channels_out() -> None:
+    run = smoke("--no-peers")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert summary["ok"] is True and summary["warning"]["status"] == "issued"
+    assert "terminals" not in summary and "broadcast" not in summary
+    assert "simulator" not in run.stderr.lower() and "amqtt" not in run.stderr
+
+
 def test_an_unreachable_smsc_fails_the_dispatch_step_at_once_naming_it() -> None:
     with socket.socket() as s:  # a port nothing listens on: bound, then let go
         s.bind(("127.0.0.1", 0))

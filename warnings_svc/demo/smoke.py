@@ -54,10 +54,15 @@ class SmokeFailed(Exception):
     """A step of the chain failed; the message says which and why."""
 
 
-async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
-    """Run the chain on the database at `url` (fresh: the demo forecast must be its first run)."""
+async def run_smoke(settings: Settings, url: str, *, peers: bool = True) -> dict[str, Any]:
+    """Run the chain on the database at `url` (fresh: the demo forecast must be its first run); with `peers`
+    also over the area channels, to the demo's simulated peers."""
     summary: dict[str, Any] = {"ok": False, "region": settings.region}
     started = time.monotonic()
+    if not peers:
+        await _run_steps(settings, url, summary, None)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        return summary
     async with DemoStage(terminal_delay_s=0.05) as stage:
         # the demo's own broker with simulated terminals, and the simulated gateways, CBC and platform
         settings = settings.model_copy(update={"dispatch": stage.dispatch(settings.dispatch)})
@@ -66,7 +71,7 @@ async def run_smoke(settings: Settings, url: str) -> dict[str, Any]:
     return summary
 
 
-async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stage: DemoStage) -> None:
+async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stage: DemoStage | None) -> None:
     sms = bool(settings.dispatch.sms)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size(settings.dispatch) + 2)
     try:
@@ -77,13 +82,15 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
                 summary["risk_database_version"] = await ensure_built(conn, settings.region, progress=False)
             step = "ingest"
             summary["ingest"] = await _ingest(pool, url, settings)
-            step = "terminals"
-            summary["terminals"] = await _register_terminals(pool, settings, stage)
+            if stage is not None:
+                step = "terminals"
+                summary["terminals"] = await _register_terminals(pool, settings, stage)
             step = "issue"
             summary["warning"] = await _issue(pool, settings, summary["ingest"]["proposals"])
-            step = "broadcast"
-            broken = sorted(stage.fleet.broken) if stage.fleet else []
-            summary["broadcast"] = await _put_out(pool, url, settings, summary["warning"]["id"], broken)
+            if stage is not None:
+                step = "broadcast"
+                broken = sorted(stage.fleet.broken) if stage.fleet else []
+                summary["broadcast"] = await _put_out(pool, url, settings, summary["warning"]["id"], broken)
             if sms:
                 step = "dispatch"
                 summary["dispatch"] = await _dispatch(pool, url, settings, summary["warning"]["id"])

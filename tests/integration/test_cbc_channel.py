@@ -316,8 +316,9 @@ async def test_a_retry_after_a_lost_answer_takes_the_cbcs_409_as_its_own_message
 async def test_a_repeated_put_out_of_an_accepted_alert_sends_nothing_again(sim: CbcSimulator) -> None:
     channel = CbcChannel("cbc-a", [sim.url])
     try:
-        first = await channel.put_out(area_alert())
-        again = await channel.put_out(area_alert())
+        alert = area_alert()  # one alert, sent twice (built twice, its times would differ)
+        first = await channel.put_out(alert)
+        again = await channel.put_out(alert)
     finally:
         await channel.close()
     assert again == first and len(sim.received) == 1

@@ -292,18 +292,14 @@ class MqttTerminalsChannel:
             batch = [await self._acks.get()]
             until = loop.time() + self.linger_s
             while len(batch) < self.max_batch:
-                try:
+                if not self._acks.empty():  # what is queued is taken whatever the time
                     batch.append(self._acks.get_nowait())
                     continue
-                except asyncio.QueueEmpty:
-                    pass
                 left = until - loop.time()
                 if left <= 0:
                     break
-                try:
+                with contextlib.suppress(TimeoutError):
                     batch.append(await asyncio.wait_for(self._acks.get(), left))
-                except TimeoutError:
-                    break
             yield batch
 
     def health(self) -> Health:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import asyncpg
 import pytest
 
 from risk_zoning.store import region_units
-from tests.factories_cli import problem_lines
+from tests.factories_cli import problem_lines, run_service_cli
 from tests.factories_db import fresh_database
 from warnings_svc.dissemination.recipients import (
     RecipientError,
@@ -218,13 +216,7 @@ async def test_ten_thousand_rows_import_in_one_go_and_reimport_changes_nothing(c
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warnings_svc.cli", "recipients", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DATABASE_URL": url},
-        timeout=120,
-    )
+    return run_service_cli(url, "recipients", *args)
 
 
 async def test_the_cli_imports_opts_out_and_counts(db_url: str, conn, tmp_path: Path) -> None:

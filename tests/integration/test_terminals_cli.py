@@ -4,14 +4,12 @@ one line with exit status 2 and nothing written."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.factories_cli import problem_lines
+from tests.factories_cli import problem_lines, run_service_cli
 
 HEADER = "terminal_id,kind,area,population_served,name\n"
 
@@ -22,13 +20,7 @@ def db_url(built_url: str) -> str:
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warnings_svc.cli", "terminals", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DATABASE_URL": url},
-        timeout=120,
-    )
+    return run_service_cli(url, "terminals", *args)
 
 
 async def test_terminals_are_registered_from_csv_and_listed(db_url: str, conn, tmp_path: Path) -> None:

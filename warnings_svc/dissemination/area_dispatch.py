@@ -215,21 +215,6 @@ def retry_delay(
     return backoff_delay(attempts, base_s=options.retry_base_s, cap_s=options.retry_cap_s, rng=rng)
 
 
-async def _record(
-    conn: asyncpg.Connection,
-    *,
-    claim_id: int,
-    owner: str,
-    event: Event,
-    result: AreaSendResult | None,
-    retry_in_s: float,
-    reason: str,
-) -> bool:
-    return await area_outbox.record_area_result(
-        conn, claim_id, owner, event, result, retry_in_s=retry_in_s, reason=reason
-    )
-
-
 class AreaDispatcher:
     """Serves the area outbox for the given targets ((channel, target name) -> adapter)."""
 
@@ -307,14 +292,13 @@ class AreaDispatcher:
                 delay = min(delay * 2, 10.0)
                 continue
             try:
-                await conn.add_listener(area_outbox.AREA_DISPATCH_CHANNEL, self._wake_all)
-                delay = 0.5
-                self._wake_all()  # whatever was written while not listening
-                while not stop.is_set() and not conn.is_closed():
-                    await asyncio.sleep(self.options.poll_s)
-                    self._wake_all()
-            except DATABASE_ERRORS:
-                pass
+                with contextlib.suppress(*DATABASE_ERRORS):  # the connection was lost: connect again
+                    await conn.add_listener(area_outbox.AREA_DISPATCH_CHANNEL, self._wake_all)
+                    delay = 0.5
+                    self._wake_all()  # whatever was written while not listening
+                    while not stop.is_set() and not conn.is_closed():
+                        await asyncio.sleep(self.options.poll_s)
+                        self._wake_all()
             finally:
                 with contextlib.suppress(*DATABASE_ERRORS, TimeoutError):
                     await asyncio.wait_for(conn.close(), 2)
@@ -397,8 +381,8 @@ class AreaDispatcher:
             if channel == "mqtt" and event is Event.accept:
                 await self._restore_retained(target, adapter, claim)
             record = partial(
-                _record, claim_id=claim.id, owner=self.owner, event=event, result=result, retry_in_s=retry_in,
-                reason=reason,
+                area_outbox.record_area_result, claim_id=claim.id, lease=self.owner, event=event, result=result,
+                retry_in_s=retry_in, reason=reason,
             )  # fmt: skip
             try:
                 kept = await self._db(f"result for {target}", None, record)  # stored even while stopping

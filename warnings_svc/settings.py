@@ -307,6 +307,74 @@ class DispatchSettings(BaseModel):
         ]
 
 
+class SmtpSettings(BaseModel):
+    """The mail server partner emails go through (`[partners.smtp]`); no host: no email subscriptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: Annotated[str, Field(strict=True, min_length=1, max_length=253)]
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 25
+    sender: Annotated[str, Field(strict=True, pattern=r"^[^@\s<>]{1,64}@[^@\s<>]{1,255}$")]
+    username: Annotated[str, Field(strict=True, max_length=200)] = ""
+    password_file: Path | None = None
+    starttls: Annotated[bool, Field(strict=True)] = False  # STARTTLS after connecting (a real server: true)
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+
+    def password(self) -> str:
+        """The SMTP password, read from `password_file` ("" without one)."""
+        if self.password_file is None:
+            return ""
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise SettingsError(self.password_file, f"cannot read password_file: {e.strerror or e}") from e
+
+
+# Standard Webhooks' schedule: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
+WEBHOOK_SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+class PartnerSettings(BaseModel):
+    """Partners' subscriptions and how their deliveries are made (table `[partners]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Webhook endpoints on private, loopback or link-local addresses are refused unless inside one of these
+    # networks (SSRF guard); checked when a subscription is made and again at every attempt.
+    allow_private: tuple[IPvAnyNetwork, ...] = ()
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+    # delays before each attempt, from the first; the last repeats until the warning expires
+    retry_schedule_s: Annotated[tuple[Annotated[float, Field(ge=0, le=86_400)], ...], Field(min_length=1)] = (
+        WEBHOOK_SCHEDULE_S
+    )
+    # how long a rotated-out webhook secret still signs, beside the new one
+    rotation_overlap_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 86_400.0
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 64  # deliveries in flight per dispatcher
+    smtp: SmtpSettings | None = None
+    # the `[[dispatch.mqtt]]` broker partner topics are published on, and their prefix:
+    # {topic_prefix}/{subscription address}; none: no MQTT subscriptions
+    mqtt_broker: TargetName | None = None
+    mqtt_topic_prefix: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = (
+        "wuhai/partners"
+    )
+
+
+AckStep = Literal["again", "deputy", "leader", "call_list"]
+
+
+class AcknowledgementSettings(BaseModel):
+    """Acknowledgement deadlines (叫应) for high-level warnings and their escalation (`[acknowledgements]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the levels whose responsible people must acknowledge, and the minutes each level gives them per step
+    deadline_min: dict[Level, Annotated[float, Field(gt=0, le=1440)]] = Field(
+        default_factory=lambda: {"orange": 30.0, "red": 10.0}
+    )
+    # what happens at each passed deadline, in order (the duty contact was called first)
+    steps: tuple[AckStep, ...] = ("again", "deputy", "leader", "call_list")
+    # the number people text their reply to ("" : the SMS endpoint's source address)
+    reply_number: Annotated[str, Field(strict=True, pattern=r"^[0-9]{0,20}$")] = ""
+    check_interval_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+
 class Settings(BaseModel):
     """Everything the service reads from its configuration. Unknown keys are errors, not ignored."""
 
@@ -333,6 +401,8 @@ class Settings(BaseModel):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     warnings: WarningSettings = Field(default_factory=WarningSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    partners: PartnerSettings = Field(default_factory=PartnerSettings)
+    acknowledgements: AcknowledgementSettings = Field(default_factory=AcknowledgementSettings)
 
     @model_validator(mode="after")
     def _links_to_here(self) -> Settings:
@@ -340,6 +410,9 @@ class Settings(BaseModel):
             raise ValueError(
                 "dispatch.radio_tv needs warnings.public_url: broadcasters confirm airing by a link to it"
             )
+        broker = self.partners.mqtt_broker
+        if broker is not None and broker not in {t.name for t in self.dispatch.mqtt}:
+            raise ValueError(f"partners.mqtt_broker {broker!r} is not a [[dispatch.mqtt]] target")
         return self
 
     @field_validator("data_dir", mode="after")

@@ -357,6 +357,7 @@ class PartnerSettings(BaseModel):
     )
 
 
+_DEFAULT_DEADLINES: dict[Level, float] = {"orange": 30.0, "red": 10.0}
 AckStep = Literal["again", "deputy", "leader", "call_list"]
 
 
@@ -366,7 +367,7 @@ class AcknowledgementSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # the levels whose responsible people must acknowledge, and the minutes each level gives them per step
     deadline_min: dict[Level, Annotated[float, Field(gt=0, le=1440)]] = Field(
-        default_factory=lambda: {"orange": 30.0, "red": 10.0}
+        default_factory=lambda: _DEFAULT_DEADLINES.copy()
     )
     # what happens at each passed deadline, in order (the duty contact was called first)
     steps: tuple[AckStep, ...] = ("again", "deputy", "leader", "call_list")

@@ -509,12 +509,19 @@ async def _dispatch(
     )
     from warnings_svc.dissemination.dispatcher import Dispatcher, pool_size
     from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
+    from warnings_svc.dissemination.partners.dispatch import (
+        PartnerDispatcher,
+        PartnerMetrics,
+        options_from_settings,
+        partner_channels_from_settings,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url, max_size=pool_size(settings.dispatch) + 2)  # +2: the area dispatcher
+    # +4: the area and partner dispatchers
+    pool = await create_pool(url, max_size=pool_size(settings.dispatch) + 4)
     metrics = DispatchMetrics()
     runner = None
     try:
@@ -530,12 +537,17 @@ async def _dispatch(
             pool, url, area_targets_from_settings(settings), AreaDispatchOptions.from_settings(settings.dispatch),
             metrics=AreaMetrics(metrics.registry),
         )  # fmt: skip
+        partners = PartnerDispatcher(
+            pool, url, partner_channels_from_settings(settings), options_from_settings(settings),
+            metrics=PartnerMetrics(metrics.registry),
+        )  # fmt: skip
         print(
             json.dumps(
                 {
                     "dispatcher": dispatcher.owner,
                     "endpoints": [e.name for e in endpoints],
                     "area_targets": [f"{c} {n}" for c, n in area.targets],
+                    "partner_channels": list(partners.channels),
                 }
             ),
             flush=True,
@@ -543,6 +555,7 @@ async def _dispatch(
         runs = [dispatcher.run(stop)] if endpoints else []
         if area.targets:
             runs.append(area.run(stop))
+        runs.append(partners.run(stop))
         await asyncio.gather(*runs)
         # what it did, for whoever started it (the fan-out benchmark adds these up across processes)
         print(json.dumps({"stopped": dispatcher.owner, "counters": dispatcher.counters}), flush=True)

@@ -17,11 +17,15 @@ class SmsPartnerChannel:
 
     def __init__(self, sms: SmsChannel) -> None:
         self.sms = sms
+        self._started = False
 
     async def deliver(self, message: PartnerMessage) -> PartnerResult:
         started = time.monotonic()
+        if not self._started:  # the binds come up on first use; a send waits for them a while
+            self._started = True
+            await self.sms.start(wait_s=0)
         [result] = await self.sms.send_batch(
-            [OutboundMessage(key=message.message_id, address=message.address, text=message.text)]
+            [OutboundMessage(key=message.message_id, address=message.address, text=message.text, want_receipt=False)]
         )
         latency_ms = round((time.monotonic() - started) * 1000)
         if result.outcome is SendOutcome.ACCEPTED:

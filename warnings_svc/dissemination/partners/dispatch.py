@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -37,12 +38,18 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from channels.base import FailureKind, HealthState, SendOutcome
+from channels.email.client import EmailChannel
+from channels.mqtt.partners import MqttPartnerChannel
 from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
+from channels.smpp.esme import SmsChannel
+from channels.smpp.partner import SmsPartnerChannel
+from channels.webhooks.client import WebhookChannel
 from warnings_svc.dissemination.partners import outbox
 from warnings_svc.dissemination.partners.outbox import AttemptRecord, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 from warnings_svc.dissemination.worker import OutboxWorker
-from warnings_svc.settings import WEBHOOK_SCHEDULE_S
+from warnings_svc.dissemination.dispatcher import sms_endpoint
+from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
 
 log = logging.getLogger(__name__)
 
@@ -300,3 +307,39 @@ class PartnerDispatcher(OutboxWorker):
             if n:
                 log.warning("partner dispatch: %d deliveries' leases expired; sent again", n)
                 self._wake_all()
+
+
+def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChannel]:
+    """An adapter for every partner channel the configuration allows: webhooks always; email with
+    `[partners.smtp]`; MQTT topics with `[partners] mqtt_broker`; SMS with an SMS endpoint (its own bind,
+    without receipts, on the first `[[dispatch.sms]]` endpoint)."""
+    p = settings.partners
+    found: dict[str, PartnerChannel] = {
+        "webhook": WebhookChannel(allow_private=p.allow_private, timeout_s=p.webhook_timeout_s)
+    }
+    if p.smtp is not None:
+        found["email"] = EmailChannel(
+            host=p.smtp.host, port=p.smtp.port, sender=p.smtp.sender, username=p.smtp.username,
+            password=p.smtp.password(), starttls=p.smtp.starttls, timeout_s=p.smtp.timeout_s,
+        )  # fmt: skip
+    if p.mqtt_broker is not None:
+        broker = next(m for m in settings.dispatch.mqtt if m.name == p.mqtt_broker)
+        found["mqtt"] = MqttPartnerChannel(
+            broker.url, p.mqtt_topic_prefix, client_id=f"{broker.client_id or 'warnings-svc'}-partners",
+            username=broker.username, password=broker.password(), publish_timeout_s=broker.publish_timeout_s,
+        )  # fmt: skip
+    if settings.dispatch.sms:
+        endpoint = sms_endpoint(settings.dispatch.sms[0], settings.dispatch)
+        smpp = dataclasses.replace(endpoint.adapter.settings, binds=1, registered_delivery=0)
+        found["sms"] = SmsPartnerChannel(SmsChannel(smpp))
+    return found
+
+
+def options_from_settings(settings: Settings) -> PartnerDispatchOptions:
+    """The partner dispatcher's options from `[partners]` and `[dispatch]`."""
+    return PartnerDispatchOptions(
+        schedule_s=tuple(settings.partners.retry_schedule_s),
+        concurrency=settings.partners.concurrency,
+        lease_s=max(settings.dispatch.lease_s, settings.partners.webhook_timeout_s * 4),
+        poll_s=settings.dispatch.poll_s,
+    )

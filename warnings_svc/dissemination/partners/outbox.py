@@ -45,6 +45,55 @@ class PartnerDocument:
     sms_text: str
 
 
+def document_of(
+    *,
+    identifier: str,
+    warning_id: int,
+    version: int,
+    sent: datetime,
+    status: str,
+    msg_type: str,
+    hazard: str,
+    level: str,
+    severity: str,
+    urgency: str,
+    areas: Sequence[tuple[str, str]],
+    onset: datetime,
+    expires: datetime,
+    headline: str,
+    description: str,
+    instruction: str,
+    sms_text: str,
+    cap_xml: str,
+    web: str = "",
+) -> PartnerDocument:
+    """The partner document of one issued version (`areas` as (code, name)): the webhook's JSON body, which
+    the MQTT topic and the email carry too, and the texts for people."""
+    payload = {
+        "identifier": identifier,
+        "warning_id": warning_id,
+        "version": version,
+        "sent": sent.isoformat(),
+        "status": status,
+        "msgType": msg_type,
+        "hazard": hazard,
+        "level": level,
+        "severity": severity,
+        "urgency": urgency,
+        "areas": [{"code": code, "name": name} for code, name in areas],
+        "onset": onset.isoformat(),
+        "expires": expires.isoformat(),
+        "headline": headline,
+        "description": description,
+        "instruction": instruction,
+        "web": web,
+        "cap": cap_xml,
+        "cap_url": f"{web}.cap" if web else "",
+    }
+    text = "\n\n".join(t for t in (headline, description, instruction, web) if t)
+    return PartnerDocument(payload, headline, text, sms_text)
+
+
 def message_id_of(warning_id: int, version: int, subscription_id: int) -> str:
     """The idempotency key of one version sent to one subscription (the webhook-id), stable across retries.
 
@@ -218,7 +267,7 @@ def _claim(row: asyncpg.Record) -> PartnerClaim:
         payload=payload,
         subject=subject,
         text=text,
-        cap_xml=row["cap_xml"] or "",
+        cap_xml=bytes(row["cap_xml"] or b"").decode("utf-8"),
         secrets=secrets,
         identifier=row["identifier"] or "",
     )

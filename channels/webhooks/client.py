@@ -338,12 +338,12 @@ class WebhookChannel:
             "webhook-signature": signatures,
         }
         self._in_flight += 1
-        self._counters["sent"] += 1
         try:
             async with asyncio.timeout(self.timeout_s):
                 url = endpoint_url(message.address)
                 host, addresses = await _vet(url, self.allow_private)
                 token = _pinned.set((host, tuple(addresses)))
+                self._counters["sent"] += 1
                 try:
                     status, location, seen, retry_after = await self._post(url, message.body, headers)
                 finally:

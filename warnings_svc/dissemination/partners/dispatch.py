@@ -38,8 +38,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from channels.base import FailureKind, HealthState, SendOutcome
-from channels.email.client import EmailChannel
-from channels.mqtt.partners import MqttPartnerChannel
 from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
 from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
@@ -313,6 +311,9 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
     """An adapter for every partner channel the configuration allows: webhooks always; email with
     `[partners.smtp]`; MQTT topics with `[partners] mqtt_broker`; SMS with an SMS endpoint (its own bind,
     without receipts, on the first `[[dispatch.sms]]` endpoint)."""
+    from channels.email.client import EmailChannel  # TEMP until merged
+    from channels.mqtt.partners import MqttPartnerChannel
+
     p = settings.partners
     found: dict[str, PartnerChannel] = {
         "webhook": WebhookChannel(allow_private=p.allow_private, timeout_s=p.webhook_timeout_s)

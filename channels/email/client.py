@@ -340,7 +340,11 @@ async def _reset(smtp: aiosmtplib.SMTP) -> None:
 
 def _describe(e: BaseException) -> str:
     text = getattr(e, "message", "") or str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if isinstance(e, OSError) and not isinstance(e, ConnectionError) else text
+    return (
+        f"{type(e).__name__}: {text}"
+        if isinstance(e, OSError) and not isinstance(e, ConnectionError)
+        else text
+    )
 
 
 def _one_line(text: str) -> str:

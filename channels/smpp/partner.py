@@ -25,7 +25,11 @@ class SmsPartnerChannel:
             self._started = True
             await self.sms.start(wait_s=0)
         [result] = await self.sms.send_batch(
-            [OutboundMessage(key=message.message_id, address=message.address, text=message.text, want_receipt=False)]
+            [
+                OutboundMessage(
+                    key=message.message_id, address=message.address, text=message.text, want_receipt=False
+                )
+            ]
         )
         latency_ms = round((time.monotonic() - started) * 1000)
         if result.outcome is SendOutcome.ACCEPTED:

@@ -45,7 +45,12 @@ async def test_the_partner_gets_the_chinese_text_and_the_exact_cap_document(
 ) -> None:
     assert isinstance(channel, PartnerChannel) and channel.name == "email"
     result = await channel.deliver(MESSAGE)
-    assert (result.outcome, result.status, result.failure, result.error) == (SendOutcome.ACCEPTED, 250, None, "")
+    assert (result.outcome, result.status, result.failure, result.error) == (
+        SendOutcome.ACCEPTED,
+        250,
+        None,
+        "",
+    )
     assert result.latency_ms >= 0
     (mail,) = await smtp_server.wait_for(1)
     assert (mail.mail_from, mail.rcpt_tos) == (SENDER, (PARTNER,))
@@ -88,7 +93,9 @@ async def test_the_message_id_is_stable_for_a_delivery_and_safe_in_the_header(
 async def test_a_recipient_refused_with_550_is_a_permanent_failure_and_the_session_goes_on(
     channel: EmailChannel, smtp_server: SmtpServer
 ) -> None:
-    smtp_server.answers["gone@haibowan-edu.example.cn"] = "550 5.1.1 <gone@haibowan-edu.example.cn>: no such user"
+    smtp_server.answers["gone@haibowan-edu.example.cn"] = (
+        "550 5.1.1 <gone@haibowan-edu.example.cn>: no such user"
+    )
     result = await channel.deliver(dataclasses.replace(MESSAGE, address="gone@haibowan-edu.example.cn"))
     assert (result.outcome, result.failure, result.status) == (
         SendOutcome.PERMANENT_FAILURE, FailureKind.REFUSED, 550
@@ -97,7 +104,9 @@ async def test_a_recipient_refused_with_550_is_a_permanent_failure_and_the_sessi
     assert (await channel.deliver(MESSAGE)).outcome is SendOutcome.ACCEPTED
     (mail,) = await smtp_server.wait_for(1)
     assert mail.rcpt_tos == (PARTNER,)
-    assert channel.health().counters | {"refused": 1, "accepted": 1, "connects": 1} == channel.health().counters
+    assert (
+        channel.health().counters | {"refused": 1, "accepted": 1, "connects": 1} == channel.health().counters
+    )
 
 
 @pytest.mark.parametrize("code", [421, 450, 451, 452])

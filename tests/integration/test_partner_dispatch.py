@@ -53,7 +53,9 @@ async def test_a_partner_gets_every_message_signed_with_the_cap_document_and_eac
         assert all(r.verified_with == ["water"] for r in got)
         assert [r.json()["msgType"] for r in got] == ["Alert", "Update", "Cancel"]
         first = got[0].json()
-        assert first["identifier"] == v.identifier and first["hazard"] == "heat" and first["level"] == "orange"
+        assert (
+            first["identifier"] == v.identifier and first["hazard"] == "heat" and first["level"] == "orange"
+        )
         assert first["status"] == "Actual" and first["areas"][0]["code"] == DISTRICTS[0]
         assert first["headline"] and first["cap"].startswith("<?xml") and v.identifier in first["cap"]
         for key in ("onset", "expires", "cap_url"):
@@ -147,7 +149,9 @@ async def test_a_rotated_secret_signs_beside_the_old_one(conn, db_url) -> None:
         await wait_until(lambda: _has(receiver, "/hook", 1), 10, "the delivery")
         assert receiver.at("/hook")[0].verified_with == ["old", "new"]
         # once the overlap is over, only the new secret signs
-        await conn.execute("UPDATE svc.subscription SET previous_until = now() - interval '1 s' WHERE id = $1", sub.id)
+        await conn.execute(
+            "UPDATE svc.subscription SET previous_until = now() - interval '1 s' WHERE id = $1", sub.id
+        )
         assert await subs.signing_secrets(conn, sub.id) == (new,)
 
 

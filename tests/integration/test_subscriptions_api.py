@@ -39,7 +39,8 @@ async def _rows(db_url: str) -> list[asyncpg.Record]:
 
 async def test_a_department_subscribes_a_webhook_and_gets_its_secret_once(db_url, tmp_path: Path) -> None:
     tokens = await user_tokens(
-        db_url, [("water", "department"), ("health", "department"), ("ops", "operations"), ("fc", "forecaster")]
+        db_url,
+        [("water", "department"), ("health", "department"), ("ops", "operations"), ("fc", "forecaster")],
     )
     async with service(db_url, tmp_path, partners=ALLOW_LOOPBACK) as client:
         body = {"channel": "webhook", "url": HOOK, "hazards": ["rainstorm"], "levels": ["orange", "red"],
@@ -51,7 +52,9 @@ async def test_a_department_subscribes_a_webhook_and_gets_its_secret_once(db_url
         assert made.headers["Location"] == f"/api/v1/subscriptions/{created['id']}"
         sid = created["id"]
         # the secret is never shown again
-        one = await (await client.get(f"/api/v1/subscriptions/{sid}", headers=_bearer(tokens["water"]))).json()
+        one = await (
+            await client.get(f"/api/v1/subscriptions/{sid}", headers=_bearer(tokens["water"]))
+        ).json()
         assert "secret" not in one and one["state"] == "active"
         # a department sees only its own; operations sees all; a forecaster may not read them
         other = await client.get(f"/api/v1/subscriptions/{sid}", headers=_bearer(tokens["health"]))
@@ -90,7 +93,6 @@ async def test_a_department_subscribes_a_webhook_and_gets_its_secret_once(db_url
         ({"channel": "webhook", "url": "http://user:pw@127.0.0.1/x"}, "url"),
         ({"channel": "webhook", "url": "http://10.0.0.1/x"}, "url"),  # private, not allowed
         ({"channel": "webhook", "url": "http://[::1]/x"}, "url"),
-        ({"channel": "webhook", "url": "http://localhost/x"}, "url"),
         ({"channel": "webhook", "url": "http://no-such-host.invalid/x"}, "url"),
         ({"channel": "webhook", "email": "a@b.example"}, None),
         ({"channel": "webhook", "url": HOOK, "hazards": ["tornado"]}, "hazards"),
@@ -111,7 +113,7 @@ async def test_a_refused_subscription_writes_nothing(db_url, tmp_path: Path, bod
         assert 400 <= answer.status < 500, await answer.text()
         problem = await answer.json()
         if field is not None:
-            assert problem.get("field") == field, problem
+            assert str(problem.get("field")).split(".")[0] == field, problem
         assert "Traceback" not in await answer.text()
     assert await _rows(db_url) == []
 
@@ -119,8 +121,11 @@ async def test_a_refused_subscription_writes_nothing(db_url, tmp_path: Path, bod
 async def test_loopback_is_refused_unless_allowed(db_url, tmp_path: Path) -> None:
     tokens = await user_tokens(db_url, [("water", "department")])
     async with service(db_url, tmp_path) as client:
-        answer = await client.post(
-            "/api/v1/subscriptions", json={"channel": "webhook", "url": HOOK}, headers=_bearer(tokens["water"])
-        )
-        assert answer.status == 422 and (await answer.json())["field"] == "url"
+        for url in (HOOK, "http://localhost:9/hook"):  # a name that resolves to loopback too
+            answer = await client.post(
+                "/api/v1/subscriptions",
+                json={"channel": "webhook", "url": url},
+                headers=_bearer(tokens["water"]),
+            )
+            assert answer.status == 422 and (await answer.json())["field"] == "url"
     assert await _rows(db_url) == []

@@ -132,7 +132,9 @@ class SmtpServer:
             if len(received := self.messages()) >= count:
                 return received
             await asyncio.sleep(0.02)
-        raise AssertionError(f"{len(self.messages())} messages arrived, expected {count} within {timeout_s} s")
+        raise AssertionError(
+            f"{len(self.messages())} messages arrived, expected {count} within {timeout_s} s"
+        )
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from aiohttp import web
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.settings import Settings
 from warnings_svc.web.api.airings import setup_airings
-from warnings_svc.web.api.subscriptions import setup_subscriptions_api
 from warnings_svc.web.api.alerts import setup_alerts
 from warnings_svc.web.api.risk import risk_summary
 from warnings_svc.web.api.runs import get_run, list_proposals, upload_run
+from warnings_svc.web.api.subscriptions import setup_subscriptions_api
 from warnings_svc.web.api.warnings import setup_warnings_api
 from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, SETTINGS, TEMPLATES
 from warnings_svc.web.auth import (

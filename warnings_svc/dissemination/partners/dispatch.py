@@ -38,15 +38,16 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from channels.base import FailureKind, HealthState, SendOutcome
+from channels.email.client import EmailChannel
 from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
 from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
 from channels.webhooks.client import WebhookChannel
+from warnings_svc.dissemination.dispatcher import smpp_settings
 from warnings_svc.dissemination.partners import outbox
 from warnings_svc.dissemination.partners.outbox import AttemptRecord, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 from warnings_svc.dissemination.worker import OutboxWorker
-from warnings_svc.dissemination.dispatcher import sms_endpoint
 from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
 
 log = logging.getLogger(__name__)
@@ -311,9 +312,6 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
     """An adapter for every partner channel the configuration allows: webhooks always; email with
     `[partners.smtp]`; MQTT topics with `[partners] mqtt_broker`; SMS with an SMS endpoint (its own bind,
     without receipts, on the first `[[dispatch.sms]]` endpoint)."""
-    from channels.email.client import EmailChannel  # TEMP until merged
-    from channels.mqtt.partners import MqttPartnerChannel
-
     p = settings.partners
     found: dict[str, PartnerChannel] = {
         "webhook": WebhookChannel(allow_private=p.allow_private, timeout_s=p.webhook_timeout_s)
@@ -324,14 +322,15 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
             password=p.smtp.password(), starttls=p.smtp.starttls, timeout_s=p.smtp.timeout_s,
         )  # fmt: skip
     if p.mqtt_broker is not None:
+        from channels.mqtt.partners import MqttPartnerChannel  # TEMP until merged
+
         broker = next(m for m in settings.dispatch.mqtt if m.name == p.mqtt_broker)
         found["mqtt"] = MqttPartnerChannel(
             broker.url, p.mqtt_topic_prefix, client_id=f"{broker.client_id or 'warnings-svc'}-partners",
             username=broker.username, password=broker.password(), publish_timeout_s=broker.publish_timeout_s,
         )  # fmt: skip
     if settings.dispatch.sms:
-        endpoint = sms_endpoint(settings.dispatch.sms[0], settings.dispatch)
-        smpp = dataclasses.replace(endpoint.adapter.settings, binds=1, registered_delivery=0)
+        smpp = dataclasses.replace(smpp_settings(settings.dispatch.sms[0]), binds=1, registered_delivery=0)
         found["sms"] = SmsPartnerChannel(SmsChannel(smpp))
     return found
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from channels.webhooks.client import EndpointRefused, check_endpoint
-from risk_zoning.store import RiskDatabase, region_units
+from risk_zoning.store import UnitRecord, region_units
 from warnings_svc.dissemination.partners import subscriptions as subs
 from warnings_svc.lifecycle.transitions import Role
 from warnings_svc.web.accounts import User
@@ -101,9 +101,13 @@ def _answers() -> Iterator[None]:
         raise ApiProblem(_STATUS.get(e.code, 409), e.code, str(e), e.field) from e
 
 
-def _units(request: web.Request) -> dict:  # type: ignore[type-arg]
-    risk: RiskDatabase = request.app[RISK_DATABASE]
-    return region_units(risk, request.app[SETTINGS].region)
+async def _units(request: web.Request) -> dict[str, UnitRecord]:
+    """The region's units: from the risk database this process holds, else read once."""
+    held = request.app[RISK_DATABASE].held()
+    if held is not None:
+        return {u.code: u for u in held.units}
+    async with request.app[POOL].acquire() as conn:
+        return await region_units(conn, request.app[SETTINGS].region)
 
 
 async def _checked(request: web.Request, body: SubscriptionBody) -> subs.SubscriptionSpec:
@@ -117,7 +121,7 @@ async def _checked(request: web.Request, body: SubscriptionBody) -> subs.Subscri
             areas=body.areas,
             msg_types=body.msg_types,
             name=body.name,
-            units=_units(request),
+            units=await _units(request),
         )
     if spec.channel == "webhook":
         try:

@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from channels.email.client import EmailChannel
+from channels.smpp.esme import SmppSettings, SmsChannel
+from channels.smpp.partner import SmsPartnerChannel
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import DISTRICTS, issue, successor, wait_until
 from tests.factories_partners import (
@@ -169,3 +172,41 @@ async def test_a_subscription_paused_or_moved_while_a_warning_is_sent(conn, db_u
             await wait_until(lambda: _state_is(conn, paused.id, ["dropped"]), 10, "dropped while paused")
         assert receiver.at("/before") == [] and len(receiver.at("/after")) == 1
         assert receiver.at("/paused") == []
+
+
+async def test_email_and_sms_subscriptions_through_a_real_smtp_server_and_smsc(
+    conn, db_url, smtp_server, smsc
+) -> None:
+    email = EmailChannel(smtp_server.host, smtp_server.port, "warnings@weather.example.cn", timeout_s=2.0)
+    sms = SmsPartnerChannel(
+        SmsChannel(SmppSettings(host=smsc.host, port=smsc.port, system_id=smsc.system_id, password=smsc.password,
+                                registered_delivery=0, connect_wait_s=1.0))
+    )  # fmt: skip
+    smtp_server.stop()  # the mail server is down when the warning is issued, and comes back
+    async with running_partners(db_url, {"email": email, "sms": sms}):
+        mail, _ = await subscribe(conn, "email", "duty@water.example.org")
+        phone, _ = await subscribe(conn, "sms", "13900001111")
+        v = await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _delivered(conn, phone.id), 10, "the SMS to the subscribed phone")
+        await wait_until(lambda: _attempted(conn, mail.id), 10, "a failed attempt while the server is down")
+        smtp_server.start()
+        await wait_until(lambda: _delivered(conn, mail.id), 10, "the email once the server is back")
+    (got,) = smtp_server.messages()
+    assert got.rcpt_tos == ("duty@water.example.org",)
+    assert "预警" in str(got.email["Subject"])
+    body = got.email.get_body(("plain",))
+    assert body is not None and "预警" in body.get_content()
+    (cap,) = [p for p in got.email.iter_attachments() if p.get_content_type() == "application/cap+xml"]
+    assert v.identifier.encode() in cap.get_payload(decode=True)
+    (row,) = await deliveries(conn, mail.id)
+    first, *_ = await attempts(conn, row["id"])
+    assert first["outcome"] == "temporary_failure"
+    submitted = smsc.accepted()
+    assert {s["destination_addr"] for s in submitted} == {"+8613900001111"}
+    assert all(s["registered_delivery"] == 0 for s in submitted)  # no receipts asked for
+    assert "预警" in "".join(s["text"] for s in submitted)
+
+
+async def _attempted(conn, subscription_id: int) -> bool:  # type: ignore[no-untyped-def]
+    rows = await deliveries(conn, subscription_id)
+    return bool(rows) and rows[0]["attempts"] >= 1 and rows[0]["state"] == "pending"

@@ -53,6 +53,7 @@ THROTTLING = frozenset({429, 502, 503, 504})
 # NAT64's well-known prefix (RFC 6052): behind a NAT64 gateway 64:ff9b::a00:1 reaches 10.0.0.1
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MARKUP = re.compile(r"<[^<>]{0,200}>")  # an error page's tags, dropped from the excerpt
 
 
 class EndpointRefused(ValueError):
@@ -178,8 +179,8 @@ async def _vet(url: URL, allow_private: Sequence[IPNetwork]) -> tuple[str, list[
         if refusal is not None:
             shown = "" if literal is not None else f" resolves to {address},"
             raise EndpointRefused(
-                f"the host {host}{shown} is {refusal}: webhooks are not posted to this machine's own networks "
-                "unless [partners] allow_private lists it"
+                f"the host {host}{shown} is {refusal}: webhooks go only to public addresses unless "
+                "[partners] allow_private lists this one"
             )
     return host, addresses
 
@@ -255,7 +256,8 @@ def _one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 def _excerpt(body: bytes) -> str:
     """A short, printable quotation of a refusing answer's body: enough to tell a partner's error page from
     another, never its whole content."""
-    text = _one_line(body[: MAX_EXCERPT_CHARS * 4].decode("utf-8", "replace"), MAX_EXCERPT_CHARS)
+    text = _MARKUP.sub(" ", body[: MAX_EXCERPT_CHARS * 4].decode("utf-8", "replace"))
+    text = _one_line(text.replace('"', "'"), MAX_EXCERPT_CHARS)
     return f': "{text}"' if text else ""
 
 

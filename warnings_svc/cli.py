@@ -422,8 +422,13 @@ def run_demo(args: argparse.Namespace) -> int:
             update={"public_url": f"http://{authority(settings.host, settings.port)}"}
         )
         settings = settings.model_copy(update={"warnings": public})
-    dispatch = stage.start().dispatch(settings.dispatch, radio_tv=True)
-    settings = settings.model_copy(update={"dispatch": dispatch})
+    started = stage.start()
+    settings = settings.model_copy(
+        update={
+            "dispatch": started.dispatch(settings.dispatch, radio_tv=True),
+            "partners": started.partner_settings(settings.partners),
+        }
+    )
     try:
         return serve(settings, progress=True, demo=True, stage=stage)
     finally:
@@ -1153,6 +1158,14 @@ async def _start_demo_terminals(pool: asyncpg.Pool, settings: Settings, stage: D
     connected = await loop.run_in_executor(None, stage.start_terminals, rows)
     print(
         f"Terminals: {connected} simulated loudspeakers and displays on the demo's MQTT broker at {stage.stage.url}",
+        flush=True,
+    )
+    async with pool.acquire() as conn:
+        made = await stage.subscribe_partners(conn, settings.region)
+    partners = stage.stage.partners
+    print(
+        f"Partners: {len(made)} demo subscriptions (webhooks to {partners.webhook_url}, emails to a mail server "
+        f"at 127.0.0.1:{partners.smtp_port}, an MQTT topic under {settings.partners.mqtt_topic_prefix}/)",
         flush=True,
     )
     from warnings_svc.documents.speech import speech_available

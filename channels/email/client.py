@@ -229,6 +229,10 @@ class EmailChannel:
                 if session is not None:
                     session.smtp.close()
                 return self._link_failed(started, FailureKind.LINK_DOWN, _describe(e))
+            except asyncio.CancelledError:  # a session left mid-transaction carries nothing more
+                if session is not None:
+                    session.smtp.close()
+                raise
             self._keep(session)
             self._link_error = ""
             self.counters["accepted"] += 1

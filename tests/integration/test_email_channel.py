@@ -224,3 +224,18 @@ async def test_concurrent_deliveries_share_at_most_the_pools_sessions(smtp_serve
     mails = await smtp_server.wait_for(30)
     assert sorted(m.rcpt_tos[0] for m in mails) == sorted(m.address for m in messages)
     assert {m.email["Message-ID"] for m in mails} == {f"<pd-{i}@wuhai.example.cn>" for i in range(30)}
+
+
+async def test_a_delivery_cancelled_mid_transaction_leaves_no_session_behind(
+    channel: EmailChannel, smtp_server: SmtpServer
+) -> None:
+    smtp_server.slow[PARTNER] = 1.0
+    task = asyncio.create_task(channel.deliver(MESSAGE))
+    await asyncio.sleep(0.3)  # inside DATA
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    health = channel.health()
+    assert health.in_flight == 0 and health.links_up == 0
+    smtp_server.slow.clear()
+    assert (await channel.deliver(MESSAGE)).outcome is SendOutcome.ACCEPTED

@@ -207,8 +207,11 @@ class EmailChannel:
                 else:
                     self.counters["reused"] += 1
                 code = await self._transaction(session.smtp, address, data, stale_ok=reused and attempt == 0)
-            except _StaleSession:
-                continue  # the server closed the idle session: a fresh one, once
+            except _StaleSession:  # the server closed its idle sessions (restarted?): a fresh one, once
+                for stale in self._idle:
+                    stale.smtp.close()
+                self._idle.clear()
+                continue
             except _Refused as e:
                 self._keep(session)  # after RSET the session carries the next message
                 return self._refused(started, e)
@@ -226,7 +229,12 @@ class EmailChannel:
                 if session is not None:
                     session.smtp.close()
                 return self._link_failed(started, FailureKind.LINK_DOWN, _describe(e))
+            except asyncio.CancelledError:  # a session left mid-transaction carries nothing more
+                if session is not None:
+                    session.smtp.close()
+                raise
             self._keep(session)
+            self._link_error = ""
             self.counters["accepted"] += 1
             return PartnerResult(SendOutcome.ACCEPTED, _elapsed_ms(started), status=code)
         return self._link_failed(started, FailureKind.LINK_DOWN, "the server closed the connection twice")
@@ -287,6 +295,8 @@ class EmailChannel:
         # only RCPT and DATA judge this message; the rest judge this service's configuration (module docstring)
         permanent = 500 <= e.code < 600 and e.stage in ("RCPT TO", "DATA")
         self.counters["refused" if permanent else "temporary"] += 1
+        if e.stage not in ("RCPT TO", "DATA"):  # the server will not take mail from us at all, for now
+            self._link_error = _one_line(f"{self.route}: {e.stage}: {e.code} {e.text}")
         return PartnerResult(
             SendOutcome.PERMANENT_FAILURE if permanent else SendOutcome.TEMPORARY_FAILURE,
             _elapsed_ms(started),
@@ -305,7 +315,8 @@ class EmailChannel:
         return PartnerResult(outcome, _elapsed_ms(started), error=_one_line(error), failure=kind)
 
     def health(self) -> Health:
-        """Down after a connection failed, until one succeeds; the open sessions are its links."""
+        """Down after a connection failed or the server refused us (greeting, EHLO, AUTH, MAIL FROM), until a
+        connection or a message succeeds; the open sessions are its links."""
         open_sessions = sum(s.smtp.is_connected for s in self._idle) + self._in_use
         return Health(
             HealthState.DOWN if self._link_error else HealthState.UP,
@@ -339,12 +350,11 @@ async def _reset(smtp: aiosmtplib.SMTP) -> None:
 
 
 def _describe(e: BaseException) -> str:
-    text = getattr(e, "message", "") or str(e) or type(e).__name__
-    return (
-        f"{type(e).__name__}: {text}"
-        if isinstance(e, OSError) and not isinstance(e, ConnectionError)
-        else text
-    )
+    """One line for a failed connection: aiosmtplib's own words (which name the host and port), or the OS's."""
+    text = getattr(e, "message", "") or str(e)
+    if isinstance(e, ConnectionError) and text:
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _one_line(text: str) -> str:

@@ -4,6 +4,7 @@ address that is no address, refused before anything is sent."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -125,6 +126,23 @@ async def test_a_recipient_deferred_with_4xx_is_a_temporary_failure(
     await smtp_server.wait_for(1)
 
 
+async def test_a_server_that_refuses_our_sender_is_a_temporary_failure_and_the_channel_is_down(
+    channel: EmailChannel, smtp_server: SmtpServer
+) -> None:
+    # a wrong sender in the settings: every message would meet it, so none is dropped for good
+    smtp_server.mail_answer = "553 5.7.1 <warnings@wuhai.example.cn>: sender not allowed"
+    result = await channel.deliver(MESSAGE)
+    assert (result.outcome, result.failure, result.status) == (
+        SendOutcome.TEMPORARY_FAILURE, FailureKind.REMOTE_ERROR, 553
+    )  # fmt: skip
+    assert result.error.startswith("MAIL FROM: 553 5.7.1")
+    assert channel.health().state is HealthState.DOWN and "sender not allowed" in channel.health().detail
+    smtp_server.mail_answer = None  # the configuration fixed
+    assert (await channel.deliver(MESSAGE)).outcome is SendOutcome.ACCEPTED
+    assert channel.health().state is HealthState.UP
+    await smtp_server.wait_for(1)
+
+
 async def test_the_server_down_is_link_down_and_delivery_resumes_when_it_is_back(
     channel: EmailChannel, smtp_server: SmtpServer
 ) -> None:
@@ -188,3 +206,36 @@ async def test_an_address_that_is_not_one_plain_address_is_invalid_and_nothing_i
     assert (result.outcome, result.failure) == (SendOutcome.PERMANENT_FAILURE, FailureKind.INVALID)
     assert "not a plain email address" in result.error and "\n" not in result.error
     assert channel.health().counters["connects"] == 0 and smtp_server.messages() == []
+
+
+async def test_concurrent_deliveries_share_at_most_the_pools_sessions(smtp_server: SmtpServer) -> None:
+    channel = EmailChannel(smtp_server.host, smtp_server.port, SENDER, connections=3)
+    try:
+        messages = [
+            dataclasses.replace(MESSAGE, message_id=f"pd-{i}", address=f"duty{i}@example.cn")
+            for i in range(30)
+        ]
+        results = await asyncio.gather(*(channel.deliver(m) for m in messages))
+        assert [r.outcome for r in results] == [SendOutcome.ACCEPTED] * 30
+        health = channel.health()
+        assert health.counters["connects"] == 3 and health.links_up == 3 and health.in_flight == 0
+    finally:
+        await channel.close()
+    mails = await smtp_server.wait_for(30)
+    assert sorted(m.rcpt_tos[0] for m in mails) == sorted(m.address for m in messages)
+    assert {m.email["Message-ID"] for m in mails} == {f"<pd-{i}@wuhai.example.cn>" for i in range(30)}
+
+
+async def test_a_delivery_cancelled_mid_transaction_leaves_no_session_behind(
+    channel: EmailChannel, smtp_server: SmtpServer
+) -> None:
+    smtp_server.slow[PARTNER] = 1.0
+    task = asyncio.create_task(channel.deliver(MESSAGE))
+    await asyncio.sleep(0.3)  # inside DATA
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    health = channel.health()
+    assert health.in_flight == 0 and health.links_up == 0
+    smtp_server.slow.clear()
+    assert (await channel.deliver(MESSAGE)).outcome is SendOutcome.ACCEPTED

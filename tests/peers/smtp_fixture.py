@@ -3,7 +3,7 @@
 Use the fixture ``smtp_server`` (one server per test, on a free port): ``smtp_server.host``/``.port``,
 ``.received`` (every message taken, with its envelope and the parsed email), ``.answers`` (recipient address ->
 the reply its RCPT gets, e.g. ``"550 5.1.1 No such user"``), ``.slow`` (recipient address -> seconds the DATA
-reply waits), and ``stop()``/``start()`` on the same port: a server that is down (connections refused, the
+reply waits), ``.mail_answer`` (the reply every MAIL FROM gets, when set), and ``stop()``/``start()`` on the same port: a server that is down (connections refused, the
 open ones cut) and comes back.
 """
 
@@ -43,6 +43,15 @@ class _Handler:
 
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
+
+    async def handle_MAIL(
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.server.mail_answer is not None:
+            return self.server.mail_answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -99,6 +108,7 @@ class SmtpServer:
         self.received: list[ReceivedMail] = []
         self.answers: dict[str, str] = {}
         self.slow: dict[str, float] = {}
+        self.mail_answer: str | None = None  # the reply every MAIL FROM gets, when set
         self.lock = threading.Lock()
         self._controller: _Controller | None = None
 

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from channels.base import FailureKind, HealthState, SendOutcome
 from channels.email.client import EmailChannel
+from channels.mqtt.partners import MqttPartnerChannel
 from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
 from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
@@ -322,8 +323,6 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
             password=p.smtp.password(), starttls=p.smtp.starttls, timeout_s=p.smtp.timeout_s,
         )  # fmt: skip
     if p.mqtt_broker is not None:
-        from channels.mqtt.partners import MqttPartnerChannel  # TEMP until merged
-
         broker = next(m for m in settings.dispatch.mqtt if m.name == p.mqtt_broker)
         found["mqtt"] = MqttPartnerChannel(
             broker.url, p.mqtt_topic_prefix, client_id=f"{broker.client_id or 'warnings-svc'}-partners",

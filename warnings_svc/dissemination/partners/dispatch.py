@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 86_400.0
+RECORD_EVERY_S = 0.05  # finished attempts are stored together at most this often
+RECORD_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def _expired(error: str) -> str:
 
 def message_of(claim: PartnerClaim, timestamp: int) -> PartnerMessage:
     """The message an attempt sends: the JSON document as issued, the CAP document, the texts."""
-    body = json.dumps(claim.payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = _body(claim.payload_json)
     identifier = claim.identifier or claim.message_id
     return PartnerMessage(
         message_id=claim.message_id,
@@ -147,6 +150,13 @@ def message_of(claim: PartnerClaim, timestamp: int) -> PartnerMessage:
         secrets=claim.secrets,
         cap_filename=f"{identifier.replace(':', '_').replace('/', '_')[:100]}.cap.xml",
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _body(payload_json: str) -> bytes:
+    """The body every partner gets of one version: the stored document, written compactly (once per version,
+    not once per delivery)."""
+    return json.dumps(json.loads(payload_json), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class PartnerMetrics:
@@ -216,6 +226,7 @@ class PartnerDispatcher(OutboxWorker):
         self.loop_failures = self.counters.loop_failures
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._extra = dict(extra_loops or {})
+        self._flush = asyncio.Event()  # set when stopping: the recorders store what is left and end
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; then close the adapters."""
@@ -248,31 +259,83 @@ class PartnerDispatcher(OutboxWorker):
         return out
 
     async def _send(self, stop: asyncio.Event, name: str, adapter: PartnerChannel) -> None:
+        """Keep `concurrency` attempts in flight and as many claimed behind them, so that no slot waits for
+        the database: claim whenever half a window is free, start each attempt as a slot frees, and store
+        results in batches as they come (a slow endpoint holds one slot, not a batch)."""
         wake = self._wake[name]
         o = self.options
-        while not stop.is_set():
-            claimed = await self._db(
-                f"claim for {name}",
-                stop,
-                lambda conn: outbox.claim_partner(conn, name, self.owner, o.lease_s, o.concurrency),
-            )
-            if claimed is None:
-                return
-            if not claimed:
-                wake.clear()
+        window = 2 * o.concurrency  # claimed and not yet stored: in flight, or waiting for a slot
+        slots = asyncio.Semaphore(o.concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        done: list[AttemptRecord] = []
+        slot_freed = asyncio.Event()
+        recorder = asyncio.create_task(self._record(name, done, stop))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
+        async def attempt(claim: PartnerClaim) -> None:
+            async with slots:
+                done.append(await self._attempt(name, adapter, claim))
+
+        try:
+            while not stop.is_set():
+                free = window - len(in_flight)
+                if in_flight and free < o.concurrency // 2 + 1:  # claim in batches, not one by one
+                    slot_freed.clear()
+                    await slot_freed.wait()
+                    continue
+                claimed = await self._db(
+                    f"claim for {name}",
+                    stop,
+                    partial(
+                        outbox.claim_partner, channel=name, owner=self.owner, lease_s=o.lease_s, limit=free
+                    ),
+                )
+                if claimed is None:
+                    break
+                for claim in claimed:
+                    task = asyncio.create_task(attempt(claim))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+                if not claimed:
+                    wake.clear()
+                    slot_freed.clear()
+                    waits = [asyncio.ensure_future(wake.wait())]
+                    if in_flight:  # a finished attempt may have left a retry ready at once
+                        waits.append(asyncio.ensure_future(slot_freed.wait()))
+                    await asyncio.wait(waits, timeout=o.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                    for w in waits:
+                        w.cancel()
+        finally:
+            if in_flight:  # attempts under way finish (bounded by the adapter's timeout) and are stored
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self._flush.set()
+            await recorder
+
+    async def _record(self, name: str, done: list[AttemptRecord], stop: asyncio.Event) -> None:
+        """Store finished attempts in batches (every few milliseconds while they come), until stopped and
+        nothing is left."""
+        while True:
+            if not done:
+                if stop.is_set() and self._flush.is_set():
+                    return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), o.poll_s)
+                    await asyncio.wait_for(self._flush.wait(), RECORD_EVERY_S)
                 continue
-            records = await asyncio.gather(*(self._attempt(name, adapter, c) for c in claimed))
+            batch = done[:RECORD_BATCH]
+            del done[: len(batch)]
             kept = await self._db(
                 f"results for {name}",
                 None,
-                partial(outbox.record_partner_results, owner=self.owner, records=records),
+                partial(outbox.record_partner_results, owner=self.owner, records=batch),
             )
-            if kept is not None and kept < len(records):
-                self.counters.add(self.counters.leases_lost, name, len(records) - kept)
+            if kept is not None and kept < len(batch):
+                self.counters.add(self.counters.leases_lost, name, len(batch) - kept)
                 log.warning("partner dispatch: %d %s deliveries took longer than their lease",
-                            len(records) - kept, name)  # fmt: skip
+                            len(batch) - kept, name)  # fmt: skip
+            await asyncio.sleep(RECORD_EVERY_S)
 
     async def _attempt(self, name: str, adapter: PartnerChannel, claim: PartnerClaim) -> AttemptRecord:
         started_at = datetime.now(UTC)
@@ -303,6 +366,7 @@ class PartnerDispatcher(OutboxWorker):
         while not stop.is_set():
             await asyncio.sleep(max(1.0, self.options.lease_s / 3))
             self.health()  # refreshes the channels' gauges
+            await self._db("waiting deliveries", stop, outbox.settle_waiting)
             n = await self._db("lease reaper", stop, outbox.reclaim_partner_leases)
             if n:
                 log.warning("partner dispatch: %d deliveries' leases expired; sent again", n)

@@ -169,7 +169,7 @@ class PartnerClaim:
     message_id: str
     attempts: int  # including this one
     give_up_at: datetime
-    payload: dict[str, Any]
+    payload_json: str  # the JSON document, as stored
     subject: str
     text: str
     cap_xml: str
@@ -186,71 +186,81 @@ _RECLAIMED = partner_transition("sending", Event.reclaim).value
 async def claim_partner(
     conn: asyncpg.Connection, channel: str, owner: str, lease_s: float, limit: int
 ) -> list[PartnerClaim]:
-    """Lease up to `limit` ready deliveries of `channel` (oldest first, ``SKIP LOCKED``). Before that, in the
-    same transaction: deliveries of subscriptions no longer active, and calls whose acknowledgement came in,
-    are dropped; those whose warning expired while they waited are dead."""
-    async with conn.transaction():
-        await conn.execute(
-            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $2, done_at = now()
-                FROM svc.subscription s
-                WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.channel = $1
-                  AND (s.state <> 'active' OR s.deleted_at IS NOT NULL)""",
-            channel,
-            DROPPED_REASON,
-        )
-        await conn.execute(
-            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $2, done_at = now()
-                FROM svc.ack_request r
-                WHERE d.ack_request_id = r.id AND d.state = 'pending' AND d.channel = $1
-                  AND r.state IN ('acknowledged', 'closed')""",
-            channel,
-            CALL_DROPPED_REASON,
-        )
-        await conn.execute(
-            f"""UPDATE svc.partner_delivery SET state = '{_EXPIRED}', reason = $2, done_at = now()
-                WHERE state = 'pending' AND channel = $1 AND give_up_at < now()""",
-            channel,
-            EXPIRED_REASON,
-        )
-        rows = await conn.fetch(
-            f"""WITH ready AS (
-                    SELECT id FROM svc.partner_delivery
-                    WHERE state = 'pending' AND channel = $1 AND next_attempt_at <= now()
-                    ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+    """Lease up to `limit` ready deliveries of `channel` (oldest first, ``SKIP LOCKED``), in one statement.
+    A delivery is ready when its subscription is active (or, for a call, its acknowledgement is still
+    awaited) and its warning's expiry has not passed; `settle_waiting` drops or gives up the others."""
+    rows = await conn.fetch(
+        f"""WITH ready AS (
+                SELECT d.id FROM svc.partner_delivery d
+                WHERE d.state = 'pending' AND d.channel = $1 AND d.next_attempt_at <= now()
+                  AND d.give_up_at >= now()
+                  AND (d.subscription_id IS NULL OR EXISTS (
+                        SELECT 1 FROM svc.subscription s
+                        WHERE s.id = d.subscription_id AND s.state = 'active' AND s.deleted_at IS NULL))
+                  AND (d.ack_request_id IS NULL OR EXISTS (
+                        SELECT 1 FROM svc.ack_request r
+                        WHERE r.id = d.ack_request_id AND r.state NOT IN ('acknowledged', 'closed')))
+                ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE OF d SKIP LOCKED),
+            claimed AS (
                 UPDATE svc.partner_delivery d
                 SET state = '{_CLAIMED}', lease_owner = $2, lease_until = now() + $3, attempts = d.attempts + 1
                 FROM ready WHERE d.id = ready.id
-                RETURNING d.id""",
-            channel,
-            owner,
-            timedelta(seconds=lease_s),
-            limit,
-        )
-        if not rows:
-            return []
-        details = await conn.fetch(
-            """SELECT d.id, d.subscription_id, d.ack_request_id, d.warning_id, d.version, d.msg_type, d.channel,
-                      coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at, d.body,
-                      doc.payload, doc.subject, doc.text, doc.sms_text, v.cap_xml, v.identifier,
-                      s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous
-               FROM svc.partner_delivery d
-               JOIN svc.warning_version v ON (v.warning_id, v.version) = (d.warning_id, d.version)
-               LEFT JOIN svc.subscription s ON s.id = d.subscription_id
-               LEFT JOIN svc.partner_document doc ON (doc.warning_id, doc.version) = (d.warning_id, d.version)
-               WHERE d.id = ANY ($1::bigint[]) ORDER BY d.id""",
-            [r["id"] for r in rows],
-        )
-    return [_claim(r) for r in details]
+                RETURNING d.*)
+            SELECT d.id, d.subscription_id, d.ack_request_id, d.warning_id, d.version, d.msg_type, d.channel,
+                   coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at, d.body,
+                   doc.payload, doc.subject, doc.text, doc.sms_text, v.cap_xml, v.identifier,
+                   s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous
+            FROM claimed d
+            JOIN svc.warning_version v ON (v.warning_id, v.version) = (d.warning_id, d.version)
+            LEFT JOIN svc.subscription s ON s.id = d.subscription_id
+            LEFT JOIN svc.partner_document doc ON (doc.warning_id, doc.version) = (d.warning_id, d.version)
+            ORDER BY d.id""",
+        channel,
+        owner,
+        timedelta(seconds=lease_s),
+        limit,
+    )
+    return [_claim(r) for r in rows]
+
+
+async def settle_waiting(conn: asyncpg.Connection) -> int:
+    """Drop the waiting deliveries of subscriptions no longer active and the calls whose acknowledgement
+    came in; give up those whose warning expired while they waited. How many were settled."""
+    settled = 0
+    for statement, reason in (
+        (
+            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $1, done_at = now()
+                FROM svc.subscription s
+                WHERE d.subscription_id = s.id AND d.state = 'pending'
+                  AND (s.state <> 'active' OR s.deleted_at IS NOT NULL)""",
+            DROPPED_REASON,
+        ),
+        (
+            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $1, done_at = now()
+                FROM svc.ack_request r
+                WHERE d.ack_request_id = r.id AND d.state = 'pending' AND r.state IN ('acknowledged', 'closed')""",
+            CALL_DROPPED_REASON,
+        ),
+        (
+            f"""UPDATE svc.partner_delivery SET state = '{_EXPIRED}', reason = $1, done_at = now()
+                WHERE state = 'pending' AND give_up_at < now()""",
+            EXPIRED_REASON,
+        ),
+    ):
+        done = await conn.execute(statement, reason)
+        settled += int(done.split()[-1])
+    return settled
 
 
 def _claim(row: asyncpg.Record) -> PartnerClaim:
-    body = json.loads(row["body"])
     if row["subscription_id"] is not None and row["payload"] is not None:
-        payload = json.loads(row["payload"])
+        payload = row["payload"]
         subject = row["subject"]
         text = row["sms_text"] if row["channel"] == "sms" else row["text"]
     else:  # an acknowledgement call carries its own text
-        payload, subject, text = body.get("payload", {}), body.get("subject", ""), body.get("text", "")
+        body = json.loads(row["body"])
+        payload = json.dumps(body.get("payload", {}), ensure_ascii=False)
+        subject, text = body.get("subject", ""), body.get("text", "")
     secrets = tuple(s for s in (row["secret"], row["previous"]) if s)
     return PartnerClaim(
         id=row["id"],
@@ -264,7 +274,7 @@ def _claim(row: asyncpg.Record) -> PartnerClaim:
         message_id=row["message_id"],
         attempts=row["attempts"],
         give_up_at=row["give_up_at"],
-        payload=payload,
+        payload_json=payload,
         subject=subject,
         text=text,
         cap_xml=bytes(row["cap_xml"] or b"").decode("utf-8"),

@@ -13,10 +13,10 @@ Outcomes, from the SMTP reply: 250 to DATA is ACCEPTED (``status`` 250). A 5xx t
 message for good (PERMANENT_FAILURE, REFUSED, with the code); a 4xx anywhere is for now (TEMPORARY_FAILURE,
 REMOTE_ERROR: 421, 450, 451, 452). A 5xx to the greeting, EHLO, AUTH or MAIL FROM says the server refuses
 *us* (a wrong sender or password), which every message would meet alike and a fixed configuration cures:
-temporary REMOTE_ERROR, not a reason to drop partners' warnings for good. A connection refused, closed or
-not made in time is LINK_DOWN (the server cannot have the message); no answer in time once connected is
-TIMEOUT (after DATA it may have it). An address that is not one plain ASCII addr-spec is INVALID and nothing
-is sent.
+temporary REMOTE_ERROR, not a reason to drop partners' warnings for good. A connection refused, not made
+in time or closed is LINK_DOWN; no answer in time once connected is TIMEOUT (after DATA the server may have
+the message, and a retry sends it again with the same Message-ID). An address that is not one plain ASCII
+addr-spec is INVALID and nothing is sent.
 
 Connections. Setting up an SMTP session costs the TCP handshake, the greeting, EHLO and, on a real server,
 STARTTLS (a TLS handshake and a second EHLO) and AUTH: six to eight round trips before the four of the
@@ -278,10 +278,7 @@ class EmailChannel:
             await smtp.rcpt(address)
             stage = "DATA"
             response = await smtp.data(data)
-        except aiosmtplib.SMTPRecipientRefused as e:
-            await _reset(smtp)
-            raise _Refused(stage, e.code, e.message) from None
-        except aiosmtplib.SMTPResponseException as e:  # the sender or the content refused
+        except aiosmtplib.SMTPResponseException as e:  # the sender, the recipient or the content refused
             await _reset(smtp)
             raise _Refused(stage, e.code, e.message) from None
         except aiosmtplib.SMTPServerDisconnected:

@@ -12,7 +12,7 @@ import aiomqtt
 import pytest
 
 from channels.base import FailureKind, HealthState, SendOutcome
-from channels.mqtt.partners import MqttPartnerChannel
+from channels.mqtt.partners import MqttPartnerChannel, check_topic_address
 from channels.partner import PartnerChannel, PartnerMessage
 from tests.factories_messages import DATA
 from tests.peers.mosquitto_fixture import MosquittoBroker
@@ -149,7 +149,5 @@ async def test_an_address_with_wildcards_or_odd_levels_is_invalid_and_nothing_is
         assert str(message.topic) == f"{PREFIX}/{MESSAGE.address}"
 
 
-async def test_eight_levels_are_a_partner_topic() -> None:
-    from channels.mqtt.partners import check_topic_address
-
+def test_eight_levels_are_a_partner_topic() -> None:
     assert check_topic_address("a/b/c/d/e/f/g/h") == "a/b/c/d/e/f/g/h"

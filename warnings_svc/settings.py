@@ -412,8 +412,17 @@ class Settings(BaseModel):
                 "dispatch.radio_tv needs warnings.public_url: broadcasters confirm airing by a link to it"
             )
         broker = self.partners.mqtt_broker
-        if broker is not None and broker not in {t.name for t in self.dispatch.mqtt}:
-            raise ValueError(f"partners.mqtt_broker {broker!r} is not a [[dispatch.mqtt]] target")
+        if broker is not None:
+            target = next((t for t in self.dispatch.mqtt if t.name == broker), None)
+            if target is None:
+                raise ValueError(f"partners.mqtt_broker {broker!r} is not a [[dispatch.mqtt]] target")
+            ours, theirs = self.partners.mqtt_topic_prefix + "/", target.topic_prefix + "/"
+            # a partner's topic ({ours}{address}) must never be a terminal's ({theirs}alerts/..., {theirs}ack/...)
+            if theirs.startswith(ours) or ours.startswith((theirs + "alerts/", theirs + "ack/")):
+                raise ValueError(
+                    f"partners.mqtt_topic_prefix {self.partners.mqtt_topic_prefix!r} overlaps the terminals' topics "
+                    f"under {target.topic_prefix!r} on broker {broker!r}: choose a prefix apart from them"
+                )
         return self
 
     @field_validator("data_dir", mode="after")

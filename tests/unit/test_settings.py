@@ -296,3 +296,28 @@ def test_a_bad_token_or_route_is_refused_without_echoing_a_secret(tmp_path: Path
         path.write_text(f'[[dispatch.area_sms]]\nname = "x"\nroutes = ["{route}"]\n', encoding="utf-8")
         with pytest.raises(SettingsError, match="routes"):
             load_settings(path, {})
+
+
+@pytest.mark.parametrize(
+    ("prefix", "refused"),
+    [
+        ("wuhai/partners", False),
+        ("partners", False),
+        ("wuhai", True),
+        ("wuhai/alerts/x", True),
+        ("wuhai/ack", True),
+    ],
+)
+def test_partner_topics_never_land_on_the_terminals_topics(
+    tmp_path: Path, prefix: str, refused: bool
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[dispatch.mqtt]]\nname = "terminals"\nurl = "mqtt://127.0.0.1:1883"\ntopic_prefix = "wuhai"\n'
+        f'[partners]\nmqtt_broker = "terminals"\nmqtt_topic_prefix = "{prefix}"\n'
+    )
+    if refused:
+        with pytest.raises(SettingsError, match="overlaps the terminals' topics"):
+            load_settings(config, {})
+    else:
+        assert load_settings(config, {}).partners.mqtt_topic_prefix == prefix

@@ -51,7 +51,7 @@ from warnings_svc.settings import Settings
 from warnings_svc.vocabulary import LEVELS
 
 DISPATCH_TIMEOUT_S = 120.0
-AREA_TIMEOUT_S = 30.0
+AREA_TIMEOUT_S = 60.0  # a loaded machine (CI beside other jobs) is slow to connect hundreds of terminals
 SMSC_CONNECT_TIMEOUT_S = 5.0  # an SMSC that does not take a connection by then is reported, not waited for
 
 

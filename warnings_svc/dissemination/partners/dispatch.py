@@ -389,7 +389,7 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
     if p.mqtt_broker is not None:
         broker = next(m for m in settings.dispatch.mqtt if m.name == p.mqtt_broker)
         found["mqtt"] = MqttPartnerChannel(
-            broker.url, p.mqtt_topic_prefix, client_id=f"{broker.client_id or 'warnings-svc'}-partners",
+            broker.url, p.mqtt_topic_prefix, client_id="",  # a clean session: several dispatchers may publish
             username=broker.username, password=broker.password(), publish_timeout_s=broker.publish_timeout_s,
         )  # fmt: skip
     if settings.dispatch.sms:

@@ -129,9 +129,9 @@ async def test_a_retired_department_named_in_a_file_is_updated_and_stays_retired
 async def test_a_gbk_or_foreign_file_writes_nothing_and_says_so_in_one_line(conn) -> None:
     with pytest.raises(DepartmentError, match="GBK"):
         await import_csv(conn, SAMPLE.read_text(encoding="utf-8").encode("gbk"), "wuhai")
-    with pytest.raises(DepartmentError, match="missing column.*duty_phone"):
+    with pytest.raises(DepartmentError, match=r"missing column.*duty_phone"):
         await import_csv(conn, "code,name,sector,area,duty_name\n", "wuhai")
-    with pytest.raises(DepartmentError, match="unknown column.*'phone'"):
+    with pytest.raises(DepartmentError, match=r"unknown column.*'phone'"):
         await import_csv(conn, HEADER.strip() + ",phone\n", "wuhai")
     assert await conn.fetchval("SELECT count(*) FROM svc.department") == 0
 

@@ -57,6 +57,7 @@ from warnings_svc.vocabulary import LEVEL_NAMES, LEVELS
 log = logging.getLogger(__name__)
 
 RANKS: tuple[str, ...] = ("duty", "deputy", "leader")  # the order a duty chain is called in
+DEMO_SOURCE = "demo"  # the `source` of the demo's synthetic departments, which the console labels as such
 SECTORS: tuple[str, ...] = (
     "emergency",
     "education",
@@ -277,6 +278,8 @@ def _code(text: str) -> str:
     code = unicodedata.normalize("NFKC", text).strip().lower()
     if not code:
         raise DepartmentError("a code is required (the key later imports match on)")
+    if code == "new":
+        raise DepartmentError("'new' is the address of the console's add form; choose another code")
     if not _CODE.fullmatch(code):
         raise DepartmentError(
             "is 1 to 64 of a-z, 0-9 and _ . - (starting with a letter or digit), like wuhai-emergency"

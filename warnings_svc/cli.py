@@ -1193,10 +1193,10 @@ async def _prepare_service(
     demo: bool,
     stage: DemoStageThread | None = None,
 ) -> None:
-    """Migrations and the region's risk database; for the demo also its forecast, users and recipients, and
-    with a `stage` its simulated terminals."""
+    """Migrations and the region's risk database; for the demo also its forecast, users, departments and
+    recipients, and with a `stage` its simulated terminals."""
     from risk_zoning.store import region_units
-    from warnings_svc.demo.seeding import seed_demo_forecast
+    from warnings_svc.demo.seeding import seed_demo_departments, seed_demo_forecast
     from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
 
     await _prepare_database(pool, settings.region, progress=progress)
@@ -1210,6 +1210,9 @@ async def _prepare_service(
             log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
     for u in await seed_demo_users(pool, settings.data_dir):
         print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+    departments = await seed_demo_departments(pool, settings.region)
+    if departments is not None and departments.inserted:
+        print(f"Departments: {departments.inserted} synthetic departments registered (demo data)", flush=True)
     if settings.dispatch.sms:
         async with pool.acquire() as conn:
             units = await region_units(conn, settings.region)

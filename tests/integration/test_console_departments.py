@@ -179,6 +179,7 @@ async def test_a_bad_form_is_shown_again_naming_each_field_and_writes_nothing(
         "area": "150399000000",
         "duty_phone": "0473-2001234",
         "leader_email": "chief@example.org",
+        "name_en": "<script>alert(1)</script>",
     }
     status, html = await post(client, "/console/departments", bad)
     assert status == 422
@@ -186,7 +187,8 @@ async def test_a_bad_form_is_shown_again_naming_each_field_and_writes_nothing(
     for field in ("code", "area", "duty_phone", "leader_name", "leader_phone"):
         assert f'data-field="{field}"' in errors, field
     assert "landline" in html and 'id="error-area"' in html
-    assert 'value="海南区应急管理局"' in html  # what was typed stays in the form
+    assert 'value="海南区应急管理局"' in html  # what was typed stays in the form, escaped
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
     # an existing code is refused on the code field
     assert (await post(client, "/console/departments", FORM | {"csrf_token": token}))[0] == 303
     status, html = await post(client, "/console/departments", FORM | {"csrf_token": token, "name": "另一个"})

@@ -252,7 +252,8 @@ class DepartmentRow:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did. `still_retired`: rows naming a retired department (updated, left retired)."""
+    """What an import did. `still_retired`: rows naming a retired department (written if changed, left
+    retired: restoring is the console's)."""
 
     inserted: int
     updated: int

@@ -118,7 +118,7 @@ def admin_page(request: web.Request, *, write: bool = False) -> Page:
 @operation(
     "The registry of departments with their duty chains, retired ones too (HTML; admins)",
     responses=_PAGE_REPLIES,
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_departments(request: web.Request) -> web.Response:
     """GET /console/departments: every department, its sector, area and duty chain, and its actions."""
@@ -136,7 +136,7 @@ async def console_departments(request: web.Request) -> web.Response:
 @operation(
     "The form that adds a department with its duty chain (HTML; admins)",
     responses=_PAGE_REPLIES,
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_new(request: web.Request) -> web.Response:
     """GET /console/departments/new: an empty form."""
@@ -150,7 +150,7 @@ async def console_department_new(request: web.Request) -> web.Response:
     body_type="application/x-www-form-urlencoded",
     responses={**_WRITE_REPLIES, 422: media_reply("A field is not valid: the form again, naming it", *_HTML)},
     problems=(400,),
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_add(request: web.Request) -> web.Response:
     """POST /console/departments: check the form, add the department, audit, back to the list."""
@@ -162,7 +162,7 @@ async def console_department_add(request: web.Request) -> web.Response:
     "The form that edits a department and its duty chain (HTML; admins)",
     path=DepartmentPath,
     responses={**_PAGE_REPLIES, 404: media_reply("No such department", *_HTML)},
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_edit(request: web.Request) -> web.Response:
     """GET /console/departments/{code}: the form, filled in."""
@@ -186,7 +186,7 @@ async def console_department_edit(request: web.Request) -> web.Response:
         422: media_reply("A field is not valid: the form again, naming it", *_HTML),
     },
     problems=(400,),
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_save(request: web.Request) -> web.Response:
     """POST /console/departments/{code}: check the form, change the department, audit, back to the list."""
@@ -205,7 +205,7 @@ async def console_department_save(request: web.Request) -> web.Response:
     body_type="application/x-www-form-urlencoded",
     responses={**_WRITE_REPLIES, 404: media_reply("No such department", *_HTML)},
     problems=(400,),
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_retire(request: web.Request) -> web.Response:
     """POST /console/departments/{code}/retire."""
@@ -219,7 +219,7 @@ async def console_department_retire(request: web.Request) -> web.Response:
     body_type="application/x-www-form-urlencoded",
     responses={**_WRITE_REPLIES, 404: media_reply("No such department", *_HTML)},
     problems=(400,),
-    security=("session", "bearer"),
+    security=("session",),
 )
 async def console_department_restore(request: web.Request) -> web.Response:
     """POST /console/departments/{code}/restore."""

@@ -14,6 +14,7 @@ from risk_zoning.io.database import EmbeddedPostgres
 from tests.factories_db import fresh_database
 from tests.peers.mosquitto_fixture import mosquitto  # noqa: F401  (a real MQTT broker, for every test)
 from tests.peers.smsc_fixture import smsc  # noqa: F401  (the loopback SMSC fixture, for every test)
+from tests.peers.smtp_fixture import smtp_server  # noqa: F401  (a real SMTP server, aiosmtpd)
 
 
 @pytest.fixture(scope="session")

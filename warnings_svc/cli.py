@@ -455,8 +455,13 @@ def run_demo(args: argparse.Namespace) -> int:
             update={"public_url": f"http://{authority(settings.host, settings.port)}"}
         )
         settings = settings.model_copy(update={"warnings": public})
-    dispatch = stage.start().dispatch(settings.dispatch, radio_tv=True)
-    settings = settings.model_copy(update={"dispatch": dispatch})
+    started = stage.start()
+    settings = settings.model_copy(
+        update={
+            "dispatch": started.dispatch(settings.dispatch, radio_tv=True),
+            "partners": started.partner_settings(settings.partners),
+        }
+    )
     try:
         return serve(settings, progress=True, demo=True, stage=stage)
     finally:
@@ -542,12 +547,19 @@ async def _dispatch(
     )
     from warnings_svc.dissemination.dispatcher import Dispatcher, pool_size
     from warnings_svc.dissemination.metrics import DispatchMetrics, serve_metrics
+    from warnings_svc.dissemination.partners.dispatch import (
+        PartnerDispatcher,
+        PartnerMetrics,
+        options_from_settings,
+        partner_channels_from_settings,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(url, max_size=pool_size(settings.dispatch) + 2)  # +2: the area dispatcher
+    # +4: the area and partner dispatchers
+    pool = await create_pool(url, max_size=pool_size(settings.dispatch) + 4)
     metrics = DispatchMetrics()
     runner = None
     try:
@@ -563,12 +575,17 @@ async def _dispatch(
             pool, url, area_targets_from_settings(settings), AreaDispatchOptions.from_settings(settings.dispatch),
             metrics=AreaMetrics(metrics.registry),
         )  # fmt: skip
+        partners = PartnerDispatcher(
+            pool, url, partner_channels_from_settings(settings), options_from_settings(settings),
+            metrics=PartnerMetrics(metrics.registry),
+        )  # fmt: skip
         print(
             json.dumps(
                 {
                     "dispatcher": dispatcher.owner,
                     "endpoints": [e.name for e in endpoints],
                     "area_targets": [f"{c} {n}" for c, n in area.targets],
+                    "partner_channels": list(partners.channels),
                 }
             ),
             flush=True,
@@ -576,6 +593,7 @@ async def _dispatch(
         runs = [dispatcher.run(stop)] if endpoints else []
         if area.targets:
             runs.append(area.run(stop))
+        runs.append(partners.run(stop))
         await asyncio.gather(*runs)
         # what it did, for whoever started it (the fan-out benchmark adds these up across processes)
         print(json.dumps({"stopped": dispatcher.owner, "counters": dispatcher.counters}), flush=True)
@@ -1239,6 +1257,14 @@ async def _start_demo_terminals(pool: asyncpg.Pool, settings: Settings, stage: D
     connected = await loop.run_in_executor(None, stage.start_terminals, rows)
     print(
         f"Terminals: {connected} simulated loudspeakers and displays on the demo's MQTT broker at {stage.stage.url}",
+        flush=True,
+    )
+    async with pool.acquire() as conn:
+        made = await stage.subscribe_partners(conn, settings.region)
+    partners = stage.stage.partners
+    print(
+        f"Partners: {len(made)} demo subscriptions (webhooks to {partners.webhook_url}, emails to a mail server "
+        f"at 127.0.0.1:{partners.smtp_port}, an MQTT topic under {settings.partners.mqtt_topic_prefix}/)",
         flush=True,
     )
     from warnings_svc.documents.speech import speech_available

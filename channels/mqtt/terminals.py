@@ -31,12 +31,14 @@ import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
 from channels.area import AreaAlert, AreaSendResult, Evidence, EvidenceKind
 from channels.base import FailureKind, Health, HealthState, SendOutcome
+from channels.mqtt.link import BrokerLink
+from channels.mqtt.link import MqttUrlError as MqttUrlError  # (re-exported: older imports name it here)
+from channels.mqtt.link import broker_address as broker_address
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +49,6 @@ MAX_IDENTIFIER_CHARS = 200
 MAX_QUEUED_ACKS = 200_000  # beyond this a flood is dropped (and counted), not held in memory
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-class MqttUrlError(ValueError):
-    """A broker URL this adapter cannot use."""
-
-
-def broker_address(url: str) -> tuple[str, int]:
-    """Host and port of an ``mqtt://host[:port]`` URL (1883 by default).
-
-    >>> broker_address("mqtt://127.0.0.1:18830")
-    ('127.0.0.1', 18830)
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise MqttUrlError(f"not an mqtt://host[:port] URL: {url!r}")
-    try:
-        port = parts.port or 1883
-    except ValueError as e:
-        raise MqttUrlError(f"bad port in {url!r}") from e
-    return parts.hostname, port
 
 
 def alert_topic(prefix: str, area: str) -> str:
@@ -163,62 +145,29 @@ class MqttTerminalsChannel:
         linger_s: float = 0.05,
     ) -> None:
         self.name = name
-        self.host, self.port = broker_address(url)
         if not topic_prefix or any(c in topic_prefix for c in "#+") or topic_prefix.endswith("/"):
             raise MqttUrlError(f"bad topic prefix {topic_prefix!r}")
         self.prefix = topic_prefix
         # fixed, with a persistent session: acknowledgements sent while away are kept by the broker. It must be
         # unique per service: two clients with one id throw each other off the broker
-        self.client_id = client_id or f"warnings-svc-{name}"
-        self._username = username or None
-        self._password = password if username else None
+        self._link = BrokerLink(
+            name, url, client_id=client_id or f"warnings-svc-{name}", clean_session=False,
+            username=username, password=password, reconnect_max_s=reconnect_max_s,
+            subscriptions=(f"{topic_prefix}/ack/+",), on_message=self._take_ack,
+        )  # fmt: skip
+        self.host, self.port = self._link.host, self._link.port
+        self.client_id = self._link.client_id
         self.publish_timeout_s = publish_timeout_s
         self.reconnect_max_s = reconnect_max_s
         self.max_batch = max_batch
         self.linger_s = linger_s
-        self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
         self._acks: asyncio.Queue[Evidence] = asyncio.Queue(MAX_QUEUED_ACKS)
-        self._runner: asyncio.Task[None] | None = None
         self._closed = False
-        self._detail = "not connected yet"
-        self.counters = {
-            "published": 0, "cleared": 0, "acks": 0, "acks_refused": 0, "acks_dropped": 0, "connects": 0
-        }  # fmt: skip
+        self.counters = {"published": 0, "cleared": 0, "acks": 0, "acks_refused": 0, "acks_dropped": 0}
 
     def start(self) -> None:
         """Start the connection (and keep it up) in the background; `put_out` starts it too."""
-        if self._runner is None and not self._closed:
-            self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
-
-    async def _run(self) -> None:
-        delay = 0.2
-        while not self._closed:
-            try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, clean_session=False, timeout=10,
-                    username=self._username, password=self._password,
-                ) as client:  # fmt: skip
-                    await client.subscribe(f"{self.prefix}/ack/+", qos=1)
-                    self._client = client
-                    self._connected.set()
-                    self.counters["connects"] += 1
-                    self._detail = ""
-                    delay = 0.2
-                    log.info("mqtt %s: connected to %s:%d", self.name, self.host, self.port)
-                    async for message in client.messages:
-                        self._take_ack(message)
-            except aiomqtt.MqttError as e:
-                self._detail = f"broker {self.host}:{self.port}: {e}"
-                if self._connected.is_set():
-                    log.warning("mqtt %s: connection lost (%s); reconnecting", self.name, e)
-            finally:
-                self._client = None
-                self._connected.clear()
-            if self._closed:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.reconnect_max_s)
+        self._link.start()
 
     def _take_ack(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
@@ -239,14 +188,9 @@ class MqttTerminalsChannel:
 
     async def put_out(self, alert: AreaAlert) -> AreaSendResult:
         """Retain the version on its areas' topics (Alert, Update) or take it back (Cancel)."""
-        self.start()
-        try:
-            await asyncio.wait_for(self._connected.wait(), self.publish_timeout_s)
-        except TimeoutError:
-            return self._failed(alert, FailureKind.LINK_DOWN, self._detail or "not connected")
-        client = self._client
+        client = await self._link.wait_client(self.publish_timeout_s)
         if client is None:
-            return self._failed(alert, FailureKind.LINK_DOWN, self._detail or "not connected")
+            return self._failed(alert, FailureKind.LINK_DOWN, self._link.detail or "not connected")
         # every unit inside the warned areas has its topic: a terminal listens on the one unit it stands in
         codes = list(alert.area_units) or [a.code for a in alert.areas]
         bad = [code for code in codes if not AREA_CODE.match(code)]
@@ -276,7 +220,7 @@ class MqttTerminalsChannel:
 
     @property
     def _route(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return self._link.route
 
     def _failed(self, alert: AreaAlert, kind: FailureKind, reason: str) -> AreaSendResult:
         outcome = SendOutcome.TEMPORARY_FAILURE if kind.retryable else SendOutcome.PERMANENT_FAILURE
@@ -304,20 +248,16 @@ class MqttTerminalsChannel:
 
     def health(self) -> Health:
         """Up while connected to the broker."""
-        up = self._connected.is_set()
+        up = self._link.is_up
         return Health(
             HealthState.UP if up else HealthState.DOWN,
-            detail=self._detail,
+            detail=self._link.detail,
             links_up=int(up),
             links_total=1,
-            counters=dict(self.counters),
+            counters={**self.counters, "connects": self._link.connects},
         )
 
     async def close(self) -> None:
         """Disconnect; what was not put out stays in the outbox."""
         self._closed = True
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._runner
-            self._runner = None
+        await self._link.close()

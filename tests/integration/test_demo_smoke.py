@@ -80,6 +80,14 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert terminals["people"] > 0
     assert 0.9 < evidence["area_sms"]["delivered"] / evidence["area_sms"]["targeted"] < 1  # some unreachable
     assert evidence["broadcast_platform"]["delivered"] == evidence["broadcast_platform"]["targeted"] > 0
+    # the demo's partners: every subscription the warning matched got it, each webhook's signature checked
+    partners = summary["partners"]
+    assert {c: set(states) for c, states in partners["deliveries"].items()} == {
+        "webhook": {"delivered"}, "email": {"delivered"}, "mqtt": {"delivered"}
+    }  # fmt: skip
+    received = partners["received"]
+    assert received["webhooks"] == received["webhooks_verified"] == partners["deliveries"]["webhook"]["delivered"]
+    assert received["emails"] == received["emails_with_cap"] == partners["deliveries"]["email"]["delivered"]
 
 
 def test_without_the_simulated_peers_the_smoke_run_leaves_the_area_channels_out() -> None:

@@ -39,6 +39,11 @@ from warnings_svc.dissemination.area_dispatch import (
 )
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings, pool_size
 from warnings_svc.dissemination.partners import registry
+from warnings_svc.dissemination.partners.dispatch import (
+    PartnerDispatcher,
+    PartnerDispatchOptions,
+    partner_channels_from_settings,
+)
 from warnings_svc.dissemination.terminals import register_terminals
 from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailable
 from warnings_svc.lifecycle import store as ws
@@ -66,7 +71,12 @@ async def run_smoke(settings: Settings, url: str, *, peers: bool = True) -> dict
         return summary
     async with DemoStage(terminal_delay_s=0.05) as stage:
         # the demo's own broker with simulated terminals, and the simulated gateways, CBC and platform
-        settings = settings.model_copy(update={"dispatch": stage.dispatch(settings.dispatch)})
+        settings = settings.model_copy(
+            update={
+                "dispatch": stage.dispatch(settings.dispatch),
+                "partners": stage.partner_settings(settings.partners),
+            }
+        )
         await _run_steps(settings, url, summary, stage)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
@@ -86,6 +96,8 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
             if stage is not None:
                 step = "terminals"
                 summary["terminals"] = await _register_terminals(pool, settings, stage)
+                async with pool.acquire() as conn:
+                    await stage.partners.subscribe(conn, settings.region)
             step = "departments"
             summary["departments"] = await _seed_departments(pool, settings)
             step = "issue"
@@ -95,6 +107,10 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
                 step = "broadcast"
                 broken = sorted(stage.fleet.broken) if stage.fleet else []
                 summary["broadcast"] = await _put_out(pool, url, settings, summary["warning"]["id"], broken)
+                step = "partners"
+                summary["partners"] = await _send_to_partners(
+                    pool, url, settings, summary["warning"]["id"], stage
+                )
             if sms:
                 step = "dispatch"
                 summary["dispatch"] = await _dispatch(pool, url, settings, summary["warning"]["id"])
@@ -199,6 +215,57 @@ async def _put_out(
         ],
         "seconds": round(seconds, 1),
     }
+
+
+async def _send_to_partners(
+    pool: asyncpg.Pool, url: str, settings: Settings, warning_id: int, stage: DemoStage
+) -> dict[str, Any]:
+    """Send the warning to the demo's partner subscriptions (webhooks, emails, an MQTT topic) and report what
+    was delivered and what the partners' endpoints received."""
+    dispatcher = PartnerDispatcher(
+        pool, url, partner_channels_from_settings(settings), PartnerDispatchOptions(poll_s=0.2)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < AREA_TIMEOUT_S:
+            if task.done():
+                raise SmokeFailed(f"the partner dispatcher stopped: {task.exception() or 'without an error'}")
+            states = await _partner_states(pool, warning_id)
+            if not states.get("pending") and not states.get("sending"):
+                break
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT channel, state, count(*) AS n FROM svc.partner_delivery
+               WHERE warning_id = $1 AND subscription_id IS NOT NULL GROUP BY channel, state ORDER BY 1, 2""",
+            warning_id,
+        )
+    by_channel: dict[str, dict[str, int]] = {}
+    for r in rows:
+        by_channel.setdefault(r["channel"], {})[r["state"]] = r["n"]
+    states = await _partner_states(pool, warning_id)
+    if states.get("pending") or states.get("sending"):
+        raise SmokeFailed(f"partner deliveries not settled within {AREA_TIMEOUT_S:.0f} s: {states}")
+    return {
+        "deliveries": by_channel,
+        "received": stage.partners.inbox.summary(),
+        "seconds": round(seconds, 1),
+    }
+
+
+async def _partner_states(pool: asyncpg.Pool, warning_id: int) -> dict[str, int]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT state, count(*) AS n FROM svc.partner_delivery WHERE warning_id = $1 GROUP BY state",
+            warning_id,
+        )
+    return {r["state"]: r["n"] for r in rows}
 
 
 async def _area_progress(conn: asyncpg.Connection, warning_id: int, broken: list[str]) -> dict[str, Any]:

@@ -48,21 +48,10 @@ from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import LEVEL_ORDER
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
 from warnings_svc.dissemination.policy import backoff_delay
+from warnings_svc.dissemination.worker import OutboxWorker
 from warnings_svc.settings import DispatchSettings, Settings
 
 log = logging.getLogger(__name__)
-
-# The database is away (restarting, failing over, a connection lost): wait it out and try again.
-DATABASE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
-RESTART_DELAY_S = 1.0  # before a loop that failed unexpectedly runs again
 
 
 @dataclass
@@ -179,8 +168,8 @@ class AreaCounters:
     skipped: dict[str, int] = field(default_factory=dict)
     evidence: dict[str, int] = field(default_factory=dict)
     refused_evidence: dict[str, int] = field(default_factory=dict)
-    loop_failures: dict[str, int] = field(default_factory=dict)
     leases_lost: dict[str, int] = field(default_factory=dict)
+    loop_failures: dict[str, int] = field(default_factory=dict)
 
     def add(self, which: dict[str, int], target: str, n: int = 1) -> None:
         which[target] = which.get(target, 0) + n
@@ -215,8 +204,11 @@ def retry_delay(
     return backoff_delay(attempts, base_s=options.retry_base_s, cap_s=options.retry_cap_s, rng=rng)
 
 
-class AreaDispatcher:
+class AreaDispatcher(OutboxWorker):
     """Serves the area outbox for the given targets ((channel, target name) -> adapter)."""
+
+    notify_channel = area_outbox.AREA_DISPATCH_CHANNEL
+    log_prefix = "area dispatch"
 
     def __init__(
         self,
@@ -228,15 +220,15 @@ class AreaDispatcher:
         rng: random.Random | None = None,
         metrics: AreaMetrics | None = None,
     ) -> None:
+        super().__init__(pool, database_url, (options or AreaDispatchOptions()).poll_s)
         self.metrics = metrics
-        self.pool = pool
-        self.database_url = database_url
         self.targets = dict(targets)
         self.options = options or AreaDispatchOptions()
         self.owner = f"area-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.counters = AreaCounters()
         self._rng = rng or random.Random()
         self._wake = {key: asyncio.Event() for key in self.targets}
+        self.loop_failures = self.counters.loop_failures
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; then close the adapters."""
@@ -247,18 +239,9 @@ class AreaDispatcher:
         for (channel, target), adapter in self.targets.items():
             loops[f"sender {channel} {target}"] = partial(self._send, stop, channel, target, adapter)
             loops[f"evidence {channel} {target}"] = partial(self._collect, channel, target, adapter)
-        tasks = [
-            asyncio.create_task(self._supervised(name, loop, stop), name=f"area {name}")
-            for name, loop in loops.items()
-        ]
         try:
-            await stop.wait()
+            await self._run_loops(loops, stop)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             for adapter in self.targets.values():
                 with contextlib.suppress(Exception):
                     await adapter.close()
@@ -277,69 +260,6 @@ class AreaDispatcher:
     def _count(self, channel: str, target: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.results.labels(channel, target, outcome).inc()
-
-    def _wake_all(self, *_: object) -> None:
-        for event in self._wake.values():
-            event.set()
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                conn = await asyncpg.connect(self.database_url)
-            except (*DATABASE_ERRORS, TimeoutError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            try:
-                with contextlib.suppress(*DATABASE_ERRORS):  # the connection was lost: connect again
-                    await conn.add_listener(area_outbox.AREA_DISPATCH_CHANNEL, self._wake_all)
-                    delay = 0.5
-                    self._wake_all()  # whatever was written while not listening
-                    while not stop.is_set() and not conn.is_closed():
-                        await asyncio.sleep(self.options.poll_s)
-                        self._wake_all()
-            finally:
-                with contextlib.suppress(*DATABASE_ERRORS, TimeoutError):
-                    await asyncio.wait_for(conn.close(), 2)
-
-    async def _db(self, what: str, stop: asyncio.Event | None, call):  # type: ignore[no-untyped-def]
-        """Run `call(conn)` until it succeeds while the database is away (restarting, failing over); None when
-        stopped first. Any other database error (a value PostgreSQL refuses) is raised at once: retrying would
-        refuse it again, and the loop would never move on."""
-        delay, failed = 0.2, False
-        while stop is None or not stop.is_set():
-            try:
-                async with self.pool.acquire() as conn:
-                    result = await call(conn)
-                if failed:
-                    log.info("area dispatch: %s works again", what)
-                return result
-            except DATABASE_ERRORS as e:
-                if not failed:  # one line per outage, not one per try
-                    log.warning(
-                        "area dispatch: %s failed (%s); retrying until it works", what, type(e).__name__
-                    )
-                failed = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        return None
-
-    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-        """Run a loop until `stop`; one that fails unexpectedly is logged in one line and run again, so that a
-        peer's bad answer never stops a target for good."""
-        while not stop.is_set():
-            try:
-                await loop()
-                if stop.is_set():
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.counters.add(self.counters.loop_failures, name)
-                log.error("area dispatch: %s failed (%s: %s); running it again", name, type(e).__name__,
-                          " ".join(str(e).split())[:200])  # fmt: skip
-            await asyncio.sleep(RESTART_DELAY_S)
 
     async def _send(self, stop: asyncio.Event, channel: str, target: str, adapter: AreaChannel) -> None:
         wake = self._wake[channel, target]
@@ -449,7 +369,7 @@ class AreaDispatcher:
                 if not part:
                     continue
                 try:
-                    stored += await self._db(f"{what} from {target}", None, store)
+                    stored += (await self._db(f"{what} from {target}", None, store)) or 0
                 except (
                     asyncpg.PostgresError
                 ) as e:  # values PostgreSQL refuses: skipped, counted, never retried

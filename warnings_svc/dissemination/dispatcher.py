@@ -150,15 +150,16 @@ class Sent:
     sent_at: float  # time.monotonic() when it was sent
 
 
-def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint:
-    """An SMS endpoint from its `[[dispatch.sms]]` table; `SettingsError` when its password file is unreadable."""
+def smpp_settings(e: SmsEndpointSettings) -> SmppSettings:
+    """How to talk to an SMSC from its `[[dispatch.sms]]` table; `SettingsError` when its password file is
+    unreadable."""
     password = e.password
     if e.password_file is not None:
         try:
             password = e.password_file.read_text(encoding="utf-8").strip()
         except OSError as err:
             raise SettingsError(e.password_file, f"dispatch.sms {e.name}: {err.strerror or err}") from err
-    smpp = SmppSettings(
+    return SmppSettings(
         host=e.host,
         port=e.port,
         system_id=e.system_id,
@@ -171,6 +172,11 @@ def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint
         enquire_link_interval_s=e.enquire_link_interval_s,
         response_timeout_s=e.response_timeout_s,
     )
+
+
+def sms_endpoint(e: SmsEndpointSettings, settings: DispatchSettings) -> Endpoint:
+    """An SMS endpoint from its `[[dispatch.sms]]` table; `SettingsError` when its password file is unreadable."""
+    smpp = smpp_settings(e)
     return Endpoint(
         name=e.name,
         channel="sms",

@@ -34,6 +34,7 @@ from risk_zoning.store import RiskDatabase, UnitRecord, region_units
 from risk_zoning.unit_tree import geocode, inside_any
 from warnings_svc.dissemination import area_outbox, outbox
 from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.dissemination.partners import outbox as partner_outbox
 from warnings_svc.documents.cap import (
     SEVERITY,
     CapError,
@@ -495,7 +496,7 @@ async def act(
         )
         version = dataclasses.replace(latest, state=transition.state)
         if action is Action.approve:
-            version, stored, content = await _issue(conn, ctx, version, replaced, units, now)
+            version, stored, content, document = await _issue(conn, ctx, version, replaced, units, now)
             # the outbox: issued and promised to every channel in one transaction, or neither
             await outbox.write_fanouts(
                 conn, version.warning_id, version.state.version, version.state.level, ctx.channels
@@ -505,6 +506,11 @@ async def act(
                     conn, version.warning_id, version.state.version, version.state.msg_type,
                     version.state.level, area_targets_of(ctx, version), content,
                 )  # fmt: skip
+            await partner_outbox.write_partner_deliveries(
+                conn, warning_id=version.warning_id, version=version.state.version,
+                msg_type=version.state.msg_type, hazard=version.state.hazard, level=version.state.level,
+                areas=version.content.areas, units=units, document=document, give_up_at=version.state.expires,
+            )  # fmt: skip
         else:
             stored = await _update_version(conn, version)
         await _face(conn, version)
@@ -749,10 +755,10 @@ async def _issue(
     replaced: Version | None,
     units: Mapping[str, UnitRecord],
     now: datetime,
-) -> tuple[Version, Version, dict[str, Any] | None]:
+) -> tuple[Version, Version, dict[str, Any] | None, partner_outbox.PartnerDocument]:
     """Render, validate (and sign) the documents of an approved version and store it issued: the version as
-    given with its identifier and send time, as now stored, and what the area channels put out (None when
-    none is configured)."""
+    given with its identifier and send time, as now stored, what the area channels put out (None when none
+    is configured), and what partners get."""
     sent = await _send_time(conn, now)
     earlier = [] if replaced is None else await _issued_chain(conn, version)
     msg = message_of(ctx, version, units, sent=sent, references=earlier)
@@ -824,7 +830,15 @@ async def _issue(
                 if code in version.content.areas or inside_any(code, version.content.areas, units)
             ],
         )
-    return issued, version_from_row(row), content
+    document = partner_outbox.document_of(
+        identifier=msg.identifier, warning_id=version.warning_id, version=version.state.version, sent=sent,
+        status=msg.status, msg_type=msg.msg_type, hazard=msg.hazard, level=msg.level,
+        severity=SEVERITY[msg.level], urgency=derive_urgency(msg),
+        areas=[(code, units[code].name if code in units else code) for code in version.content.areas],
+        onset=msg.onset, expires=msg.expires, headline=zh.headline, description=zh.description,
+        instruction=zh.instruction, sms_text=zh.sms_full, cap_xml=cap.decode("utf-8"), web=web or "",
+    )  # fmt: skip
+    return issued, version_from_row(row), content, document
 
 
 def alert_areas(

@@ -63,9 +63,23 @@ CREATE TABLE svc.subscription (
 );
 CREATE INDEX subscription_live ON svc.subscription (channel) WHERE state = 'active' AND deleted_at IS NULL;
 
+-- What every partner gets of one issued version, stored once per version (the webhook's JSON document, with
+-- the CAP document in it; a subject and a text for people), so that a thousand subscriptions do not copy it.
+CREATE TABLE svc.partner_document (
+    warning_id bigint NOT NULL,
+    version    int NOT NULL,
+    payload    jsonb NOT NULL,
+    subject    text NOT NULL,
+    text       text NOT NULL,
+    sms_text   text NOT NULL,
+    PRIMARY KEY (warning_id, version),
+    FOREIGN KEY (warning_id, version) REFERENCES svc.warning_version (warning_id, version)
+);
+
 -- One issued version sent to one subscription (or, for an acknowledgement call, to one person): its
 -- identity is (subscription_id, warning_id, version) and `message_id` the idempotency key every attempt
--- carries (the webhook-id), stable across retries. `body` is what is sent, as issued. Retries follow the
+-- carries (the webhook-id), stable across retries. `body` is what is sent when it is not the version's partner
+-- document (an acknowledgement call's text); '{}' for a subscription's delivery. Retries follow the
 -- schedule and stop at `give_up_at` (the warning's expiry). pending -> sending (leased) -> delivered | dead
 -- | dropped; a failure goes back to pending with a later next_attempt_at.
 CREATE TABLE svc.partner_delivery (

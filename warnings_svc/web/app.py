@@ -14,6 +14,7 @@ from warnings_svc.web.api.airings import setup_airings
 from warnings_svc.web.api.alerts import setup_alerts
 from warnings_svc.web.api.risk import risk_summary
 from warnings_svc.web.api.runs import get_run, list_proposals, upload_run
+from warnings_svc.web.api.subscriptions import setup_subscriptions_api
 from warnings_svc.web.api.warnings import setup_warnings_api
 from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, SETTINGS, TEMPLATES
 from warnings_svc.web.auth import (
@@ -99,6 +100,7 @@ def create_app(
     setup_warnings_api(app)
     setup_alerts(app)
     setup_airings(app)
+    setup_subscriptions_api(app)
     setup_auth(app)
     setup_console(app)
     app.router.add_static("/static", STATIC_DIR, name="static")

@@ -33,6 +33,14 @@ from warnings_svc.dissemination.area_dispatch import (
 )
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings
 from warnings_svc.dissemination.metrics import DispatchMetrics
+from warnings_svc.dissemination.partners.dispatch import (
+    PartnerDispatcher,
+    PartnerMetrics,
+    partner_channels_from_settings,
+)
+from warnings_svc.dissemination.partners.dispatch import (
+    options_from_settings as partner_options_from_settings,
+)
 from warnings_svc.forecast.runs import (
     Inbox,
     RunScorer,
@@ -152,6 +160,26 @@ async def _run_area_dispatcher(app: web.Application, *, database_url: str) -> As
     await task
 
 
+async def _run_partner_dispatcher(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
+    """The embedded partner dispatcher (webhooks, email, MQTT topics, SMS to partners and duty contacts): its
+    channels' health on /readyz, its metrics on /metrics; stopped with the app."""
+    settings = app[SETTINGS]
+    dispatcher = PartnerDispatcher(
+        app[POOL],
+        database_url,
+        partner_channels_from_settings(settings),
+        partner_options_from_settings(settings),
+        metrics=PartnerMetrics(app[METRICS].registry),
+    )
+    app[READINESS].watch_partner_channels(dispatcher.health)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="partner-dispatcher")
+    app[BACKGROUND_LOOPS].watch("partner-dispatcher", task)
+    yield
+    stop.set()
+    await task
+
+
 async def _risk_database_watcher(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(watch_risk_database(app[RISK_DATABASE]), name="watch-risk-database")
     app[BACKGROUND_LOOPS].watch("watch-risk-database", task)
@@ -255,3 +283,5 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
         and settings.dispatch.area_targets()
     ):
         app.cleanup_ctx.append(partial(_run_area_dispatcher, database_url=lane_url))
+    if singletons and lane_url is not None and settings.dispatch.embedded:
+        app.cleanup_ctx.append(partial(_run_partner_dispatcher, database_url=lane_url))

@@ -67,6 +67,7 @@ class ReadinessProbe:
         self._database_watch: DatabaseWatch | None = None
         self._sms_binds: dict[str, Sequence[object]] = {}
         self._area_targets: Callable[[], dict[tuple[str, str], tuple[bool, str]]] | None = None
+        self._partner_channels: Callable[[], dict[str, tuple[bool, str]]] | None = None
 
     def watch_inbox(self, inbox: Inbox) -> None:
         """Add the `inbox` check: failed while an entry cannot be moved to archive/ or quarantine/."""
@@ -86,6 +87,11 @@ class ReadinessProbe:
         """Add the `area_targets` check: degraded while a target of an area channel (an MQTT broker, an
         operator, a CBC, a platform) cannot be reached, so that what goes to it waits in the outbox."""
         self._area_targets = health
+
+    def watch_partner_channels(self, health: Callable[[], dict[str, tuple[bool, str]]]) -> None:
+        """Add the `partner_channels` check: degraded while a partner channel (the mail server, the MQTT
+        broker, the SMSC bind) cannot be reached; a single webhook endpoint's failures show in its log."""
+        self._partner_channels = health
 
     async def check(self) -> dict[str, Check]:
         checks: dict[str, Check] = {}
@@ -118,6 +124,10 @@ class ReadinessProbe:
                 f"{channel} {name}: {'up' if up else why}" for (channel, name), (up, why) in targets.items()
             )
             checks["area_targets"] = Check(all(up for up, _ in targets.values()), detail, required=False)
+        if self._partner_channels is not None:
+            channels = self._partner_channels()
+            detail = "; ".join(f"{name}: {'up' if up else why}" for name, (up, why) in channels.items())
+            checks["partner_channels"] = Check(all(up for up, _ in channels.values()), detail, required=False)
         return checks
 
     @staticmethod

@@ -15,14 +15,17 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
+
+import asyncpg
 
 from risk_zoning.store import UnitRecord
 from warnings_svc.demo.peers.broadcast_platform import BroadcastPlatformSimulator
 from warnings_svc.demo.peers.broadcaster import NewsroomSimulator
 from warnings_svc.demo.peers.cbc import CbcSimulator
 from warnings_svc.demo.peers.operator_gateway import OPERATOR_SUBSCRIBERS, OperatorGatewaySimulator
+from warnings_svc.demo.peers.partners import DemoPartners
 from warnings_svc.demo.peers.terminals import SimulatedTerminal, SimulatedTerminals
 from warnings_svc.dissemination.terminals import TerminalRow
 from warnings_svc.settings import (
@@ -32,6 +35,7 @@ from warnings_svc.settings import (
     CellBroadcastTargetSettings,
     DispatchSettings,
     MqttTargetSettings,
+    PartnerSettings,
     RadioTvTargetSettings,
 )
 
@@ -74,6 +78,7 @@ class DemoStage:
             {}, token=SIMULATOR_TOKEN, terminals_per_tick=5, fetch_audio=False
         )
         self.newsroom = NewsroomSimulator(token=SIMULATOR_TOKEN, airing_delay_s=2.0)
+        self.partners = DemoPartners(mqtt_broker=TARGET)
 
     def mqtt_target(self) -> MqttTargetSettings:
         """The `[[dispatch.mqtt]]` target the demo's service puts warnings out on."""
@@ -118,6 +123,11 @@ class DemoStage:
             }
         )
 
+    def partner_settings(self, settings: PartnerSettings) -> PartnerSettings:
+        """`settings` reaching the demo's partners: their webhook endpoint and mail server on loopback, and
+        partner topics on the demo's broker."""
+        return self.partners.settings(settings)
+
     def newsroom_target(self) -> RadioTvTargetSettings:
         """The simulated TV newsroom as a `[[dispatch.radio_tv]]` target (every level, in the demo)."""
         return RadioTvTargetSettings(
@@ -144,6 +154,7 @@ class DemoStage:
         await self.cbc.__aenter__()
         await self.platform.__aenter__()
         await self.newsroom.__aenter__()
+        await self.partners.__aenter__()
         return self
 
     def populate(self, units: dict[str, UnitRecord]) -> None:
@@ -173,7 +184,7 @@ class DemoStage:
     async def __aexit__(self, *exc: object) -> None:
         if self.fleet is not None:
             await self.fleet.__aexit__(None, None, None)
-        for simulator in (*self.operators, self.cbc, self.platform, self.newsroom):
+        for simulator in (*self.operators, self.cbc, self.platform, self.newsroom, self.partners):
             with contextlib.suppress(Exception):
                 await simulator.__aexit__(None, None, None)  # type: ignore[attr-defined]
         if self._broker is not None:
@@ -203,6 +214,11 @@ class DemoStageThread:
         """Connect the simulated terminals (from any thread)."""
         future = asyncio.run_coroutine_threadsafe(self.stage.start_terminals(rows), self._loop)
         return future.result(START_TIMEOUT_S * 4)
+
+    def subscribe_partners(self, conn: asyncpg.Connection, region: str) -> Awaitable[list[dict[str, Any]]]:
+        """`DemoPartners.subscribe`, to be awaited in the caller's loop (it only writes to the database and
+        remembers the secrets)."""
+        return self.stage.partners.subscribe(conn, region)
 
     def stop(self) -> None:
         """Stop the stage quietly: it stops after the service, whose last line (a reason to exit, say) must stay

@@ -15,13 +15,366 @@ The CAP document is the version's own (``svc.warning_version.cap_xml``, immutabl
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from risk_zoning.store import UnitRecord
+from warnings_svc.dissemination.partners import subscriptions
+from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
+from warnings_svc.dissemination.partners.states import partner_transition, states_before
+
 PARTNER_DISPATCH_CHANNEL = "svc_partner_dispatch"  # NOTIFY channel that wakes partner dispatchers
 PARTNER_CHANNELS = ("webhook", "email", "mqtt", "sms")
+EXPIRED_REASON = "the warning expired before it could be delivered"
+DROPPED_REASON = "the subscription is no longer active"
+CALL_DROPPED_REASON = "the acknowledgement came in before the call went out"
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerDocument:
+    """What every partner gets of one issued version: the JSON document (`payload`, with the CAP document in
+    it), an email's subject and text, and the SMS text."""
+
+    payload: dict[str, Any]
+    subject: str
+    text: str
+    sms_text: str
+
+
+def document_of(
+    *,
+    identifier: str,
+    warning_id: int,
+    version: int,
+    sent: datetime,
+    status: str,
+    msg_type: str,
+    hazard: str,
+    level: str,
+    severity: str,
+    urgency: str,
+    areas: Sequence[tuple[str, str]],
+    onset: datetime,
+    expires: datetime,
+    headline: str,
+    description: str,
+    instruction: str,
+    sms_text: str,
+    cap_xml: str,
+    web: str = "",
+) -> PartnerDocument:
+    """The partner document of one issued version (`areas` as (code, name)): the webhook's JSON body, which
+    the MQTT topic and the email carry too, and the texts for people."""
+    payload = {
+        "identifier": identifier,
+        "warning_id": warning_id,
+        "version": version,
+        "sent": sent.isoformat(),
+        "status": status,
+        "msgType": msg_type,
+        "hazard": hazard,
+        "level": level,
+        "severity": severity,
+        "urgency": urgency,
+        "areas": [{"code": code, "name": name} for code, name in areas],
+        "onset": onset.isoformat(),
+        "expires": expires.isoformat(),
+        "headline": headline,
+        "description": description,
+        "instruction": instruction,
+        "web": web,
+        "cap": cap_xml,
+        "cap_url": f"{web}.cap" if web else "",
+    }
+    text = "\n\n".join(t for t in (headline, description, instruction, web) if t)
+    return PartnerDocument(payload, headline, text, sms_text)
+
+
+def message_id_of(warning_id: int, version: int, subscription_id: int) -> str:
+    """The idempotency key of one version sent to one subscription (the webhook-id), stable across retries.
+
+    >>> message_id_of(12, 2, 7)
+    'msg_12-2_s7'
+    """
+    return f"msg_{warning_id}-{version}_s{subscription_id}"
+
+
+async def write_partner_deliveries(
+    conn: asyncpg.Connection,
+    *,
+    warning_id: int,
+    version: int,
+    msg_type: str,
+    hazard: str,
+    level: str,
+    areas: Sequence[str],
+    units: Mapping[str, UnitRecord],
+    document: PartnerDocument,
+    give_up_at: datetime,
+) -> int:
+    """In the transaction that issues a version: one delivery per matching subscription, and the version's
+    partner document once; how many deliveries were written."""
+    found = await subscriptions.matching(
+        conn, hazard=hazard, level=level, msg_type=msg_type, areas=areas, units=units
+    )
+    if not found:
+        return 0
+    await conn.execute(
+        """INSERT INTO svc.partner_document (warning_id, version, payload, subject, text, sms_text)
+           VALUES ($1, $2, $3::jsonb, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        warning_id,
+        version,
+        json.dumps(document.payload, ensure_ascii=False),
+        document.subject,
+        document.text,
+        document.sms_text,
+    )
+    written = await conn.fetchval(
+        """WITH added AS (
+               INSERT INTO svc.partner_delivery (subscription_id, warning_id, version, msg_type, channel, address,
+                      message_id, give_up_at, body)
+               SELECT s, $1, $2, $3, c, a, m, $4, '{}'::jsonb
+               FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[]) AS x(s, c, a, m)
+               ON CONFLICT DO NOTHING RETURNING 1)
+           SELECT count(*) FROM added""",
+        warning_id,
+        version,
+        msg_type,
+        give_up_at,
+        [s.id for s in found],
+        [s.channel for s in found],
+        [s.address for s in found],
+        [message_id_of(warning_id, version, s.id) for s in found],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", PARTNER_DISPATCH_CHANNEL)
+    return int(written)
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerClaim:
+    """A delivery leased for one attempt, with everything the attempt needs."""
+
+    id: int
+    subscription_id: int | None
+    ack_request_id: int | None
+    warning_id: int
+    version: int
+    msg_type: str
+    channel: str
+    address: str  # the subscription's address now (it may have changed since the delivery was written)
+    message_id: str
+    attempts: int  # including this one
+    give_up_at: datetime
+    payload_json: str  # the JSON document, as stored
+    subject: str
+    text: str
+    cap_xml: str
+    secrets: tuple[str, ...]
+    identifier: str
+
+
+_CLAIMED = partner_transition("pending", Event.claim).value
+_DROPPED = partner_transition("pending", Event.drop).value
+_EXPIRED = partner_transition("pending", Event.expire).value
+_RECLAIMED = partner_transition("sending", Event.reclaim).value
+
+
+async def claim_partner(
+    conn: asyncpg.Connection, channel: str, owner: str, lease_s: float, limit: int
+) -> list[PartnerClaim]:
+    """Lease up to `limit` ready deliveries of `channel` (oldest first, ``SKIP LOCKED``), in one statement.
+    A delivery is ready when its subscription is active (or, for a call, its acknowledgement is still
+    awaited) and its warning's expiry has not passed; `settle_waiting` drops or gives up the others."""
+    rows = await conn.fetch(
+        f"""WITH ready AS (
+                SELECT d.id FROM svc.partner_delivery d
+                WHERE d.state = 'pending' AND d.channel = $1 AND d.next_attempt_at <= now()
+                  AND d.give_up_at >= now()
+                  AND (d.subscription_id IS NULL OR EXISTS (
+                        SELECT 1 FROM svc.subscription s
+                        WHERE s.id = d.subscription_id AND s.state = 'active' AND s.deleted_at IS NULL))
+                  AND (d.ack_request_id IS NULL OR EXISTS (
+                        SELECT 1 FROM svc.ack_request r
+                        WHERE r.id = d.ack_request_id AND r.state NOT IN ('acknowledged', 'closed')))
+                ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE OF d SKIP LOCKED),
+            claimed AS (
+                UPDATE svc.partner_delivery d
+                SET state = '{_CLAIMED}', lease_owner = $2, lease_until = now() + $3, attempts = d.attempts + 1
+                FROM ready WHERE d.id = ready.id
+                RETURNING d.*)
+            SELECT d.id, d.subscription_id, d.ack_request_id, d.warning_id, d.version, d.msg_type, d.channel,
+                   coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at, d.body,
+                   doc.payload, doc.subject, doc.text, doc.sms_text, v.cap_xml, v.identifier,
+                   s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous
+            FROM claimed d
+            JOIN svc.warning_version v ON (v.warning_id, v.version) = (d.warning_id, d.version)
+            LEFT JOIN svc.subscription s ON s.id = d.subscription_id
+            LEFT JOIN svc.partner_document doc ON (doc.warning_id, doc.version) = (d.warning_id, d.version)
+            ORDER BY d.id""",
+        channel,
+        owner,
+        timedelta(seconds=lease_s),
+        limit,
+    )
+    return [_claim(r) for r in rows]
+
+
+async def settle_waiting(conn: asyncpg.Connection) -> int:
+    """Drop the waiting deliveries of subscriptions no longer active and the calls whose acknowledgement
+    came in; give up those whose warning expired while they waited. How many were settled."""
+    settled = 0
+    for statement, reason in (
+        (
+            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $1, done_at = now()
+                FROM svc.subscription s
+                WHERE d.subscription_id = s.id AND d.state = 'pending'
+                  AND (s.state <> 'active' OR s.deleted_at IS NOT NULL)""",
+            DROPPED_REASON,
+        ),
+        (
+            f"""UPDATE svc.partner_delivery d SET state = '{_DROPPED}', reason = $1, done_at = now()
+                FROM svc.ack_request r
+                WHERE d.ack_request_id = r.id AND d.state = 'pending' AND r.state IN ('acknowledged', 'closed')""",
+            CALL_DROPPED_REASON,
+        ),
+        (
+            f"""UPDATE svc.partner_delivery SET state = '{_EXPIRED}', reason = $1, done_at = now()
+                WHERE state = 'pending' AND give_up_at < now()""",
+            EXPIRED_REASON,
+        ),
+    ):
+        done = await conn.execute(statement, reason)
+        settled += int(done.split()[-1])
+    return settled
+
+
+def _claim(row: asyncpg.Record) -> PartnerClaim:
+    if row["subscription_id"] is not None and row["payload"] is not None:
+        payload = row["payload"]
+        subject = row["subject"]
+        text = row["sms_text"] if row["channel"] == "sms" else row["text"]
+    else:  # an acknowledgement call carries its own text
+        body = json.loads(row["body"])
+        payload = json.dumps(body.get("payload", {}), ensure_ascii=False)
+        subject, text = body.get("subject", ""), body.get("text", "")
+    secrets = tuple(s for s in (row["secret"], row["previous"]) if s)
+    return PartnerClaim(
+        id=row["id"],
+        subscription_id=row["subscription_id"],
+        ack_request_id=row["ack_request_id"],
+        warning_id=row["warning_id"],
+        version=row["version"],
+        msg_type=row["msg_type"],
+        channel=row["channel"],
+        address=row["address"],
+        message_id=row["message_id"],
+        attempts=row["attempts"],
+        give_up_at=row["give_up_at"],
+        payload_json=payload,
+        subject=subject,
+        text=text,
+        cap_xml=bytes(row["cap_xml"] or b"").decode("utf-8"),
+        secrets=secrets,
+        identifier=row["identifier"] or "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt came to, as the dispatcher stores it."""
+
+    delivery_id: int
+    attempt: int
+    started_at: datetime
+    latency_ms: int
+    outcome: str  # delivered | temporary_failure | permanent_failure
+    status: int | None
+    error: str
+    event: Event  # accept | retry | give_up | refuse
+    next_attempt_at: datetime | None = None  # for a retry
+    disable_subscription: int | None = None  # the endpoint is gone (410)
+    slow_subscription_until: tuple[int, datetime] | None = None  # the endpoint asked to slow down
+
+
+async def record_partner_results(
+    conn: asyncpg.Connection, owner: str, records: Sequence[AttemptRecord]
+) -> int:
+    """Store the attempts and what they did to their deliveries, in one transaction; how many deliveries this
+    dispatcher still held (a lease that ran out let another take it: its result is kept in the log only)."""
+    if not records:
+        return 0
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
+                      error)
+               SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[],
+                                    $6::int[], $7::text[])""",
+            [r.delivery_id for r in records],
+            [r.attempt for r in records],
+            [r.started_at for r in records],
+            [max(0, r.latency_ms) for r in records],
+            [r.outcome for r in records],
+            [r.status for r in records],
+            [r.error[:500] for r in records],
+        )
+        kept = await conn.fetchval(
+            f"""WITH results AS (
+                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
+                        AS x(id, event, next_at, status, reason)),
+                done AS (
+                    UPDATE svc.partner_delivery d SET
+                        state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
+                                             WHEN 'retry' THEN '{partner_transition("sending", Event.retry)}'
+                                             ELSE '{partner_transition("sending", Event.give_up)}' END,
+                        next_attempt_at = coalesce(x.next_at, d.next_attempt_at),
+                        lease_owner = NULL, lease_until = NULL, last_status = x.status, reason = x.reason,
+                        done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
+                    FROM results x
+                    WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
+                      AND d.lease_owner = $1
+                    RETURNING 1)
+                SELECT count(*) FROM done""",
+            owner,
+            [r.delivery_id for r in records],
+            [r.event.value for r in records],
+            [r.next_attempt_at for r in records],
+            [r.status for r in records],
+            [r.error[:300] for r in records],
+        )
+        for r in records:
+            if r.disable_subscription is not None:
+                await conn.execute(
+                    """UPDATE svc.subscription SET state = 'disabled', reason = $2, updated_at = now()
+                       WHERE id = $1 AND state <> 'disabled'""",
+                    r.disable_subscription,
+                    f"the endpoint answered {r.status or 410}: disabled ({r.error[:200]})",
+                )
+            if r.slow_subscription_until is not None:
+                sid, until = r.slow_subscription_until
+                await conn.execute(
+                    """UPDATE svc.partner_delivery SET next_attempt_at = greatest(next_attempt_at, $2)
+                       WHERE subscription_id = $1 AND state = 'pending'""",
+                    sid,
+                    until,
+                )
+    return int(kept)
+
+
+def _sql_tuple(values: Sequence[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+async def reclaim_partner_leases(conn: asyncpg.Connection) -> int:
+    """Return deliveries whose lease ran out (their dispatcher died mid-send) to the queue; how many."""
+    done = await conn.execute(
+        f"""UPDATE svc.partner_delivery SET state = '{_RECLAIMED}', lease_owner = NULL, lease_until = NULL
+            WHERE state = 'sending' AND lease_until < now()"""
+    )
+    return int(done.split()[-1])
 
 
 async def enqueue_message(

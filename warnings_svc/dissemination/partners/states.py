@@ -9,9 +9,11 @@ states it writes from this table::
        | ^               |  |
        | +--retry, reclaim--+--give_up, refuse--> dead --resend--> pending
        +--drop--> dropped --resend--> pending
+       +--expire--> dead
 
 - ``claim``: leased to a dispatcher for one attempt; ``drop``: the subscription was paused, disabled or
   deleted, or the warning stopped being in force, before it went out;
+- ``expire``: the warning expired (its ``give_up_at`` passed) while it waited;
 - ``accept``: the partner took it (2xx, SMTP 250, PUBACK, submit_sm_resp);
 - ``retry``: a failure with time left before the warning expires; ``reclaim``: its lease ran out;
 - ``give_up``: a failure with no time left (or no attempt); ``refuse``: the partner refused it for good (410);
@@ -45,6 +47,7 @@ class PartnerDeliveryEvent(StrEnum):
     give_up = "give_up"
     refuse = "refuse"
     resend = "resend"
+    expire = "expire"
 
 
 _S = PartnerDeliveryState
@@ -52,6 +55,7 @@ _E = PartnerDeliveryEvent
 PARTNER_TRANSITIONS: Mapping[tuple[PartnerDeliveryState, PartnerDeliveryEvent], PartnerDeliveryState] = {
     (_S.pending, _E.claim): _S.sending,
     (_S.pending, _E.drop): _S.dropped,
+    (_S.pending, _E.expire): _S.dead,
     (_S.sending, _E.accept): _S.delivered,
     (_S.sending, _E.retry): _S.pending,
     (_S.sending, _E.reclaim): _S.pending,

@@ -1,0 +1,243 @@
+"""One warning to 1,000 subscribed webhook endpoints: the time until every delivery is stored, beside a bare
+aiohttp client posting the same signed bodies to the same endpoints, in the same run.
+
+The endpoints: one receiver process (aiohttp on 127.0.0.1) answering 204 on every path; each subscription has
+a path of its own, as 1,000 partners would have their own URLs.
+
+- The ceiling (bare aiohttp): one ClientSession posts the warning's JSON document, signed per subscription
+  (Standard Webhooks headers, each subscription's secret), to every endpoint, `--concurrency` at a time. Time
+  from the first request to the last answer.
+Both run on the event loop the service runs on (uvloop where installed).
+
+- The service: a warning issued through the store (`lifecycle.store.act`: the approval writes one partner
+  delivery per matching subscription), the partner dispatcher (running here, the same `--concurrency`)
+  claims, signs, posts and stores every attempt. Time from the start of the approval to the moment the
+  database holds every delivery as delivered (polled every 20 ms).
+
+The ratio printed is the ceiling's time over the service's (1.0: as fast as a bare client; the target is 0.8).
+
+    python bench/webhooks.py [--endpoints 1000] [--concurrency 64] [--runs 3] [--json]
+
+Loopback only; every wait is bounded. Progress goes to stderr; with ``--json`` stdout holds one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+WAIT_S = 120.0
+
+
+def say(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- the endpoints
+
+
+def receiver_main() -> None:
+    """The receiver process: 204 to every POST; prints its port, then runs until its stdin closes."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------------- the ceiling
+
+
+async def bare_posts(targets: list[tuple[str, str]], body: bytes, concurrency: int) -> float:
+    """Seconds for a bare aiohttp client to post `body`, signed with each target's secret, to every URL."""
+    from channels.webhooks.signing import signature_header
+
+    limit = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(i: int, url: str, secret: str) -> None:
+            async with limit:
+                ts = int(time.time())
+                message_id = f"msg_bare_{i}"
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": message_id,
+                    "webhook-timestamp": str(ts),
+                    "webhook-signature": signature_header([secret], message_id, ts, body),
+                }
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as answer:
+                    await answer.read()
+                    if not 200 <= answer.status < 300:
+                        raise SystemExit(f"bench/webhooks.py: the bare client got {answer.status}")
+
+        started = time.monotonic()
+        await asyncio.gather(*(post(i, url, secret) for i, (url, secret) in enumerate(targets)))
+        return time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------- the service
+
+
+async def service_run(url: str, total: int, concurrency: int, level: str) -> tuple[float, bytes]:
+    """Seconds from the approval's start to `total` deliveries stored as delivered, and the body sent."""
+    from channels.webhooks.client import WebhookChannel
+    from tests.factories_dispatch import APPROVER, CTX, FORECASTER
+    from warnings_svc.dissemination.partners.dispatch import PartnerDispatcher, PartnerDispatchOptions
+    from warnings_svc.lifecycle import store as ws
+    from warnings_svc.lifecycle.transitions import Action
+
+    pool = await asyncpg.create_pool(url, min_size=2, max_size=6)
+    channel = WebhookChannel(allow_private=(ipaddress.ip_network("127.0.0.1/32"),), timeout_s=15.0)
+    options = PartnerDispatchOptions(concurrency=concurrency, poll_s=1.0)
+    dispatcher = PartnerDispatcher(pool, url, {"webhook": channel}, options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.sleep(1.0)  # listening, as a running service is
+        async with pool.acquire() as conn:
+            now = datetime.now(UTC)
+            onset = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+            draft = await ws.create(conn, CTX, FORECASTER, hazard="heat", level=level, onset=onset,
+                                    expires=onset + timedelta(hours=24), content=ws.Content(areas=("150300",)),
+                                    now=now)  # fmt: skip
+            await ws.act(conn, CTX, FORECASTER, draft.warning_id, Action.submit, now=now)
+            started = time.monotonic()  # the approval issues it and promises it to every subscription
+            v = await ws.act(conn, CTX, APPROVER, draft.warning_id, Action.approve, now=datetime.now(UTC))
+            deadline = started + WAIT_S
+            n = 0
+            while time.monotonic() < deadline:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM svc.partner_delivery WHERE warning_id = $1 AND state = 'delivered'",
+                    v.warning_id,
+                )
+                if n >= total:
+                    took = time.monotonic() - started
+                    payload = await conn.fetchval(
+                        "SELECT payload FROM svc.partner_document WHERE warning_id = $1", v.warning_id
+                    )
+                    body = json.dumps(json.loads(payload), ensure_ascii=False, separators=(",", ":"))
+                    return took, body.encode()
+                await asyncio.sleep(0.02)
+        raise SystemExit(f"bench/webhooks.py: only {n} of {total} deliveries stored in {WAIT_S:.0f} s")
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
+async def prepare(url: str, port: int, total: int) -> list[tuple[str, str]]:
+    """`total` webhook subscriptions to paths of the receiver; their (URL, secret)."""
+    from risk_zoning.build import ensure_built
+    from risk_zoning.io.database import upgrade
+    from risk_zoning.store import region_units
+    from warnings_svc.database import MIGRATIONS
+    from warnings_svc.dissemination.partners import subscriptions as subs
+
+    conn = await asyncpg.connect(url)
+    try:
+        await upgrade(conn, MIGRATIONS)
+        await ensure_built(conn, "wuhai", progress=False)
+        units = await region_units(conn, "wuhai")
+        targets = []
+        for i in range(total):
+            address = f"http://127.0.0.1:{port}/partner/{i}"
+            _, secret = await subs.create(conn, f"bench-{i % 50}", subs.check_spec("webhook", address, units=units))
+            targets.append((address, secret))
+        return targets
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--receiver":
+        receiver_main()
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3, help="warnings each way (alternating)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not 1 <= args.endpoints <= 20_000 or not 1 <= args.concurrency <= 1000 or not 1 <= args.runs <= 10:
+        raise SystemExit("bench/webhooks.py: --endpoints 1-20000, --concurrency 1-1000, --runs 1-10")
+
+    from risk_zoning.io.database import EmbeddedPostgres
+    from warnings_svc.web.workers import run_event_loop  # uvloop, as the service runs its dispatcher
+
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None
+        port = int(receiver.stdout.readline())
+        with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as folder:
+            server = EmbeddedPostgres(Path(folder) / "pg")
+            try:
+                url = server.start()  # the bench's own server: its maintenance database holds the schema
+                targets = asyncio.run(prepare(url, port, args.endpoints))
+                say(f"{args.endpoints} webhook subscriptions on a receiver at 127.0.0.1:{port}")
+                bare, served = [], []
+                levels = ("red", "orange", "yellow")  # the levels of heat
+                for run in range(args.runs):
+                    took, body = run_event_loop(service_run(url, args.endpoints, args.concurrency, levels[run % 3]))
+                    served.append(took)
+                    say(f"run {run + 1}: service {took:.2f} s (approval to every delivery stored; {len(body)} B)")
+                    bare.append(run_event_loop(bare_posts(targets, body, args.concurrency)))
+                    say(f"run {run + 1}: bare    {bare[-1]:.2f} s (the same signed bodies)")
+            finally:
+                server.stop()
+    finally:
+        if receiver.stdin:
+            receiver.stdin.close()
+        receiver.wait(30)
+    result = {
+        "endpoints": args.endpoints,
+        "concurrency": args.concurrency,
+        "bare_s": [round(b, 3) for b in bare],
+        "service_s": [round(s, 3) for s in served],
+        "ratio": round(statistics.median(bare) / statistics.median(served), 2),
+        "deliveries_per_s_service": round(args.endpoints / statistics.median(served)),
+        "target": 0.8,
+        "machine": {"cpus": os.cpu_count(), "when": datetime.now(UTC).isoformat(timespec="seconds")},
+    }
+    say(
+        f"median: bare {statistics.median(bare):.2f} s, service {statistics.median(served):.2f} s, "
+        f"ratio {result['ratio']} (target >= 0.8)"
+    )
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Email to partners over SMTP: the Chinese text in the body, the CAP document attached (`client`)."""

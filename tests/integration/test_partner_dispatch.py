@@ -1,0 +1,212 @@
+"""The partner outbox and dispatcher against real webhook receivers on 127.0.0.1, every delivery verified with
+the independent `standardwebhooks` package: what a partner gets, retries on the schedule and their bound (the
+warning's expiry), 410 disabling the endpoint, 429 slowing it down, a secret rotation, a subscription paused
+or changed while a warning is being sent, and a timeout."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from channels.email.client import EmailChannel
+from channels.smpp.esme import SmppSettings, SmsChannel
+from channels.smpp.partner import SmsPartnerChannel
+from tests.factories_db import fresh_database
+from tests.factories_dispatch import DISTRICTS, issue, successor, wait_until
+from tests.factories_partners import (
+    QUICK,
+    WebhookReceiver,
+    attempts,
+    deliveries,
+    running_partners,
+    subscribe,
+)
+from warnings_svc.dissemination.partners import subscriptions as subs
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str) -> AsyncIterator[str]:
+    async with fresh_database(pg_server_url, built=True) as url:
+        yield url
+
+
+async def _states(conn, subscription_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r["state"] for r in await deliveries(conn, subscription_id)]
+
+
+async def test_a_partner_gets_every_message_signed_with_the_cap_document_and_each_attempt_is_logged(
+    conn, db_url
+) -> None:
+    async with WebhookReceiver() as receiver, running_partners(db_url):
+        water, secret = await subscribe(
+            conn, "webhook", receiver.url + "/water", hazards=["heat"], areas=[DISTRICTS[0]]
+        )
+        other, _ = await subscribe(conn, "webhook", receiver.url + "/rain", hazards=["rainstorm"])
+        receiver.secrets = {"water": secret}
+        assert secret.startswith("whsec_")
+        v = await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _has(receiver, "/water", 1), 10, "the Alert at the partner")
+        await successor(conn, v.warning_id, {"level": "red"})
+        await successor(conn, v.warning_id, None)
+        await wait_until(lambda: _has(receiver, "/water", 3), 10, "the Update and the Cancel")
+        got = receiver.at("/water")
+        assert all(r.verified_with == ["water"] for r in got)
+        assert [r.json()["msgType"] for r in got] == ["Alert", "Update", "Cancel"]
+        first = got[0].json()
+        assert (
+            first["identifier"] == v.identifier and first["hazard"] == "heat" and first["level"] == "orange"
+        )
+        assert first["status"] == "Actual" and first["areas"][0]["code"] == DISTRICTS[0]
+        assert first["headline"] and first["cap"].startswith("<?xml") and v.identifier in first["cap"]
+        for key in ("onset", "expires", "cap_url"):
+            assert key in first
+        # the webhook-id is the delivery's idempotency key; the heat subscription alone got them
+        rows = await deliveries(conn, water.id)
+        assert [r["message_id"] for r in rows] == [r.headers["webhook-id"] for r in got]
+        assert [r["state"] for r in rows] == ["delivered"] * 3
+        assert await deliveries(conn, other.id) == [] and receiver.at("/rain") == []
+        (attempt,) = await attempts(conn, rows[0]["id"])
+        assert attempt["outcome"] == "delivered" and attempt["status"] == 204 and attempt["attempt"] == 1
+
+
+async def _has(receiver: WebhookReceiver, path: str, n: int) -> bool:
+    return len(receiver.at(path)) >= n
+
+
+async def test_failures_are_retried_on_the_schedule_with_the_same_webhook_id_and_410_disables(
+    conn, db_url
+) -> None:
+    async with WebhookReceiver() as receiver, running_partners(db_url):
+        flaky, secret = await subscribe(conn, "webhook", receiver.url + "/flaky")
+        gone, _ = await subscribe(conn, "webhook", receiver.url + "/gone")
+        receiver.secrets = {"flaky": secret}
+        receiver.script = {"/flaky": [500, 503, 200], "/gone": [410]}
+        v = await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _delivered(conn, flaky.id), 10, "delivered on the third attempt")
+        got = receiver.at("/flaky")
+        assert len(got) == 3 and len({r.headers["webhook-id"] for r in got}) == 1
+        assert all(r.verified_with == ["flaky"] for r in got)  # each attempt signed afresh
+        (row,) = await deliveries(conn, flaky.id)
+        assert [(a["outcome"], a["status"]) for a in await attempts(conn, row["id"])] == [
+            ("temporary_failure", 500), ("temporary_failure", 503), ("delivered", 200)
+        ]  # fmt: skip
+        # 410: dead at once, the subscription disabled, and nothing more written for it
+        await wait_until(lambda: _state_is(conn, gone.id, ["dead"]), 10, "the 410 delivery dead")
+        disabled = await subs.get(conn, gone.id)
+        assert disabled is not None and disabled.state == "disabled" and "410" in disabled.reason
+        await successor(conn, v.warning_id, {"level": "red"})
+        await wait_until(lambda: _delivered(conn, flaky.id, 2), 10, "the Update to the live endpoint")
+        assert len(receiver.at("/gone")) == 1 and await _states(conn, gone.id) == ["dead"]
+
+
+async def _delivered(conn, subscription_id: int, n: int = 1) -> bool:  # type: ignore[no-untyped-def]
+    return (await _states(conn, subscription_id)).count("delivered") >= n
+
+
+async def _state_is(conn, subscription_id: int, expected: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    return await _states(conn, subscription_id) == expected
+
+
+async def test_retries_stop_when_the_warning_would_have_expired(conn, db_url) -> None:
+    # the next step of this schedule lies a day away, after the warning's expiry: no attempt is left
+    options = dataclasses.replace(QUICK, schedule_s=(0, 86_400 * 2))
+    async with WebhookReceiver() as receiver, running_partners(db_url, options=options):
+        down, _ = await subscribe(conn, "webhook", receiver.url + "/down")
+        receiver.script = {"/down": [500]}
+        await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _state_is(conn, down.id, ["dead"]), 10, "given up")
+        (row,) = await deliveries(conn, down.id)
+        assert "before the warning expires" in row["reason"] and row["last_status"] == 500
+
+
+async def test_429_holds_back_the_endpoint_and_a_timeout_is_retried(conn, db_url) -> None:
+    async with WebhookReceiver() as receiver, running_partners(db_url):
+        busy, _ = await subscribe(conn, "webhook", receiver.url + "/busy")
+        slow, _ = await subscribe(conn, "webhook", receiver.url + "/slow")
+        receiver.script = {"/busy": [(429, {"Retry-After": "1"})], "/slow": [3.0]}
+        started = datetime.now(UTC)
+        await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _delivered(conn, busy.id), 10, "delivered after Retry-After")
+        got = receiver.at("/busy")
+        assert len(got) == 2
+        (row,) = await deliveries(conn, busy.id)
+        first, second = await attempts(conn, row["id"])
+        assert first["status"] == 429 and second["outcome"] == "delivered"
+        assert datetime.now(UTC) - started >= timedelta(seconds=1)  # not before the endpoint asked
+        # the slow endpoint: the attempt timed out (1 s) and the next one went through
+        await wait_until(lambda: _delivered(conn, slow.id), 15, "delivered after a timeout")
+        (row,) = await deliveries(conn, slow.id)
+        first, *_ = await attempts(conn, row["id"])
+        assert first["outcome"] == "temporary_failure" and first["status"] is None and first["error"]
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one(conn, db_url) -> None:
+    async with WebhookReceiver() as receiver, running_partners(db_url):
+        sub, old = await subscribe(conn, "webhook", receiver.url + "/hook")
+        _, new = await subs.rotate(conn, sub.id, overlap_s=3600)
+        receiver.secrets = {"old": old, "new": new}
+        await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _has(receiver, "/hook", 1), 10, "the delivery")
+        assert receiver.at("/hook")[0].verified_with == ["old", "new"]
+        # once the overlap is over, only the new secret signs
+        await conn.execute(
+            "UPDATE svc.subscription SET previous_until = now() - interval '1 s' WHERE id = $1", sub.id
+        )
+        assert await subs.signing_secrets(conn, sub.id) == (new,)
+
+
+async def test_a_subscription_paused_or_moved_while_a_warning_is_sent(conn, db_url) -> None:
+    async with WebhookReceiver() as receiver:
+        paused, _ = await subscribe(conn, "webhook", receiver.url + "/paused")
+        moved, _ = await subscribe(conn, "webhook", receiver.url + "/before")
+        await issue(conn, level="orange", areas=(DISTRICTS[0],))  # written, not yet sent: no dispatcher
+        await subs.change_state(conn, paused.id, "pause")
+        units = {a: None for a in ()}  # the new address is checked as the API would
+        spec = subs.check_spec("webhook", receiver.url + "/after", units=units)  # type: ignore[arg-type]
+        await subs.update(conn, moved.id, spec)
+        async with running_partners(db_url):
+            await wait_until(lambda: _delivered(conn, moved.id), 10, "delivered to the new address")
+            await wait_until(lambda: _state_is(conn, paused.id, ["dropped"]), 10, "dropped while paused")
+        assert receiver.at("/before") == [] and len(receiver.at("/after")) == 1
+        assert receiver.at("/paused") == []
+
+
+async def test_email_and_sms_subscriptions_through_a_real_smtp_server_and_smsc(
+    conn, db_url, smtp_server, smsc
+) -> None:
+    email = EmailChannel(smtp_server.host, smtp_server.port, "warnings@weather.example.cn", timeout_s=2.0)
+    sms = SmsPartnerChannel(
+        SmsChannel(SmppSettings(host=smsc.host, port=smsc.port, system_id=smsc.system_id, password=smsc.password,
+                                registered_delivery=0, connect_wait_s=1.0))
+    )  # fmt: skip
+    smtp_server.stop()  # the mail server is down when the warning is issued, and comes back
+    async with running_partners(db_url, {"email": email, "sms": sms}):
+        mail, _ = await subscribe(conn, "email", "duty@water.example.org")
+        phone, _ = await subscribe(conn, "sms", "13900001111")
+        v = await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        await wait_until(lambda: _delivered(conn, phone.id), 10, "the SMS to the subscribed phone")
+        await wait_until(lambda: _attempted(conn, mail.id), 10, "a failed attempt while the server is down")
+        smtp_server.start()
+        await wait_until(lambda: _delivered(conn, mail.id), 10, "the email once the server is back")
+    (got,) = smtp_server.messages()
+    assert got.rcpt_tos == ("duty@water.example.org",)
+    assert "预警" in str(got.email["Subject"])
+    body = got.email.get_body(("plain",))
+    assert body is not None and "预警" in body.get_content()
+    (cap,) = [p for p in got.email.iter_attachments() if p.get_content_type() == "application/cap+xml"]
+    assert v.identifier.encode() in cap.get_payload(decode=True)
+    (row,) = await deliveries(conn, mail.id)
+    first, *_ = await attempts(conn, row["id"])
+    assert first["outcome"] == "temporary_failure"
+    submitted = smsc.accepted()
+    assert {s["destination_addr"] for s in submitted} == {"+8613900001111"}
+    assert all(s["registered_delivery"] == 0 for s in submitted)  # no receipts asked for
+    assert "预警" in "".join(s["text"] for s in submitted)
+
+
+async def _attempted(conn, subscription_id: int) -> bool:  # type: ignore[no-untyped-def]
+    rows = await deliveries(conn, subscription_id)
+    return bool(rows) and rows[0]["attempts"] >= 1 and rows[0]["state"] == "pending"

@@ -1,0 +1,408 @@
+"""The partner dispatcher: sends every partner delivery (subscriptions' webhooks, emails, MQTT topics and SMS;
+acknowledgement calls) and stores each attempt.
+
+One `PartnerDispatcher` runs, until stopped, a listener (LISTEN on `outbox.PARTNER_DISPATCH_CHANNEL`, polling
+besides), a lease reaper, and per channel a sender: claim up to `concurrency` ready deliveries, attempt them
+all at once through the channel's adapter, and store every attempt and its effect in one transaction.
+
+What a result does (`judge`):
+
+- accepted: delivered;
+- a failure with time left before the warning expires: the next attempt on the retry schedule (Standard
+  Webhooks': at once, 5 s, 5 min, 30 min, 2 h, ...; the last step repeats), later when the peer asked
+  (Retry-After); a peer that asked to slow down (429, 502, 503, 504) holds back every waiting delivery of
+  that subscription until then;
+- a failure with no time left: dead, with the reason; a refusal for good (a webhook's 410): dead, and the
+  subscription disabled, so nothing more is sent to an endpoint that said it is gone.
+
+Adapters never touch the database; a lost database is waited out (`worker.OutboxWorker`), and a result
+already known is stored once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from channels.base import FailureKind, HealthState, SendOutcome
+from channels.email.client import EmailChannel
+from channels.mqtt.partners import MqttPartnerChannel
+from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
+from channels.smpp.esme import SmsChannel
+from channels.smpp.partner import SmsPartnerChannel
+from channels.webhooks.client import WebhookChannel
+from warnings_svc.dissemination.dispatcher import smpp_settings
+from warnings_svc.dissemination.partners import outbox
+from warnings_svc.dissemination.partners.outbox import AttemptRecord, PartnerClaim
+from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
+from warnings_svc.dissemination.worker import OutboxWorker
+from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 86_400.0
+RECORD_EVERY_S = 0.05  # finished attempts are stored together at most this often
+RECORD_BATCH = 500
+
+
+@dataclass(frozen=True)
+class PartnerDispatchOptions:
+    """How the partner dispatcher works (from `[partners]` and `[dispatch]`)."""
+
+    schedule_s: tuple[float, ...] = WEBHOOK_SCHEDULE_S
+    concurrency: int = 64
+    lease_s: float = 120.0
+    poll_s: float = 1.0
+
+
+def next_attempt_at(
+    attempts: int,
+    schedule_s: Sequence[float],
+    now: datetime,
+    give_up_at: datetime,
+    retry_after_s: float | None = None,
+) -> datetime | None:
+    """When to try again after `attempts` failed attempts, or None when that would be after `give_up_at`.
+
+    >>> t = datetime(2026, 7, 1, tzinfo=UTC)
+    >>> next_attempt_at(1, (0, 5, 300), t, t + timedelta(hours=1)) - t
+    datetime.timedelta(seconds=5)
+    >>> next_attempt_at(9, (0, 5, 300), t, t + timedelta(hours=1)) - t  # the last step repeats
+    datetime.timedelta(seconds=300)
+    >>> next_attempt_at(1, (0, 5, 300), t, t + timedelta(seconds=2)) is None
+    True
+    """
+    delay = float(schedule_s[min(attempts, len(schedule_s) - 1)])
+    if retry_after_s is not None and retry_after_s >= 0:
+        delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+    at = now + timedelta(seconds=delay)
+    return None if at > give_up_at else at
+
+
+def judge(
+    claim: PartnerClaim,
+    result: PartnerResult,
+    *,
+    started_at: datetime,
+    now: datetime,
+    schedule_s: Sequence[float],
+) -> AttemptRecord:
+    """What one attempt's result does to its delivery (see the module's docstring)."""
+    outcome = {
+        SendOutcome.ACCEPTED: "delivered",
+        SendOutcome.TEMPORARY_FAILURE: "temporary_failure",
+        SendOutcome.PERMANENT_FAILURE: "permanent_failure",
+    }[result.outcome]
+    record = partial(
+        AttemptRecord,
+        delivery_id=claim.id,
+        attempt=claim.attempts,
+        started_at=started_at,
+        latency_ms=result.latency_ms,
+        outcome=outcome,
+        status=result.status,
+        error=" ".join(result.error.split())[:500],
+    )
+    if result.outcome is SendOutcome.ACCEPTED:
+        return record(event=Event.accept)
+    if result.outcome is SendOutcome.PERMANENT_FAILURE:
+        gone = claim.subscription_id if result.disable and claim.subscription_id is not None else None
+        return record(event=Event.refuse, disable_subscription=gone)
+    at = next_attempt_at(claim.attempts, schedule_s, now, claim.give_up_at, result.retry_after_s)
+    if at is None:
+        return record(event=Event.give_up, error=_expired(result.error))
+    slow = None
+    if result.failure is FailureKind.THROTTLED and claim.subscription_id is not None:
+        slow = (claim.subscription_id, at)
+    return record(event=Event.retry, next_attempt_at=at, slow_subscription_until=slow)
+
+
+def _expired(error: str) -> str:
+    return f"{' '.join(error.split())[:400]}; no attempt left before the warning expires"
+
+
+def message_of(claim: PartnerClaim, timestamp: int) -> PartnerMessage:
+    """The message an attempt sends: the JSON document as issued, the CAP document, the texts."""
+    body = _body(claim.payload_json)
+    identifier = claim.identifier or claim.message_id
+    return PartnerMessage(
+        message_id=claim.message_id,
+        address=claim.address,
+        body=body,
+        cap_xml=claim.cap_xml,
+        subject=claim.subject,
+        text=claim.text,
+        timestamp=timestamp,
+        secrets=claim.secrets,
+        cap_filename=f"{identifier.replace(':', '_').replace('/', '_')[:100]}.cap.xml",
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _body(payload_json: str) -> bytes:
+    """The body every partner gets of one version: the stored document, written compactly (once per version,
+    not once per delivery)."""
+    return json.dumps(json.loads(payload_json), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class PartnerMetrics:
+    """The partner dispatcher's metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter(
+            "warnings_partner_attempts",
+            "Partner delivery attempts, by channel and outcome (delivered, retry, dead).",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "warnings_partner_attempt_seconds",
+            "How long a partner delivery attempt took, by channel.",
+            ["channel"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.up = Gauge(
+            "warnings_partner_channel_up",
+            "Whether a partner channel is usable (1) or not (0), as its adapter last saw it.",
+            ["channel"],
+            registry=registry,
+        )
+
+
+@dataclass
+class PartnerCounters:
+    """What the dispatcher did, per channel (for the demo's summary and tests)."""
+
+    delivered: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)
+    leases_lost: dict[str, int] = field(default_factory=dict)
+    loop_failures: dict[str, int] = field(default_factory=dict)
+
+    def add(self, which: dict[str, int], channel: str, n: int = 1) -> None:
+        which[channel] = which.get(channel, 0) + n
+
+
+_COUNTED = {Event.accept: "delivered", Event.retry: "retried", Event.give_up: "dead", Event.refuse: "dead"}
+
+
+class PartnerDispatcher(OutboxWorker):
+    """Serves the partner outbox for the given channels (name -> adapter)."""
+
+    notify_channel = outbox.PARTNER_DISPATCH_CHANNEL
+    log_prefix = "partner dispatch"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        channels: Mapping[str, PartnerChannel],
+        options: PartnerDispatchOptions | None = None,
+        *,
+        metrics: PartnerMetrics | None = None,
+        extra_loops: Mapping[str, Callable[[asyncio.Event], Awaitable[None]]] | None = None,
+    ) -> None:
+        self.options = options or PartnerDispatchOptions()
+        super().__init__(pool, database_url, self.options.poll_s)
+        self.channels = dict(channels)
+        self.metrics = metrics
+        self.owner = f"partner-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.counters = PartnerCounters()
+        self.loop_failures = self.counters.loop_failures
+        self._wake = {name: asyncio.Event() for name in self.channels}
+        self._extra = dict(extra_loops or {})
+        self._flush = asyncio.Event()  # set when stopping: the recorders store what is left and end
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; then close the adapters."""
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "listener": partial(self._listen, stop),
+            "lease reaper": partial(self._reap, stop),
+        }
+        for name, adapter in self.channels.items():
+            loops[f"sender {name}"] = partial(self._send, stop, name, adapter)
+        for name, loop in self._extra.items():
+            loops[name] = partial(loop, stop)
+        try:
+            await self._run_loops(loops, stop)
+        finally:
+            for adapter in self.channels.values():
+                try:
+                    await adapter.close()
+                except Exception as e:  # closing is best effort: the process is going anyway
+                    log.warning("partner dispatch: closing %s: %s", adapter.name, type(e).__name__)
+
+    def health(self) -> dict[str, tuple[bool, str]]:
+        """Each channel: whether it is usable, and why not."""
+        out = {}
+        for name, adapter in self.channels.items():
+            h = adapter.health()
+            up = h.state is not HealthState.DOWN
+            if self.metrics is not None:
+                self.metrics.up.labels(name).set(int(up))
+            out[name] = (up, h.detail or h.state.value)
+        return out
+
+    async def _send(self, stop: asyncio.Event, name: str, adapter: PartnerChannel) -> None:
+        """Keep `concurrency` attempts in flight and as many claimed behind them, so that no slot waits for
+        the database: claim whenever half a window is free, start each attempt as a slot frees, and store
+        results in batches as they come (a slow endpoint holds one slot, not a batch)."""
+        wake = self._wake[name]
+        o = self.options
+        window = 2 * o.concurrency  # claimed and not yet stored: in flight, or waiting for a slot
+        slots = asyncio.Semaphore(o.concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        done: list[AttemptRecord] = []
+        slot_freed = asyncio.Event()
+        recorder = asyncio.create_task(self._record(name, done, stop))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
+        async def attempt(claim: PartnerClaim) -> None:
+            async with slots:
+                done.append(await self._attempt(name, adapter, claim))
+
+        try:
+            while not stop.is_set():
+                free = window - len(in_flight)
+                if in_flight and free < o.concurrency // 2 + 1:  # claim in batches, not one by one
+                    slot_freed.clear()
+                    await slot_freed.wait()
+                    continue
+                claimed = await self._db(
+                    f"claim for {name}",
+                    stop,
+                    partial(
+                        outbox.claim_partner, channel=name, owner=self.owner, lease_s=o.lease_s, limit=free
+                    ),
+                )
+                if claimed is None:
+                    break
+                for claim in claimed:
+                    task = asyncio.create_task(attempt(claim))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+                if not claimed:
+                    wake.clear()
+                    slot_freed.clear()
+                    waits = [asyncio.ensure_future(wake.wait())]
+                    if in_flight:  # a finished attempt may have left a retry ready at once
+                        waits.append(asyncio.ensure_future(slot_freed.wait()))
+                    await asyncio.wait(waits, timeout=o.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                    for w in waits:
+                        w.cancel()
+        finally:
+            if in_flight:  # attempts under way finish (bounded by the adapter's timeout) and are stored
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self._flush.set()
+            await recorder
+
+    async def _record(self, name: str, done: list[AttemptRecord], stop: asyncio.Event) -> None:
+        """Store finished attempts in batches (every few milliseconds while they come), until stopped and
+        nothing is left."""
+        while True:
+            if not done:
+                if stop.is_set() and self._flush.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), RECORD_EVERY_S)
+                continue
+            batch = done[:RECORD_BATCH]
+            del done[: len(batch)]
+            kept = await self._db(
+                f"results for {name}",
+                None,
+                partial(outbox.record_partner_results, owner=self.owner, records=batch),
+            )
+            if kept is not None and kept < len(batch):
+                self.counters.add(self.counters.leases_lost, name, len(batch) - kept)
+                log.warning("partner dispatch: %d %s deliveries took longer than their lease",
+                            len(batch) - kept, name)  # fmt: skip
+            await asyncio.sleep(RECORD_EVERY_S)
+
+    async def _attempt(self, name: str, adapter: PartnerChannel, claim: PartnerClaim) -> AttemptRecord:
+        started_at = datetime.now(UTC)
+        began = time.monotonic()
+        try:
+            result = await adapter.deliver(message_of(claim, int(time.time())))
+        except Exception as e:  # an adapter must not raise; if one does, the attempt failed for now
+            log.error("partner dispatch: the %s adapter raised %s", name, type(e).__name__)
+            result = PartnerResult(
+                SendOutcome.TEMPORARY_FAILURE,
+                round((time.monotonic() - began) * 1000),
+                error=f"the adapter failed ({type(e).__name__})",
+                failure=FailureKind.REMOTE_ERROR,
+            )
+        record = judge(
+            claim, result, started_at=started_at, now=datetime.now(UTC), schedule_s=self.options.schedule_s
+        )
+        counted = _COUNTED[record.event]
+        self.counters.add(getattr(self.counters, counted), name)
+        if self.metrics is not None:
+            self.metrics.attempts.labels(name, counted).inc()
+            self.metrics.latency.labels(name).observe(result.latency_ms / 1000)
+        if record.event in (Event.give_up, Event.refuse):
+            log.warning("partner dispatch: %s to %s is dead: %s", claim.message_id, name, record.error[:200])
+        return record
+
+    async def _reap(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(max(1.0, self.options.lease_s / 3))
+            self.health()  # refreshes the channels' gauges
+            await self._db("waiting deliveries", stop, outbox.settle_waiting)
+            n = await self._db("lease reaper", stop, outbox.reclaim_partner_leases)
+            if n:
+                log.warning("partner dispatch: %d deliveries' leases expired; sent again", n)
+                self._wake_all()
+
+
+def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChannel]:
+    """An adapter for every partner channel the configuration allows: webhooks always; email with
+    `[partners.smtp]`; MQTT topics with `[partners] mqtt_broker`; SMS with an SMS endpoint (its own bind,
+    without receipts, on the first `[[dispatch.sms]]` endpoint)."""
+    p = settings.partners
+    found: dict[str, PartnerChannel] = {
+        "webhook": WebhookChannel(allow_private=p.allow_private, timeout_s=p.webhook_timeout_s)
+    }
+    if p.smtp is not None:
+        found["email"] = EmailChannel(
+            host=p.smtp.host, port=p.smtp.port, sender=p.smtp.sender, username=p.smtp.username,
+            password=p.smtp.password(), starttls=p.smtp.starttls, timeout_s=p.smtp.timeout_s,
+        )  # fmt: skip
+    if p.mqtt_broker is not None:
+        broker = next(m for m in settings.dispatch.mqtt if m.name == p.mqtt_broker)
+        found["mqtt"] = MqttPartnerChannel(
+            broker.url, p.mqtt_topic_prefix, client_id=f"{broker.client_id or 'warnings-svc'}-partners",
+            username=broker.username, password=broker.password(), publish_timeout_s=broker.publish_timeout_s,
+        )  # fmt: skip
+    if settings.dispatch.sms:
+        smpp = dataclasses.replace(smpp_settings(settings.dispatch.sms[0]), binds=1, registered_delivery=0)
+        found["sms"] = SmsPartnerChannel(SmsChannel(smpp))
+    return found
+
+
+def options_from_settings(settings: Settings) -> PartnerDispatchOptions:
+    """The partner dispatcher's options from `[partners]` and `[dispatch]`."""
+    return PartnerDispatchOptions(
+        schedule_s=tuple(settings.partners.retry_schedule_s),
+        concurrency=settings.partners.concurrency,
+        lease_s=max(settings.dispatch.lease_s, settings.partners.webhook_timeout_s * 4),
+        poll_s=settings.dispatch.poll_s,
+    )

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_user_commands(commands)
     _add_recipient_commands(commands)
+    _add_department_commands(commands)
     _add_terminal_commands(commands)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
@@ -358,6 +360,37 @@ def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     count.set_defaults(command=run_recipients_count)
 
     for action in (load, out, count):
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument(
+            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+        )
+
+
+def _add_department_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    departments = commands.add_parser(
+        "departments", help="the registry of departments and their duty chains: import from CSV, list"
+    ).add_subparsers(required=True, metavar="ACTION")
+    load = departments.add_parser(
+        "import",
+        help="register or update departments (by code) from a UTF-8 CSV; prints the JSON report; "
+        "exit status 1 when any row was rejected",
+    )
+    load.add_argument(
+        "file",
+        type=Path,
+        help="CSV with columns code, name, sector, area, duty_name, duty_phone (and optional ones; "
+        "docs/departments.md)",
+    )
+    load.set_defaults(command=run_departments_import)
+    listing = departments.add_parser("list", help="the departments with their duty chains, retired ones too")
+    listing.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="json: one object a line (default); table: aligned columns for reading",
+    )
+    listing.set_defaults(command=run_departments_list)
+    for action in (load, listing):
         action.add_argument("--config", type=Path, help="TOML settings file")
         action.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
@@ -852,6 +885,69 @@ def run_recipients_count(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_departments_import(args: argparse.Namespace) -> int:
+    """Import a departments CSV: prints the report as JSON; exit status 1 when any row was rejected.
+
+    A file that cannot be read as a departments CSV at all is refused in one line with exit status 2."""
+    from risk_zoning.build import ensure_built
+    from warnings_svc.dissemination.partners.registry import (
+        DepartmentError,
+        import_csv,
+        parse_csv,
+        read_departments_csv,
+    )
+    from warnings_svc.settings import load_settings
+
+    region = load_settings(args.config, os.environ, _options(args, "data_dir")).region
+    try:
+        name, text = read_departments_csv(args.file)
+        parse_csv(text, name)  # an unusable file fails before the database starts
+
+        async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+            await ensure_built(conn, region, progress=sys.stderr.isatty())
+            report = await import_csv(conn, text, region, origin=f"csv:{args.file.name}")
+            return report.to_json()
+
+        report = _on_database(args, work)
+    except DepartmentError as e:
+        raise CommandError(str(e)) from e
+    _print_json(report)
+    return 1 if report["rejected_rows"] else 0
+
+
+def run_departments_list(args: argparse.Namespace) -> int:
+    """Every department with its duty chain (retired ones too), as JSON lines or a table."""
+    from warnings_svc.dissemination.partners.registry import RANKS, all_departments, department_json
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [department_json(d) for d in await all_departments(conn, retired=True)]
+
+    departments = _on_database(args, work)
+    if args.format == "json":
+        for d in departments:
+            print(json.dumps(d, ensure_ascii=False))
+        return 0
+    rows = [["code", "sector", "area", "name", *RANKS, "retired"]]
+    for d in departments:
+        chain = [f"{p['name']} {p['phone']}" if (p := d["people"].get(rank)) else "-" for rank in RANKS]
+        rows.append([d["code"], d["sector"], d["area"], d["name"], *chain, (d["retired_at"] or "")[:10]])
+    print(_table(rows))
+    return 0
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Rows as aligned columns; a Chinese character takes two columns of a terminal."""
+
+    def width(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    widths = [max(width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell + " " * (w - width(cell)) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
 def _on_database(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     """Run `work` on a connection to the configured database, after applying pending migrations."""
     from risk_zoning.io.database import connect, database_url, upgrade
@@ -1115,10 +1211,10 @@ async def _prepare_service(
     demo: bool,
     stage: DemoStageThread | None = None,
 ) -> None:
-    """Migrations and the region's risk database; for the demo also its forecast, users and recipients, and
-    with a `stage` its simulated terminals."""
+    """Migrations and the region's risk database; for the demo also its forecast, users, departments and
+    recipients, and with a `stage` its simulated terminals."""
     from risk_zoning.store import region_units
-    from warnings_svc.demo.seeding import seed_demo_forecast
+    from warnings_svc.demo.seeding import seed_demo_departments, seed_demo_forecast
     from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
 
     await _prepare_database(pool, settings.region, progress=progress)
@@ -1132,6 +1228,9 @@ async def _prepare_service(
             log.info("demo forecast placed in the inbox", extra={"run": seeded.name})
     for u in await seed_demo_users(pool, settings.data_dir):
         print(f"Demo user: {u['name']:<12} password {u['password']}  ({u['role']})", flush=True)
+    departments = await seed_demo_departments(pool, settings.region)
+    if departments is not None and departments.inserted:
+        print(f"Departments: {departments.inserted} synthetic departments registered (demo data)", flush=True)
     if settings.dispatch.sms:
         async with pool.acquire() as conn:
             units = await region_units(conn, settings.region)

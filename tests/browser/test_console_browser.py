@@ -30,6 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.conftest import ConsoleServer, chrome_driver
 from warnings_svc.demo.scenarios import write_scenario
+from warnings_svc.dissemination.partners.registry import DEMO_SOURCE, import_csv
 from warnings_svc.web.accounts import create_user
 
 PASSWORD = "correct horse battery"
@@ -43,6 +44,9 @@ class People:
     approver: str
     chief: str  # a second approver
     token: str  # the forecaster's bearer token, for uploading runs
+
+
+DEMO_DEPARTMENTS = Path(__file__).parents[2] / "warnings_svc" / "demo" / "departments.csv"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,8 @@ def people(console_server: ConsoleServer) -> People:
                 )
                 names[role] = user.name
                 token = token or tok
+            # the demo's synthetic departments, as the demo seeds them, for the impact preview
+            await import_csv(conn, DEMO_DEPARTMENTS, "wuhai", origin=DEMO_SOURCE)
         finally:
             await conn.close()
         return People(names["forecaster"], names["approver"], names["chief"], token)

@@ -19,15 +19,16 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from tests.factories_app import service
+from warnings_svc.dissemination.partners.registry import DEMO_SOURCE, import_csv
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, Role
 from warnings_svc.settings import Settings
 from warnings_svc.vocabulary import LEVEL_COLOURS
 from warnings_svc.web.accounts import create_user
-from warnings_svc.web.console import ResponderError, load_responders, responders_for
 from warnings_svc.web.events import EVENT_HUB, Event, EventHub, EventMetrics, parse_notification
 
 PASSWORD = "correct horse battery"
+DEMO_DEPARTMENTS = Path(__file__).parents[2] / "warnings_svc" / "demo" / "departments.csv"
 XSS = "<script>alert(1)</script>"
 CTX = ws.Issuing.from_settings(Settings())
 EVENT_SECONDS = 5.0
@@ -255,6 +256,8 @@ async def test_the_warning_page_shows_impact_responders_channel_texts_and_histor
 ) -> None:
     name, _ = await new_user(conn, "forecaster")
     proposal_id = await seed_proposal(conn)
+    # the demo's synthetic departments, as the demo seeds them
+    assert (await import_csv(conn, DEMO_DEPARTMENTS, "wuhai", origin=DEMO_SOURCE)).rejected == []
     await log_in(client, name)
     html = await page(client, "/console/")
     response = await client.post(
@@ -271,6 +274,12 @@ async def test_the_warning_page_shows_impact_responders_channel_texts_and_histor
     assert "应急管理局" in responders and "教育局" in responders and "交通运输局" in responders
     assert "水务局" not in responders  # rainstorm only
     assert "海南区" not in responders and "乌海市" in responders
+    # the city's emergency bureau: its duty contact's phone, then its deputy and leader in small print
+    assert (
+        "+8615404730011" in responders
+        and "副职: 值班副职" in responders
+        and "带班领导: 带班领导" in responders
+    )
     assert "示例数据/demo data" in html
     assert 'id="sms-short-zh-CN"' in html and "短信（完整）" in html and "小区广播" in html
     assert re.search(r'id="sms-full-segments-zh-CN">\d+ 字 · \d+ / 3 条', html)
@@ -527,47 +536,3 @@ async def test_a_subscriber_that_does_not_keep_up_is_dropped_and_the_others_are_
         while not slow.queue.empty():
             items.append(slow.queue.get_nowait())
         assert not isinstance(items[-1], Event)  # the end marker: the stream closes, the browser reconnects
-
-
-def test_the_packaged_responders_are_synthetic_and_cover_the_three_districts() -> None:
-    registry = load_responders()
-    assert registry.synthetic
-    assert {"150302000000", "150303000000", "150304000000"} <= set(registry.units)
-    heat_yellow = responders_for(registry, "heat", "yellow", ["150304011000"], {}, "zh")
-    departments = {c.department for c in heat_yellow}
-    assert {"应急管理局", "教育局", "卫生健康委员会"} <= departments and "水务局" not in departments
-    assert {c.unit for c in heat_yellow} == {"乌达区", "乌海市"}
-    frost = responders_for(registry, "frost", "blue", ["150300000000"], {}, "en")
-    assert {c.unit for c in frost} == {"Wuhai", "Haibowan", "Hainan", "Wuda"}
-    assert "Education Bureau" not in {c.department for c in frost}
-
-
-@pytest.mark.parametrize(
-    ("text", "named"),
-    [
-        (
-            'synthetic = true\n[departments]\n[units."1503"]\nname = "x"\nname_en = "x"\ncontacts = []\n',
-            "units.1503",
-        ),
-        (
-            'synthetic = true\n[departments.a]\nname = "A"\nname_en = "A"\nhazards = ["hail"]\n[units]\n',
-            "departments.a.hazards.0",
-        ),
-        (
-            'synthetic = true\n[departments]\n[units."150302000000"]\nname = "x"\nname_en = "x"\n'
-            'contacts = [{department = "nope", post = "p", post_en = "p", phone = "0"}]\n',
-            "unknown department 'nope'",
-        ),
-        ("synthetic = [\n", "malformed TOML"),
-    ],
-    ids=["short geocode", "unknown hazard", "unknown department", "malformed"],
-)
-def test_a_bad_responder_file_is_refused_in_one_line_naming_the_key(
-    tmp_path: Path, text: str, named: str
-) -> None:
-    path = tmp_path / "responders.toml"
-    path.write_text(text)
-    with pytest.raises(ResponderError) as caught:
-        load_responders(path)
-    message = str(caught.value)
-    assert "\n" not in message and str(path) in message and named in message

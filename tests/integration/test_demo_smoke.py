@@ -53,6 +53,10 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert summary["ok"] is True and summary["warning"]["status"] == "issued"
     assert summary["dispatch"] == {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
     assert "reach" not in summary
+    # the synthetic departments of the city and the three districts, and those the warning calls
+    departments = summary["departments"]
+    assert departments["registered"] >= 30 and departments["people"] > departments["registered"]
+    assert "emergency" in departments["sectors"] and departments["called"] >= 1  # the city's bureau at least
     # the area channels need no SMSC: the demo's broker, simulated terminals, gateways, CBC and platform
     assert summary["terminals"]["simulated"] is True
     assert summary["terminals"]["connected"] == summary["terminals"]["registered"] > 100

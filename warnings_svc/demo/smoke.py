@@ -29,7 +29,7 @@ from risk_zoning.store import region_units
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.peers.stage import DemoStage
 from warnings_svc.demo.peers.terminals import demo_terminal_rows
-from warnings_svc.demo.seeding import seed_demo_forecast
+from warnings_svc.demo.seeding import seed_demo_departments, seed_demo_forecast
 from warnings_svc.demo.users import seed_demo_recipients, seed_demo_users
 from warnings_svc.dissemination import outbox
 from warnings_svc.dissemination.area_dispatch import (
@@ -38,6 +38,7 @@ from warnings_svc.dissemination.area_dispatch import (
     area_targets_from_settings,
 )
 from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_settings, pool_size
+from warnings_svc.dissemination.partners import registry
 from warnings_svc.dissemination.partners.dispatch import (
     PartnerDispatcher,
     PartnerDispatchOptions,
@@ -97,8 +98,11 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
                 summary["terminals"] = await _register_terminals(pool, settings, stage)
                 async with pool.acquire() as conn:
                     await stage.partners.subscribe(conn, settings.region)
+            step = "departments"
+            summary["departments"] = await _seed_departments(pool, settings)
             step = "issue"
             summary["warning"] = await _issue(pool, settings, summary["ingest"]["proposals"])
+            summary["departments"]["called"] = await _called(pool, settings, summary["warning"])
             if stage is not None:
                 step = "broadcast"
                 broken = sorted(stage.fleet.broken) if stage.fleet else []
@@ -118,6 +122,31 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
             summary["failed"] = {"step": step, "error": str(e)}
     finally:
         await pool.close()
+
+
+async def _seed_departments(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
+    """The demo's synthetic departments with their duty chains, as the demo seeds them."""
+    report = await seed_demo_departments(pool, settings.region)
+    if report is not None and report.rejected:
+        first = report.rejected[0]
+        raise SmokeFailed(f"departments.csv line {first.line}, {first.column}: {first.reason}")
+    async with pool.acquire() as conn:
+        departments = await registry.all_departments(conn)
+    return {
+        "registered": len(departments),
+        "people": sum(len(d.people) for d in departments),
+        "sectors": sorted({d.sector for d in departments}),
+    }
+
+
+async def _called(pool: asyncpg.Pool, settings: Settings, warning: dict[str, Any]) -> int:
+    """How many departments the issued warning calls (the impact preview lists them)."""
+    async with pool.acquire() as conn:
+        units = await region_units(conn, settings.region)
+        called = await registry.departments_in(
+            conn, hazard=warning["hazard"], level=warning["level"], areas=warning["areas"], units=units
+        )
+    return len(called)
 
 
 async def _register_terminals(pool: asyncpg.Pool, settings: Settings, stage: DemoStage) -> dict[str, Any]:

@@ -13,15 +13,19 @@ Decisions where the issue is silent:
   dashed outlines of their polygons (of their areas when they have none).
 - Chinese by default; ``?lang=en`` switches and is remembered in a cookie (links carry it too). The texts are
   in the gettext catalogues (`web.i18n`).
-- Responders come from ``config/responders.toml``, synthetic demo data labelled as such on the page; a unit's
-  posts are called when a warning names the unit, a town inside it or the city around it.
+- The impact preview lists the departments a warning calls and their duty chains from the registry
+  (`dissemination.partners.registry.departments_in`): those of the warned units, of the towns inside them and
+  of the city around them that respond to the hazard at the level. Departments seeded by the demo are
+  labelled as demo data; an empty registry is said so, with a link to its page.
+- Admins manage the registry on ``/console/departments`` (`departments`): plain HTML forms with the session's
+  CSRF token, every change in one transaction with its audit entry.
 - An issued version shows the texts that went out (stored at issue); any other shows what it would say if
   approved now (`lifecycle.store.preview`), with budget problems in red.
 
-Modules: `labels` (texts, through the catalogues), `responders` (the registry and whom a warning calls), `map`
-(projection and drawing, pure), `region` (the drawn region, cached per risk database version), `page` (what
-every page shares), `home` and `warning` (the two pages: thin handlers over the store's read functions and a
-context builder each), `openapi` (their description).
+Modules: `labels` (texts, through the catalogues), `map` (projection and drawing, pure), `region` (the drawn
+region, cached per risk database version), `page` (what every page shares), `home` and `warning` (the two
+pages: thin handlers over the store's read functions and a context builder each), `departments` (the
+registry's pages, admins only), `openapi` (their description).
 """
 
 from __future__ import annotations
@@ -29,19 +33,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from warnings_svc.web.appkeys import SETTINGS
+from warnings_svc.web.console.departments import setup_departments
 from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
-from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, RESPONDERS, asset_urls
+from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, asset_urls
 from warnings_svc.web.console.region import RegionViews
-from warnings_svc.web.console.responders import (
-    Call,
-    ResponderError,
-    Responders,
-    default_responders_path,
-    load_responders,
-    responders_for,
-)
 from warnings_svc.web.console.warning import console_warning
 from warnings_svc.web.events import setup_events
 
@@ -49,31 +46,24 @@ from warnings_svc.web.events import setup_events
 def setup_console(app: web.Application) -> None:
     """The console pages and the live event stream they subscribe to (`events.setup_events`).
 
-    Reads the responder registry (and hashes the static files) now, so a broken file stops the start with
-    one line.
+    Hashes the static files now, so a missing one stops the start.
     """
     app[REGION_VIEWS] = RegionViews(app[SETTINGS].region)
-    app[RESPONDERS] = load_responders()
     app[ASSETS] = asset_urls()
     app.router.add_get("/console/", console_home, name="console")
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
+    setup_departments(app)
     setup_events(app)
 
 
 __all__ = [
     "OPENAPI_PATHS",
-    "Call",
     "Projection",
     "RegionView",
     "RegionViews",
-    "ResponderError",
-    "Responders",
     "console_home",
     "console_warning",
-    "default_responders_path",
     "geometry_path",
-    "load_responders",
     "map_context",
-    "responders_for",
     "setup_console",
 ]

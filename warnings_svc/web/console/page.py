@@ -11,13 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from warnings_svc.lifecycle.transitions import PERMISSIONS, Action, WarningStatus
+from warnings_svc.lifecycle.transitions import PERMISSIONS, Action, Role, WarningStatus
 from warnings_svc.web.accounts import User
 from warnings_svc.web.appkeys import TEMPLATES
 from warnings_svc.web.auth import CSRF, LANGUAGES, USER, login_location
 from warnings_svc.web.console.labels import ROLE_NAMES, SCRIPT_LABELS, labels, name_in
 from warnings_svc.web.console.region import RegionViews
-from warnings_svc.web.console.responders import Responders
 
 LANG_COOKIE = "console_lang"
 EDITABLE: frozenset[WarningStatus] = frozenset(
@@ -39,7 +38,6 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 REGION_VIEWS = web.AppKey("console_region_views", RegionViews)
-RESPONDERS = web.AppKey("console_responders", Responders)
 ASSETS = web.AppKey("console_assets", dict)
 ASSET_FILES: Mapping[str, str] = {"style": "style.css", "css": "console.css", "js": "console.js"}
 
@@ -72,6 +70,11 @@ class Page:
     def can(self, action: Action) -> bool:
         return self.user.role in PERMISSIONS[action]
 
+    @property
+    def admin(self) -> bool:
+        """Whether the user administers the service (the registry of departments, ...)."""
+        return self.user.role == Role.admin
+
     def render(self, template: str, status: int = 200, **context: Any) -> web.Response:
         """The page as HTML (with the language cookie when the query just chose the language)."""
         html = (
@@ -84,9 +87,11 @@ class Page:
                     "name": self.user.name,
                     "display": self.user.display_name or self.user.name,
                     "role": name_in(ROLE_NAMES, str(self.user.role), self.lang),
+                    "admin": self.admin,
                 },
                 csrf=self.request.get(CSRF) or "",
                 home_url=self.url("/console/"),
+                departments_url=self.url("/console/departments"),
                 switch_url=self.switch_url(),
                 script_labels={k: self.t[k] for k in SCRIPT_LABELS},
                 assets=self.request.app[ASSETS],

@@ -1,4 +1,5 @@
-"""One warning in the console: latest version, impact preview, responders, edit form, actions and history."""
+"""One warning in the console: latest version, impact preview with the departments it calls, edit form, actions
+and history."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from aiohttp import web
 from risk_zoning.unit_tree import inside_any
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.dissemination.partners import registry
+from warnings_svc.dissemination.partners.registry import DepartmentChain
 from warnings_svc.documents.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import audit_log, store
@@ -24,6 +27,8 @@ from warnings_svc.web.console.labels import (
     AUDIT_ACTIONS,
     CHANNEL_NAMES,
     MSG_TYPE_NAMES,
+    RANK_NAMES,
+    SECTOR_NAMES,
     STATUS_NAMES,
     VULNERABLE_NAMES,
     beijing,
@@ -32,8 +37,7 @@ from warnings_svc.web.console.labels import (
     warning_title,
 )
 from warnings_svc.web.console.map import RegionView, area_names, map_context
-from warnings_svc.web.console.page import EDITABLE, ISSUED_FAMILY, REGION_VIEWS, RESPONDERS, Page, page_for
-from warnings_svc.web.console.responders import Responders, responders_for
+from warnings_svc.web.console.page import EDITABLE, ISSUED_FAMILY, REGION_VIEWS, Page, page_for
 
 TEXT_LANGUAGES: tuple[str, ...] = store.LANGUAGES  # zh-CN, en
 TEXT_FIELDS: tuple[str, ...] = ("headline", "description", "instruction")
@@ -66,9 +70,14 @@ async def console_warning(request: web.Request) -> web.Response:
         ]
         terminals = await area_outbox.terminals_in(conn, inside)
         progress = await area_outbox.area_summary(conn, warning_id)
+        s = latest.state
+        called = await registry.departments_in(
+            conn, hazard=s.hazard, level=s.level, areas=latest.content.areas, units=view.units
+        )
+        registry_empty = not called and not await registry.has_departments(conn)
     texts = await warning_texts(ctx, latest, view, rendered)
     context = warning_context(
-        page, view, versions, audit, proposal, texts, request.app[RESPONDERS], ctx.policy
+        page, view, versions, audit, proposal, texts, called, ctx.policy, registry_empty=registry_empty
     )
     goes = {f"{t.channel}/{t.name}" for t in store.area_targets_of(ctx, latest)}
     context["public_channels"] = public_channels(
@@ -164,10 +173,13 @@ def warning_context(
     audit: Sequence[AuditEntry],
     proposal: Mapping[str, Any] | None,
     texts: Mapping[str, Any],
-    registry: Responders,
+    called: Sequence[DepartmentChain],
     policy: ApprovalPolicy,
+    *,
+    registry_empty: bool = False,
 ) -> dict[str, Any]:
-    """What the warning page shows, from what was read for it."""
+    """What the warning page shows, from what was read for it; `called`: the departments the warning calls
+    (`registry.departments_in`), `registry_empty` when the registry holds none at all."""
     lang = page.lang
     latest = versions[-1]
     warning_id = latest.warning_id
@@ -188,7 +200,7 @@ def warning_context(
         }
         for a in impact["areas"]
     ]
-    calls = responders_for(registry, s.hazard, s.level, latest.content.areas, units, lang)
+    calls = [department_call(d, view, lang) for d in called]
 
     in_force = next((v for v in reversed(versions) if v.state.status == WarningStatus.issued), None)
     replaced = in_force if s.msg_type != "Alert" and in_force is not latest else None
@@ -254,12 +266,30 @@ def warning_context(
                 for k, v in impact["vulnerable"].items()
             ],
             "calls": calls,
-            "synthetic": registry.synthetic,
+            "synthetic": any(d.source == registry.DEMO_SOURCE for d in called),
+            "registry_empty": registry_empty,
         },
         **texts,
         "budgets": DEFAULT_BUDGETS,
         "versions": [_version_row(v, lang) for v in versions],
         "timeline": [_timeline_row(e, lang) for e in audit],
+    }
+
+
+def department_call(d: DepartmentChain, view: RegionView, lang: str) -> dict[str, Any]:
+    """One department of the impact preview: its area, name and sector, the duty contact first and the
+    deputy and leader after (a vacant rank left out)."""
+    people = [
+        {"rank": name_in(RANK_NAMES, rank, lang), "name": p.name, "phone": p.phone}
+        for rank in registry.RANKS
+        if (p := d.people.get(rank)) is not None
+    ]
+    return {
+        "unit": view.name(d.area, lang),
+        "department": d.name_en if lang == "en" and d.name_en else d.name,
+        "sector": name_in(SECTOR_NAMES, d.sector, lang),
+        "duty": people[0] if people and d.people.get("duty") else None,
+        "others": people[1:] if people and d.people.get("duty") else people,
     }
 
 

@@ -172,7 +172,9 @@ async def prepare(url: str, port: int, total: int) -> list[tuple[str, str]]:
         targets = []
         for i in range(total):
             address = f"http://127.0.0.1:{port}/partner/{i}"
-            _, secret = await subs.create(conn, f"bench-{i % 50}", subs.check_spec("webhook", address, units=units))
+            _, secret = await subs.create(
+                conn, f"bench-{i % 50}", subs.check_spec("webhook", address, units=units)
+            )
             targets.append((address, secret))
         return targets
     finally:
@@ -210,9 +212,13 @@ def main() -> None:
                 bare, served = [], []
                 levels = ("red", "orange", "yellow")  # the levels of heat
                 for run in range(args.runs):
-                    took, body = run_event_loop(service_run(url, args.endpoints, args.concurrency, levels[run % 3]))
+                    took, body = run_event_loop(
+                        service_run(url, args.endpoints, args.concurrency, levels[run % 3])
+                    )
                     served.append(took)
-                    say(f"run {run + 1}: service {took:.2f} s (approval to every delivery stored; {len(body)} B)")
+                    say(
+                        f"run {run + 1}: service {took:.2f} s (approval to every delivery stored; {len(body)} B)"
+                    )
                     bare.append(run_event_loop(bare_posts(targets, body, args.concurrency)))
                     say(f"run {run + 1}: bare    {bare[-1]:.2f} s (the same signed bodies)")
             finally:

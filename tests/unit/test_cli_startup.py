@@ -94,6 +94,7 @@ def test_the_help_still_lists_every_command() -> None:
         "ingest",
         "user",
         "recipients",
+        "departments",
         "terminals",
         "audit",
     ]

@@ -283,7 +283,7 @@ async def _change(request: web.Request, action: str) -> web.Response:
     "Pause a subscription: nothing is sent to it until it is resumed",
     path=SubscriptionPath,
     responses={200: json_reply("The subscription")},
-    problems=(401, 403, 404, 409),
+    problems=_WRITE_PROBLEMS,
     security=_AUTHENTICATED,
 )
 async def pause_subscription(request: web.Request) -> web.Response:
@@ -295,7 +295,7 @@ async def pause_subscription(request: web.Request) -> web.Response:
     "Resume a paused or disabled subscription",
     path=SubscriptionPath,
     responses={200: json_reply("The subscription")},
-    problems=(401, 403, 404, 409),
+    problems=_WRITE_PROBLEMS,
     security=_AUTHENTICATED,
 )
 async def resume_subscription(request: web.Request) -> web.Response:
@@ -307,7 +307,7 @@ async def resume_subscription(request: web.Request) -> web.Response:
     "Delete a subscription (its delivery log stays)",
     path=SubscriptionPath,
     responses={204: json_reply("Deleted")},
-    problems=(401, 403, 404),
+    problems=_WRITE_PROBLEMS,
     security=_AUTHENTICATED,
 )
 async def delete_subscription(request: web.Request) -> web.Response:
@@ -329,7 +329,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
     "A new webhook secret, shown once; the old one still signs beside it for the rotation's overlap",
     path=SubscriptionPath,
     responses={200: json_reply("The subscription, with the new `secret`")},
-    problems=(401, 403, 404, 409),
+    problems=_WRITE_PROBLEMS,
     security=_AUTHENTICATED,
 )
 async def rotate_secret(request: web.Request) -> web.Response:

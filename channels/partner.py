@@ -71,3 +71,11 @@ class PartnerChannel(Protocol):
     async def close(self) -> None:
         """Let go of connections."""
         ...
+
+
+@runtime_checkable
+class KeepsALink(Protocol):
+    """A partner adapter that holds a link (an MQTT connection, SMPP binds): `start` brings it up in the
+    background, so that its health says the truth before the first message."""
+
+    def start(self) -> None: ...

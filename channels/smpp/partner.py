@@ -19,11 +19,16 @@ class SmsPartnerChannel:
         self.sms = sms
         self._started = False
 
+    def start(self) -> None:
+        """Bring the binds up in the background (a send waits for them a while)."""
+        if not self._started:
+            self._started = True
+            for bind in self.sms.binds:
+                bind.start()
+
     async def deliver(self, message: PartnerMessage) -> PartnerResult:
         started = time.monotonic()
-        if not self._started:  # the binds come up on first use; a send waits for them a while
-            self._started = True
-            await self.sms.start(wait_s=0)
+        self.start()
         [result] = await self.sms.send_batch(
             [
                 OutboundMessage(

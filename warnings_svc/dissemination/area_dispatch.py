@@ -209,6 +209,7 @@ class AreaDispatcher(OutboxWorker):
 
     notify_channel = area_outbox.AREA_DISPATCH_CHANNEL
     log_prefix = "area dispatch"
+    schema_table = "svc.area_delivery"
 
     def __init__(
         self,

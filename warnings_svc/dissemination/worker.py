@@ -38,6 +38,7 @@ class OutboxWorker:
 
     notify_channel: str
     log_prefix: str
+    schema_table: str  # the worker's outbox table: it starts once a starting service has made it
 
     def __init__(self, pool: asyncpg.Pool, database_url: str, poll_s: float) -> None:
         self.pool = pool
@@ -111,8 +112,29 @@ class OutboxWorker:
                           " ".join(str(e).split())[:200])  # fmt: skip
             await asyncio.sleep(RESTART_DELAY_S)
 
+    async def _schema_ready(self, stop: asyncio.Event) -> bool:
+        """Wait until the outbox table exists (a service starting up applies migrations meanwhile), so that no
+        loop fails on a missing table; False when stopped first."""
+        waited = False
+        while not stop.is_set():
+            found = await self._db(
+                "the schema",
+                stop,
+                lambda conn: conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.schema_table),
+            )
+            if found:
+                return True
+            if not waited:
+                log.info("%s: waiting for the database schema (warnings-svc db upgrade)", self.log_prefix)
+                waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_s)
+        return False
+
     async def _run_loops(self, loops: dict[str, Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
-        """Run every loop supervised until `stop`, then cancel them."""
+        """Once the schema is there, run every loop supervised until `stop`, then cancel them."""
+        if not await self._schema_ready(stop):
+            return
         tasks = [
             asyncio.create_task(self._supervised(name, loop, stop), name=f"{self.log_prefix} {name}")
             for name, loop in loops.items()

@@ -40,8 +40,8 @@ from warnings_svc.settings import (
 )
 
 log = logging.getLogger(__name__)
-# the broker logs every connection and state change at INFO: a few hundred terminals would drown the demo's log
-for _name in ("amqtt", "transitions"):
+# the broker and the mail server log every connection at INFO: a few hundred terminals would drown the demo's log
+for _name in ("amqtt", "transitions", "mail.log"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 TOPIC_PREFIX = "wuhai"

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from channels.base import FailureKind, HealthState, SendOutcome
 from channels.email.client import EmailChannel
 from channels.mqtt.partners import MqttPartnerChannel
-from channels.partner import PartnerChannel, PartnerMessage, PartnerResult
+from channels.partner import KeepsALink, PartnerChannel, PartnerMessage, PartnerResult
 from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
 from channels.webhooks.client import WebhookChannel
@@ -206,6 +206,7 @@ class PartnerDispatcher(OutboxWorker):
 
     notify_channel = outbox.PARTNER_DISPATCH_CHANNEL
     log_prefix = "partner dispatch"
+    schema_table = "svc.partner_delivery"
 
     def __init__(
         self,
@@ -238,6 +239,9 @@ class PartnerDispatcher(OutboxWorker):
             loops[f"sender {name}"] = partial(self._send, stop, name, adapter)
         for name, loop in self._extra.items():
             loops[name] = partial(loop, stop)
+        for adapter in self.channels.values():
+            if isinstance(adapter, KeepsALink):  # its link comes up now, not on the first message
+                adapter.start()
         try:
             await self._run_loops(loops, stop)
         finally:

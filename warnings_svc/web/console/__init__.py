@@ -21,7 +21,7 @@ Decisions where the issue is silent:
 Modules: `labels` (texts, through the catalogues), `responders` (the registry and whom a warning calls), `map`
 (projection and drawing, pure), `region` (the drawn region, cached per risk database version), `page` (what
 every page shares), `home` and `warning` (the two pages: thin handlers over the store's read functions and a
-context builder each), `openapi` (their description).
+context builder each), `partners` (the partner subscriptions and their delivery log, with "send again"), `openapi` (their description).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
 from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, RESPONDERS, asset_urls
+from warnings_svc.web.console.partners import setup_partners_page
 from warnings_svc.web.console.region import RegionViews
 from warnings_svc.web.console.responders import (
     Call,
@@ -57,6 +58,7 @@ def setup_console(app: web.Application) -> None:
     app[ASSETS] = asset_urls()
     app.router.add_get("/console/", console_home, name="console")
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
+    setup_partners_page(app)
     setup_events(app)
 
 

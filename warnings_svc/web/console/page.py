@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from warnings_svc.lifecycle.transitions import PERMISSIONS, Action, WarningStatus
+from warnings_svc.lifecycle.transitions import PERMISSIONS, Action, Role, WarningStatus
 from warnings_svc.web.accounts import User
 from warnings_svc.web.appkeys import TEMPLATES
 from warnings_svc.web.auth import CSRF, LANGUAGES, USER, login_location
@@ -26,6 +26,8 @@ EDITABLE: frozenset[WarningStatus] = frozenset(
 ISSUED_FAMILY: frozenset[WarningStatus] = frozenset(
     {WarningStatus.issued, WarningStatus.updated, WarningStatus.cancelled, WarningStatus.expired}
 )
+# Who the partner page (`console.partners`) is for, and the navigation links to
+PARTNER_PAGE_ROLES: frozenset[Role] = frozenset({Role.operations, Role.admin, Role.department})
 
 # Console pages are ours alone: no framing (clickjacking of the approve button), scripts and styles only
 # from this site, no inline script.
@@ -84,6 +86,7 @@ class Page:
                     "name": self.user.name,
                     "display": self.user.display_name or self.user.name,
                     "role": name_in(ROLE_NAMES, str(self.user.role), self.lang),
+                    "can_see_partners": self.user.role in PARTNER_PAGE_ROLES,
                 },
                 csrf=self.request.get(CSRF) or "",
                 home_url=self.url("/console/"),

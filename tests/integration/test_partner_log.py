@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -365,7 +364,11 @@ async def test_the_console_page_shows_a_department_its_subscriptions_and_log_in_
     client: TestClient, world: World, conn: asyncpg.Connection
 ) -> None:
     fresh = await make.delivery(
-        conn, world.sub_a, await make.issued_warning(conn), state="dead", tries=[Try("permanent_failure", 404)]
+        conn,
+        world.sub_a,
+        await make.issued_warning(conn),
+        state="dead",
+        tries=[Try("permanent_failure", 404)],
     )
     await log_in(client, world.dept_a)
     home = await client.get("/console/")

@@ -145,7 +145,12 @@ class AlertEvents:
         self._public = public
         self._encoded: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
+    def cached(self, alert: PublicAlert, links: AlertLinks) -> bytes | None:
+        """The message's event when it was made before (no connection needed)."""
+        return self._encoded.get((alert.id, links.base))
+
     async def encoded(self, conn: asyncpg.Connection, alert: PublicAlert, links: AlertLinks) -> bytes:
+        """The message's event, made now if it was not before."""
         cache_key = (alert.id, links.base)
         found = self._encoded.get(cache_key)
         if found is None:
@@ -299,8 +304,10 @@ class _Stream:
             alert = await self.app[ALERT_LOOKUPS].lookup(event, self._read)
             if alert is None or (self.last is not None and key_of(alert) <= self.last):
                 return True  # not public, or sent already (a later change to an old message)
-            async with self.app[POOL].acquire() as conn:
-                chunk = await self.app[ALERT_EVENTS].encoded(conn, alert, self.links)
+            chunk = self.app[ALERT_EVENTS].cached(alert, self.links)
+            if chunk is None:  # the first stream to send it makes it (the area names need the database)
+                async with self.app[POOL].acquire() as conn:
+                    chunk = await self.app[ALERT_EVENTS].encoded(conn, alert, self.links)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             return False
         if not await write_chunk(self.response, chunk):

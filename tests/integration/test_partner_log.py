@@ -46,6 +46,7 @@ class World:
     sending: int  # sub_a
     of_b: int  # sub_b: dead
     of_gone: int  # sub_gone: dead
+    of_paused: int  # dept_a's paused subscription: dead
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +106,13 @@ async def world(built_url: str) -> World:
             tries=[Try("permanent_failure", 550, "mailbox unavailable")],
         )
         of_gone = await make.delivery(conn, sub_gone, warnings[0], state="dead")
+        sub_paused = await make.subscription(conn, names["dept_a"], state="paused")
+        of_paused = await make.delivery(conn, sub_paused, warnings[0], state="dead")
     finally:
         await conn.close()
     return World(
         tokens, names["dept_a"], names["dept_b"], names["ops"], names["admin"], names["forecaster"],
-        sub_a, sub_b, sub_gone, delivered, dead, pending, sending, of_b, of_gone,
+        sub_a, sub_b, sub_gone, delivered, dead, pending, sending, of_b, of_gone, of_paused,
     )  # fmt: skip
 
 
@@ -294,6 +297,7 @@ async def test_send_again_keeps_a_give_up_time_still_ahead(
         ("pending", "dept_a", 409, "not_resendable"),
         ("sending", "ops", 409, "not_resendable"),
         ("of_gone", "dept_a", 409, "subscription_deleted"),
+        ("of_paused", "dept_a", 409, "subscription_inactive"),
         ("of_b", "dept_a", 404, "not_found"),
         ("of_b", "forecaster", 404, "not_found"),
     ],

@@ -12,8 +12,9 @@ Decisions where the issue is silent:
   moved to `RESEND_GRACE` from now when it has passed (kept when it is later).
 - The delivery's ``reason`` becomes `RESEND_REASON` with who asked, until the next attempt writes its own:
   the dispatcher marks the attempt that follows a resend ``manual`` (`is_resend`).
-- Refused: a delivery that is pending or sending (it is about to be sent, or being sent), and one whose
-  subscription was deleted (its owner asked for no more).
+- Refused: a delivery that is pending or sending (it is about to be sent, or being sent), one whose
+  subscription was deleted (its owner asked for no more), and one whose subscription is paused or disabled
+  (the dispatcher would drop it at once: the subscription is to be resumed or enabled first).
 - Addresses are shown without their secrets (`shown_address`): a webhook URL's password and query values,
   which often carry tokens, are masked. The subscription's signing secrets are never read here.
 """
@@ -43,7 +44,8 @@ MASK = "***"
 
 
 class PartnerLogError(Exception):
-    """A refused look-up or resend: ``code`` is ``not_found``, ``not_resendable`` or ``subscription_deleted``."""
+    """A refused look-up or resend: ``code`` is ``not_found``, ``not_resendable``, ``subscription_deleted`` or
+    ``subscription_inactive``."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -83,6 +85,7 @@ class Delivery:
     ack_request_id: int | None
     owner: str | None  # the subscription's owner (None for an acknowledgement call)
     subscription_deleted: bool
+    subscription_state: str | None  # active | paused | disabled (None for an acknowledgement call)
     warning_id: int
     version: int
     msg_type: str
@@ -106,7 +109,7 @@ class Delivery:
             partner_transition(self.state, PartnerDeliveryEvent.resend)
         except PartnerDeliveryStateError:
             return False
-        return not self.subscription_deleted
+        return not self.subscription_deleted and self.subscription_state in (None, "active")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -199,6 +202,7 @@ def is_resend(reason: str) -> bool:
 
 
 _DELIVERY_COLUMNS = """d.id, d.subscription_id, d.ack_request_id, s.owner, s.deleted_at IS NOT NULL AS deleted,
+    s.state AS subscription_state, s.reason AS subscription_reason,
     d.warning_id, d.version, d.msg_type, d.channel, d.address, d.message_id, d.state, d.attempts,
     d.next_attempt_at, d.give_up_at, d.last_status, d.reason, d.created_at, d.done_at"""
 
@@ -269,6 +273,13 @@ async def resend(
                 "subscription_deleted",
                 f"partner delivery {delivery_id} belongs to subscription {row['subscription_id']}, "
                 "which was deleted",
+            )
+        if row["subscription_state"] not in (None, "active"):
+            why = f" ({row['subscription_reason']})" if row["subscription_reason"] else ""
+            raise PartnerLogError(
+                "subscription_inactive",
+                f"partner delivery {delivery_id} belongs to subscription {row['subscription_id']}, which is "
+                f"{row['subscription_state']}{why}: resume or enable it first",
             )
         moment = now if now is not None else await conn.fetchval("SELECT now()")
         await conn.execute(
@@ -350,6 +361,7 @@ async def _with_attempts(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record
             ack_request_id=r["ack_request_id"],
             owner=r["owner"],
             subscription_deleted=r["deleted"],
+            subscription_state=r["subscription_state"],
             warning_id=r["warning_id"],
             version=r["version"],
             msg_type=r["msg_type"],

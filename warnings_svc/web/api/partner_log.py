@@ -8,8 +8,9 @@ Routes (a login; the read scope to read, the write scope to resend):
   last page. ``state`` and ``warning_id`` narrow it; other parameters are refused.
 - ``GET /api/v1/partner-deliveries/{id}``: one delivery and its attempts.
 - ``POST /api/v1/partner-deliveries/{id}/resend``: back to pending, due now (202 with the delivery); 409 when it
-  is pending or sending or its subscription was deleted. It honours ``Idempotency-Key`` as every write does
-  (`web.idempotency`) and is recorded in the audit log (``partner_resend``, who, the state before and after).
+  is pending or sending or its subscription was deleted, paused or disabled. It honours ``Idempotency-Key``
+  as every write does (`web.idempotency`) and is recorded in the audit log (``partner_resend``, who, the
+  state before and after).
 
 Who: admin and operations users see and resend every delivery; anyone else only those of the subscriptions
 they own (``svc.subscription.owner`` is their user name), so a department sees its own log and no other.
@@ -49,7 +50,12 @@ from warnings_svc.web.problems import ApiProblem
 SEES_ALL: frozenset[Role] = frozenset({Role.admin, Role.operations})
 MAX_ID = 2**63 - 1
 DEFAULT_PAGE = 50
-_STATUS_OF_CODE = {"not_found": 404, "not_resendable": 409, "subscription_deleted": 409}
+_STATUS_OF_CODE = {
+    "not_found": 404,
+    "not_resendable": 409,
+    "subscription_deleted": 409,
+    "subscription_inactive": 409,
+}
 _AUTHENTICATED = ("bearer", "session")
 
 
@@ -225,7 +231,8 @@ async def partner_delivery(request: web.Request) -> web.Response:
 @writes_on_lane
 @operation(
     "Send a delivery again (delivered, dead or dropped): back to pending, due now, attempts kept; 409 when it "
-    "is pending or sending or its subscription was deleted. The subscription's owner, admin and operations.",
+    "is pending or sending or its subscription was deleted, paused or disabled. The subscription's owner, "
+    "admin and operations.",
     path=DeliveryPath,
     body=ResendBody,
     body_required=False,

@@ -57,7 +57,9 @@ class PartnersQuery(LenientQuery):
     subscription: int | None = Field(None, ge=1, le=MAX_ID, description="The subscription whose log to show")
     before: int | None = Field(None, ge=1, le=MAX_ID, description="Older deliveries: those before this id")
     resent: int | None = Field(None, ge=1, le=MAX_ID, description="The delivery just sent again (a notice)")
-    refused: Literal["not_found", "not_resendable", "subscription_deleted"] | None = None
+    refused: (
+        Literal["not_found", "not_resendable", "subscription_deleted", "subscription_inactive"] | None
+    ) = None
 
 
 def _viewer(page: Page) -> None:

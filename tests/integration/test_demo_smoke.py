@@ -82,7 +82,11 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
         "webhook": {"delivered"}, "email": {"delivered"}, "mqtt": {"delivered"}
     }  # fmt: skip
     received = partners["received"]
-    assert received["webhooks"] == received["webhooks_verified"] == partners["deliveries"]["webhook"]["delivered"]
+    assert (
+        received["webhooks"]
+        == received["webhooks_verified"]
+        == partners["deliveries"]["webhook"]["delivered"]
+    )
     assert received["emails"] == received["emails_with_cap"] == partners["deliveries"]["email"]["delivered"]
 
 

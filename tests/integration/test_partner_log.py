@@ -5,11 +5,13 @@ console page."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,9 +19,13 @@ from aiohttp.test_utils import TestClient
 
 from tests import factories_partner_log as make
 from tests.factories_app import service
+from tests.factories_db import fresh_database
+from tests.factories_dispatch import wait_until
 from tests.factories_partner_log import Try
+from tests.factories_partners import WebhookReceiver, running_partners
 from warnings_svc.dissemination.partners import log
 from warnings_svc.dissemination.partners.outbox import PARTNER_DISPATCH_CHANNEL
+from warnings_svc.settings import DispatchSettings
 from warnings_svc.web.accounts import create_user
 from warnings_svc.web.api.partner_log import DeliveryOut, DeliveryPage
 
@@ -120,7 +126,9 @@ async def world(built_url: str) -> World:
 async def client(
     built_url: str, world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[TestClient]:
-    async with service(built_url, tmp_path_factory.mktemp("partner-log")) as c:
+    # no partner dispatcher: the deliveries are the tests' to read and send again, not to be sent
+    dispatch = DispatchSettings(embedded=False)
+    async with service(built_url, tmp_path_factory.mktemp("partner-log"), dispatch=dispatch) as c:
         yield c
 
 
@@ -433,3 +441,57 @@ async def test_send_again_from_the_console_needs_the_csrf_token_and_then_queues_
     )
     assert response.status == 303 and "refused=not_resendable" in response.headers["Location"]
     assert 'id="refused"' in await (await client.get(response.headers["Location"])).text()
+
+
+# ---------------------------------------------------------------------------------------------- with the dispatcher
+
+
+async def test_a_delivery_sent_again_reaches_the_partner_again_with_the_same_webhook_id(
+    pg_server_url: str, tmp_path: Path
+) -> None:
+    async with fresh_database(pg_server_url, built=True) as url, WebhookReceiver() as receiver:
+        conn = await asyncpg.connect(url)
+        try:
+            owner = f"dept{uuid.uuid4().hex[:6]}"
+            _, token = await create_user(conn, owner, "department", password=PASSWORD)
+            secret = "whsec_" + base64.b64encode(b"a partner's key for this test!!").decode()
+            sub = await make.subscription(
+                conn, owner, address=receiver.url + "/hook", hazards=("frost",), secret=secret
+            )
+            receiver.secrets = {"partner": secret}
+            async with running_partners(url):
+                warning = await make.issued_warning(conn)  # frost: the subscription's
+                await wait_until(lambda: _delivered(conn, sub, 1), 10, "the first delivery")
+                (row,) = await conn.fetch(
+                    "SELECT id FROM svc.partner_delivery WHERE subscription_id = $1", sub
+                )
+                async with service(url, tmp_path, dispatch=DispatchSettings(embedded=False)) as client:
+                    response = await client.post(
+                        f"/api/v1/partner-deliveries/{row['id']}/resend",
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    assert response.status == 202
+                    await wait_until(lambda: _delivered(conn, sub, 2), 10, "the delivery sent again")
+                    listed = await client.get(
+                        f"/api/v1/subscriptions/{sub}/deliveries",
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    page = DeliveryPage.model_validate(await listed.json())
+        finally:
+            await conn.close()
+    got = receiver.at("/hook")
+    assert len(got) == 2 and all(r.verified_with == ["partner"] for r in got)
+    assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]  # one message, sent twice
+    assert got[0].body == got[1].body and got[0].json()["warning_id"] == warning[0]
+    (delivery,) = page.deliveries
+    assert delivery.state == "delivered" and [a.attempt for a in delivery.attempts] == [1, 2]
+    assert all(a.outcome == "delivered" and a.status == 204 for a in delivery.attempts)
+
+
+async def _delivered(conn: asyncpg.Connection, subscription_id: int, attempts: int) -> bool:
+    found = await conn.fetchval(
+        """SELECT count(*) FROM svc.partner_delivery d JOIN svc.partner_attempt a ON a.delivery_id = d.id
+           WHERE d.subscription_id = $1 AND d.state = 'delivered'""",
+        subscription_id,
+    )
+    return bool(found >= attempts)

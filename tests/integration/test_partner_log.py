@@ -403,13 +403,22 @@ async def test_the_console_page_shows_a_department_its_subscriptions_and_log_in_
 
 
 async def test_operations_see_every_subscription_and_a_forecaster_is_refused(
-    client: TestClient, world: World
+    client: TestClient, world: World, conn: asyncpg.Connection
 ) -> None:
     await log_in(client, world.ops)
     html = await (await client.get("/console/partners")).text()
     assert f'id="subscription-{world.sub_a}"' in html and f'id="subscription-{world.sub_b}"' in html
     await log_in(client, world.forecaster)
     assert (await client.get("/console/partners")).status == 403
+    html = await (await client.get("/console/")).text()
+    before = await row_of(conn, world.of_gone)
+    response = await client.post(
+        f"/console/partners/deliveries/{world.of_gone}/resend",
+        data={"csrf_token": csrf_of(html)},
+        allow_redirects=False,
+    )
+    assert response.status == 303 and "refused=not_found" in response.headers["Location"]
+    assert await row_of(conn, world.of_gone) == before
     assert 'id="nav-partners"' not in await (await client.get("/console/")).text()
 
 

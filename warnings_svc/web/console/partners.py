@@ -1,8 +1,8 @@
 """The console's partner page, ``/console/partners``: the subscriptions and, for the one chosen, its delivery
 log with every attempt and a "send again" button (a plain form, so it works without JavaScript).
 
-Operations and admin users see every subscription; department users (and anyone else who owns one) only their
-own (`web.api.partner_log.may_see`); other roles are refused. "Send again" posts the form with the session's
+Operations and admin users see every subscription; department users only their own
+(`web.api.partner_log.may_see`); other roles are refused the page. "Send again" posts the form with the session's
 CSRF token (checked by `web.auth`) to ``/console/partners/deliveries/{id}/resend``, which sends again through
 the same function as the API (`resend_as`: the same checks, the same audit entry) and goes back to the page
 with the outcome named in the query (post, redirect, get: a reload does not send again).
@@ -151,19 +151,19 @@ def _page_url(page: Page, **query: int | str) -> str:
     "Send a partner delivery again from the console (form with csrf_token), then back to the page",
     path=DeliveryPath,
     responses={
-        303: media_reply("Done or refused: back to /console/partners, the outcome in the query"),
-        400: media_reply("A form that cannot be read: an error page", *_HTML),
-        403: media_reply(
-            "No CSRF token, another site, or a role with no partner deliveries: an error page", *_HTML
+        303: media_reply(
+            "Done, or refused (also a delivery this user may not see: not found): back to /console/partners, "
+            "the outcome in the query"
         ),
+        400: media_reply("A form that cannot be read: an error page", *_HTML),
         404: media_reply("No such delivery id: an error page", *_HTML),
     },
+    problems=(403,),  # no CSRF token, or another site (an error page, as for every console form)
     security=("session",),
 )
 async def console_resend(request: web.Request) -> web.Response:
     """POST /console/partners/deliveries/{id}/resend."""
-    page = page_for(request)
-    _viewer(page)
+    page = page_for(request)  # the role is resend_as' to judge: what a user may not see is not found
     delivery_id = parse_path(request, DeliveryPath).id
     form = await read_form(request)
     raw = form.get("subscription")

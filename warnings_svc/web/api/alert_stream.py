@@ -285,7 +285,7 @@ class _Stream:
                     conn, self.last, not_before=now - REPLAY_WINDOW, limit=REPLAY_MAX + 1
                 )
                 chunks = [await self.app[ALERT_EVENTS].encoded(conn, a, self.links) for a in found]
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             return False  # the client reconnects with its Last-Event-ID
         if len(found) > REPLAY_MAX:
             found, chunks = found[1:], chunks[1:]
@@ -308,7 +308,7 @@ class _Stream:
             if chunk is None:  # the first stream to send it makes it (the area names need the database)
                 async with self.app[POOL].acquire() as conn:
                     chunk = await self.app[ALERT_EVENTS].encoded(conn, alert, self.links)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             return False
         if not await write_chunk(self.response, chunk):
             return False

@@ -7,8 +7,8 @@ The service runs as in production (the app factory, a real pool, forecast scorin
 writes: drafts, edits, submissions), built with the Wuhai risk database, and holds a few warnings so that the
 requests naming one hit real rows. Seeded and bounded: deterministic generation (the same requests every
 run), `MAX_EXAMPLES` per operation, the examples, coverage and fuzzing phases (stateful sequences would
-multiply the run time), each request at most `REQUEST_TIMEOUT`. No operation is left out: the event stream,
-which never ends by itself, is read for `EVENT_STREAM_SECONDS`; forecast uploads are scored (and refused) by
+multiply the run time), each request at most `REQUEST_TIMEOUT`. No operation is left out: the event streams,
+which never end by themselves, are read for `EVENT_STREAM_SECONDS`; forecast uploads are scored (and refused) by
 a real scoring worker; logging out ends a console session, never the bearer token the forecaster's run uses.
 """
 
@@ -173,6 +173,11 @@ def _described_api() -> schemathesis.BaseSchema:
                 # each case waits out the stream's time, and there is little to vary (no parameters)
                 {
                     "include-path": "/api/v1/events",
+                    "request-timeout": EVENT_STREAM_SECONDS,
+                    "generation": {"max-examples": 5},
+                },
+                {
+                    "include-path": "/api/v1/alerts/stream",
                     "request-timeout": EVENT_STREAM_SECONDS,
                     "generation": {"max-examples": 5},
                 },

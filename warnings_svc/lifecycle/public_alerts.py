@@ -182,6 +182,24 @@ class PublicAlerts:
             return None
         return found[0], bytes(row["document"])
 
+    async def sent_after(
+        self,
+        conn: asyncpg.Connection,
+        after: tuple[datetime, int, int] | None,
+        *,
+        not_before: datetime,
+        limit: int,
+    ) -> list[PublicAlert]:
+        """The public messages sent after `after` (a (sent, warning_id, version) key; None: any) and not before
+        `not_before`: the newest `limit` of them, oldest first (the order a stream replays them in)."""
+        rows = await conn.fetch(_SENT_AFTER_SQL, *(after or (None, None, None)), not_before, limit)
+        return self._alerts(list(reversed(rows)))
+
+    async def newest_sent(self, conn: asyncpg.Connection) -> tuple[datetime, int, int] | None:
+        """The (sent, warning_id, version) key of the newest public message; None when there is none."""
+        row = await conn.fetchrow(_NEWEST_SENT_SQL)
+        return None if row is None else (row["sent"], row["warning_id"], row["version"])
+
     async def successor(self, conn: asyncpg.Connection, alert: PublicAlert) -> tuple[str, datetime] | None:
         """The id and send time of the message that replaced this one (its Update or Cancel), if any."""
         row = await conn.fetchrow(_SUCCESSOR_SQL, alert.warning_id, alert.version)
@@ -299,6 +317,19 @@ _DOCUMENT_SQL = {
 
 _SUCCESSOR_SQL = f"""SELECT v.warning_id, v.version, v.sent FROM {_FROM}
                      WHERE {_PUBLIC} AND v.warning_id = $1 AND v.version > $2 ORDER BY v.version LIMIT 1"""
+
+
+# Send times are unique and increase in commit order (`lifecycle.store` takes them under the audit lock, held
+# until commit), so (sent, warning_id, version) orders the public messages as they became visible.
+_SENT_AFTER_SQL = f"""SELECT {_COLUMNS} FROM {_FROM}
+                      WHERE {_PUBLIC} AND ($1::timestamptz IS NULL
+                            OR (v.sent, v.warning_id, v.version) > ($1::timestamptz, $2::bigint, $3::int))
+                        AND v.sent >= $4
+                      ORDER BY v.sent DESC, v.warning_id DESC, v.version DESC LIMIT $5"""
+
+
+_NEWEST_SENT_SQL = f"""SELECT v.sent, v.warning_id, v.version FROM {_FROM} WHERE {_PUBLIC}
+                       ORDER BY v.sent DESC, v.warning_id DESC, v.version DESC LIMIT 1"""
 
 
 _REFERENCES_SQL = (

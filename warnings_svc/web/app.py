@@ -11,7 +11,9 @@ from aiohttp import web
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.settings import Settings
 from warnings_svc.web.api.airings import setup_airings
+from warnings_svc.web.api.alert_stream import setup_alert_stream
 from warnings_svc.web.api.alerts import setup_alerts
+from warnings_svc.web.api.partner_log import setup_partner_log
 from warnings_svc.web.api.risk import risk_summary
 from warnings_svc.web.api.runs import get_run, list_proposals, upload_run
 from warnings_svc.web.api.subscriptions import setup_subscriptions_api
@@ -99,6 +101,8 @@ def create_app(
     app.router.add_get("/api/v1/proposals", list_proposals, name="proposals")
     setup_warnings_api(app)
     setup_alerts(app)
+    setup_alert_stream(app)
+    setup_partner_log(app)
     setup_airings(app)
     setup_subscriptions_api(app)
     setup_auth(app)

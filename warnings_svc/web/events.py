@@ -51,6 +51,7 @@ PING_TIMEOUT_SECONDS = 10.0
 RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 30.0
 CLIENT_RETRY_MS = 3000  # the EventSource's reconnection delay, sent as `retry:`
+HEARTBEAT = b": heartbeat\n\n"
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 Release = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -369,33 +370,53 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     goes away, falls behind, or the service stops."""
     require_user(request, scope="read")
     hub = request.app[EVENT_HUB]
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-        }
-    )
+    response = event_stream_response()
     await response.prepare(request)
     with hub.subscribe() as sub:
-        first = f"retry: {CLIENT_RETRY_MS}\n: {'listening' if hub.listening else 'connecting'}\n\n".encode()
-        if not await _write(response, first):
+        if not await write_chunk(response, stream_preamble(hub)):
             return response
-        while True:
-            try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    item = await sub.queue.get()
-            except TimeoutError:
-                item = None
-            if item is _END:
-                break
-            chunk = b": heartbeat\n\n" if item is None else item.encode()  # type: ignore[attr-defined]
-            if not await _write(response, chunk):
+        async for item in events_of(sub):
+            chunk = HEARTBEAT if item is None else item.encode()
+            if not await write_chunk(response, chunk):
                 break
     return response
 
 
-async def _write(response: web.StreamResponse, chunk: bytes) -> bool:
+def event_stream_response(**headers: str) -> web.StreamResponse:
+    """An unprepared ``text/event-stream`` answer that no cache or proxy holds back, with `headers`."""
+    return web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+            **headers,
+        }
+    )
+
+
+def stream_preamble(hub: EventHub) -> bytes:
+    """What a stream starts with: the client's reconnection delay and whether the hub listens yet."""
+    return f"retry: {CLIENT_RETRY_MS}\n: {'listening' if hub.listening else 'connecting'}\n\n".encode()
+
+
+async def events_of(sub: Subscription, heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[Event | None]:
+    """A subscription's events as they come, and None after each `heartbeat` seconds without one (time for a
+    `HEARTBEAT`); ends when the stream is told to end (dropped as too slow, or the service stops)."""
+    while True:
+        try:
+            async with asyncio.timeout(heartbeat):
+                item = await sub.queue.get()
+        except TimeoutError:
+            yield None
+            continue
+        if item is _END:
+            return
+        assert isinstance(item, Event)
+        yield item
+
+
+async def write_chunk(response: web.StreamResponse, chunk: bytes) -> bool:
+    """Write to an open stream; False when the client is gone or has not read for `WRITE_TIMEOUT_SECONDS`."""
     try:
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await response.write(chunk)

@@ -155,7 +155,8 @@ def _negotiated(accept: str | None, offers: tuple[str, ...]) -> str:
     return negotiate(accept, offers)
 
 
-def _links(request: web.Request) -> AlertLinks:
+def alert_links(request: web.Request) -> AlertLinks:
+    """The read side's absolute URLs: under ``[warnings] public_url`` when set, else the request's origin."""
     public_url = request.app[SETTINGS].warnings.public_url
     if public_url:
         return AlertLinks(public_url.rstrip("/"))
@@ -166,7 +167,7 @@ def _links(request: web.Request) -> AlertLinks:
 
 
 def _origin(request: web.Request) -> tuple[str, str] | None:
-    """What `_links` reads from the request, for a cache key: nothing when ``public_url`` is set."""
+    """What `alert_links` reads from the request, for a cache key: nothing when ``public_url`` is set."""
     return None if request.app[SETTINGS].warnings.public_url else (request.scheme, request.host)
 
 
@@ -215,7 +216,7 @@ async def active_alerts(request: web.Request) -> web.Response:
 
 async def _render_active(request: web.Request, media: str) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
-    links = _links(request)
+    links = alert_links(request)
     now = datetime.now(UTC)
     async with request.app[POOL].acquire() as conn:
         areas = await public.areas(conn)
@@ -277,7 +278,7 @@ async def one_alert(request: web.Request) -> web.Response:
 
 async def _render_alert(request: web.Request, key: tuple[int, int], media: str) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
-    links = _links(request)
+    links = alert_links(request)
     async with request.app[POOL].acquire() as conn:
         alert = await public.one(conn, *key)
         if alert is None:
@@ -435,7 +436,7 @@ async def alerts_feed(request: web.Request) -> web.Response:
 
 async def _render_feed(request: web.Request) -> Rendered:
     public = request.app[PUBLIC_ALERTS]
-    links = _links(request)
+    links = alert_links(request)
     now = datetime.now(UTC)
     async with request.app[POOL].acquire() as conn:
         areas = await public.areas(conn)

@@ -25,7 +25,8 @@ Decisions where the issue is silent:
 Modules: `labels` (texts, through the catalogues), `map` (projection and drawing, pure), `region` (the drawn
 region, cached per risk database version), `page` (what every page shares), `home` and `warning` (the two
 pages: thin handlers over the store's read functions and a context builder each), `departments` (the
-registry's pages, admins only), `openapi` (their description).
+registry's pages, admins only), `partners` (the partner subscriptions and their delivery log, with "send
+again"), `openapi` (their description).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
 from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, asset_urls
+from warnings_svc.web.console.partners import setup_partners_page
 from warnings_svc.web.console.region import RegionViews
 from warnings_svc.web.console.warning import console_warning
 from warnings_svc.web.events import setup_events
@@ -53,6 +55,7 @@ def setup_console(app: web.Application) -> None:
     app.router.add_get("/console/", console_home, name="console")
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
     setup_departments(app)
+    setup_partners_page(app)
     setup_events(app)
 
 

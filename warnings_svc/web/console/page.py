@@ -25,6 +25,8 @@ EDITABLE: frozenset[WarningStatus] = frozenset(
 ISSUED_FAMILY: frozenset[WarningStatus] = frozenset(
     {WarningStatus.issued, WarningStatus.updated, WarningStatus.cancelled, WarningStatus.expired}
 )
+# Who the partner page (`console.partners`) is for, and the navigation links to
+PARTNER_PAGE_ROLES: frozenset[Role] = frozenset({Role.operations, Role.admin, Role.department})
 
 # Console pages are ours alone: no framing (clickjacking of the approve button), scripts and styles only
 # from this site, no inline script.
@@ -88,6 +90,7 @@ class Page:
                     "display": self.user.display_name or self.user.name,
                     "role": name_in(ROLE_NAMES, str(self.user.role), self.lang),
                     "admin": self.admin,
+                    "can_see_partners": self.user.role in PARTNER_PAGE_ROLES,
                 },
                 csrf=self.request.get(CSRF) or "",
                 home_url=self.url("/console/"),

@@ -495,6 +495,7 @@ async def test_a_delivery_sent_again_reaches_the_partner_again_with_the_same_web
     (delivery,) = page.deliveries
     assert delivery.state == "delivered" and [a.attempt for a in delivery.attempts] == [1, 2]
     assert all(a.outcome == "delivered" and a.status == 204 for a in delivery.attempts)
+    assert [a.manual for a in delivery.attempts] == [False, True]  # the second, by a person's "send again"
 
 
 async def _delivered(conn: asyncpg.Connection, subscription_id: int, attempts: int) -> bool:

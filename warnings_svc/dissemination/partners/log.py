@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
-from warnings_svc.dissemination.partners.outbox import PARTNER_DISPATCH_CHANNEL
+from warnings_svc.dissemination.partners.outbox import PARTNER_DISPATCH_CHANNEL, RESEND_REASON
 from warnings_svc.dissemination.partners.states import (
     PartnerDeliveryEvent,
     PartnerDeliveryState,
@@ -39,7 +39,6 @@ from warnings_svc.dissemination.partners.states import (
 
 MAX_PAGE = 200  # deliveries per page of the log at most
 RESEND_GRACE = timedelta(hours=1)  # time a resent delivery gets before the dispatcher gives up on it
-RESEND_REASON = "sent again at the request of "
 MASK = "***"
 
 

@@ -32,6 +32,8 @@ PARTNER_CHANNELS = ("webhook", "email", "mqtt", "sms")
 EXPIRED_REASON = "the warning expired before it could be delivered"
 DROPPED_REASON = "the subscription is no longer active"
 CALL_DROPPED_REASON = "the acknowledgement came in before the call went out"
+# a delivery put back by "send again" (partners.log) says so until its next attempt, which is marked manual
+RESEND_REASON = "sent again at the request of "
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,9 +312,11 @@ async def record_partner_results(
     async with conn.transaction():
         await conn.execute(
             """INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
-                      error)
-               SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[],
-                                    $6::int[], $7::text[])""",
+                      error, manual)
+               SELECT x.*, starts_with(d.reason, $8)
+               FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[], $6::int[],
+                           $7::text[]) AS x(id, attempt, started_at, latency_ms, outcome, status, error)
+               JOIN svc.partner_delivery d ON d.id = x.id""",
             [r.delivery_id for r in records],
             [r.attempt for r in records],
             [r.started_at for r in records],
@@ -320,6 +324,7 @@ async def record_partner_results(
             [r.outcome for r in records],
             [r.status for r in records],
             [r.error[:500] for r in records],
+            RESEND_REASON,
         )
         kept = await conn.fetchval(
             f"""WITH results AS (

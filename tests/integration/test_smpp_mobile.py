@@ -9,8 +9,22 @@ import pytest
 
 from channels.smpp.esme import SmsChannel
 from channels.smpp.mobile import InboundSms
-from tests.integration.test_smpp_esme import channel_for, settings_for, wait_until  # noqa: F401
-from tests.peers.smsc_fixture import SmscPeer, smsc  # noqa: F401
+from tests.integration.test_smpp_esme import settings_for, wait_until
+from tests.peers.smsc_fixture import SmscPeer
+
+
+@pytest.fixture
+async def channel_for(smsc: SmscPeer) -> AsyncIterator[Callable[..., SmsChannel]]:
+    """Builds channels bound to the peer; closes them after the test."""
+    opened: list[SmsChannel] = []
+
+    def build(**overrides: object) -> SmsChannel:
+        opened.append(SmsChannel(settings_for(smsc, **overrides)))
+        return opened[-1]
+
+    yield build
+    for channel in opened:
+        await channel.close()
 
 
 async def take_inbound(

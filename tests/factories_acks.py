@@ -10,9 +10,9 @@ from typing import Any
 
 import asyncpg
 
+from tests.factories_dispatch import CTX
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.settings import AcknowledgementSettings
-from tests.factories_dispatch import CTX
 
 HAIBOWAN = "150302000000"
 _phones = itertools.count(int(uuid.uuid4().int % 10_000) * 100_000)

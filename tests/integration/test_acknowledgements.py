@@ -14,9 +14,6 @@ import pytest
 
 from channels.smpp.esme import SmppSettings, SmsChannel
 from risk_zoning.store import region_units
-from warnings_svc.dissemination.partners import acknowledgements as acks
-from warnings_svc.dissemination.partners import inbound
-from warnings_svc.lifecycle import acknowledgement_steps as steps
 from tests.factories_acks import (
     add_department,
     add_relayer,
@@ -28,6 +25,9 @@ from tests.factories_acks import (
 )
 from tests.factories_dispatch import expand_all, issue, successor, wait_until
 from tests.peers.smsc_fixture import SmscPeer
+from warnings_svc.dissemination.partners import acknowledgements as acks
+from warnings_svc.dissemination.partners import inbound
+from warnings_svc.lifecycle import acknowledgement_steps as steps
 
 
 @pytest.fixture

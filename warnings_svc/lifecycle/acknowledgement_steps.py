@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from risk_zoning.errors import DatabaseError
 from risk_zoning.store import UnitRecord
 from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.dissemination.partners import inbound
@@ -227,7 +228,10 @@ async def run_forever(
     while True:
         try:
             async with pool.acquire() as conn:
-                units = await units_of(conn)
+                try:
+                    units = await units_of(conn)
+                except DatabaseError:  # no risk database yet: relayers' caps fall back to what they serve
+                    units = {}
                 calls, handled = await run_once(conn, ctx, units, now=clock())
             if calls or handled:
                 log.info(
@@ -245,4 +249,6 @@ async def run_forever(
             if not failing:
                 log.warning("acknowledgement check failed: %s; retrying every tick", " ".join(str(e).split()))
             failing = True
+        except Exception:  # a bug in one round must not stop the escalation for good: log it, go on
+            log.exception("acknowledgement check failed")
         await asyncio.sleep(ctx.acknowledgements.check_interval_s)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.settings import Settings
+from warnings_svc.web.acknowledgements import setup_acknowledgements
 from warnings_svc.web.api.airings import setup_airings
 from warnings_svc.web.api.alerts import setup_alerts
 from warnings_svc.web.api.risk import risk_summary
@@ -99,6 +100,7 @@ def create_app(
     setup_warnings_api(app)
     setup_alerts(app)
     setup_airings(app)
+    setup_acknowledgements(app)
     setup_auth(app)
     setup_console(app)
     app.router.add_static("/static", STATIC_DIR, name="static")

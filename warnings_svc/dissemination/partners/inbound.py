@@ -20,11 +20,19 @@ transaction that acts on it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
 import logging
+import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -298,3 +306,72 @@ def _within(area: str, warned: Sequence[str], units: Mapping[str, UnitRecord]) -
         return True
     around = ancestors(area, units) if area in units else geocode_ancestors(area)
     return bool(set(around) & set(warned))
+
+
+# ---------------------------------------------------------------------------------------------- relayers' links
+
+
+RELAY_KEY_FILE = "relay-link.key"
+
+
+def relay_secret(data_dir: Path) -> bytes:
+    """The secret of relayers' standing links: made once (32 random bytes) in `data_dir/keys`, kept across
+    restarts so links given out before one still work."""
+    path = data_dir / "keys" / RELAY_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def relay_token(secret: bytes, recipient_id: int) -> str:
+    """A relayer's standing link token: their id and an HMAC of it (unforgeable, no table needed).
+
+    >>> relay_token(b"k" * 32, 7)[:2]
+    '7.'
+    """
+    digest = hmac.new(secret, f"relay:{recipient_id}".encode(), hashlib.sha256).digest()
+    return f"{recipient_id}.{base64.urlsafe_b64encode(digest[:18]).decode()}"
+
+
+def recipient_of_token(secret: bytes, token: str) -> int | None:
+    """The recipient a relayer's token names, or None when it is not one of ours."""
+    head, _, _ = token.partition(".")
+    if not (head.isascii() and head.isdigit()) or len(head) > 18:
+        return None
+    recipient_id = int(head)
+    return recipient_id if hmac.compare_digest(relay_token(secret, recipient_id), token) else None
+
+
+async def relayer(conn: asyncpg.Connection, recipient_id: int) -> asyncpg.Record | None:
+    """A relayer (not opted out) by id: name, phone, areas, serves."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT id, name, phone, areas, serves FROM svc.recipient
+           WHERE id = $1 AND 'relayer' = ANY (roles) AND opted_out_at IS NULL""",
+        recipient_id,
+    )
+    return row
+
+
+async def warnings_for_relayer(
+    conn: asyncpg.Connection, areas: Sequence[str], units: Mapping[str, UnitRecord], *, now: datetime
+) -> list[dict[str, Any]]:
+    """The warnings in force that concern a relayer's areas (newest first), with their latest report."""
+    rows = await conn.fetch(
+        """SELECT v.warning_id, v.version, v.hazard, v.level, v.areas, v.expires,
+                  coalesce(v.rendered->'zh-CN'->>'headline', '') AS headline
+           FROM svc.warning_version v
+           WHERE v.status = 'issued' AND v.msg_type <> 'Cancel' AND v.expires > $1 AND NOT v.exercise
+           ORDER BY v.sent DESC""",
+        now,
+    )
+    out = []
+    for r in rows:
+        if any(
+            _within(a, r["areas"], units) or any(_within(w, [a], units) for w in r["areas"]) for a in areas
+        ):
+            out.append(dict(r))
+    return out

@@ -29,6 +29,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from warnings_svc.web.appkeys import SETTINGS
+from warnings_svc.web.console.acknowledgements import console_call_list
 from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
@@ -57,6 +58,7 @@ def setup_console(app: web.Application) -> None:
     app[ASSETS] = asset_urls()
     app.router.add_get("/console/", console_home, name="console")
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
+    app.router.add_get("/console/acknowledgements", console_call_list, name="console_call_list")
     setup_events(app)
 
 

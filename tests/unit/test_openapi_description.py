@@ -139,10 +139,11 @@ def test_the_writes_that_honour_an_idempotency_key_describe_it_and_the_replayed_
         for method, described in item.items()
         if _takes_an_idempotency_key(described)
     }
-    # the JSON writes of the API (create, draft from a proposal, edit, 6 actions); not the streamed uploads,
-    # not the console's forms, no read
+    # the JSON writes of the API (create, draft from a proposal, edit, 6 actions; the 3 acknowledgement
+    # writes); not the streamed uploads, not the console's forms, no read
     assert ("POST", "/api/v1/warnings") in keyed and ("PATCH", "/api/v1/warnings/{id}") in keyed
-    assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(keyed) == 9
+    assert ("POST", "/api/v1/acknowledgements/{id}/call") in keyed
+    assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(keyed) == 12
     assert ("POST", "/api/v1/runs") not in keyed and ("POST", "/console/login") not in keyed
     assert all(method != "GET" for method, _ in keyed)
     for method, path in keyed:

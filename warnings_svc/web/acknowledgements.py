@@ -59,7 +59,8 @@ RELAY_SECRET = web.AppKey("relay_secret", bytes)
 
 
 class TokenPath(RequestModel):
-    token: str = Field(min_length=1, max_length=100, description="The link's token")
+    # any text: an unknown token is answered by the page itself (404 in HTML), never by a JSON problem
+    token: str = Field(description="The link's token")
 
 
 class RequestPath(RequestModel):
@@ -119,8 +120,13 @@ def _ack_context(found: acks.TokenLookup) -> dict[str, Any]:
 @operation(
     "The one-time acknowledgement page (the link in an acknowledgement call; no login)",
     path=TokenPath,
-    responses={200: media_reply("The warning and a button", "text/html")},
-    problems=(404, 410),
+    responses={
+        200: media_reply("The warning and a button", "text/html"),
+        404: media_reply("An unknown link (a page saying so)", "text/html"),
+        410: media_reply(
+            "A link used up, or for a warning no longer in force (a page saying so)", "text/html"
+        ),
+    },
 )
 async def ack_page(request: web.Request) -> web.Response:
     """Show the warning with a button, or why the link no longer works (404 unknown, 410 used or expired)."""
@@ -133,8 +139,12 @@ async def ack_page(request: web.Request) -> web.Response:
 @operation(
     "Acknowledge through the one-time link (the page's button; no login)",
     path=TokenPath,
-    responses={200: media_reply("Acknowledged", "text/html")},
-    problems=(404, 410),
+    responses={
+        200: media_reply("Acknowledged", "text/html"),
+        404: media_reply("An unknown link: nothing written (a page saying so)", "text/html"),
+        410: media_reply("Used up, or no longer in force: nothing written (a page saying so)", "text/html"),
+    },
+    problems=(403,),  # a request from another site
 )
 async def ack_submit(request: web.Request) -> web.Response:
     """Acknowledge; a used, expired or unknown token writes nothing and says so."""
@@ -319,8 +329,10 @@ async def _units(request: web.Request, conn: Any) -> dict[str, Any]:
     "A relayer's standing link: the warnings in force for their areas, with a field for how many people "
     "they told (no login)",
     path=TokenPath,
-    responses={200: media_reply("The relayer's page", "text/html")},
-    problems=(404,),
+    responses={
+        200: media_reply("The relayer's page", "text/html"),
+        404: media_reply("An unknown link (a page saying so)", "text/html"),
+    },
 )
 async def relay_page(request: web.Request) -> web.Response:
     recipient_id, token = await _relay_view(request)
@@ -371,8 +383,12 @@ async def _relay_answer(
     path=TokenPath,
     body_type="application/x-www-form-urlencoded",
     body_media={"application/x-www-form-urlencoded": {"type": "object"}},
-    responses={200: media_reply("Stored; the page again", "text/html")},
-    problems=(404, 422),
+    responses={
+        200: media_reply("Stored; the page again", "text/html"),
+        404: media_reply("An unknown link: nothing written", "text/html"),
+        422: media_reply("Not a number, or the warning is not in force: nothing written", "text/html"),
+    },
+    problems=(403,),  # a request from another site
 )
 async def relay_submit(request: web.Request) -> web.Response:
     recipient_id, token = await _relay_view(request)

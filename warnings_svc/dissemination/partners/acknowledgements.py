@@ -153,10 +153,16 @@ def token_hash(token: str) -> bytes:
 
 
 def new_code(taken: set[str]) -> str:
-    """A short code not in `taken` (4 digits, not starting with 0; 6 once 4 digits are crowded)."""
-    for digits in (CODE_DIGITS, CODE_DIGITS, 6):
+    """A short code not in `taken`: 4 digits (not starting with 0) while any is free, else 6."""
+    for digits in (CODE_DIGITS, 6):
+        low, span = 10 ** (digits - 1), 9 * 10 ** (digits - 1)
         for _ in range(50):
-            code = str(10 ** (digits - 1) + secrets.randbelow(9 * 10 ** (digits - 1)))
+            code = str(low + secrets.randbelow(span))
+            if code not in taken:
+                return code
+        start = secrets.randbelow(span)  # crowded: walk on from a random place to a free one
+        for i in range(span):
+            code = str(low + (start + i) % span)
             if code not in taken:
                 return code
     raise RuntimeError("no free acknowledgement code")

@@ -23,7 +23,14 @@ from tests.factories_acks import (
     quick_ctx,
     request_of,
 )
-from tests.factories_dispatch import expand_all, issue, successor, wait_until
+from tests.factories_dispatch import (
+    dispatch_settings,
+    expand_all,
+    issue,
+    running_dispatcher,
+    successor,
+    wait_until,
+)
 from tests.peers.smsc_fixture import SmscPeer
 from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.dissemination.partners import inbound
@@ -312,3 +319,20 @@ async def test_relayers_report_by_sms_capped_by_whom_they_serve(
         == 80
     )
     assert "relay_report" in await audit_actions(conn, v.warning_id)
+
+
+async def test_the_dispatcher_stores_messages_from_phones_before_answering_them(
+    conn: asyncpg.Connection, built_url: str, smsc: SmscPeer
+) -> None:
+    async def bound() -> bool:
+        return smsc.state()["bound_sessions"] >= 1
+
+    async with running_dispatcher(built_url, dispatch_settings(smsc)):
+        await wait_until(bound, 5, "the dispatcher bound")
+        smsc.send_mo("13912345678", "确认 9876")
+        assert await _inbound_outcome(conn, "13912345678") == [""]  # stored, not handled yet
+        await wait_until(lambda: _acked(smsc, 1), 5, "the SMSC's message answered once stored")
+    row = await conn.fetchrow(
+        "SELECT endpoint, destination, text FROM svc.inbound_sms WHERE source = '13912345678'"
+    )
+    assert dict(row) == {"endpoint": "smsc", "destination": "12121", "text": "确认 9876"}

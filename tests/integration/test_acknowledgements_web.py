@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from channels.webhooks.signing import new_secret
 from tests.factories_acks import add_department, add_relayer, audit_of_request, calls_of, request_of
 from tests.factories_app import service
+from tests.factories_cli import run_service_cli
 from tests.factories_dispatch import expand_all, issue, successor
 from warnings_svc.dissemination.partners import inbound
 from warnings_svc.lifecycle import acknowledgement_steps as steps
@@ -236,3 +237,16 @@ async def test_a_relayer_reports_on_their_standing_link(client: TestClient, conn
         relayer["id"],
     )
     assert (row["reported"], row["people"], row["via"]) == (70, 50, "link")
+
+
+async def test_the_cli_lists_relayers_links_that_the_service_opens(
+    client: TestClient, conn: asyncpg.Connection, built_url: str, tmp_path: Path
+) -> None:
+    relayer = await add_relayer(conn)
+    done = run_service_cli(built_url, "recipients", "relay-links", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    links = {d["id"]: d for d in map(json.loads, done.stdout.splitlines())}
+    link = links[relayer["id"]]["link"]
+    assert links[relayer["id"]]["phone"] == relayer["phone"]
+    assert link.startswith("/relay/")  # no public URL configured for the command
+    assert (await client.get(link)).status == 200

@@ -359,7 +359,13 @@ def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     )
     count.set_defaults(command=run_recipients_count)
 
-    for action in (load, out, count):
+    links = recipients.add_parser(
+        "relay-links",
+        help="each relayer's standing link for reporting how many people they told, one JSON object a line",
+    )
+    links.set_defaults(command=run_recipients_relay_links)
+
+    for action in (load, out, count, links):
         action.add_argument("--config", type=Path, help="TOML settings file")
         action.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
@@ -852,6 +858,28 @@ def run_recipients_opt_out(args: argparse.Namespace) -> int:
     if when is None:
         raise CommandError(f"no recipient has phone {args.phone}")
     _print_json({"phone": args.phone, "opted_out_at": when.isoformat()})
+    return 0
+
+
+def run_recipients_relay_links(args: argparse.Namespace) -> int:
+    """Print {"id", "name", "phone", "link"} per relayer (not opted out): the link of their page (/relay/...),
+    under ``[warnings] public_url`` when one is configured. The links' secret lives in data_dir/keys."""
+    from warnings_svc.dissemination.partners.inbound import relay_secret, relay_token
+    from warnings_svc.settings import load_settings
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    secret = relay_secret(settings.data_dir)
+    base = (settings.warnings.public_url or "").rstrip("/")
+    rows = _on_database(
+        args,
+        lambda conn: conn.fetch(
+            """SELECT id, name, phone FROM svc.recipient WHERE 'relayer' = ANY (roles) AND opted_out_at IS NULL
+               ORDER BY id"""
+        ),
+    )
+    for row in rows:
+        link = f"{base}/relay/{relay_token(secret, row['id'])}"
+        _print_json({"id": row["id"], "name": row["name"], "phone": row["phone"], "link": link})
     return 0
 
 

@@ -12,7 +12,9 @@ sequence_number, enquire_link keep-alive, reconnect with capped exponential back
 ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (doubling pause, reset by a success) and are reported as a
 temporary failure, never dropped. Receipts (deliver_sm, esm_class 0x04) go to one queue with a handle to
 acknowledge them, and deliver_sm_resp is written only once the consumer has handled them (it acknowledges the
-batch): a crash before that loses nothing, since the SMSC sends unacknowledged receipts again. The channel
+batch): a crash before that loses nothing, since the SMSC sends unacknowledged receipts again. Messages from
+phones (any other deliver_sm, channels/smpp/mobile.py) are queued the same way on a bounded queue: when it is
+full the deliver_sm is answered ESME_RX_T_APPN at once, and the SMSC sends it again later. The channel
 remembers the key of each recently submitted part's message and gives it to the part's receipt, so a
 dispatcher can store a receipt together with its message's results when it beats them.
 """
@@ -30,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeVar
 
 from channels.base import (
     FailureKind,
@@ -42,10 +45,12 @@ from channels.base import (
     SendResult,
 )
 from channels.smpp import pdu as p
+from channels.smpp.mobile import InboundBatch, InboundSms, inbound_of
 from channels.smpp.receipts import is_receipt, parse_receipt
 from channels.sms.encoding import SegmentMethod, SmsEncodingError, SmsPart, split_text
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,7 @@ class SmppSettings:
     throttle_pause_min_s: float = 0.05
     throttle_pause_max_s: float = 5.0
     unbind_timeout_s: float = 2.0
+    inbound_queue: int = 1000  # messages from phones held unanswered until stored; beyond, the SMSC resends
 
 
 MAX_PART_THROTTLES = 50  # throttled answers to one later part before the message is given back
@@ -115,6 +121,7 @@ class ReceiptAck:
 
 
 QueuedReceipt = tuple[Receipt, ReceiptAck]
+QueuedInbound = tuple[InboundSms, ReceiptAck]
 
 
 def remember_key(sent_keys: OrderedDict[str, str], message_id: str, key: str) -> None:
@@ -157,10 +164,13 @@ class SmppBind:
         receipts: asyncio.Queue[QueuedReceipt],
         name: str = "bind-0",
         sent_keys: OrderedDict[str, str] | None = None,
+        inbound: asyncio.Queue[QueuedInbound] | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self._receipts = receipts
+        # messages from phones; None: answered at once and dropped (a bind used without a channel)
+        self._inbound = inbound
         self._sent_keys = sent_keys  # message id -> key of recent submits (the channel's), for receipts
         self._link = 0  # generation of the link, one more on every bind
         self._window = asyncio.Semaphore(settings.window)
@@ -180,6 +190,8 @@ class SmppBind:
             "throttled": 0,
             "receipts": 0,
             "receipts_acked": 0,
+            "inbound": 0,
+            "inbound_refused": 0,
             "disconnects": 0,
         }
 
@@ -300,16 +312,27 @@ class SmppBind:
             writer.write(p.encode_pdu(p.GENERIC_NACK, pdu.sequence_number, b"", p.ESME_RINVCMDID))
 
     def _handle_deliver_sm(self, pdu: p.Pdu, writer: asyncio.StreamWriter) -> None:
-        """Queue a receipt unanswered (the consumer acknowledges it once stored); answer anything else now."""
+        """Queue a receipt or a message from a phone unanswered (the consumer acknowledges it once stored);
+        refuse one for now (ESME_RX_T_APPN: the SMSC resends) when it cannot be read or the queue is full."""
         status = p.ESME_ROK
         try:
             message = p.decode_short_message(pdu.body)
-            if is_receipt(message) and (
-                receipt := parse_receipt(message, datetime.now(UTC), self._sent_keys)
-            ):
-                self._receipts.put_nowait((receipt, ReceiptAck(self, self._link, pdu.sequence_number)))
-                self.counters["receipts"] += 1
-                return
+            if is_receipt(message):
+                receipt = parse_receipt(message, datetime.now(UTC), self._sent_keys)
+                if receipt is not None:
+                    self._receipts.put_nowait((receipt, ReceiptAck(self, self._link, pdu.sequence_number)))
+                    self.counters["receipts"] += 1
+                    return
+            elif self._inbound is not None:
+                inbound = inbound_of(message, datetime.now(UTC))
+                try:
+                    self._inbound.put_nowait((inbound, ReceiptAck(self, self._link, pdu.sequence_number)))
+                except asyncio.QueueFull:
+                    status = p.ESME_RX_T_APPN
+                    self.counters["inbound_refused"] += 1
+                else:
+                    self.counters["inbound"] += 1
+                    return
         except p.PduError:
             status = p.ESME_RX_T_APPN  # the SMSC will send it again
         writer.write(p.encode_pdu(p.DELIVER_SM_RESP, pdu.sequence_number, b"\x00", status))
@@ -442,10 +465,12 @@ class SmsChannel:
     def __init__(self, settings: SmppSettings) -> None:
         self.settings = settings
         self._receipts: asyncio.Queue[QueuedReceipt] = asyncio.Queue()
+        self._inbound: asyncio.Queue[QueuedInbound] = asyncio.Queue(maxsize=max(1, settings.inbound_queue))
         # message id -> message key of the latest RECENT_KEYS parts submitted (oldest first), for receipts
         self._sent_keys: OrderedDict[str, str] = OrderedDict()
         self._binds = [
-            SmppBind(settings, self._receipts, f"bind-{i}", self._sent_keys) for i in range(settings.binds)
+            SmppBind(settings, self._receipts, f"bind-{i}", self._sent_keys, self._inbound)
+            for i in range(settings.binds)
         ]
         self._next_bind = itertools.cycle(range(settings.binds))
         self._reference = itertools.count(random.randrange(0x10000))
@@ -546,15 +571,25 @@ class SmsChannel:
                     queued.append(self._receipts.get_nowait())
             yield ReceiptBatch((receipt for receipt, _ in queued), partial(_ack_all, [h for _, h in queued]))
 
+    async def inbound(self, max_batch: int = 100, linger_s: float = 0.0) -> AsyncIterator[InboundBatch]:
+        """Batches of the messages from phones queued (1 to max_batch), until the channel is closed and the
+        queue drained; like `receipts`, a batch's deliver_sm are answered when the consumer calls ``ack()``
+        (after storing it), and a batch never acknowledged is left for the SMSC to resend."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        while not (self._closed and self._inbound.empty()):
+            queued = await _take(self._inbound, max_batch)
+            if not queued:
+                continue
+            if linger_s > 0 and len(queued) < max_batch:
+                await asyncio.sleep(linger_s)
+                while len(queued) < max_batch and not self._inbound.empty():
+                    queued.append(self._inbound.get_nowait())
+            yield InboundBatch((m for m, _ in queued), partial(_ack_all, [h for _, h in queued]))
+
     async def _take_queued(self, max_batch: int) -> list[QueuedReceipt]:
         """Wait (at most 0.5 s, so a close is noticed) for one queued receipt, then take what else is queued."""
-        try:
-            queued = [await asyncio.wait_for(self._receipts.get(), 0.5)]
-        except TimeoutError:
-            return []
-        while len(queued) < max_batch and not self._receipts.empty():
-            queued.append(self._receipts.get_nowait())
-        return queued
+        return await _take(self._receipts, max_batch)
 
     def health(self) -> Health:
         """Up when every bind is bound, degraded when some are, down when none is."""
@@ -571,3 +606,14 @@ class SmsChannel:
         """Unbind every bind cleanly."""
         self._closed = True
         await asyncio.gather(*(b.close() for b in self._binds))
+
+
+async def _take(queue: asyncio.Queue[_T], max_batch: int) -> list[_T]:
+    """Wait (at most 0.5 s, so a close is noticed) for one queued item, then take what else is queued."""
+    try:
+        queued = [await asyncio.wait_for(queue.get(), 0.5)]
+    except TimeoutError:
+        return []
+    while len(queued) < max_batch and not queue.empty():
+        queued.append(queue.get_nowait())
+    return queued

@@ -67,6 +67,15 @@ class SmscPeer:
         """The counters of /state: submits, distinct_destinations, receipts_sent/_acked/_requeued, binds, drops."""
         return self.state()["counters"]
 
+    def send_mo(self, source: str, text: str, destination: str = "12121", data_coding: int = 8) -> None:
+        """Have a phone at `source` send `text` to `destination` (a mobile-originated deliver_sm, UCS2 unless
+        `data_coding` is 0); the SMSC sends it again until the ESME answers ESME_ROK."""
+        self._call(
+            "POST",
+            "/mo",
+            {"source": source, "text": text, "destination": destination, "data_coding": data_coding},
+        )
+
     def reset(self) -> None:
         """Clear faults, records and counters."""
         self._call("POST", "/reset", {})

@@ -140,8 +140,9 @@ def test_the_writes_that_honour_an_idempotency_key_describe_it_and_the_replayed_
         if _takes_an_idempotency_key(described)
     }
     # the JSON writes of the API: a warning's (create, draft from a proposal, edit, 6 actions), a
-    # subscription's (create, delete, pause, resume, rotate; a PUT is idempotent by itself) and send again of
-    # a partner delivery; not the streamed uploads, not the console's forms, no read
+    # subscription's (create, delete, pause, resume, rotate; a PUT is idempotent by itself), send again of
+    # a partner delivery and the 3 acknowledgement writes; not the streamed uploads, not the console's forms,
+    # no read
     assert ("POST", "/api/v1/warnings") in keyed and ("PATCH", "/api/v1/warnings/{id}") in keyed
     warning_writes = {(m, p) for m, p in keyed if p.startswith(("/api/v1/warnings", "/api/v1/proposals/"))}
     assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(warning_writes) == 9
@@ -149,6 +150,8 @@ def test_the_writes_that_honour_an_idempotency_key_describe_it_and_the_replayed_
     assert len({k for k in keyed if k[1].startswith("/api/v1/subscriptions")}) == 5
     assert ("POST", "/api/v1/partner-deliveries/{id}/resend") in keyed
     assert all(p.startswith("/api/") for _, p in keyed)
+    assert ("POST", "/api/v1/acknowledgements/{id}/call") in keyed
+    assert len({k for k in keyed if k[1].startswith("/api/v1/acknowledgements")}) == 3
     assert ("POST", "/api/v1/runs") not in keyed and ("POST", "/console/login") not in keyed
     assert all(method != "GET" for method, _ in keyed)
     for method, path in keyed:

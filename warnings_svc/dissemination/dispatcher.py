@@ -62,6 +62,7 @@ from risk_zoning.store import UnitRecord, region_units
 from warnings_svc.dissemination import outbox
 from warnings_svc.dissemination.expansion import Expanded, Taker, expand_next
 from warnings_svc.dissemination.metrics import DispatchMetrics
+from warnings_svc.dissemination.partners import inbound
 from warnings_svc.dissemination.policy import (
     CircuitBreaker,
     CircuitState,
@@ -301,6 +302,14 @@ class Dispatcher:
             tasks.append(
                 self._supervised(stop, f"receipts-{endpoint.name}", partial(self._store_receipts, endpoint))
             )
+            if hasattr(endpoint.adapter, "inbound"):  # messages from phones: stored, then answered
+                tasks.append(
+                    self._supervised(
+                        stop,
+                        f"inbound-{endpoint.name}",
+                        partial(inbound.store_inbound, self.pool, endpoint.name, endpoint.adapter),
+                    )
+                )
             writers.append(
                 self._supervised(stop, f"results-{endpoint.name}", partial(self._store_results, endpoint))
             )

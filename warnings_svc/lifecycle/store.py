@@ -56,7 +56,7 @@ from warnings_svc.documents.texts import (
     clean_text,
     render_texts,
 )
-from warnings_svc.lifecycle import audit_log
+from warnings_svc.lifecycle import acknowledgement_steps, audit_log
 from warnings_svc.lifecycle.transitions import (
     CLOCK,
     Action,
@@ -73,7 +73,7 @@ from warnings_svc.lifecycle.transitions import (
     state_as_dict,
 )
 from warnings_svc.notify import notify
-from warnings_svc.settings import Settings, SettingsError, WarningSettings
+from warnings_svc.settings import AcknowledgementSettings, Settings, SettingsError, WarningSettings
 
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
@@ -169,6 +169,8 @@ class Issuing:
     # the targets of the area channels an issued version is put out to (the area outbox)
     area_targets: tuple[AreaTarget, ...] = ()
     budgets: Budgets = DEFAULT_BUDGETS
+    # acknowledgement deadlines (叫应): the levels that need them, the steps of the escalation
+    acknowledgements: AcknowledgementSettings = field(default_factory=AcknowledgementSettings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Issuing:
@@ -199,6 +201,7 @@ class Issuing:
                 for channel, name, levels in settings.dispatch.area_targets()
             ),
             budgets=dataclasses.replace(DEFAULT_BUDGETS, sms_full_segments=w.sms_segments),
+            acknowledgements=settings.acknowledgements,
         )
 
 
@@ -511,6 +514,10 @@ async def act(
                 msg_type=version.state.msg_type, hazard=version.state.hazard, level=version.state.level,
                 areas=version.content.areas, units=units, document=document, give_up_at=version.state.expires,
             )  # fmt: skip
+            # acknowledgement deadlines (叫应): the requests and first calls, or a Cancel closing them
+            await acknowledgement_steps.request_acknowledgements(
+                conn, ctx, version.warning_id, version.state.version, units, actor=actor.name, now=now
+            )
         else:
             stored = await _update_version(conn, version)
         await _face(conn, version)

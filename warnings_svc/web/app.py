@@ -10,6 +10,7 @@ from aiohttp import web
 
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.settings import Settings
+from warnings_svc.web.acknowledgements import setup_acknowledgements
 from warnings_svc.web.api.airings import setup_airings
 from warnings_svc.web.api.alert_stream import setup_alert_stream
 from warnings_svc.web.api.alerts import setup_alerts
@@ -105,6 +106,7 @@ def create_app(
     setup_partner_log(app)
     setup_airings(app)
     setup_subscriptions_api(app)
+    setup_acknowledgements(app)
     setup_auth(app)
     setup_console(app)
     app.router.add_static("/static", STATIC_DIR, name="static")

@@ -78,7 +78,9 @@ MAX_NEXT_CHARS = 2000
 _ANONYMOUS_ROUTES = frozenset({"static", "healthz", "readyz", "metrics"})
 # Unsafe routes that need no CSRF token (the origin check still applies): a stale login form in a second tab
 # must still work after logging in elsewhere, and logging in replaces the session anyway.
-_NO_CSRF_TOKEN_ROUTES = frozenset({"login_submit"})
+# The acknowledgement and relay pages and the partners' callback act on their link's token or signature, not
+# on the session: a logged-in browser opening an acknowledgement link must still work.
+_NO_CSRF_TOKEN_ROUTES = frozenset({"login_submit", "ack_submit", "relay_submit", "ack_callback"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -46,7 +46,7 @@ from warnings_svc.forecast.runs import (
     RunScorer,
     watch_inbox,
 )
-from warnings_svc.lifecycle import store
+from warnings_svc.lifecycle import acknowledgement_steps, store
 from warnings_svc.web.appkeys import (
     INBOX_DISK,
     ISSUING,
@@ -224,6 +224,25 @@ async def _expire_forever(app: web.Application) -> None:
             failing = True
 
 
+async def _acknowledgement_steps(app: web.Application) -> AsyncIterator[None]:
+    """Acknowledgements (叫应): the messages from phones handled and the due requests escalated, every
+    ``[acknowledgements] check_interval_s`` (`lifecycle.acknowledgement_steps`)."""
+    issuing = app[ISSUING]
+    held = app[RISK_DATABASE].held if RISK_DATABASE in app else (lambda: None)
+
+    async def units_of(conn: asyncpg.Connection) -> dict:
+        return await store.region_units_of(conn, issuing, held())
+
+    task = asyncio.create_task(
+        acknowledgement_steps.run_forever(app[POOL], issuing, units_of), name="acknowledgement-steps"
+    )
+    app[BACKGROUND_LOOPS].watch("acknowledgement-steps", task)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _database_watch(app: web.Application) -> AsyncIterator[None]:
     watch = app[DATABASE_WATCH]
     if EVENT_HUB in app:
@@ -256,7 +275,7 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
     run scoring (uploads).
 
     `singletons` (the only web process, or the primary of several) adds what must run once per service: the
-    expiry clock and, with `database_url`, the inbox watcher and, when configured embedded, the dispatcher."""
+    expiry clock, the acknowledgement steps and, with `database_url`, the inbox watcher and, when configured embedded, the dispatcher."""
     settings = app[SETTINGS]
     app.cleanup_ctx.append(_risk_map_renderer)
     app.cleanup_ctx.append(_risk_database_watcher)
@@ -268,6 +287,7 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
     app.on_shutdown.append(end_event_streams)
     if singletons:
         app.cleanup_ctx.append(_expiry_clock)
+        app.cleanup_ctx.append(_acknowledgement_steps)
     lane_url = database_url or settings.database_url  # tests give the URL in the settings only
     if lane_url is not None:
         app.cleanup_ctx.append(partial(_write_lane, database_url=lane_url))

@@ -23,6 +23,11 @@
 //        receipts_on "submitter"|"first"                a receipt goes back on the session its message came
 //                                                       on (the default, while that session is bound), or on
 //                                                       the first bound session of the system_id
+//   POST /mo       JSON {"source", "text", "destination"?, "data_coding"? 8|0, "udh_hex"?}: a mobile-originated
+//                  deliver_sm (esm_class 0, UCS2 by default) on the first bound session; until the ESME answers
+//                  it ESME_ROK it is sent again every mo_retry_ms (default 200; a refusal such as ESME_RX_T_APPN
+//                  or a session that ends), as SMSCs do. Answers {"queued": true}. Counters mo_sent, mo_acked,
+//                  mo_refused.
 //   POST /reset    clear faults, records and counters
 // Receipts whose session has gone are kept and sent on the next bind of the same system_id, as SMSCs do; so are
 // receipts sent and never answered with deliver_sm_resp when their session closes or the peer vanishes.
@@ -75,13 +80,24 @@ function defaultFaults() {
     receipt_tlvs: true,
     ignore_enquire_link: false,
     receipts_on: "submitter",
+    mo_retry_ms: 200,
   };
 }
 
 let faults = defaultFaults();
 let records = [];
 function freshCounters() {
-  return { submits: 0, receipts_sent: 0, receipts_acked: 0, receipts_requeued: 0, binds: 0, drops: 0 };
+  return {
+    submits: 0,
+    receipts_sent: 0,
+    receipts_acked: 0,
+    receipts_requeued: 0,
+    binds: 0,
+    drops: 0,
+    mo_sent: 0,
+    mo_acked: 0,
+    mo_refused: 0,
+  };
 }
 
 let counters = freshCounters();
@@ -192,6 +208,63 @@ function sendReceipt(options, submitter) {
   if (!sent) return keepForNextBind(options);
   target.unacked.set(pdu.sequence_number, options);
   counters.receipts_sent += 1;
+}
+
+// A message from a phone: sent on the first bound session, and again after mo_retry_ms until answered ESME_ROK
+// (kept for the next bind when no session is bound).
+let moGeneration = 0; // a reset forgets the messages from phones still being sent
+
+function sendMo(options) {
+  if (options.generation !== moGeneration) return;
+  const target = server.sessions.find((s) => canTake(s, options.system_id));
+  const retry = () => setTimeout(() => sendMo(options), faults.mo_retry_ms);
+  if (!target) return retry();
+  const { system_id, generation, ...fields } = options;
+  const pdu = new smpp.PDU("deliver_sm", fields);
+  let answered = false;
+  const sent = target.send(pdu, (resp) => {
+    answered = true;
+    if (resp.command_status === 0) {
+      counters.mo_acked += 1;
+    } else {
+      counters.mo_refused += 1;
+      retry();
+    }
+  });
+  counters.mo_sent += 1;
+  if (!sent) return retry();
+  // a session that ends with it unanswered: send it again, on whichever session is bound then
+  target.once("close", () => {
+    if (!answered) retry();
+  });
+}
+
+function moOptions(change) {
+  if (typeof change.source !== "string" || typeof change.text !== "string") {
+    throw new Error("source and text are required strings");
+  }
+  const dataCoding = change.data_coding === undefined ? 8 : change.data_coding;
+  let octets;
+  if (dataCoding === 8) {
+    octets = Buffer.from(change.text, "utf16le");
+    octets.swap16();
+  } else {
+    octets = Buffer.from(change.text, "latin1");
+  }
+  let esmClass = 0;
+  if (change.udh_hex) {
+    octets = Buffer.concat([Buffer.from(change.udh_hex, "hex"), octets]);
+    esmClass = 0x40;
+  }
+  return {
+    system_id: SYSTEM_ID,
+    generation: moGeneration,
+    source_addr: change.source,
+    destination_addr: change.destination || "12121",
+    esm_class: esmClass,
+    data_coding: dataCoding,
+    short_message: octets,
+  };
 }
 
 // A session that ended (unbind, drop, vanished peer) never answered these: send them again, as SMSCs do.
@@ -330,8 +403,13 @@ const control = http.createServer(async (req, res) => {
       faults = { ...faults, ...change };
       return reply(200, faults);
     }
+    if (req.method === "POST" && url.pathname === "/mo") {
+      sendMo(moOptions(JSON.parse((await readBody(req)) || "{}")));
+      return reply(200, { queued: true });
+    }
     if (req.method === "POST" && url.pathname === "/reset") {
       faults = defaultFaults();
+      moGeneration += 1;
       records = [];
       counters = freshCounters();
       destinations.clear();

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from warnings_svc.web.appkeys import SETTINGS
 from warnings_svc.web.console.departments import setup_departments
+from warnings_svc.web.console.acknowledgements import console_call_list
 from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
@@ -56,6 +57,7 @@ def setup_console(app: web.Application) -> None:
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
     setup_departments(app)
     setup_partners_page(app)
+    app.router.add_get("/console/acknowledgements", console_call_list, name="console_call_list")
     setup_events(app)
 
 

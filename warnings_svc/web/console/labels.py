@@ -243,6 +243,12 @@ AUDIT_ACTIONS: dict[str, Message] = {
     "update": N_("audit action", "superseded by an Update"),
     "cancel": N_("audit action", "cancelled"),
     "expire": N_("audit action", "expired"),
+    "acknowledgement_call": N_("audit action", "asked a department to acknowledge"),
+    "acknowledgement_escalated": N_("audit action", "escalated an acknowledgement"),
+    "acknowledgement_closed": N_("audit action", "closed an acknowledgement request"),
+    "acknowledgement_call_outcome": N_("audit action", "noted a call that reached nobody"),
+    "acknowledged": N_("audit action", "acknowledged"),
+    "relay_report": N_("audit action", "a relayer reported"),
 }
 VULNERABLE_NAMES: dict[str, Message] = {
     "elderly_65plus": N_("vulnerable group", "people aged 65+"),

@@ -44,5 +44,17 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/console/acknowledgements": {
+        "get": {
+            "summary": "The duty officer's call list: acknowledgements overdue after every step, with the numbers "
+            "of each duty chain (HTML; login required)",
+            "parameters": [_LANG],
+            "security": [{"session": []}],
+            "responses": {
+                "200": {"description": "The call list", "content": _HTML},
+                "303": {"description": "Not logged in: on to /console/login?next=..."},
+            },
+        }
+    },
     **EVENTS_OPENAPI_PATHS,
 }

@@ -16,6 +16,7 @@ from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import AreaTarget
 from warnings_svc.dissemination.partners import registry
 from warnings_svc.dissemination.partners.registry import DepartmentChain
+from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.documents.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import audit_log, store
@@ -23,6 +24,7 @@ from warnings_svc.lifecycle.audit import AuditEntry
 from warnings_svc.lifecycle.transitions import Action, ApprovalPolicy, WarningStatus, second_person_levels
 from warnings_svc.vocabulary import HAZARD_LEVELS, LEVELS
 from warnings_svc.web.appkeys import ISSUING, POOL
+from warnings_svc.web.console.acknowledgements import acknowledgement_rows
 from warnings_svc.web.console.labels import (
     AUDIT_ACTIONS,
     CHANNEL_NAMES,
@@ -75,10 +77,15 @@ async def console_warning(request: web.Request) -> web.Response:
             conn, hazard=s.hazard, level=s.level, areas=latest.content.areas, units=view.units
         )
         registry_empty = not called and not await registry.has_departments(conn)
+        acknowledged = await acks.requests_of(
+            conn, now=datetime.now(UTC), steps=ctx.acknowledgements.steps, warning_id=warning_id
+        )
     texts = await warning_texts(ctx, latest, view, rendered)
     context = warning_context(
         page, view, versions, audit, proposal, texts, called, ctx.policy, registry_empty=registry_empty
     )
+    context["acknowledgements"] = acknowledgement_rows(page, acknowledged)
+    context["call_list_url"] = page.url("/console/acknowledgements")
     goes = {f"{t.channel}/{t.name}" for t in store.area_targets_of(ctx, latest)}
     context["public_channels"] = public_channels(
         page, ctx.area_targets, goes, latest, progress, terminals, context["impact"]["population"]

@@ -34,8 +34,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from warnings_svc.web.appkeys import SETTINGS
-from warnings_svc.web.console.departments import setup_departments
 from warnings_svc.web.console.acknowledgements import console_call_list
+from warnings_svc.web.console.departments import setup_departments
 from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS

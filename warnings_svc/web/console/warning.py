@@ -14,9 +14,9 @@ from aiohttp import web
 from risk_zoning.unit_tree import inside_any
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.dissemination.partners import registry
 from warnings_svc.dissemination.partners.registry import DepartmentChain
-from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.documents.texts import DEFAULT_BUDGETS, TextsError, cbs_pages, sms_length, sms_segments
 from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import audit_log, store

@@ -191,6 +191,9 @@ async def test_email_and_sms_subscriptions_through_a_real_smtp_server_and_smsc(
         await wait_until(lambda: _attempted(conn, mail.id), 10, "a failed attempt while the server is down")
         smtp_server.start()
         await wait_until(lambda: _delivered(conn, mail.id), 10, "the email once the server is back")
+        # a reply from a phone on the partner dispatcher's own bind is stored, not left unanswered
+        smsc.send_mo("+8613900001111", "收到 1234")
+        await wait_until(lambda: _inbound(conn, "partners"), 10, "the reply stored")
     (got,) = smtp_server.messages()
     assert got.rcpt_tos == ("duty@water.example.org",)
     assert "预警" in str(got.email["Subject"])
@@ -205,6 +208,14 @@ async def test_email_and_sms_subscriptions_through_a_real_smtp_server_and_smsc(
     assert {s["destination_addr"] for s in submitted} == {"+8613900001111"}
     assert all(s["registered_delivery"] == 0 for s in submitted)  # no receipts asked for
     assert "预警" in "".join(s["text"] for s in submitted)
+
+
+async def _inbound(conn, endpoint: str) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM svc.inbound_sms WHERE endpoint = $1 AND text = '收到 1234'", endpoint
+        )
+    )
 
 
 async def _attempted(conn, subscription_id: int) -> bool:  # type: ignore[no-untyped-def]

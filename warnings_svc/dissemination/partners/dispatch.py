@@ -46,7 +46,7 @@ from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
 from channels.webhooks.client import WebhookChannel
 from warnings_svc.dissemination.dispatcher import smpp_settings
-from warnings_svc.dissemination.partners import outbox
+from warnings_svc.dissemination.partners import inbound, outbox
 from warnings_svc.dissemination.partners.outbox import AttemptRecord, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 from warnings_svc.dissemination.worker import OutboxWorker
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 86_400.0
 RECORD_EVERY_S = 0.05  # finished attempts are stored together at most this often
 RECORD_BATCH = 500
+PARTNER_SMS_ENDPOINT = "partners"  # the partner dispatcher's own SMS bind, as messages from phones name it
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,6 @@ class PartnerDispatcher(OutboxWorker):
         options: PartnerDispatchOptions | None = None,
         *,
         metrics: PartnerMetrics | None = None,
-        extra_loops: Mapping[str, Callable[[asyncio.Event], Awaitable[None]]] | None = None,
     ) -> None:
         self.options = options or PartnerDispatchOptions()
         super().__init__(pool, database_url, self.options.poll_s)
@@ -226,7 +226,6 @@ class PartnerDispatcher(OutboxWorker):
         self.counters = PartnerCounters()
         self.loop_failures = self.counters.loop_failures
         self._wake = {name: asyncio.Event() for name in self.channels}
-        self._extra = dict(extra_loops or {})
         self._flush = asyncio.Event()  # set when stopping: the recorders store what is left and end
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -237,8 +236,11 @@ class PartnerDispatcher(OutboxWorker):
         }
         for name, adapter in self.channels.items():
             loops[f"sender {name}"] = partial(self._send, stop, name, adapter)
-        for name, loop in self._extra.items():
-            loops[name] = partial(loop, stop)
+        for name, adapter in self.channels.items():
+            if isinstance(adapter, SmsPartnerChannel):  # replies to calls may come back on this bind too
+                loops[f"inbound {name}"] = partial(
+                    inbound.store_inbound, self.pool, PARTNER_SMS_ENDPOINT, adapter.sms
+                )
         for adapter in self.channels.values():
             if isinstance(adapter, KeepsALink):  # its link comes up now, not on the first message
                 adapter.start()
@@ -398,6 +400,8 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
         )  # fmt: skip
     if settings.dispatch.sms:
         smpp = dataclasses.replace(smpp_settings(settings.dispatch.sms[0]), binds=1, registered_delivery=0)
+        if settings.acknowledgements.reply_number:  # the number responsible people reply to
+            smpp = dataclasses.replace(smpp, source_addr=settings.acknowledgements.reply_number)
         found["sms"] = SmsPartnerChannel(SmsChannel(smpp))
     return found
 

@@ -31,8 +31,6 @@ Decisions where the issue is silent:
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 import unicodedata
@@ -58,13 +56,13 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from risk_zoning import BEIJING, HAZARD_NAMES, HAZARDS
 from risk_zoning.store import UnitRecord, region_units
 from risk_zoning.unit_tree import ancestors, geocode, same_or_nested
+from warnings_svc.dissemination import csv_files
 from warnings_svc.documents.texts import LANGUAGES
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 80
 MAX_GROUP_CHARS = 80
-MAX_CSV_BYTES = 64 * 1024 * 1024  # ~500,000 rows; a bigger file is split by whoever exports it
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("name", "phone", "areas", "roles")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
@@ -560,80 +558,23 @@ def _problem(error: ErrorDetails, fields: Mapping[str, str]) -> tuple[str, str, 
 
 
 def read_csv_text(path: Path) -> str:
-    """The text of a CSV file in UTF-8 (a BOM is fine), else `RecipientError` in one line; a GBK file is
-    named as such so whoever exported it knows what to change."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_CSV_BYTES:
-            raise RecipientError(f"{path}: {size} bytes, more than the {MAX_CSV_BYTES} an import takes")
-        data = path.read_bytes()
-    except OSError as e:
-        raise RecipientError(f"{path}: {e.strerror or e}") from e
-    return decode_csv(data, str(path))
+    """The text of a CSV file in UTF-8 (a BOM is fine), else `RecipientError` in one line (`csv_files`)."""
+    return csv_files.read_csv_text(path, RecipientError)
 
 
 def decode_csv(data: bytes, name: str = "CSV") -> str:
     """Bytes of a CSV file as text: UTF-8 with or without a BOM; `RecipientError` for anything else."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        try:
-            data.decode("gb18030")
-        except UnicodeDecodeError:
-            raise RecipientError(f"{name}: not UTF-8 text (bad byte at offset {e.start})") from None
-        raise RecipientError(
-            f"{name}: the file is GBK (GB 18030) encoded; save it as UTF-8 (CSV UTF-8 in Excel) and import again"
-        ) from None
+    return csv_files.decode_csv(data, name, RecipientError)
 
 
 def parse_csv(text: str, name: str = "CSV") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header and the rows of CSV text, each row with its first line number; blank rows are skipped.
-
-    `RecipientError` when the text is empty, has no recognised header (required: name, phone, areas,
-    roles), names an unknown or repeated column, or is not CSV at all. A row with more fields than the
-    header comes back with the extra fields under ``""``, to be rejected.
-    """
-    if "\0" in text:
-        raise RecipientError(f"{name}: not CSV text (it holds NUL characters, like a binary file)")
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    header: list[str] | None = None
-    rows: list[tuple[int, dict[str, str]]] = []
-    line = 1
-    try:
-        for record in reader:
-            start, line = line, reader.line_num + 1
-            if not any(field.strip() for field in record):
-                continue
-            if header is None:
-                header = _check_header([field.strip().lower() for field in record], name)
-                continue
-            row = dict(zip(header, record, strict=False))
-            if len(record) > len(header):
-                row[""] = ",".join(record[len(header) :])
-            rows.append((start, row))
-    except csv.Error as e:
-        raise RecipientError(f"{name}: not CSV at line {reader.line_num} ({e})") from None
-    if header is None:
-        raise RecipientError(f"{name}: empty; the first line names the columns ({', '.join(COLUMNS)})")
-    return header, rows
-
-
-def _check_header(header: list[str], name: str) -> list[str]:
-    unknown = [c for c in header if c not in COLUMNS]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if unknown or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing column(s) {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown column(s) {', '.join(repr(c[:30]) for c in unknown)}")
-        raise RecipientError(
-            f"{name}: not a recipients CSV: {'; '.join(parts)} (columns: {', '.join(COLUMNS)})"
-        )
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise RecipientError(f"{name}: column(s) {', '.join(repeated)} given twice")
-    return header
+    """The header and the rows of recipients CSV text, each row with its first line number; blank rows are
+    skipped. `RecipientError` when the text is empty, has no recognised header (required: name, phone,
+    areas, roles), names an unknown or repeated column, or is not CSV at all. A row with more fields than the
+    header comes back with the extra fields under ``""``, to be rejected."""
+    return csv_files.parse_rows(
+        text, name, kind="recipients", columns=COLUMNS, required=REQUIRED_COLUMNS, error=RecipientError
+    )
 
 
 def check_rows(

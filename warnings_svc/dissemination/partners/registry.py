@@ -25,8 +25,6 @@ carry the same fields and go through the same check. Decisions where the issue i
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -44,13 +42,12 @@ from pydantic_core import ErrorDetails
 from risk_zoning import HAZARD_NAMES, HAZARDS
 from risk_zoning.store import UnitRecord, region_units
 from risk_zoning.unit_tree import ancestors, geocode_ancestors
+from warnings_svc.dissemination import csv_files
 from warnings_svc.dissemination.recipients import (
     RecipientError,
     Rejection,
     check_phone,
-    decode_csv,
     full_code,
-    read_csv_text,
 )
 from warnings_svc.vocabulary import LEVEL_NAMES, LEVELS
 
@@ -542,59 +539,24 @@ def parse_csv(text: str, name: str = "CSV") -> tuple[list[str], list[tuple[int, 
     """The header and the rows of departments CSV text, each row with its first line number; blank lines and
     comment lines (first field starting with ``#``) are skipped. `DepartmentError` when the text is empty,
     lacks a required column, names an unknown or repeated one, or is not CSV at all."""
-    if "\0" in text:
-        raise DepartmentError(f"{name}: not CSV text (it holds NUL characters, like a binary file)")
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    header: list[str] | None = None
-    rows: list[tuple[int, dict[str, str]]] = []
-    line = 1
-    try:
-        for record in reader:
-            start, line = line, reader.line_num + 1
-            if not any(f.strip() for f in record) or record[0].lstrip().startswith("#"):
-                continue
-            if header is None:
-                header = _check_header([f.strip().lower() for f in record], name)
-                continue
-            row = dict(zip(header, record, strict=False))
-            if len(record) > len(header):
-                row[""] = ",".join(record[len(header) :])
-            rows.append((start, row))
-    except csv.Error as e:
-        raise DepartmentError(f"{name}: not CSV at line {reader.line_num} ({e})") from None
-    if header is None:
-        raise DepartmentError(f"{name}: empty; the first line names the columns ({', '.join(COLUMNS)})")
-    return header, rows
-
-
-def _check_header(header: list[str], name: str) -> list[str]:
-    unknown = [c for c in header if c not in COLUMNS]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if unknown or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing column(s) {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown column(s) {', '.join(repr(c[:30]) for c in unknown)}")
-        raise DepartmentError(
-            f"{name}: not a departments CSV: {'; '.join(parts)} (columns: {', '.join(COLUMNS)})"
-        )
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise DepartmentError(f"{name}: column(s) {', '.join(repeated)} given twice")
-    return header
+    return csv_files.parse_rows(
+        text,
+        name,
+        kind="departments",
+        columns=COLUMNS,
+        required=REQUIRED_COLUMNS,
+        comments=True,
+        error=DepartmentError,
+    )
 
 
 def read_departments_csv(source: Path | str | bytes) -> tuple[str, str]:
     """(name for messages, text) of a CSV given as a path, bytes or text; `DepartmentError` in one line when
     it cannot be read as UTF-8 text."""
-    try:
-        if isinstance(source, Path):
-            return str(source), read_csv_text(source)
-        if isinstance(source, bytes):
-            return "CSV", decode_csv(source)
-    except RecipientError as e:
-        raise DepartmentError(str(e)) from None
+    if isinstance(source, Path):
+        return str(source), csv_files.read_csv_text(source, DepartmentError)
+    if isinstance(source, bytes):
+        return "CSV", csv_files.decode_csv(source, "CSV", DepartmentError)
     return "CSV", source
 
 

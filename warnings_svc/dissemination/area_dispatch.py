@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import random
-import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import LEVEL_ORDER
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
+from warnings_svc.dissemination.keys import kept_secret
 from warnings_svc.dissemination.policy import backoff_delay
 from warnings_svc.dissemination.worker import OutboxWorker
 from warnings_svc.settings import DispatchSettings, Settings
@@ -78,14 +78,7 @@ class AreaDispatchOptions:
 def airing_secret(data_dir: Path) -> bytes:
     """The secret of the broadcasters' confirmation links: made once (32 random bytes) in `data_dir/keys`, kept
     across restarts so links sent before one still work."""
-    path = data_dir / "keys" / "airing-confirm.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    return kept_secret(data_dir, "airing-confirm.key")
 
 
 def area_targets_from_settings(settings: Settings) -> dict[tuple[str, str], AreaChannel]:

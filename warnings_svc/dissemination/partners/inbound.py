@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +36,7 @@ import asyncpg
 from channels.smpp.mobile import InboundBatch, InboundSms
 from risk_zoning.store import UnitRecord
 from risk_zoning.unit_tree import ancestors, geocode_ancestors
+from warnings_svc.dissemination.keys import kept_secret
 from warnings_svc.dissemination.partners import acknowledgements as acks
 
 log = logging.getLogger(__name__)
@@ -317,14 +315,7 @@ RELAY_KEY_FILE = "relay-link.key"
 def relay_secret(data_dir: Path) -> bytes:
     """The secret of relayers' standing links: made once (32 random bytes) in `data_dir/keys`, kept across
     restarts so links given out before one still work."""
-    path = data_dir / "keys" / RELAY_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    return kept_secret(data_dir, RELAY_KEY_FILE)
 
 
 def relay_token(secret: bytes, recipient_id: int) -> str:

@@ -40,10 +40,15 @@ def test_the_smoke_run_ingests_issues_dispatches_and_reports_in_json(smsc: Any) 
         "share": 1.0,
         "public_coverage": None,
     }
-    # what the SMSC received: every person texted, all of their segments, once
-    per_phone = Counter(r["destination_addr"] for r in smsc.accepted())
+    # what the SMSC received: every person texted, all of their segments, once; and, on the partner
+    # dispatcher's own bind, one acknowledgement call to each duty contact the warning calls
+    accepted = smsc.accepted()
+    per_phone = Counter(r["destination_addr"] for r in accepted if r["registered_delivery"] == 1)
     assert len(per_phone) == delivered
     assert sum(per_phone.values()) == summary["dispatch"]["segments"]
+    calls = [r for r in accepted if r["registered_delivery"] == 0]
+    assert len({r["destination_addr"] for r in calls}) == summary["departments"]["called"]
+    assert all("请确认收到" in r["text"] for r in calls if not r["udh_hex"] or r["udh_hex"].endswith("01"))
 
 
 def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> None:
@@ -91,7 +96,20 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
         == received["webhooks_verified"]
         == partners["deliveries"]["webhook"]["delivered"]
     )
-    assert received["emails"] == received["emails_with_cap"] == partners["deliveries"]["email"]["delivered"]
+    assert (
+        received["emails_with_cap"]
+        == partners["deliveries"]["email"]["delivered"] + received["calls_received"]
+    )
+    # the orange warning asks the departments it calls to acknowledge (叫应): the simulated duty contacts
+    # answer four calls in five by SMS reply, the others wait to be escalated
+    acks = summary["acknowledgements"]
+    assert acks["requests"] == summary["departments"]["called"] == acks["calls_by_email"] > 0
+    assert (
+        acks["by_state"]["acknowledged"]
+        == acks["acknowledged_via"]["sms"]
+        == acks["replies_from_simulated_contacts"]
+    )
+    assert acks["by_state"]["waiting"] == acks["requests"] - acks["replies_from_simulated_contacts"] > 0
 
 
 def test_without_the_simulated_peers_the_smoke_run_leaves_the_area_channels_out() -> None:

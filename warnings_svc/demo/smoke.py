@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from warnings_svc.dissemination.partners.dispatch import (
 )
 from warnings_svc.dissemination.terminals import register_terminals
 from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailable
+from warnings_svc.lifecycle import acknowledgement_steps
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
 from warnings_svc.settings import Settings
@@ -110,6 +112,10 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
                 step = "partners"
                 summary["partners"] = await _send_to_partners(
                     pool, url, settings, summary["warning"]["id"], stage
+                )
+                step = "acknowledgements"
+                summary["acknowledgements"] = await _acknowledgements(
+                    pool, settings, summary["warning"]["id"], stage
                 )
             if sms:
                 step = "dispatch"
@@ -232,7 +238,7 @@ async def _send_to_partners(
         while time.monotonic() - started < AREA_TIMEOUT_S:
             if task.done():
                 raise SmokeFailed(f"the partner dispatcher stopped: {task.exception() or 'without an error'}")
-            states = await _partner_states(pool, warning_id)
+            states = await _partner_states(pool, warning_id, dispatcher.channels)
             if not states.get("pending") and not states.get("sending"):
                 break
             await asyncio.sleep(0.2)
@@ -249,7 +255,7 @@ async def _send_to_partners(
     by_channel: dict[str, dict[str, int]] = {}
     for r in rows:
         by_channel.setdefault(r["channel"], {})[r["state"]] = r["n"]
-    states = await _partner_states(pool, warning_id)
+    states = await _partner_states(pool, warning_id, dispatcher.channels)
     if states.get("pending") or states.get("sending"):
         raise SmokeFailed(f"partner deliveries not settled within {AREA_TIMEOUT_S:.0f} s: {states}")
     return {
@@ -259,11 +265,45 @@ async def _send_to_partners(
     }
 
 
-async def _partner_states(pool: asyncpg.Pool, warning_id: int) -> dict[str, int]:
+async def _acknowledgements(
+    pool: asyncpg.Pool, settings: Settings, warning_id: int, stage: DemoStage
+) -> dict[str, Any]:
+    """The simulated duty contacts answer the calls that reached them (four in five, by SMS reply); the
+    replies are handled as the service handles them, and the warning's requests are reported by state."""
+    ctx = ws.Issuing.from_settings(settings)
+    async with pool.acquire() as conn:
+        units = await region_units(conn, settings.region)
+        replies = await stage.partners.reply_to_calls(conn)
+        await acknowledgement_steps.handle_messages(conn, ctx, units, now=datetime.now(UTC))
+        rows = await conn.fetch(
+            """SELECT state, via, count(*) AS n FROM svc.ack_request WHERE warning_id = $1
+               GROUP BY state, via ORDER BY 1, 2""",
+            warning_id,
+        )
+    by_state: dict[str, int] = {}
+    by_via: dict[str, int] = {}
+    for r in rows:
+        by_state[r["state"]] = by_state.get(r["state"], 0) + r["n"]
+        if r["via"]:
+            by_via[r["via"]] = by_via.get(r["via"], 0) + r["n"]
+    return {
+        "requests": sum(by_state.values()),
+        "by_state": by_state,
+        "acknowledged_via": by_via,
+        "calls_by_email": len(stage.partners.inbox.calls),
+        "replies_from_simulated_contacts": replies,
+    }
+
+
+async def _partner_states(pool: asyncpg.Pool, warning_id: int, channels: Iterable[str]) -> dict[str, int]:
+    """The warning's partner deliveries by state, on the channels the smoke has (without an SMSC the calls
+    by SMS wait for one)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT state, count(*) AS n FROM svc.partner_delivery WHERE warning_id = $1 GROUP BY state",
+            """SELECT state, count(*) AS n FROM svc.partner_delivery
+               WHERE warning_id = $1 AND channel = ANY ($2::text[]) GROUP BY state""",
             warning_id,
+            list(channels),
         )
     return {r["state"]: r["n"] for r in rows}
 

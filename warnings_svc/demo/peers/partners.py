@@ -7,9 +7,11 @@ demo peer in its logs; nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -26,6 +28,11 @@ from warnings_svc.dissemination.partners import subscriptions as subs
 from warnings_svc.settings import PartnerSettings, SmtpSettings
 
 log = logging.getLogger(__name__)
+
+# "回复 1234 确认，或打开 https://.../ack/TOKEN": the short code and the one-time link of a call
+CALL_TEXT = re.compile(r"回复 (?P<code>[0-9]{4,8}) 确认(?:，或打开 (?P<link>\S+))?")
+ANSWER_EVERY = 5  # the simulated duty contacts answer four calls in five; the fifth is left to escalate
+DEMO_PHONES = "demo-phones"  # the endpoint name of replies the demo hands in without an SMSC
 
 DEMO_OWNER = "demo-partners"
 PARTNER_TOPIC_PREFIX = "wuhai/partners"
@@ -47,6 +54,9 @@ class PartnerInbox:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     emails: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)  # webhook path -> whsec_
+    # acknowledgement calls that reached a duty contact's mailbox: their address, short code and link
+    calls: list[dict[str, str]] = field(default_factory=list)
+    answered: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -54,6 +64,7 @@ class PartnerInbox:
             "webhooks_verified": sum(1 for w in self.webhooks if w["verified"]),
             "emails": len(self.emails),
             "emails_with_cap": sum(1 for e in self.emails if e["cap"]),
+            "calls_received": len(self.calls),
         }
 
 
@@ -64,8 +75,13 @@ class _MailHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         parsed = message_from_bytes(envelope.original_content or b"", policy=policy.default)
         cap = any(p.get_content_type() == "application/cap+xml" for p in parsed.iter_attachments())  # type: ignore[attr-defined]
+        body = parsed.get_body(("plain",))  # type: ignore[attr-defined]
+        text = body.get_content() if body is not None else ""
+        call = CALL_TEXT.search(text)
         for rcpt in envelope.rcpt_tos:
             self.inbox.emails.append({"to": rcpt, "subject": str(parsed["Subject"]), "cap": cap})
+            if call is not None:  # an acknowledgement call (叫应) to a simulated duty contact
+                self.inbox.calls.append({"to": rcpt, "code": call["code"], "link": call["link"] or ""})
         return "250 OK"
 
 
@@ -140,6 +156,40 @@ class DemoPartners:
             await asyncio.to_thread(self._smtp.stop)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def reply_to_calls(self, conn: asyncpg.Connection) -> int:
+        """The simulated duty contacts answer the calls that reached their mailboxes, by an SMS reply with the
+        short code: handed in where the SMSC's messages from phones land (`svc.inbound_sms`), as the demo
+        may have no SMSC. Four in five answer; how many replies were handed in."""
+        replies = 0
+        for n, call in enumerate(self.inbox.calls[self.inbox.answered :], start=self.inbox.answered):
+            if n % ANSWER_EVERY == ANSWER_EVERY - 1:
+                continue
+            phone = await conn.fetchval(
+                "SELECT phone FROM svc.duty_person WHERE email = $1 LIMIT 1", call["to"]
+            )
+            if phone is not None:
+                await conn.execute(
+                    "INSERT INTO svc.inbound_sms (endpoint, source, text) VALUES ($1, $2, $3)",
+                    DEMO_PHONES,
+                    phone,
+                    f"收到{call['code']}",
+                )
+                replies += 1
+        self.inbox.answered = len(self.inbox.calls)
+        return replies
+
+    async def open_call_links(self, session: Any) -> int:
+        """The simulated duty contacts open the links of the calls that reached their mailboxes (the
+        running demo serves them), four in five; how many were opened."""
+        opened = 0
+        for n, call in enumerate(self.inbox.calls[self.inbox.answered :], start=self.inbox.answered):
+            if n % ANSWER_EVERY != ANSWER_EVERY - 1 and call["link"]:
+                with contextlib.suppress(Exception):  # a demo peer: the service says what it made of it
+                    async with session.post(call["link"]) as answer:
+                        opened += answer.status == 200
+        self.inbox.answered = len(self.inbox.calls)
+        return opened
 
     async def subscribe(self, conn: asyncpg.Connection, region: str) -> list[dict[str, Any]]:
         """The demo's subscriptions, made afresh at every start (the endpoint is new, and so are its secrets);

@@ -11,6 +11,7 @@ and the stage never share a loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
@@ -49,6 +50,7 @@ TARGET = "terminals"
 START_TIMEOUT_S = 15.0
 SIMULATOR_TOKEN = "simulator-token"  # the simulators' bearer token (loopback only, made-up peers)
 PLATFORM_TERMINALS_PER_TOWN = 10  # the platform's own loudspeakers per town (a demo assumption)
+CALL_ANSWER_DELAY_S = 20.0  # how long the simulated duty contacts take to open a call's link
 AUDIENCE_SHARE = 0.3  # the demo TV station's share of the people who see a crawl (a demo assumption)
 
 
@@ -199,12 +201,27 @@ class DemoStageThread:
         self.stage = DemoStage()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="demo-stage", daemon=True)
+        self._answering: concurrent.futures.Future[None] | None = None
 
     def start(self) -> DemoStage:
-        """Start the broker; returns once it listens."""
+        """Start the broker; returns once it listens. The simulated duty contacts then answer the calls that
+        reach their mailboxes by opening the link in them."""
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.stage.__aenter__(), self._loop).result(START_TIMEOUT_S)
+        self._answering = asyncio.run_coroutine_threadsafe(self._answer_calls(), self._loop)
         return self.stage
+
+    async def _answer_calls(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await asyncio.sleep(CALL_ANSWER_DELAY_S)
+                opened = await self.stage.partners.open_call_links(session)
+                if opened:
+                    log.info(
+                        "simulated duty contacts acknowledged calls by their links", extra={"opened": opened}
+                    )
 
     def populate(self, units: dict[str, UnitRecord]) -> None:
         """`DemoStage.populate` in the stage's thread."""
@@ -224,6 +241,8 @@ class DemoStageThread:
         """Stop the stage quietly: it stops after the service, whose last line (a reason to exit, say) must stay
         the last."""
         logging.getLogger("warnings_svc.demo.peers").setLevel(logging.WARNING)
+        if self._answering is not None:
+            self._answering.cancel()
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self.stage.__aexit__(None, None, None), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

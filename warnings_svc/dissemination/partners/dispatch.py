@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,7 @@ from channels.smpp.partner import SmsPartnerChannel
 from channels.webhooks.client import WebhookChannel
 from warnings_svc.dissemination.dispatcher import smpp_settings
 from warnings_svc.dissemination.partners import inbound, outbox
-from warnings_svc.dissemination.partners.outbox import AttemptRecord, PartnerClaim
+from warnings_svc.dissemination.partners.outbox import AttemptRecord, IssuedDocument, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 from warnings_svc.dissemination.worker import OutboxWorker
 from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
@@ -55,8 +56,9 @@ from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 86_400.0
-RECORD_EVERY_S = 0.05  # finished attempts are stored together at most this often
+RECORD_EVERY_S = 0.02  # finished attempts are stored together at most this often
 RECORD_BATCH = 500
+DOCUMENTS_KEPT = 64  # issued versions whose documents a dispatcher keeps in memory
 PARTNER_SMS_ENDPOINT = "partners"  # the partner dispatcher's own SMS bind, as messages from phones name it
 
 
@@ -136,17 +138,24 @@ def _expired(error: str) -> str:
     return f"{' '.join(error.split())[:400]}; no attempt left before the warning expires"
 
 
-def message_of(claim: PartnerClaim, timestamp: int) -> PartnerMessage:
-    """The message an attempt sends: the JSON document as issued, the CAP document, the texts."""
-    body = _body(claim.payload_json)
-    identifier = claim.identifier or claim.message_id
+def message_of(claim: PartnerClaim, document: IssuedDocument, timestamp: int) -> PartnerMessage:
+    """The message an attempt sends: the version's JSON document and CAP document as issued, and the text for
+    people (an acknowledgement call's own, the SMS text on the SMS channel, else the document's)."""
+    if claim.call is not None:
+        subject, text = str(claim.call.get("subject", "")), str(claim.call.get("text", ""))
+        body = _body(json.dumps(claim.call.get("payload") or {}, ensure_ascii=False))
+    else:
+        subject = document.subject
+        text = document.sms_text if claim.channel == "sms" else document.text
+        body = _body(document.payload_json)
+    identifier = document.identifier or claim.message_id
     return PartnerMessage(
         message_id=claim.message_id,
         address=claim.address,
         body=body,
-        cap_xml=claim.cap_xml,
-        subject=claim.subject,
-        text=claim.text,
+        cap_xml=document.cap_xml,
+        subject=subject,
+        text=text,
         timestamp=timestamp,
         secrets=claim.secrets,
         cap_filename=f"{identifier.replace(':', '_').replace('/', '_')[:100]}.cap.xml",
@@ -226,6 +235,7 @@ class PartnerDispatcher(OutboxWorker):
         self.counters = PartnerCounters()
         self.loop_failures = self.counters.loop_failures
         self._wake = {name: asyncio.Event() for name in self.channels}
+        self._documents: OrderedDict[tuple[int, int], IssuedDocument] = OrderedDict()
         self._flush = asyncio.Event()  # set when stopping: the recorders store what is left and end
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -281,9 +291,9 @@ class PartnerDispatcher(OutboxWorker):
             in_flight.discard(task)
             slot_freed.set()
 
-        async def attempt(claim: PartnerClaim) -> None:
+        async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
             async with slots:
-                done.append(await self._attempt(name, adapter, claim))
+                done.append(await self._attempt(name, adapter, claim, document))
 
         try:
             while not stop.is_set():
@@ -301,8 +311,9 @@ class PartnerDispatcher(OutboxWorker):
                 )
                 if claimed is None:
                     break
+                documents = await self._documents_for(claimed)
                 for claim in claimed:
-                    task = asyncio.create_task(attempt(claim))
+                    task = asyncio.create_task(attempt(claim, documents[claim.warning_id, claim.version]))
                     in_flight.add(task)
                     task.add_done_callback(finished)
                 if not claimed:
@@ -319,6 +330,25 @@ class PartnerDispatcher(OutboxWorker):
                 await asyncio.gather(*in_flight, return_exceptions=True)
             self._flush.set()
             await recorder
+
+    async def _documents_for(self, claimed: list[PartnerClaim]) -> dict[tuple[int, int], IssuedDocument]:
+        """The issued documents of the claimed deliveries' versions: read once per version and kept (they
+        never change), the most recent `DOCUMENTS_KEPT`."""
+        found = {}
+        for key in {(c.warning_id, c.version) for c in claimed}:
+            document = self._documents.get(key)
+            if document is None:
+                document = await self._db(
+                    "issued documents",
+                    None,
+                    partial(outbox.issued_document, warning_id=key[0], version=key[1]),
+                )
+                assert document is not None  # waited for while the database is away
+                self._documents[key] = document
+                while len(self._documents) > DOCUMENTS_KEPT:
+                    self._documents.popitem(last=False)
+            found[key] = document
+        return found
 
     async def _record(self, name: str, done: list[AttemptRecord], stop: asyncio.Event) -> None:
         """Store finished attempts in batches (every few milliseconds while they come), until stopped and
@@ -343,11 +373,13 @@ class PartnerDispatcher(OutboxWorker):
                             len(batch) - kept, name)  # fmt: skip
             await asyncio.sleep(RECORD_EVERY_S)
 
-    async def _attempt(self, name: str, adapter: PartnerChannel, claim: PartnerClaim) -> AttemptRecord:
+    async def _attempt(
+        self, name: str, adapter: PartnerChannel, claim: PartnerClaim, document: IssuedDocument
+    ) -> AttemptRecord:
         started_at = datetime.now(UTC)
         began = time.monotonic()
         try:
-            result = await adapter.deliver(message_of(claim, int(time.time())))
+            result = await adapter.deliver(message_of(claim, document, int(time.time())))
         except Exception as e:  # an adapter must not raise; if one does, the attempt failed for now
             log.error("partner dispatch: the %s adapter raised %s", name, type(e).__name__)
             result = PartnerResult(

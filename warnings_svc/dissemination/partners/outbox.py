@@ -171,12 +171,42 @@ class PartnerClaim:
     message_id: str
     attempts: int  # including this one
     give_up_at: datetime
-    payload_json: str  # the JSON document, as stored
+    call: (
+        dict[str, Any] | None
+    )  # an acknowledgement call's own text ({"subject", "text"}); None: the document
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedDocument:
+    """What every delivery of one issued version sends (immutable once issued: read once per version)."""
+
+    identifier: str
+    payload_json: str  # the partner document, as stored ("{}" when no subscription matched)
     subject: str
     text: str
+    sms_text: str
     cap_xml: str
-    secrets: tuple[str, ...]
-    identifier: str
+
+
+async def issued_document(conn: asyncpg.Connection, warning_id: int, version: int) -> IssuedDocument:
+    """The partner document and the CAP document of an issued version."""
+    row = await conn.fetchrow(
+        """SELECT v.identifier, v.cap_xml, doc.payload, doc.subject, doc.text, doc.sms_text
+           FROM svc.warning_version v
+           LEFT JOIN svc.partner_document doc ON (doc.warning_id, doc.version) = (v.warning_id, v.version)
+           WHERE v.warning_id = $1 AND v.version = $2""",
+        warning_id,
+        version,
+    )
+    return IssuedDocument(
+        identifier=row["identifier"] or "",
+        payload_json=row["payload"] or "{}",
+        subject=row["subject"] or "",
+        text=row["text"] or "",
+        sms_text=row["sms_text"] or "",
+        cap_xml=bytes(row["cap_xml"] or b"").decode("utf-8"),
+    )
 
 
 _CLAIMED = partner_transition("pending", Event.claim).value
@@ -209,13 +239,11 @@ async def claim_partner(
                 FROM ready WHERE d.id = ready.id
                 RETURNING d.*)
             SELECT d.id, d.subscription_id, d.ack_request_id, d.warning_id, d.version, d.msg_type, d.channel,
-                   coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at, d.body,
-                   doc.payload, doc.subject, doc.text, doc.sms_text, v.cap_xml, v.identifier,
+                   coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at,
+                   CASE WHEN d.ack_request_id IS NOT NULL THEN d.body END AS call,
                    s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous
             FROM claimed d
-            JOIN svc.warning_version v ON (v.warning_id, v.version) = (d.warning_id, d.version)
             LEFT JOIN svc.subscription s ON s.id = d.subscription_id
-            LEFT JOIN svc.partner_document doc ON (doc.warning_id, doc.version) = (d.warning_id, d.version)
             ORDER BY d.id""",
         channel,
         owner,
@@ -255,14 +283,6 @@ async def settle_waiting(conn: asyncpg.Connection) -> int:
 
 
 def _claim(row: asyncpg.Record) -> PartnerClaim:
-    if row["subscription_id"] is not None and row["payload"] is not None:
-        payload = row["payload"]
-        subject = row["subject"]
-        text = row["sms_text"] if row["channel"] == "sms" else row["text"]
-    else:  # an acknowledgement call carries its own text
-        body = json.loads(row["body"])
-        payload = json.dumps(body.get("payload", {}), ensure_ascii=False)
-        subject, text = body.get("subject", ""), body.get("text", "")
     secrets = tuple(s for s in (row["secret"], row["previous"]) if s)
     return PartnerClaim(
         id=row["id"],
@@ -276,12 +296,8 @@ def _claim(row: asyncpg.Record) -> PartnerClaim:
         message_id=row["message_id"],
         attempts=row["attempts"],
         give_up_at=row["give_up_at"],
-        payload_json=payload,
-        subject=subject,
-        text=text,
-        cap_xml=bytes(row["cap_xml"] or b"").decode("utf-8"),
+        call=None if row["call"] is None else json.loads(row["call"]),
         secrets=secrets,
-        identifier=row["identifier"] or "",
     )
 
 

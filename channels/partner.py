@@ -58,7 +58,9 @@ class PartnerResult:
 class PartnerChannel(Protocol):
     """What the partner dispatcher needs from a webhook, email or MQTT partner adapter."""
 
-    name: str  # webhook | email | mqtt
+    name: str  # webhook | email | mqtt | sms
+    # (optional) `parallel: int`: how many messages the adapter sends at once, when it is fewer than the
+    # dispatcher's concurrency (a mail server's few connections); the dispatcher claims no more than that
 
     async def deliver(self, message: PartnerMessage) -> PartnerResult:
         """Send one message; never raises for a failure of the peer (that is a result)."""

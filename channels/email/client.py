@@ -165,6 +165,7 @@ class EmailChannel:
         self.timeout_s = timeout_s
         self.idle_s = idle_s
         self.max_connections = connections
+        self.parallel = connections  # messages it sends at once: the partner dispatcher claims no more
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[_Session] = []
         self._in_use = 0

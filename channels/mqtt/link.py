@@ -32,12 +32,13 @@ def broker_address(url: str) -> tuple[str, int]:
     ('127.0.0.1', 18830)
     """
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise MqttUrlError(f"not an mqtt://host[:port] URL: {url!r}")
+    shown = url if "@" not in parts.netloc else url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1])
+    if parts.scheme != "mqtt" or not parts.hostname or "@" in parts.netloc:  # credentials go in settings
+        raise MqttUrlError(f"not an mqtt://host[:port] URL: {shown!r}")
     try:
         port = parts.port or 1883
     except ValueError as e:
-        raise MqttUrlError(f"bad port in {url!r}") from e
+        raise MqttUrlError(f"bad port in {shown!r}") from e
     return parts.hostname, port
 
 

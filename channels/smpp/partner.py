@@ -17,6 +17,7 @@ class SmsPartnerChannel:
 
     def __init__(self, sms: SmsChannel) -> None:
         self.sms = sms
+        self.parallel = sms.settings.window * sms.settings.binds  # submits in flight at once
         self._started = False
 
     def start(self) -> None:

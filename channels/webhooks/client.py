@@ -65,6 +65,11 @@ class EndpointUnresolved(EndpointRefused):
     retrying) at an attempt."""
 
 
+class NameRefused(EndpointRefused):
+    """A host name that resolves to an address a webhook may not go to: refused when a subscription is made;
+    a temporary failure when sending, as its DNS may change back."""
+
+
 def address_refusal(address: IPAddress, allow_private: Sequence[IPNetwork] = ()) -> str | None:
     """Why a webhook may not be posted to `address` (a few words), or None when it may.
 
@@ -80,6 +85,8 @@ def address_refusal(address: IPAddress, allow_private: Sequence[IPNetwork] = ())
     'an IPv4-mapped private address'
     >>> address_refusal(ipaddress.ip_address("100.64.0.1"))
     'not a public address'
+    >>> address_refusal(ipaddress.ip_address("2002:7f00:1::1"))
+    'a 6to4 loopback address'
     """
     if any(address.version == network.version and address in network for network in allow_private):
         return None
@@ -88,6 +95,7 @@ def address_refusal(address: IPAddress, allow_private: Sequence[IPNetwork] = ())
         for embedded, words in (
             (address.ipv4_mapped, "an IPv4-mapped "),
             (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None, "a NAT64 "),
+            (address.sixtofour, "a 6to4 "),
         ):
             if embedded is not None:
                 inner = _kind(embedded)
@@ -109,6 +117,10 @@ def _kind(address: IPAddress) -> str | None:
         if test:
             return words
     return None
+
+
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*\.?", re.IGNORECASE)
+_DOTTED_QUAD = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
 
 
 def endpoint_url(url: str) -> URL:
@@ -139,6 +151,9 @@ def endpoint_url(url: str) -> URL:
         raise EndpointRefused("a webhook URL may not carry a user name or password")
     if "#" in url:  # yarl drops an empty fragment: look at the text
         raise EndpointRefused("a webhook URL has no #fragment")
+    if _NUMERIC_HOST.fullmatch(parsed.raw_host) and not _DOTTED_QUAD.fullmatch(parsed.raw_host):
+        # 2130706433, 0x7f.1, 0177.0.0.1, 127.1: the resolver takes them, the HTTP client refuses them
+        raise EndpointRefused("a webhook URL writes an IPv4 address as four decimal numbers (a.b.c.d)")
     return parsed
 
 
@@ -177,8 +192,8 @@ async def _vet(url: URL, allow_private: Sequence[IPNetwork]) -> tuple[str, list[
     for address in addresses:
         refusal = address_refusal(address, allow_private)
         if refusal is not None:
-            shown = "" if literal is not None else f" resolves to {address},"
-            raise EndpointRefused(
+            shown = "" if literal is not None else " resolves to an address that"
+            raise (EndpointRefused if literal is not None else NameRefused)(
                 f"the host {host}{shown} is {refusal}: webhooks go only to public addresses unless "
                 "[partners] allow_private lists this one"
             )
@@ -352,6 +367,8 @@ class WebhookChannel:
                     _pinned.reset(token)
         except EndpointUnresolved as e:
             return self._result(started, SendOutcome.TEMPORARY_FAILURE, FailureKind.LINK_DOWN, str(e))
+        except NameRefused as e:  # the name may resolve elsewhere later (DNS changes): try again
+            return self._result(started, SendOutcome.TEMPORARY_FAILURE, FailureKind.REMOTE_ERROR, str(e))
         except EndpointRefused as e:
             return self._result(started, SendOutcome.PERMANENT_FAILURE, FailureKind.INVALID, str(e))
         except TimeoutError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
@@ -24,7 +25,10 @@ from tests.factories_partners import (
     running_partners,
     subscribe,
 )
+from warnings_svc.dissemination.partners import outbox
 from warnings_svc.dissemination.partners import subscriptions as subs
+from warnings_svc.dissemination.partners.outbox import AttemptRecord
+from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 
 
 @pytest.fixture
@@ -221,3 +225,73 @@ async def _inbound(conn, endpoint: str) -> bool:  # type: ignore[no-untyped-def]
 async def _attempted(conn, subscription_id: int) -> bool:  # type: ignore[no-untyped-def]
     rows = await deliveries(conn, subscription_id)
     return bool(rows) and rows[0]["attempts"] >= 1 and rows[0]["state"] == "pending"
+
+
+async def test_a_channel_slower_than_the_lease_sends_each_message_once(conn, db_url, smtp_server) -> None:
+    # one connection to a mail server taking 1 s per message: six messages take six seconds, twice the
+    # lease; none may be claimed before a connection is free, so none is sent twice
+    for n in range(6):
+        smtp_server.slow[f"duty{n}@water.example.org"] = 1.0
+    email = EmailChannel(smtp_server.host, smtp_server.port, "warnings@weather.example.cn", connections=1)
+    options = dataclasses.replace(QUICK, concurrency=16, lease_s=3)
+    async with running_partners(db_url, {"email": email}, options) as dispatcher:
+        subscribed = [(await subscribe(conn, "email", f"duty{n}@water.example.org"))[0] for n in range(6)]
+        await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        for sub in subscribed:
+            await wait_until(lambda sub=sub: _delivered(conn, sub.id), 20, "every email delivered")
+        assert dispatcher.counters.leases_lost == {}
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages()) == [
+        f"duty{n}@water.example.org" for n in range(6)
+    ]
+
+
+async def test_a_late_result_never_overwrites_a_newer_attempt(conn, db_url) -> None:
+    sub, _ = await subscribe(conn, "webhook", "http://127.0.0.1:9/hook")
+    await issue(conn, level="orange", areas=(DISTRICTS[0],))
+    now = datetime.now(UTC)
+    (first,) = await outbox.claim_partner(conn, "webhook", "me", 60, 10)
+    await conn.execute(
+        "UPDATE svc.partner_delivery SET lease_until = now() - interval '1 s' WHERE id = $1", first.id
+    )
+    assert await outbox.reclaim_partner_leases(conn) == 1
+    (second,) = await outbox.claim_partner(conn, "webhook", "me", 60, 10)  # the same dispatcher, again
+    assert second.attempts == first.attempts + 1
+    record = partial(AttemptRecord, delivery_id=first.id, started_at=now, latency_ms=5, status=None, error="")
+    late = record(attempt=first.attempts, outcome="temporary_failure", event=Event.retry, next_attempt_at=now)
+    fresh = record(attempt=second.attempts, outcome="delivered", event=Event.accept, status=204)
+    assert await outbox.record_partner_results(conn, "me", [late]) == 0  # kept in the log only
+    assert await outbox.record_partner_results(conn, "me", [fresh]) == 1
+    (row,) = await deliveries(conn, sub.id)
+    assert row["state"] == "delivered" and row["attempts"] == 2
+    assert [a["attempt"] for a in await attempts(conn, first.id)] == [1, 2]
+
+
+async def test_a_partner_told_of_a_warning_hears_its_update_and_cancel_even_outside_its_filters(
+    conn, db_url
+) -> None:
+    async with WebhookReceiver() as receiver, running_partners(db_url):
+        sub, _ = await subscribe(
+            conn, "webhook", receiver.url + "/d1", areas=[DISTRICTS[0]], levels=["orange"]
+        )
+        v = await issue(conn, level="orange", areas=(DISTRICTS[0],))
+        # the Update moves the warning to another district and to red: no longer the partner's filters
+        await successor(conn, v.warning_id, {"areas": [DISTRICTS[1]], "level": "red"})
+        await successor(conn, v.warning_id, None)
+        await wait_until(lambda: _has(receiver, "/d1", 3), 10, "the Alert, the Update and the Cancel")
+    assert [r.json()["msgType"] for r in receiver.at("/d1")] == ["Alert", "Update", "Cancel"]
+    assert await _states(conn, sub.id) == ["delivered"] * 3
+
+
+async def test_a_subscription_moved_to_another_channel_takes_its_waiting_deliveries_along(
+    conn, db_url, smtp_server
+) -> None:
+    sub, _ = await subscribe(conn, "webhook", "http://127.0.0.1:9/hook")
+    await issue(conn, level="orange", areas=(DISTRICTS[0],))  # written, not sent: no dispatcher yet
+    spec = subs.check_spec("email", "ops@water.example.org", units={})
+    moved, secret = await subs.update(conn, sub.id, spec)
+    assert moved.channel == "email" and secret == ""
+    email = EmailChannel(smtp_server.host, smtp_server.port, "warnings@weather.example.cn")
+    async with running_partners(db_url, {"email": email}):
+        await wait_until(lambda: _delivered(conn, sub.id), 10, "delivered by email")
+    (got,) = smtp_server.messages()
+    assert got.rcpt_tos == ("ops@water.example.org",)

@@ -129,3 +129,56 @@ async def test_loopback_is_refused_unless_allowed(db_url, tmp_path: Path) -> Non
             )
             assert answer.status == 422 and (await answer.json())["field"] == "url"
     assert await _rows(db_url) == []
+
+
+async def test_who_asks_is_known_before_a_webhook_host_is_resolved(db_url, tmp_path: Path) -> None:
+    tokens = await user_tokens(db_url, [("fc", "forecaster")])
+    body = {"channel": "webhook", "url": "http://no-such-host.invalid/hook"}
+    async with service(db_url, tmp_path, partners=ALLOW_LOOPBACK) as client:
+        bogus = await client.post("/api/v1/subscriptions", json=body, headers=_bearer("wst_bogus"))
+        assert bogus.status == 401  # not "does not resolve": the server looks nothing up for strangers
+        forecaster = await client.post("/api/v1/subscriptions", json=body, headers=_bearer(tokens["fc"]))
+        assert forecaster.status == 403
+        numeric = {"channel": "webhook", "url": "http://2130706433/hook"}  # 127.0.0.1, as a number
+        tokens |= await user_tokens(db_url, [("water", "department")])
+        refused = await client.post("/api/v1/subscriptions", json=numeric, headers=_bearer(tokens["water"]))
+        assert refused.status == 422 and "four decimal numbers" in (await refused.json())["detail"]
+    assert await _rows(db_url) == []
+
+
+async def test_secrets_are_shown_once_and_tokens_in_urls_only_to_their_owner(db_url, tmp_path: Path) -> None:
+    tokens = await user_tokens(db_url, [("water", "department"), ("ops", "operations")])
+    water, ops = _bearer(tokens["water"]), _bearer(tokens["ops"])
+    async with service(db_url, tmp_path, partners=ALLOW_LOOPBACK) as client:
+        body = {"channel": "webhook", "url": "http://127.0.0.1:9/hook?token=abc"}
+        first = await client.post(
+            "/api/v1/subscriptions", json=body, headers=water | {"Idempotency-Key": "k1"}
+        )
+        created = await first.json()
+        assert created["secret"].startswith("whsec_")
+        # a retry with the same key gets the first answer, without the secret: it is never stored
+        again = await client.post(
+            "/api/v1/subscriptions", json=body, headers=water | {"Idempotency-Key": "k1"}
+        )
+        replayed = await again.json()
+        assert again.headers.get("Idempotent-Replayed") == "true" and replayed["secret"] is None
+        assert replayed["id"] == created["id"]
+        conn = await asyncpg.connect(db_url)
+        try:
+            kept = await conn.fetch("SELECT body FROM svc.idempotency_key")
+        finally:
+            await conn.close()
+        assert kept and all(b"whsec_" not in bytes(r["body"] or b"") for r in kept)
+        sid = created["id"]
+        seen = await (await client.get(f"/api/v1/subscriptions/{sid}", headers=ops)).json()
+        assert seen["address"] == "http://127.0.0.1:9/hook?token=***"
+        own = await (await client.get(f"/api/v1/subscriptions/{sid}", headers=water)).json()
+        assert own["address"] == "http://127.0.0.1:9/hook?token=abc"
+        # an email subscription that becomes a webhook gets a secret, shown in that answer
+        mail = await client.post(
+            "/api/v1/subscriptions", json={"channel": "sms", "phone": "13900001111"}, headers=water
+        )
+        assert mail.status == 422  # no SMS endpoint configured: refused, as for email without SMTP
+        topic = {"channel": "webhook", "url": "http://127.0.0.1:9/other"}
+        replaced = await client.put(f"/api/v1/subscriptions/{sid}", json=topic, headers=water)
+        assert replaced.status == 200 and "secret" not in await replaced.json()  # it had one already

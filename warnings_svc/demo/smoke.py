@@ -105,6 +105,11 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
             step = "issue"
             summary["warning"] = await _issue(pool, settings, summary["ingest"]["proposals"])
             summary["departments"]["called"] = await _called(pool, settings, summary["warning"])
+            if (
+                sms
+            ):  # before anything sends SMS (the partners' acknowledgement calls too): fail at once, naming it
+                step = "dispatch"
+                await _reachable(settings)
             if stage is not None:
                 step = "broadcast"
                 broken = sorted(stage.fleet.broken) if stage.fleet else []

@@ -68,6 +68,9 @@ ABANDONED_AFTER = timedelta(seconds=60)
 PURGE_BATCH = 100
 # The answer's headers kept with it; the rest (request id, cookies) belong to each request.
 KEPT_HEADERS = ("Content-Type", "Location")
+# A handler whose JSON answer carries a secret shown once names its fields here (`response[UNKEPT_FIELDS] =
+# ("secret",)`): the kept answer has them null, so the store never holds the secret.
+UNKEPT_FIELDS = web.ResponseKey("idempotency_unkept_fields", tuple)
 _KEY_FORM = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -257,6 +260,12 @@ class KeptAnswer:
         if not isinstance(body, bytes):
             return None
         headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+        unkept = response.get(UNKEPT_FIELDS)
+        if unkept:  # a secret shown once is never stored, nor shown again by a replay
+            document = json.loads(body)
+            body = json.dumps(
+                document | dict.fromkeys(unkept), ensure_ascii=False, separators=(",", ":")
+            ).encode("utf-8")
         return cls(response.status, headers, body)
 
     def response(self) -> web.Response:

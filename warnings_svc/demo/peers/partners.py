@@ -195,10 +195,8 @@ class DemoPartners:
         """The demo's subscriptions, made afresh at every start (the endpoint is new, and so are its secrets);
         those of an earlier start are deleted, their delivery log kept."""
         units = await region_units(conn, region)
-        await conn.execute(
-            "UPDATE svc.subscription SET deleted_at = now() WHERE owner = $1 AND deleted_at IS NULL",
-            DEMO_OWNER,
-        )
+        for old in await subs.listed(conn, DEMO_OWNER):  # deleted as the API deletes: secrets cleared
+            await subs.delete(conn, old.id)
         made = []
         for name, channel, address, wants in SUBSCRIPTIONS:
             target = self.webhook_url + address if channel == "webhook" else address

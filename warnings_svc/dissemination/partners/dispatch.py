@@ -263,6 +263,15 @@ class PartnerDispatcher(OutboxWorker):
                 except Exception as e:  # closing is best effort: the process is going anyway
                     log.warning("partner dispatch: closing %s: %s", adapter.name, type(e).__name__)
 
+    def concurrency_of(self, name: str) -> int:
+        """Attempts in flight at once on a channel: the configured concurrency, but no more than the adapter
+        itself runs at once (a mail server's few connections), so that no claimed delivery queues inside
+        the adapter past its lease."""
+        adapter_limit = getattr(self.channels[name], "parallel", None)
+        if isinstance(adapter_limit, int) and adapter_limit > 0:
+            return min(self.options.concurrency, adapter_limit)
+        return self.options.concurrency
+
     def health(self) -> dict[str, tuple[bool, str]]:
         """Each channel: whether it is usable, and why not."""
         out = {}
@@ -275,13 +284,12 @@ class PartnerDispatcher(OutboxWorker):
         return out
 
     async def _send(self, stop: asyncio.Event, name: str, adapter: PartnerChannel) -> None:
-        """Keep `concurrency` attempts in flight and as many claimed behind them, so that no slot waits for
-        the database: claim whenever half a window is free, start each attempt as a slot frees, and store
-        results in batches as they come (a slow endpoint holds one slot, not a batch)."""
+        """Keep up to the channel's concurrency of attempts in flight: claim as many as there are free slots
+        (once a quarter of them is free, so claims come in batches), start each at once, and store results in
+        batches as they come. Nothing claimed waits for a slot, so a lease only has to outlast one attempt."""
         wake = self._wake[name]
         o = self.options
-        window = 2 * o.concurrency  # claimed and not yet stored: in flight, or waiting for a slot
-        slots = asyncio.Semaphore(o.concurrency)
+        window = self.concurrency_of(name)
         in_flight: set[asyncio.Task[None]] = set()
         done: list[AttemptRecord] = []
         slot_freed = asyncio.Event()
@@ -292,13 +300,12 @@ class PartnerDispatcher(OutboxWorker):
             slot_freed.set()
 
         async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
-            async with slots:
-                done.append(await self._attempt(name, adapter, claim, document))
+            done.append(await self._attempt(name, adapter, claim, document))
 
         try:
             while not stop.is_set():
                 free = window - len(in_flight)
-                if in_flight and free < o.concurrency // 2 + 1:  # claim in batches, not one by one
+                if in_flight and free < max(1, window // 4):  # claim in batches, not one by one
                     slot_freed.clear()
                     await slot_freed.wait()
                     continue
@@ -443,6 +450,11 @@ def options_from_settings(settings: Settings) -> PartnerDispatchOptions:
     return PartnerDispatchOptions(
         schedule_s=tuple(settings.partners.retry_schedule_s),
         concurrency=settings.partners.concurrency,
-        lease_s=max(settings.dispatch.lease_s, settings.partners.webhook_timeout_s * 4),
+        # a lease outlasts one attempt: a webhook's timeout, or an email's several SMTP commands
+        lease_s=max(
+            settings.dispatch.lease_s,
+            settings.partners.webhook_timeout_s * 4,
+            (settings.partners.smtp.timeout_s * 6) if settings.partners.smtp else 0.0,
+        ),
         poll_s=settings.dispatch.poll_s,
     )

@@ -118,11 +118,17 @@ async def write_partner_deliveries(
     document: PartnerDocument,
     give_up_at: datetime,
 ) -> int:
-    """In the transaction that issues a version: one delivery per matching subscription, and the version's
-    partner document once; how many deliveries were written."""
+    """In the transaction that issues a version: one delivery per matching subscription (for an Update or a
+    Cancel, also every active subscription an earlier version of the warning was written for, even when the
+    new version's level or areas no longer match it), and the version's partner document once; how many
+    deliveries were written."""
     found = await subscriptions.matching(
         conn, hazard=hazard, level=level, msg_type=msg_type, areas=areas, units=units
     )
+    if msg_type != "Alert":  # whoever got an earlier version hears how it ends, whatever it now covers
+        found += await subscriptions.told_of(
+            conn, warning_id=warning_id, msg_type=msg_type, besides=[s.id for s in found]
+        )
     if not found:
         return 0
     await conn.execute(
@@ -322,7 +328,8 @@ async def record_partner_results(
     conn: asyncpg.Connection, owner: str, records: Sequence[AttemptRecord]
 ) -> int:
     """Store the attempts and what they did to their deliveries, in one transaction; how many deliveries this
-    dispatcher still held (a lease that ran out let another take it: its result is kept in the log only)."""
+    dispatcher still held for that very attempt (a lease that ran out let another attempt take it, even this
+    dispatcher's own: a late result is kept in the log only, never over a newer attempt's)."""
     if not records:
         return 0
     async with conn.transaction():
@@ -344,8 +351,9 @@ async def record_partner_results(
         )
         kept = await conn.fetchval(
             f"""WITH results AS (
-                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
-                        AS x(id, event, next_at, status, reason)),
+                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
+                                         $7::int[])
+                        AS x(id, event, next_at, status, reason, attempt)),
                 done AS (
                     UPDATE svc.partner_delivery d SET
                         state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
@@ -356,7 +364,7 @@ async def record_partner_results(
                         done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
                     FROM results x
                     WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
-                      AND d.lease_owner = $1
+                      AND d.lease_owner = $1 AND d.attempts = x.attempt
                     RETURNING 1)
                 SELECT count(*) FROM done""",
             owner,
@@ -365,6 +373,7 @@ async def record_partner_results(
             [r.next_attempt_at for r in records],
             [r.status for r in records],
             [r.error[:300] for r in records],
+            [r.attempt for r in records],
         )
         for r in records:
             if r.disable_subscription is not None:

@@ -21,6 +21,10 @@ from typing import Any
 
 import asyncpg
 
+from channels.email.client import InvalidEmail
+from channels.email.client import check_address as check_email
+from channels.mqtt.partners import check_topic_address
+from channels.webhooks.client import EndpointRefused, endpoint_url
 from channels.webhooks.signing import new_secret
 from risk_zoning.store import UnitRecord
 from risk_zoning.unit_tree import same_or_nested
@@ -31,8 +35,7 @@ CHANNELS: tuple[str, ...] = ("webhook", "email", "mqtt", "sms")
 MSG_TYPES: tuple[str, ...] = ("Alert", "Update", "Cancel")
 STATES: tuple[str, ...] = ("active", "paused", "disabled")
 MAX_AREAS = 200
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")  # fmt: skip
-_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$")
+MAX_PER_OWNER = 200  # subscriptions one user may have: each matching warning writes one delivery apiece
 _URL = re.compile(r"^https?://[^\s/@?#]+(/[^\s#]*)?$")
 
 
@@ -125,17 +128,21 @@ def check_address(channel: str, address: str) -> str:
             raise SubscriptionError(
                 "invalid", "url must be an http(s) URL without user:password@ or a #fragment", "url"
             )
+        try:
+            endpoint_url(address)  # as the webhook channel will read it
+        except EndpointRefused as e:
+            raise SubscriptionError("invalid", str(e), "url") from None
         return address
     if channel == "email":
-        if len(address) > 254 or not _EMAIL.match(address):
-            raise SubscriptionError("invalid", f"not an email address: {address[:80]!r}", "email")
-        return address
+        try:
+            return check_email(address)  # as the email channel will read it
+        except InvalidEmail as e:
+            raise SubscriptionError("invalid", str(e), "email") from None
     if channel == "mqtt":
-        if not _TOPIC.match(address):
-            raise SubscriptionError(
-                "invalid", "topic must be 1-8 levels of letters, digits, _ and - (no wildcards)", "topic"
-            )
-        return address
+        try:
+            return check_topic_address(address)  # as the MQTT partner channel will read it
+        except ValueError as e:
+            raise SubscriptionError("invalid", str(e), "topic") from None
     if channel == "sms":
         try:
             return check_phone(address)
@@ -257,15 +264,18 @@ async def listed(conn: asyncpg.Connection, owner: str | None) -> list[Subscripti
     return [_subscription(r) for r in rows]
 
 
-async def update(conn: asyncpg.Connection, subscription_id: int, spec: SubscriptionSpec) -> Subscription:
-    """Replace what a subscription asks for (its secret and state stay); deliveries already written keep the
-    address they were written with only until their next attempt: the dispatcher reads the current one."""
+async def update(
+    conn: asyncpg.Connection, subscription_id: int, spec: SubscriptionSpec
+) -> tuple[Subscription, str]:
+    """Replace what a subscription asks for (its state stays, and its secret); it and the new secret of a
+    subscription that became a webhook ("" otherwise, as the old one stays). Deliveries waiting go to the new
+    address on the new channel (each attempt reads the subscription's address)."""
     row = await conn.fetchrow(
         f"""UPDATE svc.subscription SET name = $2, channel = $3, address = $4, hazards = $5, levels = $6,
                    areas = $7, msg_types = $8, department_id = $9,
                    secret = CASE WHEN $3 = 'webhook' AND secret = '' THEN $10 ELSE secret END,
                    updated_at = now()
-            WHERE id = $1 AND deleted_at IS NULL RETURNING {_COLUMNS}""",
+            WHERE id = $1 AND deleted_at IS NULL RETURNING {_COLUMNS}, secret, secret = $10 AS fresh""",
         subscription_id,
         spec.name,
         spec.channel,
@@ -279,7 +289,24 @@ async def update(conn: asyncpg.Connection, subscription_id: int, spec: Subscript
     )
     if row is None:
         raise SubscriptionError("not_found", f"no subscription {subscription_id}")
-    return _subscription(row)
+    await conn.execute(
+        """UPDATE svc.partner_delivery SET channel = $2, address = $3
+           WHERE subscription_id = $1 AND state = 'pending'""",
+        subscription_id,
+        spec.channel,
+        spec.address,
+    )
+    fresh = spec.channel == "webhook" and bool(row["fresh"])
+    return _subscription(row), (str(row["secret"]) if fresh else "")
+
+
+async def count_of(conn: asyncpg.Connection, owner: str) -> int:
+    """How many subscriptions `owner` has (deleted ones aside)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM svc.subscription WHERE owner = $1 AND deleted_at IS NULL", owner
+        )
+    )
 
 
 # what each state change may start from: a disabled subscription is resumed by its owner once fixed
@@ -389,3 +416,21 @@ async def matching(
     return [
         s for s in found if not s.areas or any(same_or_nested(a, w, units) for a in s.areas for w in areas)
     ]
+
+
+async def told_of(
+    conn: asyncpg.Connection, *, warning_id: int, msg_type: str, besides: Sequence[int] = ()
+) -> list[Subscription]:
+    """The active subscriptions an earlier version of the warning was written for (its Update or Cancel goes
+    to them too), that take `msg_type`, other than `besides`."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM svc.subscription s
+            WHERE s.state = 'active' AND s.deleted_at IS NULL AND (msg_types = '{{}}' OR $2 = ANY (msg_types))
+              AND NOT s.id = ANY ($3::bigint[])
+              AND EXISTS (SELECT 1 FROM svc.partner_delivery d WHERE d.subscription_id = s.id AND d.warning_id = $1)
+            ORDER BY s.id""",
+        warning_id,
+        msg_type,
+        list(besides),
+    )
+    return [_subscription(r) for r in rows]

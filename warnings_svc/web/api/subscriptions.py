@@ -23,10 +23,19 @@ from pydantic import Field, model_validator
 from channels.webhooks.client import EndpointRefused, check_endpoint
 from risk_zoning.store import UnitRecord, region_units
 from warnings_svc.dissemination.partners import subscriptions as subs
+from warnings_svc.dissemination.partners.log import shown_address
 from warnings_svc.lifecycle.transitions import Role
 from warnings_svc.web.accounts import User
 from warnings_svc.web.appkeys import POOL, RISK_DATABASE, SETTINGS
-from warnings_svc.web.auth import Forbidden, require_user, require_writer, write_as, writes_on_lane
+from warnings_svc.web.auth import (
+    Forbidden,
+    require_user,
+    require_writer,
+    settle_pending_token,
+    write_as,
+    writes_on_lane,
+)
+from warnings_svc.web.idempotency import UNKEPT_FIELDS
 from warnings_svc.web.operations import (
     RequestModel,
     json_answer,
@@ -171,7 +180,7 @@ def _owner_role(user: User) -> None:
     security=_AUTHENTICATED,
 )
 async def create_subscription(request: web.Request) -> web.Response:
-    require_writer(request)
+    await _owner_first(request)  # who asks, before the body makes the server resolve anything
     body = await parse_body(request, SubscriptionBody)
     spec = await _checked(request, body)
 
@@ -181,13 +190,29 @@ async def create_subscription(request: web.Request) -> web.Response:
             raise Forbidden("only an admin links a subscription to a department")
         department_id = await _department_id(conn, body.department)
         async with conn.transaction():
+            if user.role is not Role.admin and await subs.count_of(conn, user.name) >= subs.MAX_PER_OWNER:
+                raise ApiProblem(
+                    409, "conflict", f"at most {subs.MAX_PER_OWNER} subscriptions per user; delete some first"
+                )
             return await subs.create(conn, user.name, _with_department(spec, department_id))
 
     with _answers():
         found, secret = await write_as(request, work)
     answer = found.to_json() | {"secret": secret or None}
     location = request.app.router["subscription"].url_for(id=str(found.id))
-    return json_answer(answer, status=201, headers={"Location": str(location)})
+    return _with_secret(json_answer(answer, status=201, headers={"Location": str(location)}))
+
+
+async def _owner_first(request: web.Request) -> None:
+    """Refuse at once (401, 403) anyone but a department or admin user, a bearer token looked up now."""
+    await settle_pending_token(request)
+    require_user(request, *_OWNERS)
+
+
+def _with_secret(response: web.Response) -> web.Response:
+    """An answer carrying a secret shown once: an `Idempotency-Key` replay has it null (never stored)."""
+    response[UNKEPT_FIELDS] = ("secret",)
+    return response
 
 
 def _with_department(spec: subs.SubscriptionSpec, department_id: int | None) -> subs.SubscriptionSpec:
@@ -210,7 +235,16 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     owner = user.name if user.role is Role.department else None
     async with request.app[POOL].acquire() as conn:
         found = await subs.listed(conn, owner)
-    return json_answer({"subscriptions": [s.to_json() for s in found]})
+    return json_answer({"subscriptions": [_as_seen_by(user, s) for s in found]})
+
+
+def _as_seen_by(user: User, found: subs.Subscription) -> dict[str, object]:
+    """A subscription as `user` sees it: a webhook URL's password and query values masked for anyone but
+    its owner (they may hold the partner's own tokens)."""
+    shown = found.to_json()
+    if found.owner != user.name:
+        shown["address"] = shown_address(found.channel, found.address)
+    return shown
 
 
 @operation(
@@ -227,7 +261,7 @@ async def get_subscription(request: web.Request) -> web.Response:
         found = await subs.get(conn, sid)
     if found is None or (user.role is Role.department and found.owner != user.name):
         raise ApiProblem(404, "not_found", f"no subscription {sid}", "id")
-    return json_answer(found.to_json())
+    return json_answer(_as_seen_by(user, found))
 
 
 @writes_on_lane
@@ -240,7 +274,7 @@ async def get_subscription(request: web.Request) -> web.Response:
     security=_AUTHENTICATED,
 )
 async def replace_subscription(request: web.Request) -> web.Response:
-    require_writer(request)
+    await _owner_first(request)
     sid = parse_path(request, SubscriptionPath).id
     body = await parse_body(request, SubscriptionBody)
     spec = await _checked(request, body)
@@ -259,7 +293,9 @@ async def replace_subscription(request: web.Request) -> web.Response:
             return await subs.update(conn, sid, _with_department(spec, department_id))
 
     with _answers():
-        found = await write_as(request, work)
+        found, secret = await write_as(request, work)
+    if secret:  # it became a webhook: its new secret, shown this once
+        return _with_secret(json_answer(found.to_json() | {"secret": secret}))
     return json_answer(found.to_json())
 
 
@@ -345,4 +381,4 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
     with _answers():
         found, secret = await write_as(request, work)
-    return json_answer(found.to_json() | {"secret": secret})
+    return _with_secret(json_answer(found.to_json() | {"secret": secret}))

@@ -32,7 +32,9 @@ def broker_address(url: str) -> tuple[str, int]:
     ('127.0.0.1', 18830)
     """
     parts = urlsplit(url)
-    shown = url if "@" not in parts.netloc else url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1])
+    shown = (
+        url if "@" not in parts.netloc else url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1])
+    )
     if parts.scheme != "mqtt" or not parts.hostname or "@" in parts.netloc:  # credentials go in settings
         raise MqttUrlError(f"not an mqtt://host[:port] URL: {shown!r}")
     try:

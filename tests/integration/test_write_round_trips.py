@@ -24,7 +24,7 @@ from warnings_svc.web.appkeys import RISK_DATABASE
 from warnings_svc.web.write_lane import WRITE_LANE
 
 # The approval of a pending warning (bearer token, no idempotency key), from authentication to the answer.
-APPROVAL_STATEMENTS = 17
+APPROVAL_STATEMENTS = 19  # 17, and since issue 18 the partners' subscriptions and the departments it calls
 
 DRAFT = heat_draft()  # an orange heat warning for Haibowan, from two hours from now for a day
 

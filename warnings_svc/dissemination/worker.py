@@ -125,7 +125,7 @@ class OutboxWorker:
             if found:
                 return True
             if not waited:
-                log.info("%s: waiting for the database schema (warnings-svc db upgrade)", self.log_prefix)
+                log.debug("%s: waiting for the database schema (warnings-svc db upgrade)", self.log_prefix)
                 waited = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_s)

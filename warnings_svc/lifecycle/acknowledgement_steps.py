@@ -69,6 +69,7 @@ async def request_acknowledgements(
     *,
     actor: str,
     now: datetime,
+    facts: acks.IssuedFacts | None = None,
 ) -> list[acks.Call]:
     """In the transaction that issues a version: its acknowledgement requests and first calls, audited."""
     calls = await acks.write_requests(
@@ -80,6 +81,7 @@ async def request_acknowledgements(
         issuer=ctx.issuer.issuer_name,
         public_url=ctx.issuer.public_url or "",
         now=now,
+        facts=facts,
     )
     for call in calls:
         action = "acknowledgement_closed" if call.step_name == "close" else "acknowledgement_call"

@@ -34,6 +34,7 @@ from risk_zoning.store import RiskDatabase, UnitRecord, region_units
 from risk_zoning.unit_tree import geocode, inside_any
 from warnings_svc.dissemination import area_outbox, outbox
 from warnings_svc.dissemination.area_outbox import AreaTarget
+from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.dissemination.partners import outbox as partner_outbox
 from warnings_svc.documents.cap import (
     SEVERITY,
@@ -515,9 +516,15 @@ async def act(
                 areas=version.content.areas, units=units, document=document, give_up_at=version.state.expires,
             )  # fmt: skip
             # acknowledgement deadlines (叫应): the requests and first calls, or a Cancel closing them
+            facts = acks.IssuedFacts(
+                version.warning_id, version.state.version, version.state.msg_type, str(version.state.status),
+                version.state.hazard, version.state.level, tuple(version.content.areas), version.state.expires,
+                document.subject,
+            )  # fmt: skip
             await acknowledgement_steps.request_acknowledgements(
-                conn, ctx, version.warning_id, version.state.version, units, actor=actor.name, now=now
-            )
+                conn, ctx, version.warning_id, version.state.version, units, actor=actor.name, now=now,
+                facts=facts,
+            )  # fmt: skip
         else:
             stored = await _update_version(conn, version)
         await _face(conn, version)

@@ -263,18 +263,24 @@ async def write_requests(
     issuer: str,
     public_url: str = "",
     now: datetime,
+    facts: IssuedFacts | None = None,
 ) -> list[Call]:
     """In the transaction that issues `version` of a warning: write (or, for an Update, carry over) its
-    acknowledgement requests and queue their first calls; a Cancel closes the open ones. What was called."""
-    facts = await _facts(conn, warning_id, version)
-    existing = {
-        r["department_id"]: r
-        for r in await conn.fetch(
-            """SELECT r.*, d.code AS department FROM svc.ack_request r JOIN svc.department d ON d.id = r.department_id
-               WHERE r.warning_id = $1 ORDER BY r.id FOR UPDATE OF r""",
-            warning_id,
-        )
-    }
+    acknowledgement requests and queue their first calls; a Cancel closes the open ones. What was called.
+    `facts`: the version as the caller holds it (else it is read); statements are spent only where needed,
+    as this runs in every approval."""
+    facts = facts or await _facts(conn, warning_id, version)
+    existing = {}
+    if facts.msg_type != "Alert":  # an Alert is a new warning: nothing was asked of anyone yet
+        existing = {
+            r["department_id"]: r
+            for r in await conn.fetch(
+                """SELECT r.*, d.code AS department FROM svc.ack_request r
+                   JOIN svc.department d ON d.id = r.department_id
+                   WHERE r.warning_id = $1 ORDER BY r.id FOR UPDATE OF r""",
+                warning_id,
+            )
+        }
     minutes = settings.deadline_min.get(facts.level)  # type: ignore[call-overload]
     wanted: list[DepartmentChain] = []
     if facts.msg_type != "Cancel" and minutes is not None:
@@ -287,7 +293,7 @@ async def write_requests(
         if department_id not in keep and row["state"] in (AckState.waiting, AckState.calling):
             await _move(conn, row["id"], ack_transition(row["state"], AckEvent.close), now=now)
             calls.append(Call(row["id"], warning_id, row["department"], row["step"], "close", "closed", ""))
-    if minutes is None:
+    if minutes is None or not wanted:
         return calls
     deadline = now + timedelta(minutes=minutes)
     taken = {

@@ -211,6 +211,12 @@ class PartnerCounters:
 _COUNTED = {Event.accept: "delivered", Event.retry: "retried", Event.give_up: "dead", Event.refuse: "dead"}
 
 
+def _has_own_limit(adapter: PartnerChannel) -> bool:
+    """Whether the adapter sends only so many messages at once (`parallel`, see `channels.partner`)."""
+    limit = getattr(adapter, "parallel", None)
+    return isinstance(limit, int) and limit > 0
+
+
 class PartnerDispatcher(OutboxWorker):
     """Serves the partner outbox for the given channels (name -> adapter)."""
 
@@ -267,9 +273,9 @@ class PartnerDispatcher(OutboxWorker):
         """Attempts in flight at once on a channel: the configured concurrency, but no more than the adapter
         itself runs at once (a mail server's few connections), so that no claimed delivery queues inside
         the adapter past its lease."""
-        adapter_limit = getattr(self.channels[name], "parallel", None)
-        if isinstance(adapter_limit, int) and adapter_limit > 0:
-            return min(self.options.concurrency, adapter_limit)
+        adapter = self.channels[name]
+        if _has_own_limit(adapter):
+            return min(self.options.concurrency, int(adapter.parallel))  # type: ignore[attr-defined]
         return self.options.concurrency
 
     def health(self) -> dict[str, tuple[bool, str]]:
@@ -284,12 +290,19 @@ class PartnerDispatcher(OutboxWorker):
         return out
 
     async def _send(self, stop: asyncio.Event, name: str, adapter: PartnerChannel) -> None:
-        """Keep up to the channel's concurrency of attempts in flight: claim as many as there are free slots
-        (once a quarter of them is free, so claims come in batches), start each at once, and store results in
-        batches as they come. Nothing claimed waits for a slot, so a lease only has to outlast one attempt."""
+        """Keep the channel's concurrency of attempts in flight, claim as slots free (in batches: once a quarter
+        of the window is free), and store results in batches as they come.
+
+        A channel whose adapter sends without a limit of its own (webhooks, MQTT) also has up to one more
+        window claimed and waiting for a slot, so that no slot waits for the database; a delivery waits at
+        most about one attempt's time for its slot, which the lease (several attempts' time) covers. A channel
+        whose adapter has a limit of its own (a mail server's few connections, SMPP windows) claims no more
+        than it sends at once: nothing queues inside the adapter past its lease."""
         wake = self._wake[name]
         o = self.options
-        window = self.concurrency_of(name)
+        concurrency = self.concurrency_of(name)
+        window = concurrency if _has_own_limit(adapter) else 2 * concurrency
+        slots = asyncio.Semaphore(concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         done: list[AttemptRecord] = []
         slot_freed = asyncio.Event()
@@ -300,7 +313,8 @@ class PartnerDispatcher(OutboxWorker):
             slot_freed.set()
 
         async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
-            done.append(await self._attempt(name, adapter, claim, document))
+            async with slots:
+                done.append(await self._attempt(name, adapter, claim, document))
 
         try:
             while not stop.is_set():

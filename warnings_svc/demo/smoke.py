@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -185,26 +185,17 @@ async def _put_out(
     dispatcher = AreaDispatcher(
         pool, url, area_targets_from_settings(settings), AreaDispatchOptions(poll_s=0.2)
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    started = time.monotonic()
-    try:
-        while time.monotonic() - started < AREA_TIMEOUT_S:
-            if task.done():
-                raise SmokeFailed(f"the area dispatcher stopped: {task.exception() or 'without an error'}")
-            async with pool.acquire() as conn:
-                done = await _area_progress(conn, warning_id, broken)
-            if (
-                done["pending"] == 0
-                and done["acknowledged"] >= done["expected_acknowledgements"]
-                and done["unreported"] == 0
-            ):
-                break
-            await asyncio.sleep(0.2)
-        seconds = time.monotonic() - started
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+
+    async def settled() -> bool:
+        async with pool.acquire() as conn:
+            done = await _area_progress(conn, warning_id, broken)
+        return bool(
+            done["pending"] == 0
+            and done["acknowledged"] >= done["expected_acknowledgements"]
+            and done["unreported"] == 0
+        )
+
+    seconds = await _run_until(dispatcher, settled, "the area dispatcher")
     async with pool.acquire() as conn:
         done = await _area_progress(conn, warning_id, broken)
         evidence = await conn.fetch(
@@ -228,6 +219,27 @@ async def _put_out(
     }
 
 
+async def _run_until(
+    dispatcher: AreaDispatcher | PartnerDispatcher, settled: Callable[[], Awaitable[bool]], what: str
+) -> float:
+    """Run `dispatcher` until `settled()` says its work is done (at most `AREA_TIMEOUT_S`, polled every
+    0.2 s), then stop it; the seconds it ran. `SmokeFailed` when it stopped by itself."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < AREA_TIMEOUT_S:
+            if task.done():
+                raise SmokeFailed(f"{what} stopped: {task.exception() or 'without an error'}")
+            if await settled():
+                break
+            await asyncio.sleep(0.2)
+        return time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 async def _send_to_partners(
     pool: asyncpg.Pool, url: str, settings: Settings, warning_id: int, stage: DemoStage
 ) -> dict[str, Any]:
@@ -236,21 +248,12 @@ async def _send_to_partners(
     dispatcher = PartnerDispatcher(
         pool, url, partner_channels_from_settings(settings), PartnerDispatchOptions(poll_s=0.2)
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    started = time.monotonic()
-    try:
-        while time.monotonic() - started < AREA_TIMEOUT_S:
-            if task.done():
-                raise SmokeFailed(f"the partner dispatcher stopped: {task.exception() or 'without an error'}")
-            states = await _partner_states(pool, warning_id, dispatcher.channels)
-            if not states.get("pending") and not states.get("sending"):
-                break
-            await asyncio.sleep(0.2)
-        seconds = time.monotonic() - started
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+
+    async def settled() -> bool:
+        states = await _partner_states(pool, warning_id, dispatcher.channels)
+        return not states.get("pending") and not states.get("sending")
+
+    seconds = await _run_until(dispatcher, settled, "the partner dispatcher")
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT channel, state, count(*) AS n FROM svc.partner_delivery

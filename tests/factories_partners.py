@@ -4,6 +4,7 @@ independent `standardwebhooks` package, subscriptions, and a partner dispatcher 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -54,11 +55,9 @@ class WebhookReceiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         verified = []
         for name, secret in self.secrets.items():
-            try:
+            with contextlib.suppress(standardwebhooks.WebhookVerificationError):
                 standardwebhooks.Webhook(secret).verify(body, headers)
                 verified.append(name)
-            except standardwebhooks.WebhookVerificationError:
-                pass
         self.received.append(Received(request.path, headers, body, verified))
         steps = self.script.get(request.path) or []
         step = steps.pop(0) if steps else 204

@@ -22,7 +22,6 @@ already known is stored once it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import json
@@ -242,7 +241,6 @@ class PartnerDispatcher(OutboxWorker):
         self.loop_failures = self.counters.loop_failures
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._documents: OrderedDict[tuple[int, int], IssuedDocument] = OrderedDict()
-        self._flush = asyncio.Event()  # set when stopping: the recorders store what is left and end
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; then close the adapters."""
@@ -306,7 +304,9 @@ class PartnerDispatcher(OutboxWorker):
         in_flight: set[asyncio.Task[None]] = set()
         done: list[AttemptRecord] = []
         slot_freed = asyncio.Event()
-        recorder = asyncio.create_task(self._record(name, done, stop))
+        results = asyncio.Event()  # set when a result is ready to be stored (and when the sender ends)
+        ending = asyncio.Event()  # set once this sender ends: its recorder stores what is left and ends too
+        recorder = asyncio.create_task(self._record(name, done, results, ending))
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
@@ -315,6 +315,7 @@ class PartnerDispatcher(OutboxWorker):
         async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
             async with slots:
                 done.append(await self._attempt(name, adapter, claim, document))
+            results.set()
 
         try:
             while not stop.is_set():
@@ -349,7 +350,8 @@ class PartnerDispatcher(OutboxWorker):
         finally:
             if in_flight:  # attempts under way finish (bounded by the adapter's timeout) and are stored
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            self._flush.set()
+            ending.set()
+            results.set()
             await recorder
 
     async def _documents_for(self, claimed: list[PartnerClaim]) -> dict[tuple[int, int], IssuedDocument]:
@@ -371,15 +373,17 @@ class PartnerDispatcher(OutboxWorker):
             found[key] = document
         return found
 
-    async def _record(self, name: str, done: list[AttemptRecord], stop: asyncio.Event) -> None:
-        """Store finished attempts in batches (every few milliseconds while they come), until stopped and
-        nothing is left."""
+    async def _record(
+        self, name: str, done: list[AttemptRecord], results: asyncio.Event, ending: asyncio.Event
+    ) -> None:
+        """Store finished attempts in batches (at most every `RECORD_EVERY_S` while they come), until `ending`
+        is set and nothing is left."""
         while True:
             if not done:
-                if stop.is_set() and self._flush.is_set():
+                if ending.is_set():
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush.wait(), RECORD_EVERY_S)
+                results.clear()
+                await results.wait()
                 continue
             batch = done[:RECORD_BATCH]
             del done[: len(batch)]

@@ -132,11 +132,6 @@ async def _checked(request: web.Request, body: SubscriptionBody) -> subs.Subscri
             name=body.name,
             units=await _units(request),
         )
-    if spec.channel == "webhook":
-        try:
-            await check_endpoint(spec.address, request.app[SETTINGS].partners.allow_private)
-        except EndpointRefused as e:
-            raise ApiProblem(422, "invalid", str(e), "url") from e
     settings = request.app[SETTINGS].partners
     if spec.channel == "email" and settings.smtp is None:
         raise ApiProblem(422, "invalid", "email subscriptions need [partners.smtp] configured", "channel")
@@ -148,6 +143,11 @@ async def _checked(request: web.Request, body: SubscriptionBody) -> subs.Subscri
         raise ApiProblem(
             422, "invalid", "SMS subscriptions need an SMS endpoint ([[dispatch.sms]])", "channel"
         )
+    if spec.channel == "webhook":  # last: it resolves the host
+        try:
+            await check_endpoint(spec.address, request.app[SETTINGS].partners.allow_private)
+        except EndpointRefused as e:
+            raise ApiProblem(422, "invalid", str(e), "url") from e
     return spec
 
 

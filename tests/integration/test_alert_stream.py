@@ -222,3 +222,17 @@ def test_event_ids_round_trip_and_order_as_their_keys() -> None:
     assert parse_event_id(event_id(a)) == a and parse_event_id(event_id(b)) == b
     assert event_id(b) == "20261205T204752.250000Z-3-2"
     assert parse_event_id("20261205T204751Z-0-1") is None
+
+
+async def test_a_last_event_id_older_than_the_replay_says_messages_may_be_missed(
+    client: TestClient, conn: asyncpg.Connection
+) -> None:
+    long_ago = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ")
+    response = await open_stream(client, **{"Last-Event-ID": f"{long_ago}-1-1"})
+    async with asyncio.timeout(EVENT_SECONDS):
+        line = ""
+        while not line.startswith(": the last event id"):  # after the stream's own ": listening"
+            line = (await response.content.readline()).decode()
+            assert line, "the stream ended"
+    assert line.startswith(": the last event id is older than a replay reaches (24 h)")
+    response.close()

@@ -292,6 +292,11 @@ class _Stream:
             note = f": more messages were missed than a replay sends ({REPLAY_MAX}); see /api/v1/alerts\n\n"
             if not await write_chunk(self.response, note.encode()):
                 return False
+        elif self.last is not None and self.last[0] < now - REPLAY_WINDOW:
+            hours = REPLAY_WINDOW.total_seconds() / 3600
+            note = f": the last event id is older than a replay reaches ({hours:g} h); see /api/v1/alerts\n\n"
+            if not await write_chunk(self.response, note.encode()):
+                return False
         for alert, chunk in zip(found, chunks, strict=True):
             if not await write_chunk(self.response, chunk):
                 return False

@@ -13,10 +13,11 @@ department (that link lets a partner system acknowledge warnings for the departm
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, TypeVar
 
+import asyncpg
 from aiohttp import web
 from pydantic import Field, model_validator
 
@@ -46,6 +47,7 @@ from warnings_svc.web.operations import (
 )
 from warnings_svc.web.problems import ApiProblem
 
+_T = TypeVar("_T")
 _AUTHENTICATED = ("bearer", "session")
 _WRITE_PROBLEMS = (400, 401, 403, 404, 409, 413, 415, 422)
 _OWNERS = (Role.department, Role.admin)
@@ -299,18 +301,26 @@ async def replace_subscription(request: web.Request) -> web.Response:
     return json_answer(found.to_json())
 
 
-async def _change(request: web.Request, action: str) -> web.Response:
+async def _on_own(request: web.Request, act: Callable[[asyncpg.Connection, int, User], Awaitable[_T]]) -> _T:
+    """`act(conn, id, user)` on the subscription in the path, on the write lane, for its owner (or an admin),
+    the subscription locked in the transaction; 404 for anyone else's, `SubscriptionError`s as problems."""
     require_writer(request)
     sid = parse_path(request, SubscriptionPath).id
 
-    async def work(conn, user: User):  # type: ignore[no-untyped-def]
+    async def work(conn: asyncpg.Connection, user: User) -> _T:
         _owner_role(user)
         async with conn.transaction():
             _may_change(user, await subs.get(conn, sid, lock=True), sid)
-            return await subs.change_state(conn, sid, action, f"{action}d by {user.name}")
+            return await act(conn, sid, user)
 
     with _answers():
-        found = await write_as(request, work)
+        return await write_as(request, work)
+
+
+async def _change(request: web.Request, action: str) -> web.Response:
+    found = await _on_own(
+        request, lambda conn, sid, user: subs.change_state(conn, sid, action, f"{action}d by {user.name}")
+    )
     return json_answer(found.to_json())
 
 
@@ -347,16 +357,7 @@ async def resume_subscription(request: web.Request) -> web.Response:
     security=_AUTHENTICATED,
 )
 async def delete_subscription(request: web.Request) -> web.Response:
-    require_writer(request)
-    sid = parse_path(request, SubscriptionPath).id
-
-    async def work(conn, user: User) -> None:  # type: ignore[no-untyped-def]
-        _owner_role(user)
-        async with conn.transaction():
-            _may_change(user, await subs.get(conn, sid, lock=True), sid)
-            await subs.delete(conn, sid)
-
-    await write_as(request, work)
+    await _on_own(request, lambda conn, sid, _: subs.delete(conn, sid))
     return web.Response(status=204)
 
 
@@ -369,16 +370,6 @@ async def delete_subscription(request: web.Request) -> web.Response:
     security=_AUTHENTICATED,
 )
 async def rotate_secret(request: web.Request) -> web.Response:
-    require_writer(request)
-    sid = parse_path(request, SubscriptionPath).id
     overlap = request.app[SETTINGS].partners.rotation_overlap_s
-
-    async def work(conn, user: User):  # type: ignore[no-untyped-def]
-        _owner_role(user)
-        async with conn.transaction():
-            _may_change(user, await subs.get(conn, sid, lock=True), sid)
-            return await subs.rotate(conn, sid, overlap)
-
-    with _answers():
-        found, secret = await write_as(request, work)
+    found, secret = await _on_own(request, lambda conn, sid, _: subs.rotate(conn, sid, overlap))
     return _with_secret(json_answer(found.to_json() | {"secret": secret}))

@@ -27,6 +27,7 @@ import asyncpg
 from risk_zoning.build import ensure_built
 from risk_zoning.io.database import upgrade
 from risk_zoning.store import region_units
+from warnings_svc.coverage.evidence import measure, region_of
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.peers.stage import DemoStage
 from warnings_svc.demo.peers.terminals import demo_terminal_rows
@@ -128,6 +129,8 @@ async def _run_steps(settings: Settings, url: str, summary: dict[str, Any], stag
                 summary["reach"] = _reach(summary["dispatch"])
             else:
                 summary["dispatch"] = {"skipped": "no SMSC: give --smsc HOST:PORT (scripts/demo starts one)"}
+            step = "coverage"
+            summary["coverage"] = await _coverage(pool, settings, summary["warning"]["id"])
             summary["ok"] = True
         except SmokeFailed as e:
             summary["failed"] = {"step": step, "error": str(e)}
@@ -493,5 +496,14 @@ def _reach(dispatch: dict[str, Any]) -> dict[str, Any]:
         "people_sent_to": sent_to,
         "delivered_to_handset": delivered,
         "share": round(delivered / sent_to, 4) if sent_to else None,
-        "public_coverage": None,  # not measured yet: see the module's docstring
     }
+
+
+async def _coverage(pool: asyncpg.Pool, settings: Settings, warning_id: int) -> dict[str, Any]:
+    """The warning's public coverage, by the production engine, from the evidence the peers returned."""
+    async with pool.acquire() as conn:
+        region = region_of(await region_units(conn, settings.region))
+        measured = await measure(conn, warning_id, region, settings.coverage, settings.dispatch)
+    if measured is None:
+        raise SmokeFailed(f"warning {warning_id} was never issued")
+    return measured.as_json()

@@ -44,12 +44,13 @@ log = logging.getLogger(__name__)
 
 _LIVE = """SELECT DISTINCT warning_id FROM svc.warning_version
            WHERE status = 'issued' AND msg_type IN ('Alert', 'Update') AND expires > $1 ORDER BY warning_id"""
-# warnings watched before (a snapshot of theirs is stored) and not finished, that are live no more
-_ENDED = """SELECT DISTINCT s.warning_id FROM svc.coverage_snapshot s
-            WHERE NOT EXISTS (SELECT 1 FROM svc.coverage_snapshot f
-                              WHERE f.warning_id = s.warning_id AND f.kind = 'final')
-              AND s.warning_id <> ALL ($1::bigint[])
-            ORDER BY s.warning_id"""
+# warnings watched before (a snapshot of theirs is stored) and not finished, that are live no more: one index
+# probe per warning, not a scan of every snapshot
+_ENDED = """SELECT w.id FROM svc.warning w
+            WHERE w.id <> ALL ($1::bigint[])
+              AND EXISTS (SELECT 1 FROM svc.coverage_snapshot s WHERE s.warning_id = w.id)
+              AND NOT EXISTS (SELECT 1 FROM svc.coverage_snapshot f WHERE f.warning_id = w.id AND f.kind = 'final')
+            ORDER BY w.id"""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from warnings_svc.coverage import escalation, snapshots
 from warnings_svc.coverage.evidence import warning_facts
 from warnings_svc.coverage.metrics import CoverageMetrics
 from warnings_svc.coverage.watch import CoverageWatch
+from warnings_svc.dissemination import area_outbox
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.settings import (
     AreaSmsTargetSettings,
@@ -207,6 +208,18 @@ async def test_a_missed_checkpoint_is_alerted_proposed_applied_over_http_and_sto
             ("area_sms", "china-mobile", 1, "pending"),
         ]  # fmt: skip
         assert (await audit_actions(conn, warning_id))[-1] == "escalation_applied"
+        # once the first round is out, the dispatcher claims the second with the same content and a key of its own
+        await conn.execute(
+            """UPDATE svc.area_delivery SET state = 'done', done_at = now(), remote_id = 'task-1'
+               WHERE warning_id = $1 AND channel = 'area_sms' AND again = 0""",
+            warning_id,
+        )
+        claim, taken = await area_outbox.claim_area(conn, "area_sms", "china-mobile", "test-lease", 30)
+        assert taken and claim is not None
+        assert (
+            claim.alert.key == f"{warning_id}-1/area_sms/china-mobile/again-1" and claim.msg_type == "Alert"
+        )
+        assert claim.alert.level == "red" and claim.alert.texts.sms
 
     clock.at = issued + timedelta(minutes=31)  # the second checkpoint, still below: the next rung
     done = await watch.run_once()

@@ -6,7 +6,8 @@ area dispatcher (`warnings_svc.dissemination.area_dispatch`) decides when to cal
 - `write_area_deliveries` runs inside the transaction that issues a version: one delivery per configured
   target of the area channels, carrying the content as issued (`alert_content`), so a retry never sends a
   text rebuilt later. `write_expiries` runs inside the transaction that expires versions: what they left at
-  a target (retained messages, a running task) is taken back.
+  a target (retained messages, a running task) is taken back. `write_area_again` puts an issued version out
+  once more (coverage escalation), in a new round with a key of its own.
 - `claim_area` leases the next ready delivery of a target; a delivery waits while an earlier one to that
   target for the same warning is pending or sending, so an Update or a Cancel always finds the id the target
   gave what it replaces. A delivery whose version was superseded or expired before it went out is dropped.

@@ -14,6 +14,8 @@ Who is a candidate:
   tells them so); `recipients.needs_message` then skips people for whom nothing changed;
 - a Cancel: only the people who were told an earlier version.
 
+`write_relayer_deliveries` adds to a version's fan-out the relayers it left out (coverage escalation).
+
 A fan-out whose version stopped being in force before it was fully expanded (an Update or Cancel approved,
 or it expired) is dropped with the reason; the successor's own fan-out reaches the people.
 """

@@ -35,6 +35,9 @@ from warnings_svc.settings import (
     Settings,
 )
 
+# two checkpoints for a red warning, so a test walks the ladder over a few of the clock's moves
+CHECKPOINTS = {"red": (10, 30), "orange": (30,), "yellow": (60,), "blue": (60,)}
+
 HAIBOWAN = "150302000000"
 DISPATCH = DispatchSettings(
     embedded=False,  # nothing is sent: the tests look at what is queued
@@ -125,7 +128,7 @@ async def test_a_missed_checkpoint_is_alerted_proposed_applied_over_http_and_sto
 ) -> None:
     registry = CollectorRegistry()
     metrics = CoverageMetrics(registry)
-    coverage = CoverageSettings(snapshot_interval_s=1)
+    coverage = CoverageSettings(snapshot_interval_s=1, checkpoints_min=CHECKPOINTS)
     async with pool.acquire() as conn:
         warning_id, issued, population = await _warning(conn)
         assert await _area_rows(conn, warning_id) == [
@@ -276,7 +279,10 @@ async def test_in_automatic_mode_each_step_is_applied_at_once_or_skipped_with_th
 ) -> None:
     registry = CollectorRegistry()
     coverage = CoverageSettings.model_validate(
-        {"escalation": {"mode": "automatic", "ladders": {"red": ["more_relayers", "loudspeakers_again"]}}}
+        {
+            "checkpoints_min": CHECKPOINTS,
+            "escalation": {"mode": "automatic", "ladders": {"red": ["more_relayers", "loudspeakers_again"]}},
+        }
     )
     async with pool.acquire() as conn:
         # a relayer who chose rainstorms only: the heat warning's fan-out leaves them out
@@ -321,7 +327,7 @@ async def test_in_automatic_mode_each_step_is_applied_at_once_or_skipped_with_th
 async def test_a_step_proposed_when_the_warning_ends_is_stopped_and_a_decline_is_kept(
     pool: asyncpg.Pool,
 ) -> None:
-    coverage = CoverageSettings()
+    coverage = CoverageSettings(checkpoints_min=CHECKPOINTS)
     async with pool.acquire() as conn:
         warning_id, issued, _ = await _warning(conn)
     clock = Clock(issued + timedelta(minutes=31))

@@ -58,3 +58,13 @@ def test_each_miss_takes_the_next_rung_and_the_ladder_ends() -> None:
 
 def test_the_examples_in_the_docstrings_hold() -> None:
     assert doctest.testmod(escalation_module).failed == 0
+
+
+def test_the_default_checkpoints_reach_every_rung_of_the_default_ladders() -> None:
+    from warnings_svc.settings import CoverageSettings
+
+    settings = CoverageSettings()
+    for level, ladder in settings.escalation.ladders.items():
+        checkpoints = settings.checkpoints_min[level]
+        assert len(checkpoints) >= len(ladder), level  # one rung per checkpoint missed
+        assert list(checkpoints) == sorted(set(checkpoints))

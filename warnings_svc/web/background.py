@@ -83,7 +83,11 @@ UPLOAD_SCORER_IDLE_SECONDS = 300.0
 
 async def _upload_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
     scorer = RunScorer(
-        app[POOL], database_url, app[SETTINGS].scoring, release_after_seconds=UPLOAD_SCORER_IDLE_SECONDS
+        app[POOL],
+        database_url,
+        app[SETTINGS].scoring,
+        release_after_seconds=UPLOAD_SCORER_IDLE_SECONDS,
+        timeliness=app[METRICS].timeliness,
     )
     app[RUN_SCORER] = scorer
     yield
@@ -92,9 +96,9 @@ async def _upload_scoring(app: web.Application, *, database_url: str) -> AsyncIt
 
 async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scorer = RunScorer(app[POOL], database_url, settings.scoring)
-    app[RUN_SCORER] = scorer
     metrics = app[METRICS]
+    scorer = RunScorer(app[POOL], database_url, settings.scoring, timeliness=metrics.timeliness)
+    app[RUN_SCORER] = scorer
     inbox = Inbox(
         settings.data_dir,
         settle_seconds=2 * settings.scoring.inbox_poll_seconds,
@@ -236,7 +240,10 @@ async def _acknowledgement_steps(app: web.Application) -> AsyncIterator[None]:
         return await store.region_units_of(conn, issuing, held())
 
     task = asyncio.create_task(
-        acknowledgement_steps.run_forever(app[POOL], issuing, units_of), name="acknowledgement-steps"
+        acknowledgement_steps.run_forever(
+            app[POOL], issuing, units_of, on_overdue=app[METRICS].acknowledgements_overdue.set
+        ),
+        name="acknowledgement-steps",
     )
     app[BACKGROUND_LOOPS].watch("acknowledgement-steps", task)
     yield

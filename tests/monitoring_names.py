@@ -15,8 +15,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "warnings-svc.json"
 RULES = DEPLOY / "prometheus" / "rules" / "warnings.yml"
 
-# The coverage metrics of the contract (docs/monitoring.md). Until the coverage watch registers them on
-# every app, a test app's /metrics shows them only while a warning is live; the dashboard may name them.
+# The coverage metrics of the contract (docs/monitoring.md), registered on every app by the coverage API.
 COVERAGE_METRICS = frozenset(
     {
         "warnings_coverage_ratio",
@@ -83,7 +82,10 @@ def exposed_names(exposition: str) -> set[str]:
     for line in exposition.splitlines():
         if line.startswith("# TYPE "):
             _, _, family, kind = line.split(" ", 3)
-            suffixes = ("_bucket", "_count", "_sum") if kind in ("histogram", "summary") else ("",)
+            if kind == "counter":  # the client library names a counter's family with its _total
+                family = family.removesuffix("_total")
+            suffixes = {"histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum"),
+                        "counter": ("_total",)}.get(kind, ("",))  # fmt: skip
             names |= {family + suffix for suffix in suffixes}
         elif line and not line.startswith("#"):
             names.add(line.split("{")[0].split(" ")[0])

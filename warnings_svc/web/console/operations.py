@@ -25,18 +25,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
+from pydantic import Field
 from yarl import URL
 
 from warnings_svc.coverage.evidence import Measurement, measure, region_of
 from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.lifecycle.transitions import Role
 from warnings_svc.settings import Settings
+from warnings_svc.web.api.partner_log import MAX_ID
 from warnings_svc.web.appkeys import ISSUING, METRICS, POOL, SETTINGS
-from warnings_svc.web.auth import Forbidden
+from warnings_svc.web.auth import LANGUAGES, Forbidden
 from warnings_svc.web.console import progress
 from warnings_svc.web.console.acknowledgements import acknowledgement_rows
 from warnings_svc.web.console.labels import CHANNEL_NAMES, area_separator, beijing, name_in, warning_title
@@ -44,6 +46,14 @@ from warnings_svc.web.console.map import RegionView
 from warnings_svc.web.console.page import OPERATIONS_ROLES, REGION_VIEWS, Page, page_for
 from warnings_svc.web.console.plot import Point, coverage_map, coverage_plot
 from warnings_svc.web.i18n import N_, Message, translate
+from warnings_svc.web.operations import (
+    LenientQuery,
+    RequestModel,
+    media_reply,
+    operation,
+    parse_path,
+    parse_query,
+)
 
 # who sees a warning's panel: the operations view's users and the forecasters (on the warning's page)
 PANEL_ROLES: frozenset[Role] = OPERATIONS_ROLES | {Role.forecaster}
@@ -61,7 +71,7 @@ PARTNER_CHANNEL_NAMES: dict[str, Message] = {
     "webhook": N_("partner channel", "Partner webhooks"),
     "email": N_("partner channel", "Partner email"),
     "mqtt": N_("partner channel", "Partner MQTT"),
-    "sms": N_("partner channel", "Partner SMS"),
+    "sms": N_("partner channel", "SMS to partners and duty contacts"),
 }
 SMS_CHANNEL_NAMES: dict[str, Message] = {"sms": N_("sms channel", "SMS to registered people")}
 ESCALATION_ACTIONS: dict[str, Message] = {
@@ -283,10 +293,42 @@ def _viewer(page: Page, roles: frozenset[Role] = OPERATIONS_ROLES) -> None:
         raise Forbidden(f"role {page.user.role.value!r} has no operations view")
 
 
+_HTML = ("text/html",)
+
+
+class OperationsQuery(LenientQuery):
+    """The page's choices; a console page ignores what it does not know (as the other pages do)."""
+
+    lang: Literal[LANGUAGES] | None = None  # type: ignore[valid-type]
+
+
+class PanelQuery(OperationsQuery):
+    part: Literal["warning"] | None = Field(
+        None, description="warning: the panel as the warning's own page shows it (without title and areas)"
+    )
+
+
+class PanelPath(RequestModel):
+    id: int = Field(ge=1, le=MAX_ID, description="The warning's id")
+
+
+@operation(
+    "The operations view: every warning in force with its delivery per channel, coverage over time and by "
+    "town, escalation and acknowledgements; the queues and channels (HTML; operations, approver, admin)",
+    query=OperationsQuery,
+    responses={
+        200: media_reply("The page", *_HTML),
+        303: media_reply("Not logged in: on to /console/login?next=..."),
+        400: media_reply("A parameter that is not of its form: an error page", *_HTML),
+        403: media_reply("A role without the operations view: an error page", *_HTML),
+    },
+    security=("session",),
+)
 async def console_operations(request: web.Request) -> web.Response:
     """GET /console/operations: every warning in force with its panel, and the service's queues."""
     page = page_for(request)
     _viewer(page)
+    parse_query(request, OperationsQuery)
     app = request.app
     now = datetime.now(UTC)
     steps = app[ISSUING].acknowledgements.steps
@@ -304,22 +346,33 @@ async def console_operations(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "One issued warning's operations panel alone, as the operations view and the warning page poll it (HTML "
+    "fragment; operations, approver, admin, forecaster)",
+    path=PanelPath,
+    query=PanelQuery,
+    responses={
+        200: media_reply("The panel", *_HTML),
+        303: media_reply("Not logged in: on to /console/login?next=..."),
+        400: media_reply("A parameter that is not of its form: an error page", *_HTML),
+        403: media_reply("A role without the panel (department): an error page", *_HTML),
+        404: media_reply("No such warning, or none of its versions was issued", *_HTML),
+    },
+    security=("session",),
+)
 async def console_panel(request: web.Request) -> web.Response:
-    """GET /console/operations/warnings/{id}: one warning's panel alone (what the page polls)."""
+    """GET /console/operations/warnings/{id}: one warning's panel alone (what the pages poll)."""
     page = page_for(request)
     _viewer(page, PANEL_ROLES)
-    raw_id = request.match_info["id"]
-    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
-        raise web.HTTPNotFound()
+    warning_id = parse_path(request, PanelPath).id
+    full = parse_query(request, PanelQuery).part != "warning"
     app = request.app
     async with app[POOL].acquire() as conn:
         view = await app[REGION_VIEWS].get(conn)
-        found = await progress.issued_warnings(conn, warning_id=int(raw_id))
-        warning = found[0] if found else None
-        if warning is None:
-            raise web.HTTPNotFound()
-        data = await read_panel(conn, app[SETTINGS], app[ISSUING].acknowledgements.steps, view, warning)
-    full = request.query.get("part") != "warning"
+        found = await progress.issued_warnings(conn, warning_id=warning_id)
+        if not found:
+            return page.render("console/not_found.html", status=404, warning_id=str(warning_id))
+        data = await read_panel(conn, app[SETTINGS], app[ISSUING].acknowledgements.steps, view, found[0])
     return page.render(
         "console/panel.html", p=panel_context(page, view, data, now=datetime.now(UTC), full=full)
     )

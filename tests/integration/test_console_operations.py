@@ -15,6 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories_dispatch import add_recipients, expand_all, issue
+from tests.factories_partner_log import Try
+from tests.factories_partner_log import delivery as partner_delivery
+from tests.factories_partner_log import subscription as partner_subscription
 from tests.integration.test_console import CTX, console, log_in, new_user, page, seed_proposal
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Actor, Role
@@ -237,3 +240,77 @@ async def test_a_proposed_escalation_is_gone_from_the_banner_once_decided(
     html = await page(client, f"/console/operations/warnings/{v.warning_id}?lang=en")
     assert f'data-apply="{escalation_id}"' not in html
     assert f'data-escalation-row="{escalation_id}" data-state="applied"' in html and name in html
+
+
+async def test_area_and_partner_deliveries_fill_their_rows_and_their_failures_show_in_the_queues(
+    client: TestClient, conn: asyncpg.Connection
+) -> None:
+    v = await issue(conn, level="orange", hazard="sandstorm")
+    key = (v.warning_id, v.state.version)
+    # area channels: one operator done with handsets delivered, another done without evidence yet, the CBC
+    # waiting for a retry after a refusal, the broadcast platform given up
+    for channel, target, state, attempts, reason in (
+        ("area_sms", "china-mobile", "done", 1, ""),
+        ("area_sms", "china-unicom", "done", 1, ""),
+        ("cell_broadcast", "cbc", "pending", 2, "cbc answered 503"),
+        ("broadcast_platform", "county", "dead", 5, "platform refused the token"),
+    ):
+        await conn.execute(
+            """INSERT INTO svc.area_delivery (warning_id, version, channel, target, msg_type, priority, state,
+                                              attempts, reason, content, next_attempt_at)
+               VALUES ($1, $2, $3, $4, 'Alert', 1, $5, $6, $7, '{}', now() + interval '1 hour')""",
+            *key,
+            channel,
+            target,
+            state,
+            attempts,
+            reason,
+        )
+    await conn.execute(
+        """INSERT INTO svc.reach_evidence (warning_id, version, channel, target, area, kind, measured, targeted,
+                                           sent, delivered)
+           VALUES ($1, $2, 'area_sms', 'china-mobile', '150302000000', 'handsets', true, 1000, 990, 950)""",
+        *key,
+    )
+    # partners: a webhook delivered, one retrying after a 502, one given up; an email delivered
+    owner, _ = await new_user(conn, "department")
+    hook, hook2, hook3 = [await partner_subscription(conn, owner) for _ in range(3)]
+    mail = await partner_subscription(conn, owner, channel="email", address="duty@example.cn")
+    await partner_delivery(conn, hook, key, state="delivered", tries=[Try("delivered", 200)])
+    # written given up, then waiting an hour for its retry in one statement: the service's own partner
+    # dispatcher never sees it due
+    retrying = await partner_delivery(
+        conn, hook2, key, state="dead", tries=[Try("temporary_failure", 502, "bad gateway")]
+    )
+    await conn.execute(
+        """UPDATE svc.partner_delivery SET state = 'pending', done_at = NULL, next_attempt_at = now() + interval '1 hour'
+           WHERE id = $1""",
+        retrying,
+    )
+    await partner_delivery(conn, hook3, key, state="dead", tries=[Try("permanent_failure", 410, "gone")])
+    await partner_delivery(
+        conn,
+        mail,
+        key,
+        state="delivered",
+        tries=[Try("delivered", 250)],
+        channel="email",
+        address="duty@example.cn",
+    )
+    name, _ = await new_user(conn, "operations")
+    await log_in(client, name)
+    html = await page(client, "/console/operations?lang=en")
+    panel = html.split(f'id="ops-{v.warning_id}"')[1].split("</section>")[0]
+
+    def row(channel: str) -> dict[str, str]:
+        return {c: cell(panel, channel, c) for c in ("queued", "sent", "delivered", "failed", "dead")}
+
+    zero = dict.fromkeys(("queued", "sent", "delivered", "failed", "dead"), "0")
+    assert row("area/area_sms") == zero | {"sent": "1", "delivered": "1"}
+    assert row("area/cell_broadcast") == zero | {"failed": "1"}
+    assert row("area/broadcast_platform") == zero | {"dead": "1"}
+    assert row("partner/webhook") == zero | {"delivered": "1", "failed": "1", "dead": "1"}
+    assert row("partner/email") == zero | {"delivered": "1"}
+    queues = html.split('id="service-state"')[1].split("</section>")[0]
+    assert "cbc answered 503" in queues and "platform refused the token" in queues
+    assert "bad gateway" in queues or "gone" in queues  # the webhooks' latest failure of the day

@@ -62,10 +62,11 @@ ESCALATION_ROLES: frozenset[Role] = frozenset({Role.operations, Role.approver, R
 MAX_LIVE = 50
 EXPIRING_SOON = timedelta(hours=1)  # a warning in force this close to its expiry says so
 POLL_SECONDS = 5
-CIRCUIT_NAMES: dict[float, Message] = {
-    0.0: N_("circuit", "closed"),
-    1.0: N_("circuit", "half-open"),
-    2.0: N_("circuit", "open"),
+# `warnings_circuit_state`'s values, as the gauge's sample gives them
+CIRCUIT_NAMES: dict[str, Message] = {
+    "0.0": N_("circuit", "closed"),
+    "1.0": N_("circuit", "half-open"),
+    "2.0": N_("circuit", "open"),
 }
 PARTNER_CHANNEL_NAMES: dict[str, Message] = {
     "webhook": N_("partner channel", "Partner webhooks"),
@@ -137,7 +138,7 @@ def panel_context(
 ) -> dict[str, Any]:
     """What the panel template shows of one warning; `full` on the operations page (with the warning's title
     and areas), not on the warning's own page."""
-    t, lang = page.t, page.lang
+    lang = page.lang
     w = data.warning
     warning_id = w["id"]
     m = data.measurement
@@ -215,7 +216,6 @@ def panel_context(
             "public": f"/api/v1/alerts/{version_key}",
         },
         "poll_seconds": POLL_SECONDS,
-        "labels": t,
     }
 
 
@@ -262,9 +262,7 @@ def service_context(
         )
     circuit_rows = []
     for (kind, name), value in sorted(gauges.items()):
-        shown = value
-        if kind == "sms":
-            shown = name_in({str(k): v for k, v in CIRCUIT_NAMES.items()}, value, lang)
+        shown = name_in(CIRCUIT_NAMES, value, lang) if kind == "sms" else value
         circuit_rows.append(
             {"kind": kind, "name": name, "state": shown, "bad": value in ("2.0", "1.0", "down")}
         )

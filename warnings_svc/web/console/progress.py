@@ -20,8 +20,6 @@ are the contract of migration 0016, so the two agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -166,20 +164,3 @@ async def escalations(conn: asyncpg.Connection, warning_id: int) -> list[dict[st
         warning_id,
     )
     return [dict(r) for r in rows]
-
-
-async def acknowledgements_outstanding(
-    conn: asyncpg.Connection, warning_ids: Sequence[int]
-) -> dict[int, int]:
-    """Per warning, the acknowledgement requests still open (waiting or on the call list)."""
-    rows = await conn.fetch(
-        """SELECT warning_id, count(*) AS n FROM svc.ack_request
-           WHERE warning_id = ANY($1::bigint[]) AND state IN ('waiting', 'calling') GROUP BY warning_id""",
-        list(warning_ids),
-    )
-    return {r["warning_id"]: r["n"] for r in rows}
-
-
-def age_of(t: datetime | None, now: datetime) -> float | None:
-    """Seconds since `t` (None for None)."""
-    return None if t is None else (now - t).total_seconds()

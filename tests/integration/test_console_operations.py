@@ -127,6 +127,7 @@ async def test_the_operations_user_lands_on_the_operations_view_with_each_live_w
     assert f'href="/api/v1/alerts/{key}.cap"' in panel and f'href="/api/v1/alerts/{key}.gbt.xml"' in panel
     assert f'data-escalation="{escalation_id}"' in panel
     assert f'data-url="/api/v1/warnings/{v.warning_id}/escalations/{escalation_id}/apply"' in panel
+    assert f'data-url="/api/v1/warnings/{v.warning_id}/escalations/{escalation_id}/decline"' in panel
     assert "operator area SMS again" in panel and "42.0%" in panel
     # the queues and the day's failures of the whole service
     assert "SMS to registered people" in html and "smsc refused: throttled" in html
@@ -144,8 +145,18 @@ async def test_the_panel_fragment_follows_new_receipts(client: TestClient, conn:
     )
     fragment = await page(client, f"/console/operations/warnings/{v.warning_id}")
     assert cell(fragment, "sms/sms", "delivered") == "3" and cell(fragment, "sms/sms", "sent") == "0"
-    assert (await client.get("/console/operations/warnings/999999999")).status == 404
-    assert (await client.get("/console/operations/warnings/x1")).status == 404
+    for path, status in (
+        ("/console/operations/warnings/999999999", 404),
+        ("/console/operations/warnings/x1", 404),
+        ("/console/operations/warnings/0", 404),
+        (f"/console/operations/warnings/{v.warning_id}?part=everything", 400),
+        ("/console/operations?lang=fr", 400),
+    ):
+        response = await client.get(path)
+        assert response.status == status, path
+        assert response.headers["Content-Type"].startswith("text/html"), path  # an error page, as declared
+    described = (await (await client.get("/openapi.json")).json())["paths"]
+    assert "/console/operations" in described and "/console/operations/warnings/{id}" in described
 
 
 async def test_an_issued_warnings_page_shows_the_panel_and_links_its_documents(

@@ -196,6 +196,8 @@ LABELS: dict[str, Message] = {
         "Coverage {coverage} at the {minutes}-minute checkpoint, below the target {target}. Proposed:",
     ),
     "escalation_apply": N_("operations", "Apply"),
+    "escalation_decline": N_("operations", "Decline"),
+    "escalation_decline_reason": N_("operations", "Why not (optional)"),
     "ops_acks": N_("operations", "Acknowledgements"),
     # Translators: {open} requests still open, {overdue} of them overdue or on the call list
     "ops_acks_outstanding": N_("operations", "{open} outstanding, {overdue} overdue"),

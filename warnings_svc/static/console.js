@@ -336,11 +336,15 @@
 
   // Delivery receipts and coverage send no event (they come by the thousand), so each operations panel is
   // fetched again every few seconds and swapped in when it changed; never while its form shows a refusal
-  // or is being sent.
+  // or is being sent, nor while something is typed into it.
   async function pollPanel(panel) {
     if (panel.querySelector("button.busy") || [...panel.querySelectorAll("[data-problem]")].some((e) => !e.hidden)) {
       return;
     }
+    const typing = [...panel.querySelectorAll("input, textarea")].some(
+      (el) => el.value.trim() || el === document.activeElement
+    );
+    if (typing) return;
     let response;
     try {
       response = await fetch(panel.dataset.panelUrl, { headers: { Accept: "text/html" }, credentials: "same-origin" });

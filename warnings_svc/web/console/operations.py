@@ -46,6 +46,7 @@ from warnings_svc.web.console.map import RegionView
 from warnings_svc.web.console.page import OPERATIONS_ROLES, REGION_VIEWS, Page, page_for
 from warnings_svc.web.console.plot import Point, coverage_map, coverage_plot
 from warnings_svc.web.i18n import N_, Message, translate
+from warnings_svc.web.metrics import ServiceMetrics
 from warnings_svc.web.operations import (
     LenientQuery,
     RequestModel,
@@ -219,7 +220,7 @@ def panel_context(
     }
 
 
-def circuits(metrics: Any) -> dict[tuple[str, str], str]:
+def circuits(metrics: ServiceMetrics) -> dict[tuple[str, str], str]:
     """The channels' state as the in-process dispatchers' gauges tell it, by (kind, name); empty when no
     dispatcher runs in this process."""
     out: dict[tuple[str, str], str] = {}

@@ -2,10 +2,7 @@
 kept up to date by the page's polling as receipts arrive, and the escalation banner's "apply" button.
 
 The service runs in a thread of this process (the production app factory on a real pool and a fresh, built
-database), so that until the coverage API's apply endpoint (helper "watch": ``POST /api/v1/warnings/{id}/
-escalations/{escalation_id}/apply``) is part of the app, a stand-in with its contract (200 with the row, 409
-when not proposed) is added to this instance only. Once ``warnings_svc.coverage.escalation`` exists, the real
-endpoint answers and the stand-in is not added.
+database); the button posts to the coverage API's apply endpoint, which really queues the step's messages.
 
 With WARNINGS_SCREENSHOTS=DIR set, the page is photographed into DIR/console-operations.png, e.g.
 ``WARNINGS_SCREENSHOTS=docs/img .venv/bin/pytest tests/browser/test_operations_browser.py``.
@@ -14,7 +11,6 @@ With WARNINGS_SCREENSHOTS=DIR set, the page is photographed into DIR/console-ope
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 from collections.abc import Iterator
@@ -24,42 +20,21 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
-from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.test_console_browser import screenshot
+from tests.factories_acks import add_relayer
 from tests.factories_app import service
 from tests.factories_db import fresh_database
 from tests.integration.test_console_operations import add_escalation, add_series, live_warning_with_deliveries
 from warnings_svc.web.accounts import create_user
-from warnings_svc.web.appkeys import POOL
-from warnings_svc.web.auth import USER
 from warnings_svc.web.events import EVENT_HUB
 
 PASSWORD = "correct horse battery"
 WAIT_SECONDS = 20  # a page, a poll of the panel (every 5 s), an action
 START_SECONDS = 60
-APPLY_PATH = "/api/v1/warnings/{id}/escalations/{escalation_id}/apply"
-HAS_ESCALATION_API = importlib.util.find_spec("warnings_svc.coverage.escalation") is not None
-
-
-async def stand_in_apply(request: web.Request) -> web.Response:
-    """The coverage API's apply, as its contract says, for this test only (see the module's docstring)."""
-    user = request[USER]
-    async with request.app[POOL].acquire() as conn:
-        row = await conn.fetchrow(
-            """UPDATE svc.coverage_escalation SET state = 'applied', decided_by = $3, decided_at = now()
-               WHERE id = $2 AND warning_id = $1 AND state = 'proposed'
-               RETURNING id, checkpoint_min, step, action, state, coverage, decided_by""",
-            int(request.match_info["id"]),
-            int(request.match_info["escalation_id"]),
-            user.name,
-        )
-    if row is None:
-        return web.json_response({"title": "Conflict", "status": 409, "code": "not_proposed"}, status=409)
-    return web.json_response(dict(row))
 
 
 @dataclass
@@ -80,14 +55,12 @@ def ops_server(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
     async def run() -> None:
         try:
-            async with fresh_database(pg_server_url, built=True) as url:
-                routes = [] if HAS_ESCALATION_API else [web.post(APPLY_PATH, stand_in_apply)]
-                async with service(url, folder, routes=routes) as client:
-                    assert await client.app[EVENT_HUB].wait_listening(10)
-                    server.database_url = url
-                    server.base_url = str(client.make_url("")).rstrip("/")
-                    ready.set()
-                    await stop.wait()
+            async with fresh_database(pg_server_url, built=True) as url, service(url, folder) as client:
+                assert await client.app[EVENT_HUB].wait_listening(10)
+                server.database_url = url
+                server.base_url = str(client.make_url("")).rstrip("/")
+                ready.set()
+                await stop.wait()
         except BaseException as e:  # the test fails with it instead of waiting
             failed.append(e)
             ready.set()
@@ -139,14 +112,15 @@ def cell(driver: WebDriver, warning_id: int, column: str) -> str:
 def test_the_operations_page_follows_a_live_warning_and_applies_an_escalation_step(
     chrome: WebDriver, ops_server: ThreadedService
 ) -> None:
-    async def seed(conn: asyncpg.Connection) -> tuple[int, int, str]:
+    async def seed(conn: asyncpg.Connection) -> tuple[int, int, str, int]:
         v = await live_warning_with_deliveries(conn)
         await add_series(conn, v, [(0, 0.0), (2, 0.15), (5, 0.31), (10, 0.42)])
-        escalation_id = await add_escalation(conn, v)
+        relayer = await add_relayer(conn)  # registered after the warning went out: the step texts them
+        escalation_id = await add_escalation(conn, v, action="more_relayers")
         user, _ = await create_user(conn, "duty-ops", "operations", password=PASSWORD, display_name="值班员")
-        return v.warning_id, escalation_id, user.name
+        return v.warning_id, escalation_id, user.name, relayer["id"]
 
-    warning_id, escalation_id, name = in_database(ops_server, seed)  # type: ignore[misc]
+    warning_id, escalation_id, name, relayer_id = in_database(ops_server, seed)  # type: ignore[misc]
     log_in(chrome, ops_server, name, "/console/operations")
     panel = chrome.find_element(By.ID, f"ops-{warning_id}")
     assert cell(chrome, warning_id, "delivered") == "2" and cell(chrome, warning_id, "dead") == "1"
@@ -198,3 +172,12 @@ def test_the_operations_page_follows_a_live_warning_and_applies_an_escalation_st
         return row["state"], row["decided_by"]
 
     assert in_database(ops_server, decided) == ("applied", name)
+
+    async def texted(conn: asyncpg.Connection) -> int:
+        return await conn.fetchval(
+            "SELECT count(*) FROM svc.delivery WHERE warning_id = $1 AND recipient_id = $2",
+            warning_id,
+            relayer_id,
+        )
+
+    assert in_database(ops_server, texted) == 1  # the click really queued the relayer's SMS

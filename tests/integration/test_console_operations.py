@@ -81,14 +81,17 @@ async def add_series(conn: asyncpg.Connection, v: ws.Version, figures: list[tupl
         )
 
 
-async def add_escalation(conn: asyncpg.Connection, v: ws.Version, state: str = "proposed") -> int:
+async def add_escalation(
+    conn: asyncpg.Connection, v: ws.Version, state: str = "proposed", action: str = "area_sms_again"
+) -> int:
     """A step of the ladder raised at the 10-minute checkpoint."""
     escalation_id: int = await conn.fetchval(
         """INSERT INTO svc.coverage_escalation (warning_id, version, checkpoint_min, step, action, state, coverage)
-           VALUES ($1, $2, 10, 1, 'area_sms_again', $3, 0.42) RETURNING id""",
+           VALUES ($1, $2, 10, 1, $4, $3, 0.42) RETURNING id""",
         v.warning_id,
         v.state.version,
         state,
+        action,
     )
     return escalation_id
 

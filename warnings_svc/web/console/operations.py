@@ -32,6 +32,7 @@ from aiohttp import web
 from pydantic import Field
 from yarl import URL
 
+from warnings_svc.coverage import escalation, snapshots
 from warnings_svc.coverage.evidence import Measurement, measure, region_of
 from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.lifecycle.transitions import Role
@@ -123,8 +124,8 @@ async def read_panel(
         warning,
         await progress.channel_progress(conn, warning_id),
         measurement,
-        await progress.coverage_series(conn, warning_id),
-        await progress.escalations(conn, warning_id),
+        await snapshots.series(conn, warning_id),
+        await escalation.escalations_of(conn, warning_id),
         await acks.requests_of(conn, now=datetime.now(UTC), steps=steps, warning_id=warning_id),
     )
 
@@ -163,7 +164,7 @@ def panel_context(
             "state_name": name_in(ESCALATION_STATES, e["state"], lang),
             "coverage": f"{e['coverage']:.1%}",
             "decided_by": e["decided_by"],
-            "created": beijing(e["created_at"], "%m-%d %H:%M"),
+            "created": beijing(datetime.fromisoformat(e["created_at"]), "%m-%d %H:%M"),
             "apply_url": f"/api/v1/warnings/{warning_id}/escalations/{e['id']}/apply",
             "decline_url": f"/api/v1/warnings/{warning_id}/escalations/{e['id']}/decline",
         }

@@ -25,7 +25,6 @@ from typing import Any
 import asyncpg
 
 COLUMNS: tuple[str, ...] = ("queued", "sent", "delivered", "failed", "dead")
-MAX_SERIES = 2000  # snapshots drawn per warning (one a minute for a day and a half)
 
 
 async def issued_warnings(
@@ -141,26 +140,5 @@ async def last_failures(conn: asyncpg.Connection) -> list[dict[str, Any]]:
                JOIN svc.partner_delivery d ON d.id = a.delivery_id
                WHERE a.outcome <> 'delivered' AND a.started_at > now() - interval '1 day'
            ) f ORDER BY kind, channel, at DESC"""
-    )
-    return [dict(r) for r in rows]
-
-
-async def coverage_series(conn: asyncpg.Connection, warning_id: int) -> list[dict[str, Any]]:
-    """The warning's stored coverage figures in time order (series, checkpoints and the final one)."""
-    rows = await conn.fetch(
-        """SELECT kind, checkpoint_min, minutes, public, measured, taken_at FROM svc.coverage_snapshot
-           WHERE warning_id = $1 ORDER BY minutes, id LIMIT $2""",
-        warning_id,
-        MAX_SERIES,
-    )
-    return [dict(r) for r in rows]
-
-
-async def escalations(conn: asyncpg.Connection, warning_id: int) -> list[dict[str, Any]]:
-    """The warning's escalation steps, oldest first."""
-    rows = await conn.fetch(
-        """SELECT id, checkpoint_min, step, action, state, coverage, decided_by, created_at, decided_at
-           FROM svc.coverage_escalation WHERE warning_id = $1 ORDER BY checkpoint_min, step""",
-        warning_id,
     )
     return [dict(r) for r in rows]

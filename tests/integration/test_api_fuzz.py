@@ -39,6 +39,9 @@ from warnings_svc.web.openapi import openapi_document
 pytestmark = pytest.mark.slow
 
 SEED = 16
+# aiohttp's HTTP parser refuses a longer request line (its default, which the service keeps) before any
+# handler runs, with a plain-text 400
+HTTP_LINE_LIMIT = 8190
 # Generated cases per operation in the fuzzing phase (the examples and coverage phases add their own, a
 # bounded set each): with 35 operations run twice, some 10,000 requests.
 MAX_EXAMPLES = 100
@@ -197,19 +200,33 @@ def test_the_fuzzed_description_is_the_one_the_service_serves(served: Served) ->
     assert served_document == DESCRIPTION
 
 
+def call_and_validate(case: schemathesis.Case, served: Served, headers: dict[str, str] | None = None) -> None:
+    """Send the case and hold its answer to the description. A request line longer than the HTTP parser takes
+    never reaches the service: the parser's own plain-text 400 (said in the description's info) is accepted
+    for it, and nothing may have been written."""
+    kwargs = case.as_transport_kwargs(base_url=served.base_url, headers=headers)
+    target = requests.Request(kwargs["method"], kwargs["url"], params=kwargs.get("params")).prepare().path_url
+    if len(target) <= HTTP_LINE_LIMIT // 2:  # far from the limit, however the client encodes it
+        case.call_and_validate(base_url=served.base_url, headers=headers, checks=CHECKS)
+        return
+    runs = served.base_url + "/api/v1/runs"
+    before = requests.get(runs, timeout=REQUEST_TIMEOUT, headers=headers).text
+    answer = case.call(base_url=served.base_url, headers=headers)
+    if answer.status_code == 400 and "json" not in answer.headers.get("Content-Type", ""):
+        assert requests.get(runs, timeout=REQUEST_TIMEOUT, headers=headers).text == before  # the parser's
+    else:
+        case.validate_response(answer, checks=CHECKS)
+
+
 @fuzzed.parametrize()
 def test_generated_requests_as_a_forecaster_get_only_answers_the_description_promises(
     case: schemathesis.Case, served: Served
 ) -> None:
-    case.call_and_validate(
-        base_url=served.base_url,
-        headers={"Authorization": f"Bearer {served.forecaster_token}"},
-        checks=CHECKS,
-    )
+    call_and_validate(case, served, {"Authorization": f"Bearer {served.forecaster_token}"})
 
 
 @fuzzed.parametrize()
 def test_generated_requests_without_a_token_get_only_answers_the_description_promises(
     case: schemathesis.Case, served: Served
 ) -> None:
-    case.call_and_validate(base_url=served.base_url, checks=CHECKS)
+    call_and_validate(case, served)

@@ -88,7 +88,9 @@ def openapi_document(
             "title": "warnings-svc",
             "version": "0.1.0",
             "description": "Meteorological disaster early warning: risk database, forecast runs and proposals, "
-            "warnings and their lifecycle, public alerts, health, metrics.",
+            "warnings and their lifecycle, public alerts, health, metrics. A request whose request line or one "
+            "of whose header fields is longer than 8,190 bytes is refused by the HTTP layer before it reaches "
+            "an operation: 400 with a plain-text body, nothing written.",
         },
         "paths": paths,
         "components": {

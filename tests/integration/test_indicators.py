@@ -332,7 +332,9 @@ async def test_the_public_page_asks_and_a_score_is_stored_by_json_or_by_its_form
     html = await page.text()
     assert 'action="/api/v1/satisfaction"' in html and f'value="{alert}"' in html
     assert f'<option value="{HAIBOWAN}">' in html and f'<option value="{HAINAN}">' not in html
-    assert (await client.get("/alerts/999999-1")).status == 404
+    for unknown in ("/alerts/999999-1", "/alerts/not-an-id"):
+        missing = await client.get(unknown)
+        assert (missing.status, missing.content_type) == (404, "text/html")
     before = await _scores(conn)
     stored = await client.post(
         "/api/v1/satisfaction", json={"score": 5, "warning": alert, "area": HAIBOWAN, "comment": " 很及时 "}

@@ -140,7 +140,7 @@ class CoverageReport:
 def districts_of(region: Region) -> dict[str, str]:
     """Every unit's district (a district is its own; the city and anything above have none)."""
     out = {}
-    for code, area in region.areas.items():
+    for code in region.areas:
         node: str | None = code
         while node is not None and node in region.areas:
             if region.areas[node].level == "district":
@@ -355,10 +355,12 @@ def coverage_plot(report: CoverageReport) -> bytes:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = list(range(len(labels)))
-    ax.bar([x - 0.2 for x in xs], final, width=0.4, label="final", color="#2b6cb0")
-    ax.bar([x + 0.2 for x in xs], early, width=0.4, label="at 10 min", color="#90cdf4")
-    ax.axhline(100 * report.target, color="#c53030", linestyle="-", linewidth=1.2)
-    ax.axhline(100 * PLAN_2020, color="#dd6b20", linestyle="--", linewidth=1.0)
+    bars = ax.bar([x - 0.2 for x in xs], final, width=0.4, label="final", color="#2b6cb0")
+    ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=-12, color="white")
+    bars = ax.bar([x + 0.2 for x in xs], early, width=0.4, label="at 10 min", color="#90cdf4")
+    ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.axhline(100 * report.target, color="#c53030", linestyle="-", linewidth=1.2, zorder=3)
+    ax.axhline(100 * PLAN_2020, color="#dd6b20", linestyle="--", linewidth=1.0, zorder=3)
     ax.text(len(xs) - 0.5, 100 * report.target, f" {100 * report.target:.0f} % (2025)", va="bottom",
             ha="right", fontsize=8, color="#c53030")  # fmt: skip
     ax.text(len(xs) - 0.5, 100 * PLAN_2020, f" {100 * PLAN_2020:.0f} % (2020)", va="top", ha="right",

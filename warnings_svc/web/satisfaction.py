@@ -48,7 +48,8 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class AlertPagePath(RequestModel):
-    id: str = Field(description="{warning_id}-{version}, e.g. 12-1", pattern=r"^[1-9]\d{0,17}-[1-9]\d{0,8}$")
+    # any text: an id that names no public message is answered by the page itself (404 in HTML)
+    id: str = Field(description="{warning_id}-{version}, e.g. 12-1")
 
 
 class SatisfactionBody(RequestModel):
@@ -67,8 +68,8 @@ class SatisfactionBody(RequestModel):
     @field_validator("score", mode="before")
     @classmethod
     def _whole_number(cls, value: object) -> object:
-        # a form sends text; JSON must send a whole number (true, 4.5 and "4" in JSON are refused)
-        if isinstance(value, bool) or (isinstance(value, float)):
+        # a form sends text, so "4" is taken (from JSON too); true and 4.0 are not scores
+        if isinstance(value, bool | float):
             raise ValueError("a whole number from 1 to 5")
         return value
 
@@ -106,8 +107,7 @@ class ScoresLimited(ApiProblem):
 )
 async def alert_page(request: web.Request) -> web.Response:
     key = parse_alert_id(parse_path(request, AlertPagePath).id)
-    assert key is not None  # the path's pattern is the id's
-    alert, areas = await _public_alert(request, *key)
+    alert, areas = (None, []) if key is None else await _public_alert(request, *key)
     if alert is None:
         return _page(request, 404, found=False)
     return _page(request, 200, found=True, **_alert_context(alert, areas, rated="rated" in request.query))
@@ -126,7 +126,7 @@ async def _public_alert(
     inside = [
         u
         for u in region.units.values()
-        if len(u.code) == 12 and any(region.overlap(u.code, a) for a in alert.areas)
+        if u.level in ("district", "town") and any(region.overlap(u.code, a) for a in alert.areas)
     ]
     return alert, [{"code": u.code, "name": u.name} for u in sorted(inside, key=lambda u: u.code)]
 

@@ -285,13 +285,13 @@ def summarise(
             row.population += people
             row.reached += w.final.reached.get(d, 0)
             row.reached_early += w.early.reached.get(d, 0)
-            row.met += w.final.reached.get(d, 0) / people >= w.target
+            row.met += _reaches(w.final.reached.get(d, 0), people, w.target)
         reached = sum(w.final.reached.values())
         city.warnings += 1
         city.population += population
         city.reached += reached
         city.reached_early += sum(w.early.reached.values())
-        city.met += reached / population >= w.target
+        city.met += _reaches(reached, population, w.target)
     return CoverageReport(
         year,
         target,
@@ -300,6 +300,11 @@ def summarise(
         computed=sum(1 for w in kept if w.source == "computed"),
         exercises_left_out=exercises_left_out,
     )
+
+
+def _reaches(reached: int, population: int, target: float) -> bool:
+    """Whether `reached` of `population` is the target or more (rounded: 0.95 is not exact in binary)."""
+    return round(reached / population, 9) >= round(target, 9)
 
 
 def _percent(value: float | None) -> str:
@@ -395,7 +400,8 @@ class SatisfactionRow:
     @property
     def meets_plan(self) -> bool | None:
         points = self.points
-        return None if points is None else points >= PLAN_SATISFACTION_POINTS
+        # rounded: 4.6 is (4.6 - 1) / 4 x 100 = 89.99999999999999 in binary floating point
+        return None if points is None else round(points, 9) >= PLAN_SATISFACTION_POINTS
 
 
 @dataclass

@@ -18,6 +18,6 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 if [[ ",$extras," == *,test,* ]]; then
-  scripts/install-debian-peers # Chromium (tests/browser), Mosquitto (MQTT terminals), espeak-ng (speech)
+  scripts/install-debian-peers # Chromium (tests/browser), Mosquitto (MQTT terminals), espeak-ng (speech), promtool
   scripts/install-smsc-peer # the SMPP tests talk to node-smpp in server mode (tests/peers/smsc)
 fi

@@ -377,8 +377,10 @@ class AcknowledgementSettings(BaseModel):
 
 
 _DEFAULT_CHECKPOINTS: dict[Level, tuple[int, ...]] = {
-    "red": (10, 30),
-    "orange": (30,),
+    # the first checkpoint is the plan's operational one; each later one gives the next rung of the ladder
+    # (one rung per checkpoint missed), so every rung of a level's default ladder can be reached
+    "red": (10, 15, 20, 30),
+    "orange": (30, 40, 50),
     "yellow": (60,),
     "blue": (60,),
 }

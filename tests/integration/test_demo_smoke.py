@@ -38,8 +38,24 @@ def test_the_smoke_run_ingests_issues_dispatches_and_reports_in_json(smsc: Any) 
         "people_sent_to": delivered,
         "delivered_to_handset": delivered,
         "share": 1.0,
-        "public_coverage": None,
     }
+    # public coverage, by the production engine, from what the peers returned: every SMS receipt counts one
+    # person; the area channels bring the warned districts past the target; the method is stated
+    coverage = summary["coverage"]
+    assert coverage["target"] == 0.95 and coverage["met"] is True
+    assert coverage["target"] <= coverage["public"] <= 1 and coverage["measured"] <= coverage["public"]
+    assert coverage["at_10_min"] == coverage["public"] and coverage["at_10_min_complete"] is False
+    assert 0 <= coverage["minutes_to_target"] < 10
+    assert coverage["by_channel"]["sms"] == {
+        "people": delivered,
+        "share": round(delivered / coverage["population"], 4),
+        "basis": ["measured"],
+    }
+    assert coverage["by_channel"]["cell_broadcast"]["basis"] == ["estimated"]
+    districts = {c for c, a in coverage["by_area"].items() if a["level"] == "district"}
+    assert districts == set(summary["warning"]["areas"])
+    assert coverage["population"] == sum(coverage["by_area"][c]["population"] for c in districts)
+    assert coverage["method"]["overlap"] == "independent"
     # what the SMSC received: every person texted, all of their segments, once; and, on the partner
     # dispatcher's own bind, one acknowledgement call to each duty contact the warning calls
     accepted = smsc.accepted()
@@ -118,6 +134,9 @@ def test_without_the_simulated_peers_the_smoke_run_leaves_the_area_channels_out(
     summary = json.loads(run.stdout)
     assert summary["ok"] is True and summary["warning"]["status"] == "issued"
     assert "terminals" not in summary and "broadcast" not in summary
+    # nothing was put out, so nobody is counted as reached
+    assert summary["coverage"]["public"] == 0 and summary["coverage"]["met"] is False
+    assert summary["coverage"]["minutes_to_target"] is None and summary["coverage"]["by_channel"] == {}
     assert "simulator" not in run.stderr.lower() and "amqtt" not in run.stderr
 
 

@@ -76,7 +76,8 @@ def test_the_warnings_api_writes_declare_their_id_their_body_and_their_problems(
         for method in item
         if method in ("post", "patch")
     ]
-    assert len(writes) == 9  # create, draft from a proposal, edit, 4 actions, update, cancel
+    # create, draft from a proposal, edit, 4 actions, update, cancel; apply and decline an escalation step
+    assert len(writes) == 11
     for path, method in writes:
         described = document["paths"][path][method]
         assert "requestBody" in described, (path, method)
@@ -139,13 +140,14 @@ def test_the_writes_that_honour_an_idempotency_key_describe_it_and_the_replayed_
         for method, described in item.items()
         if _takes_an_idempotency_key(described)
     }
-    # the JSON writes of the API: a warning's (create, draft from a proposal, edit, 6 actions), a
+    # the JSON writes of the API: a warning's (create, draft from a proposal, edit, 6 actions, apply and
+    # decline an escalation step), a
     # subscription's (create, delete, pause, resume, rotate; a PUT is idempotent by itself), send again of
     # a partner delivery and the 3 acknowledgement writes; not the streamed uploads, not the console's forms,
     # no read
     assert ("POST", "/api/v1/warnings") in keyed and ("PATCH", "/api/v1/warnings/{id}") in keyed
     warning_writes = {(m, p) for m, p in keyed if p.startswith(("/api/v1/warnings", "/api/v1/proposals/"))}
-    assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(warning_writes) == 9
+    assert ("POST", "/api/v1/warnings/{id}/approve") in keyed and len(warning_writes) == 11
     assert ("POST", "/api/v1/subscriptions") in keyed and ("DELETE", "/api/v1/subscriptions/{id}") in keyed
     assert len({k for k in keyed if k[1].startswith("/api/v1/subscriptions")}) == 5
     assert ("POST", "/api/v1/partner-deliveries/{id}/resend") in keyed

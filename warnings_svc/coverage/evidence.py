@@ -161,12 +161,11 @@ async def reach_of(
                SELECT d.recipient_id, min(coalesce(d.final_at, d.done_at, d.sent_at, d.created_at)) AS at
                FROM svc.delivery d
                WHERE d.warning_id = $1 AND d.channel = 'sms' AND d.state = 'delivered'
-               GROUP BY d.recipient_id),
-           placed AS (
-               SELECT (SELECT a FROM unnest(r.areas) AS a WHERE a = ANY($2::text[]) LIMIT 1) AS area, f.at
-               FROM first f JOIN svc.recipient r ON r.id = f.recipient_id)
-           SELECT area, date_trunc('second', at) AS at, count(*) AS people
-           FROM placed WHERE area IS NOT NULL GROUP BY 1, 2""",
+               GROUP BY d.recipient_id)
+           SELECT p.area, date_trunc('second', f.at) AS at, count(*) AS people
+           FROM first f JOIN svc.recipient r ON r.id = f.recipient_id
+           CROSS JOIN LATERAL (SELECT a AS area FROM unnest(r.areas) AS a WHERE a = ANY($2::text[]) LIMIT 1) p
+           GROUP BY 1, 2""",
         warning.warning_id,
         inside,
     )

@@ -30,6 +30,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -46,10 +47,12 @@ from channels.mqtt.terminals import MqttTerminalsChannel
 from warnings_svc.dissemination import area_outbox
 from warnings_svc.dissemination.area_outbox import LEVEL_ORDER
 from warnings_svc.dissemination.area_states import AreaDeliveryEvent as Event
+from warnings_svc.dissemination.first_attempts import FirstAttempts
 from warnings_svc.dissemination.keys import kept_secret
 from warnings_svc.dissemination.policy import backoff_delay
 from warnings_svc.dissemination.worker import OutboxWorker
 from warnings_svc.settings import DispatchSettings, Settings
+from warnings_svc.timeliness import timeliness_on
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ class AreaMetrics:
             ["channel", "target"],
             registry=registry,
         )
+        self.timeliness = timeliness_on(registry)
 
 
 @dataclass
@@ -216,6 +220,7 @@ class AreaDispatcher(OutboxWorker):
     ) -> None:
         super().__init__(pool, database_url, (options or AreaDispatchOptions()).poll_s)
         self.metrics = metrics
+        self._first_attempts = None if metrics is None else FirstAttempts(metrics.timeliness)
         self.targets = dict(targets)
         self.options = options or AreaDispatchOptions()
         self.owner = f"area-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
@@ -281,6 +286,7 @@ class AreaDispatcher(OutboxWorker):
                 self.counters.add(self.counters.skipped, target)
                 self._count(channel, target, "skipped")
             else:
+                attempted_at = datetime.now(UTC)
                 result = await adapter.put_out(alert)
                 event, reason = outcome_event(result, claim.attempts, o.max_attempts), ""
                 self._count(channel, target, str(event))
@@ -309,6 +315,10 @@ class AreaDispatcher(OutboxWorker):
                     record, result=None, reason=f"the peer's answer could not be stored ({type(e).__name__})"
                 )
                 kept = await self._db(f"result for {target}", None, record)
+            if result is not None and self._first_attempts is not None:
+                await self._first_attempts.record_quietly(
+                    self.pool, channel, {(alert.warning_id, alert.version): attempted_at}
+                )
             if not kept:
                 self.counters.add(self.counters.leases_lost, target)
                 log.warning("area dispatch: %s to %s took longer than its lease: another attempt may follow",

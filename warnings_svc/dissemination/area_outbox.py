@@ -6,7 +6,8 @@ area dispatcher (`warnings_svc.dissemination.area_dispatch`) decides when to cal
 - `write_area_deliveries` runs inside the transaction that issues a version: one delivery per configured
   target of the area channels, carrying the content as issued (`alert_content`), so a retry never sends a
   text rebuilt later. `write_expiries` runs inside the transaction that expires versions: what they left at
-  a target (retained messages, a running task) is taken back.
+  a target (retained messages, a running task) is taken back. `write_area_again` puts an issued version out
+  once more (coverage escalation), in a new round with a key of its own.
 - `claim_area` leases the next ready delivery of a target; a delivery waits while an earlier one to that
   target for the same warning is pending or sending, so an Update or a Cancel always finds the id the target
   gave what it replaces. A delivery whose version was superseded or expired before it went out is dropped.
@@ -51,9 +52,14 @@ class AreaTarget:
     handsets_per_person: float | None = None  # an operator's, for the handsets expected before approval
 
 
-def area_delivery_key(warning_id: int, version: int, channel: str, target: str, msg_type: str) -> str:
-    """The idempotency key of one version put out to one target; an expiry is a key of its own."""
+def area_delivery_key(
+    warning_id: int, version: int, channel: str, target: str, msg_type: str, again: int = 0
+) -> str:
+    """The idempotency key of one version put out to one target; an expiry is a key of its own, and so is each
+    round of escalation that puts the version out again (`write_area_again`)."""
     key = f"{warning_id}-{version}/{channel}/{target}"
+    if again:
+        key += f"/again-{again}"
     return key + "/expire" if msg_type == "Expire" else key
 
 
@@ -167,6 +173,49 @@ async def write_area_deliveries(
     return len(chosen)
 
 
+async def write_area_again(
+    conn: asyncpg.Connection, warning_id: int, version: int, targets: Iterable[AreaTarget], *, repeat: bool
+) -> list[str] | None:
+    """Put an issued version out once more to `targets` (coverage escalation): to a target it was put out to
+    before, in a new round when `repeat` (the people there are told again), else not at all; to a target it
+    never went to, for the first time. The content is the version's as stored with its other area deliveries
+    (never rebuilt); None, and nothing written, when none was stored (no area target took the version at
+    issue). The targets written ("channel/target")."""
+    chosen = list(targets)
+    source = await conn.fetchrow(
+        """SELECT msg_type, priority, content FROM svc.area_delivery
+           WHERE warning_id = $1 AND version = $2 AND msg_type IN ('Alert', 'Update') ORDER BY id LIMIT 1""",
+        warning_id,
+        version,
+    )
+    if source is None:
+        return None
+    rows = await conn.fetch(
+        """WITH chosen AS (
+               SELECT t.channel, t.target,
+                      (SELECT max(d.again) FROM svc.area_delivery d
+                       WHERE d.warning_id = $1 AND d.version = $2 AND d.channel = t.channel AND d.target = t.target
+                         AND d.msg_type IN ('Alert', 'Update')) AS last
+               FROM unnest($3::text[], $4::text[]) AS t (channel, target))
+           INSERT INTO svc.area_delivery (warning_id, version, channel, target, msg_type, priority, content, again)
+           SELECT $1, $2, c.channel, c.target, $5, $6, $7::jsonb, coalesce(c.last + 1, 0)
+           FROM chosen c WHERE c.last IS NULL OR $8
+           ON CONFLICT DO NOTHING
+           RETURNING channel || '/' || target""",
+        warning_id,
+        version,
+        [t.channel for t in chosen],
+        [t.name for t in chosen],
+        source["msg_type"],
+        source["priority"],
+        source["content"],
+        repeat,
+    )
+    if rows:
+        await conn.execute("SELECT pg_notify($1, 'area')", AREA_DISPATCH_CHANNEL)
+    return [r[0] for r in rows]
+
+
 async def write_expiries(conn: asyncpg.Connection, versions: Sequence[tuple[int, int]]) -> None:
     """Take back, at every target where anything of the warning may be out, what the expired versions' warnings
     left there; call it inside the transaction that expires them. "May be out": an Alert or Update of any
@@ -241,7 +290,7 @@ SET state = CASE WHEN ready.live THEN '{_CLAIMED}' ELSE '{_DROPPED}' END,
     reason = CASE WHEN ready.live THEN d.reason ELSE $5 END,
     done_at = CASE WHEN ready.live THEN NULL ELSE now() END
 FROM ready WHERE d.id = ready.id
-RETURNING d.id, d.warning_id, d.version, d.channel, d.target, d.msg_type, d.attempts, d.content, ready.live,
+RETURNING d.id, d.warning_id, d.version, d.channel, d.target, d.msg_type, d.again, d.attempts, d.content, ready.live,
     (SELECT p.remote_id FROM svc.area_delivery p
      WHERE p.warning_id = d.warning_id AND p.channel = d.channel AND p.target = d.target AND p.id < d.id
        AND p.state = 'done' AND p.msg_type IN ('Alert', 'Update') AND p.remote_id <> ''
@@ -264,7 +313,7 @@ async def claim_area(
     msg_type = row["msg_type"]
     alert = alert_of(
         json.loads(row["content"]),
-        key=area_delivery_key(row["warning_id"], row["version"], channel, target, msg_type),
+        key=area_delivery_key(row["warning_id"], row["version"], channel, target, msg_type, row["again"]),
         msg_type=msg_type,
         previous_remote_id=row["previous_remote_id"] or "",
         # the Alert is 0; the n-th Update at a target whose Alert went out is n

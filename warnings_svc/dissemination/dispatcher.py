@@ -42,6 +42,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -61,6 +62,7 @@ from channels.sms.encoding import SegmentMethod, segment_count
 from risk_zoning.store import UnitRecord, region_units
 from warnings_svc.dissemination import outbox
 from warnings_svc.dissemination.expansion import Expanded, Taker, expand_next
+from warnings_svc.dissemination.first_attempts import FirstAttempts, earliest
 from warnings_svc.dissemination.metrics import DispatchMetrics
 from warnings_svc.dissemination.partners import inbound
 from warnings_svc.dissemination.policy import (
@@ -247,6 +249,7 @@ class Dispatcher:
         self.endpoints = list(endpoints)
         self.region = region
         self.metrics = metrics or DispatchMetrics()
+        self._first_attempts = FirstAttempts(self.metrics.timeliness)
         self.owner = owner or owner_name()
         self.rng = rng or random.Random()
         self._work = asyncio.Event()  # deliveries may be ready
@@ -649,12 +652,19 @@ class Dispatcher:
                     self._let_go(w.batch.lease, stored=stored)
                     self._unstored[endpoint.name].release()
                     queue.task_done()
+            await self._record_first_attempts(endpoint, waiting)
             for w, counts in zip(waiting, all_counts, strict=True):
                 for key in ("sent", "retried", "dead"):
                     self.counters[key] += getattr(counts, key)
                 self.metrics.observe_batch(
                     endpoint.channel, endpoint.name, w.batch.results, counts, w.seconds
                 )
+
+    async def _record_first_attempts(self, endpoint: Endpoint, waiting: Sequence[Sent]) -> None:
+        now, clock = datetime.now(UTC), time.monotonic()
+        sent = ((w, now - timedelta(seconds=clock - w.sent_at)) for w in waiting)  # wall time of each send
+        attempts = earliest(((c.warning_id, c.version), at) for w, at in sent for c in w.batch.claimed)
+        await self._first_attempts.record_quietly(self.pool, endpoint.channel, attempts)
 
     async def _send_paced(self, endpoint: Endpoint, messages: list[OutboundMessage]) -> list[SendResult]:
         """Send through the adapter, in slices the endpoint's rate limit lets through when it has one."""

@@ -14,6 +14,8 @@ Who is a candidate:
   tells them so); `recipients.needs_message` then skips people for whom nothing changed;
 - a Cancel: only the people who were told an earlier version.
 
+`write_relayer_deliveries` adds to a version's fan-out the relayers it left out (coverage escalation).
+
 A fan-out whose version stopped being in force before it was fully expanded (an Update or Cancel approved,
 or it expired) is dropped with the reason; the successor's own fan-out reaches the people.
 """
@@ -353,3 +355,54 @@ async def _previous(
         }
         for r in rows
     }
+
+
+async def write_relayer_deliveries(
+    conn: asyncpg.Connection, warning_id: int, version: int, channel: str, units: Mapping[str, UnitRecord]
+) -> int | None:
+    """Text the version to every consenting relayer (再传播) registered in its areas who was not sent it on
+    `channel` yet, whatever hazards they chose (coverage escalation: more relayers); call it inside a
+    transaction. The deliveries join the version's fan-out on `channel`, whose row is locked meanwhile: while
+    it is still being expanded only people behind its cursor are written here (the expansion reaches the
+    others). None, and nothing written, when the version has no fan-out on `channel`; else how many."""
+    f = await conn.fetchrow(
+        """SELECT f.id, f.priority, f.state, f.after_recipient, v.msg_type, v.level, v.hazard, v.areas, v.onset,
+                  v.expires, v.exercise
+           FROM svc.fanout f JOIN svc.warning_version v USING (warning_id, version)
+           WHERE f.warning_id = $1 AND f.version = $2 AND f.channel = $3
+           FOR UPDATE OF f""",
+        warning_id,
+        version,
+        channel,
+    )
+    if f is None:
+        return None
+    facts = VersionFacts(
+        warning_id, version, f["msg_type"], f["level"], f["hazard"], tuple(f["areas"]), f["onset"],
+        f["expires"], f["exercise"],
+    )  # fmt: skip
+    where, args = selection(None, facts.exercise, reach(facts.areas, units))
+    n = len(args)
+    rows = await conn.fetch(
+        f"""SELECT id, phone, language, areas FROM svc.recipient r
+            WHERE {where} AND 'relayer' = ANY (roles) AND (${n + 1}::bigint IS NULL OR id <= ${n + 1})
+              AND NOT EXISTS (SELECT 1 FROM svc.delivery d WHERE d.warning_id = ${n + 2} AND d.recipient_id = r.id
+                              AND d.version = ${n + 3} AND d.channel = ${n + 4})
+            ORDER BY id""",
+        *args,
+        f["after_recipient"] if f["state"] == "pending" else None,
+        warning_id,
+        version,
+        channel,
+    )
+    candidates = [Candidate(r[0], r[1], r[2], tuple(r[3])) for r in rows]
+    planned, _ = plan(f["id"], channel, f["priority"], facts, candidates, {}, units)
+    if planned:
+        await conn.copy_records_to_table(
+            "delivery", schema_name="svc", columns=DELIVERY_COLUMNS, records=planned
+        )
+        await conn.execute(
+            "UPDATE svc.fanout SET deliveries = deliveries + $2 WHERE id = $1", f["id"], len(planned)
+        )
+        await notify_dispatchers(conn, "delivery")
+    return len(planned)

@@ -20,6 +20,7 @@ from prometheus_client import (
 
 from channels.base import Receipt, SendResult
 from warnings_svc.dissemination.outbox import STATES, ResultCounts
+from warnings_svc.timeliness import timeliness_on
 
 # A batch of hundreds of SMS over a few binds: tens of milliseconds to the SMSC's response timeout.
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -99,6 +100,8 @@ class DispatchMetrics:
             ["during"],
             registry=r,
         )
+        # approval -> first delivery, observed where attempts are recorded (`first_attempts`)
+        self.timeliness = timeliness_on(r)
 
     def observe_batch(
         self, channel: str, endpoint: str, results: Sequence[SendResult], counts: ResultCounts, seconds: float

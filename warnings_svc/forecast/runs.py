@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from warnings_svc.forecast.ingest import Disk, archive, live_warnings, quarantin
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning
 from warnings_svc.forecast.tiled import SchedulerError
 from warnings_svc.settings import ScoringSettings
+from warnings_svc.timeliness import Timeliness
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,10 @@ class RunScorer:
         settings: ScoringSettings,
         *,
         release_after_seconds: float | None = None,
+        timeliness: Timeliness | None = None,
     ) -> None:
         self.pool = pool
+        self.timeliness = timeliness
         self.database_url = database_url
         self.settings = settings
         self.criteria = load_criteria(settings.criteria_file)
@@ -182,8 +186,12 @@ class RunScorer:
         self._scoring = 0
         self._release: asyncio.TimerHandle | None = None
 
-    async def ingest(self, paths: list[Path], region: str) -> IngestOutcome:
-        """Score `paths` as one run against the current risk database and store run and proposals."""
+    async def ingest(
+        self, paths: list[Path], region: str, *, arrived_at: datetime | None = None
+    ) -> IngestOutcome:
+        """Score `paths` as one run against the current risk database and store run and proposals.
+        `arrived_at` is when the run came (now when not given), for the grid -> proposal histogram."""
+        arrived_at = arrived_at or datetime.now(UTC)
         async with self.pool.acquire() as conn:
             version = await conn.fetchval(
                 "SELECT version_id FROM risk.current_version WHERE region = $1", region
@@ -220,6 +228,9 @@ class RunScorer:
                 self._release = loop.call_later(self._release_after, self._release_workers)
         async with self.pool.acquire() as conn:
             run_id, ids, new = await store_result(conn, result)
+        if new and self.timeliness is not None:
+            kinds = [(p["hazard"], p["level"]) for p in result["proposals"]]
+            self.timeliness.observe_proposals(arrived_at, datetime.now(UTC), kinds)
         log.info(
             "forecast run scored",
             extra={
@@ -311,6 +322,10 @@ class Inbox:
                 continue
             size, newest = size + st.st_size, max(newest, st.st_mtime)
         return size, newest
+
+    def arrived_at(self, entry: Path) -> datetime:
+        """When `entry` arrived: its newest file's modification time (the last byte written)."""
+        return datetime.fromtimestamp(self._footprint(entry)[1], UTC)
 
     def ready(self) -> list[Path]:
         """Entries that have settled (see the class docstring), leaving out those stuck and unchanged."""
@@ -437,7 +452,8 @@ async def _poll_once(inbox: Inbox, scorer: RunScorer, region: str, on_run: Any) 
             files = await asyncio.to_thread(inbox.files_of, entry)
             if not files:
                 raise RejectedRun(f"{entry.name}: empty folder")
-            outcome = await scorer.ingest(files, region)
+            arrived_at = await asyncio.to_thread(inbox.arrived_at, entry)
+            outcome = await scorer.ingest(files, region, arrived_at=arrived_at)
             # stored whether or not the file can be archived: a stuck one is not scored again
             await asyncio.to_thread(inbox.done, entry)
             if on_run is not None:

@@ -223,9 +223,11 @@ async def run_forever(
     units_of: Callable[[asyncpg.Connection], Any],
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_overdue: Callable[[int], None] | None = None,
 ) -> None:
-    """Every ``check_interval_s``: handle the messages from phones and escalate; survives a database outage
-    (one line when it is lost, one when it is back)."""
+    """Every ``check_interval_s``: handle the messages from phones and escalate, then tell `on_overdue` how
+    many requests are overdue (`acks.overdue_count`); survives a database outage (one line when it is lost,
+    one when it is back)."""
     failing = False
     while True:
         try:
@@ -234,7 +236,10 @@ async def run_forever(
                     units = await units_of(conn)
                 except DatabaseError:  # no risk database yet: relayers' caps fall back to what they serve
                     units = {}
-                calls, handled = await run_once(conn, ctx, units, now=clock())
+                now = clock()
+                calls, handled = await run_once(conn, ctx, units, now=now)
+                if on_overdue is not None:
+                    on_overdue(await acks.overdue_count(conn, now))
             if calls or handled:
                 log.info(
                     "acknowledgements checked",

@@ -75,6 +75,7 @@ from warnings_svc.lifecycle.transitions import (
 )
 from warnings_svc.notify import notify
 from warnings_svc.settings import AcknowledgementSettings, Settings, SettingsError, WarningSettings
+from warnings_svc.timeliness import Timeliness
 
 PRIMARY_LANGUAGE = "zh-CN"
 TEXT_FIELDS: frozenset[str] = frozenset({"headline", "description", "instruction"})
@@ -466,12 +467,15 @@ async def act(
     now: datetime,
     reason: str = "",
     risk: RiskDatabase | None = None,
+    timeliness: Timeliness | None = None,
 ) -> Version:
-    """Submit, approve (which issues), return for edit, or discard the latest version of a warning."""
+    """Submit, approve (which issues), return for edit, or discard the latest version of a warning; an
+    approval is observed on `timeliness` once committed."""
     if action not in (Action.submit, Action.approve, Action.return_for_edit, Action.discard):
         raise StoreError("invalid", f"{action} is not done this way", "action")
     reason = _clean(reason, "comment" if action is Action.approve else "reason", MAX_NOTE_CHARS)
     units = await region_units_of(conn, ctx, risk)
+    proposal_written_at = None
     async with conn.transaction():
         latest = await _latest_for_update(conn, warning_id)
         replaced = None
@@ -501,6 +505,10 @@ async def act(
         version = dataclasses.replace(latest, state=transition.state)
         if action is Action.approve:
             version, stored, content, document = await _issue(conn, ctx, version, replaced, units, now)
+            if version.content.proposal_id is not None:
+                proposal_written_at = await conn.fetchval(
+                    "SELECT created_at FROM svc.proposal WHERE id = $1", version.content.proposal_id
+                )
             # the outbox: issued and promised to every channel in one transaction, or neither
             await outbox.write_fanouts(
                 conn, version.warning_id, version.state.version, version.state.level, ctx.channels
@@ -537,6 +545,12 @@ async def act(
                 transition.superseded,
             )  # fmt: skip
         await _notify(conn, transition.state, str(action))
+    issued = stored.state
+    if action is Action.approve and timeliness is not None and issued.approved_at and stored.sent:
+        timeliness.observe_issue(
+            hazard=issued.hazard, level=issued.level, msg_type=issued.msg_type, approved_at=issued.approved_at,
+            sent=stored.sent, onset=issued.onset, proposal_written_at=proposal_written_at,
+        )  # fmt: skip
     return stored
 
 

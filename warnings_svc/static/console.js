@@ -173,7 +173,9 @@
       if (el.value.trim()) payload[el.name] = el.value.trim();
     });
     if (form.dataset.action === "return" && !("reason" in payload)) payload.reason = "";
-    await send(form, "POST", Object.keys(payload).length ? payload : undefined);
+    // data-body: the API takes a JSON body even when nothing was typed (an escalation step's optional reason)
+    const withBody = Object.keys(payload).length || form.hasAttribute("data-body");
+    await send(form, "POST", withBody ? payload : undefined);
   }
 
   // One change from a form to its URL, then the page refreshed; a refusal is shown on the form.
@@ -293,6 +295,7 @@
     if (kind === "resync") return true;
     if (page === "home") return true;
     if (page === "warning") return kind === "warning" && Number(data.id) === warningId;
+    if (page === "operations") return kind === "warning"; // a warning issued, updated or ended
     return false;
   }
 
@@ -329,6 +332,46 @@
     }
   }
 
+  // ------------------------------------------------------------------------------------------ panels
+
+  // Delivery receipts and coverage send no event (they come by the thousand), so each operations panel is
+  // fetched again every few seconds and swapped in when it changed; never while its form shows a refusal
+  // or is being sent, nor while something is typed into it.
+  async function pollPanel(panel) {
+    if (panel.querySelector("button.busy") || [...panel.querySelectorAll("[data-problem]")].some((e) => !e.hidden)) {
+      return;
+    }
+    const typing = [...panel.querySelectorAll("input, textarea")].some(
+      (el) => el.value.trim() || el === document.activeElement
+    );
+    if (typing) return;
+    let response;
+    try {
+      response = await fetch(panel.dataset.panelUrl, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    } catch (e) {
+      return;
+    }
+    if (!response.ok || response.redirected) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").querySelector("[data-ops-panel]");
+    if (!fresh || fresh.dataset.opsPanel !== panel.dataset.opsPanel) return;
+    if (fresh.outerHTML === panel.dataset.lastHtml) return;
+    const open = new Set([...panel.querySelectorAll("details[id][open]")].map((d) => d.id));
+    const node = document.importNode(fresh, true);
+    node.dataset.lastHtml = fresh.outerHTML;
+    node.querySelectorAll("details[id]").forEach((d) => {
+      if (open.has(d.id)) d.open = true;
+    });
+    panel.replaceWith(node);
+    document.body.dataset.polled = String(Date.now()); // lets tests see that a panel was refreshed
+  }
+
+  function pollPanels() {
+    const panels = [...document.querySelectorAll("[data-panel-url]")];
+    const seconds = panels.length ? Number(panels[0].dataset.pollSeconds) || 5 : 5;
+    Promise.all(panels.map(pollPanel)).finally(() => window.setTimeout(pollPanels, seconds * 1000));
+  }
+
   snapshot();
   connect();
+  if (document.querySelector("[data-panel-url]")) window.setTimeout(pollPanels, 1000);
 })();

@@ -14,6 +14,7 @@ from warnings_svc.web.acknowledgements import setup_acknowledgements
 from warnings_svc.web.api.airings import setup_airings
 from warnings_svc.web.api.alert_stream import setup_alert_stream
 from warnings_svc.web.api.alerts import setup_alerts
+from warnings_svc.web.api.coverage import setup_coverage_api
 from warnings_svc.web.api.partner_log import setup_partner_log
 from warnings_svc.web.api.risk import risk_summary
 from warnings_svc.web.api.runs import get_run, list_proposals, upload_run
@@ -102,6 +103,7 @@ def create_app(
     app.router.add_get("/api/v1/runs/{id}", get_run, name="run")
     app.router.add_get("/api/v1/proposals", list_proposals, name="proposals")
     setup_warnings_api(app)
+    setup_coverage_api(app)
     setup_alerts(app)
     setup_satisfaction(app)
     setup_alert_stream(app)

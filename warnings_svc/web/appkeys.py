@@ -6,6 +6,7 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
+from warnings_svc.coverage.metrics import CoverageMetrics
 from warnings_svc.forecast.ingest import Disk
 from warnings_svc.forecast.runs import RunScorer
 from warnings_svc.lifecycle.store import Issuing
@@ -24,3 +25,5 @@ RUN_SCORER = web.AppKey("run_scorer", RunScorer)
 ISSUING = web.AppKey("issuing", Issuing)  # how warnings are issued here: issuer, signing, policy
 # the inbox's file-system operations when not the real ones: where a test puts a disk fault
 INBOX_DISK = web.AppKey("inbox_disk", Disk)
+# the coverage watch's metrics (`coverage.metrics`), on the service's registry: the watch and the API count there
+COVERAGE_METRICS = web.AppKey("coverage_metrics", CoverageMetrics)

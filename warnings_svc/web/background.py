@@ -1,5 +1,5 @@
 """The web process's background work, started and stopped with the app in one place: the risk map renderer,
-the risk database watcher, the database watch, forecast run scoring and the embedded dispatchers (people over
+the risk database watcher, the database watch, forecast run scoring, the coverage watch and the embedded dispatchers (people over
 SMS; the targets of the area channels).
 
 Every loop that must keep running is registered in `BACKGROUND_LOOPS`: one that ends while the app runs
@@ -25,6 +25,7 @@ from functools import partial
 import asyncpg
 from aiohttp import web
 
+from warnings_svc.coverage.watch import CoverageWatch
 from warnings_svc.dissemination.area_dispatch import (
     AreaDispatcher,
     AreaDispatchOptions,
@@ -48,6 +49,7 @@ from warnings_svc.forecast.runs import (
 )
 from warnings_svc.lifecycle import acknowledgement_steps, store
 from warnings_svc.web.appkeys import (
+    COVERAGE_METRICS,
     INBOX_DISK,
     ISSUING,
     METRICS,
@@ -81,7 +83,11 @@ UPLOAD_SCORER_IDLE_SECONDS = 300.0
 
 async def _upload_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
     scorer = RunScorer(
-        app[POOL], database_url, app[SETTINGS].scoring, release_after_seconds=UPLOAD_SCORER_IDLE_SECONDS
+        app[POOL],
+        database_url,
+        app[SETTINGS].scoring,
+        release_after_seconds=UPLOAD_SCORER_IDLE_SECONDS,
+        timeliness=app[METRICS].timeliness,
     )
     app[RUN_SCORER] = scorer
     yield
@@ -90,9 +96,9 @@ async def _upload_scoring(app: web.Application, *, database_url: str) -> AsyncIt
 
 async def _run_scoring(app: web.Application, *, database_url: str) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scorer = RunScorer(app[POOL], database_url, settings.scoring)
-    app[RUN_SCORER] = scorer
     metrics = app[METRICS]
+    scorer = RunScorer(app[POOL], database_url, settings.scoring, timeliness=metrics.timeliness)
+    app[RUN_SCORER] = scorer
     inbox = Inbox(
         settings.data_dir,
         settle_seconds=2 * settings.scoring.inbox_poll_seconds,
@@ -234,9 +240,27 @@ async def _acknowledgement_steps(app: web.Application) -> AsyncIterator[None]:
         return await store.region_units_of(conn, issuing, held())
 
     task = asyncio.create_task(
-        acknowledgement_steps.run_forever(app[POOL], issuing, units_of), name="acknowledgement-steps"
+        acknowledgement_steps.run_forever(
+            app[POOL], issuing, units_of, on_overdue=app[METRICS].acknowledgements_overdue.set
+        ),
+        name="acknowledgement-steps",
     )
     app[BACKGROUND_LOOPS].watch("acknowledgement-steps", task)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _coverage_watch(app: web.Application) -> AsyncIterator[None]:
+    """The coverage watch (`coverage.watch`): snapshots, checkpoints and escalation of the live warnings, every
+    ``[coverage] snapshot_interval_s``."""
+    settings = app[SETTINGS]
+    watch = CoverageWatch(
+        app[POOL], app[ISSUING], settings.coverage, settings.dispatch, metrics=app[COVERAGE_METRICS]
+    )
+    task = asyncio.create_task(watch.run_forever(), name="coverage-watch")
+    app[BACKGROUND_LOOPS].watch("coverage-watch", task)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -275,7 +299,7 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
     run scoring (uploads).
 
     `singletons` (the only web process, or the primary of several) adds what must run once per service: the
-    expiry clock, the acknowledgement steps and, with `database_url`, the inbox watcher and, when configured embedded, the dispatcher."""
+    expiry clock, the acknowledgement steps, the coverage watch and, with `database_url`, the inbox watcher and, when configured embedded, the dispatcher."""
     settings = app[SETTINGS]
     app.cleanup_ctx.append(_risk_map_renderer)
     app.cleanup_ctx.append(_risk_database_watcher)
@@ -288,6 +312,7 @@ def add_background_tasks(app: web.Application, database_url: str | None, *, sing
     if singletons:
         app.cleanup_ctx.append(_expiry_clock)
         app.cleanup_ctx.append(_acknowledgement_steps)
+        app.cleanup_ctx.append(_coverage_watch)
     lane_url = database_url or settings.database_url  # tests give the URL in the settings only
     if lane_url is not None:
         app.cleanup_ctx.append(partial(_write_lane, database_url=lane_url))

@@ -14,6 +14,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from warnings_svc.timeliness import Timeliness, timeliness_on
+
 # Request latencies of a small console and API: a few milliseconds up to a cold map render.
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -120,6 +122,14 @@ class ServiceMetrics:
             "Bytes of the public answers in the cache (bodies and headers).",
             registry=self.registry,
         )
+        self.acknowledgements_overdue = Gauge(
+            "warnings_acknowledgements_overdue",
+            "Acknowledgement requests of warnings in force whose first deadline passed unacknowledged (as the "
+            "acknowledgement loop last counted them).",
+            registry=self.registry,
+        )
+        # shared with the dispatchers that run inside this process (they observe on the same registry)
+        self.timeliness: Timeliness = timeliness_on(self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         # The labelled children are looked up once per label set, not at every request: `labels()` takes a

@@ -489,6 +489,19 @@ async def escalate_due(
     return done
 
 
+async def overdue_count(conn: asyncpg.Connection, now: datetime) -> int:
+    """Requests of warnings in force whose first deadline passed with no acknowledgement: still waiting
+    after an escalation step, left to the duty officer's call list, or due and not yet escalated."""
+    return int(
+        await conn.fetchval(
+            f"""SELECT count(*) FROM svc.ack_request r
+                WHERE (r.state = 'calling' OR (r.state = 'waiting' AND (r.step > 0 OR r.deadline <= $1)))
+                  AND {_IN_FORCE}""",
+            now,
+        )
+    )
+
+
 async def _chains(conn: asyncpg.Connection, ids: set[int]) -> list[DepartmentChain]:
     return [d for d in await all_departments(conn, retired=True) if d.id in ids]
 

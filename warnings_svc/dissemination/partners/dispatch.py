@@ -46,11 +46,13 @@ from channels.smpp.esme import SmsChannel
 from channels.smpp.partner import SmsPartnerChannel
 from channels.webhooks.client import WebhookChannel
 from warnings_svc.dissemination.dispatcher import smpp_settings
+from warnings_svc.dissemination.first_attempts import FirstAttempts, earliest
 from warnings_svc.dissemination.partners import inbound, outbox
 from warnings_svc.dissemination.partners.outbox import AttemptRecord, IssuedDocument, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
 from warnings_svc.dissemination.worker import OutboxWorker
 from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
+from warnings_svc.timeliness import timeliness_on
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,7 @@ class PartnerMetrics:
             ["channel"],
             registry=registry,
         )
+        self.timeliness = timeliness_on(registry)
 
 
 @dataclass
@@ -236,6 +239,7 @@ class PartnerDispatcher(OutboxWorker):
         super().__init__(pool, database_url, self.options.poll_s)
         self.channels = dict(channels)
         self.metrics = metrics
+        self._first_attempts = None if metrics is None else FirstAttempts(metrics.timeliness)
         self.owner = f"partner-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.counters = PartnerCounters()
         self.loop_failures = self.counters.loop_failures
@@ -303,10 +307,11 @@ class PartnerDispatcher(OutboxWorker):
         slots = asyncio.Semaphore(concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         done: list[AttemptRecord] = []
+        version_of: dict[int, tuple[int, int]] = {}  # delivery id -> (warning id, version), until stored
         slot_freed = asyncio.Event()
         results = asyncio.Event()  # set when a result is ready to be stored (and when the sender ends)
         ending = asyncio.Event()  # set once this sender ends: its recorder stores what is left and ends too
-        recorder = asyncio.create_task(self._record(name, done, results, ending))
+        recorder = asyncio.create_task(self._record(name, done, results, ending, version_of))
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
@@ -314,7 +319,9 @@ class PartnerDispatcher(OutboxWorker):
 
         async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
             async with slots:
-                done.append(await self._attempt(name, adapter, claim, document))
+                record = await self._attempt(name, adapter, claim, document)
+                version_of[record.delivery_id] = (claim.warning_id, claim.version)
+                done.append(record)
             results.set()
 
         try:
@@ -374,7 +381,12 @@ class PartnerDispatcher(OutboxWorker):
         return found
 
     async def _record(
-        self, name: str, done: list[AttemptRecord], results: asyncio.Event, ending: asyncio.Event
+        self,
+        name: str,
+        done: list[AttemptRecord],
+        results: asyncio.Event,
+        ending: asyncio.Event,
+        version_of: dict[int, tuple[int, int]],
     ) -> None:
         """Store finished attempts in batches (at most every `RECORD_EVERY_S` while they come), until `ending`
         is set and nothing is left."""
@@ -396,6 +408,9 @@ class PartnerDispatcher(OutboxWorker):
                 self.counters.add(self.counters.leases_lost, name, len(batch) - kept)
                 log.warning("partner dispatch: %d %s deliveries took longer than their lease",
                             len(batch) - kept, name)  # fmt: skip
+            attempts = earliest((version_of.pop(r.delivery_id), r.started_at) for r in batch)
+            if kept is not None and self._first_attempts is not None:
+                await self._first_attempts.record_quietly(self.pool, f"partner_{name}", attempts)
             await asyncio.sleep(RECORD_EVERY_S)
 
     async def _attempt(

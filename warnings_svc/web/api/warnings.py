@@ -27,7 +27,7 @@ from warnings_svc.forecast.proposals import proposal_document
 from warnings_svc.lifecycle import store
 from warnings_svc.lifecycle.transitions import Action, LifecycleError, WarningStatus
 from warnings_svc.vocabulary import HAZARD_LEVELS
-from warnings_svc.web.appkeys import ISSUING, POOL, RISK_DATABASE, SETTINGS
+from warnings_svc.web.appkeys import ISSUING, METRICS, POOL, RISK_DATABASE, SETTINGS
 from warnings_svc.web.auth import require_user, require_writer, write_as, writes_on_lane
 from warnings_svc.web.operations import (
     RequestModel,
@@ -365,11 +365,20 @@ async def _act(request: web.Request, action: Action, reason: str) -> web.Respons
     require_writer(request)
     warning_id = parse_path(request, WarningPath).id
     issuing, risk, now = request.app[ISSUING], _held_risk_database(request), datetime.now(UTC)
+    timeliness = request.app[METRICS].timeliness
     with _answers():
         version = await write_as(
             request,
             lambda conn, user: store.act(
-                conn, issuing, user.actor, warning_id, action, now=now, reason=reason, risk=risk
+                conn,
+                issuing,
+                user.actor,
+                warning_id,
+                action,
+                now=now,
+                reason=reason,
+                risk=risk,
+                timeliness=timeliness,
             ),
         )
     return web.json_response(version.to_json())

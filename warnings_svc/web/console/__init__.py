@@ -26,7 +26,8 @@ Modules: `labels` (texts, through the catalogues), `map` (projection and drawing
 region, cached per risk database version), `page` (what every page shares), `home` and `warning` (the two
 pages: thin handlers over the store's read functions and a context builder each), `departments` (the
 registry's pages, admins only), `partners` (the partner subscriptions and their delivery log, with "send
-again"), `openapi` (their description).
+again"), `openapi` (their description), `operations` (the operations view: delivery, coverage and escalation of the
+warnings in force; `progress` reads it, `plot` draws it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from warnings_svc.web.console.departments import setup_departments
 from warnings_svc.web.console.home import console_home
 from warnings_svc.web.console.map import Projection, RegionView, geometry_path, map_context
 from warnings_svc.web.console.openapi import OPENAPI_PATHS
+from warnings_svc.web.console.operations import setup_operations
 from warnings_svc.web.console.page import ASSETS, REGION_VIEWS, asset_urls
 from warnings_svc.web.console.partners import setup_partners_page
 from warnings_svc.web.console.region import RegionViews
@@ -57,6 +59,7 @@ def setup_console(app: web.Application) -> None:
     app.router.add_get("/console/warnings/{id}", console_warning, name="console_warning")
     setup_departments(app)
     setup_partners_page(app)
+    setup_operations(app)
     app.router.add_get("/console/acknowledgements", console_call_list, name="console_call_list")
     setup_events(app)
 

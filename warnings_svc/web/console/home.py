@@ -1,9 +1,15 @@
-"""The console's home page: the map of warnings in force and open proposals, the proposals, the warnings."""
+"""The console's home page: the map of warnings in force and open proposals, the proposals, the warnings.
+
+Each user lands where their work is: operations users on the operations view (`console.operations`), department
+users on their subscriptions and deliveries (`console.partners`); the others here. On duty, a proposal whose
+onset has passed or whose forecast run is older than `RUN_OLD_AFTER` is marked, and a warning in force that
+expires within `operations.EXPIRING_SOON` says so."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -13,7 +19,7 @@ from aiohttp import web
 from warnings_svc.forecast.proposals import open_proposal_summaries
 from warnings_svc.forecast.scoring import ACTION_NAMES
 from warnings_svc.lifecycle import store
-from warnings_svc.lifecycle.transitions import Action, WarningStatus
+from warnings_svc.lifecycle.transitions import Action, Role, WarningStatus
 from warnings_svc.vocabulary import LEVEL_COLOURS, LEVELS
 from warnings_svc.web.appkeys import POOL
 from warnings_svc.web.console.labels import (
@@ -27,20 +33,31 @@ from warnings_svc.web.console.labels import (
     warning_title,
 )
 from warnings_svc.web.console.map import Outline, RegionView, area_names, geometry_path, map_context
+from warnings_svc.web.console.operations import EXPIRING_SOON
 from warnings_svc.web.console.page import ISSUED_FAMILY, REGION_VIEWS, Page, page_for
 
 MAX_PROPOSALS = 50
 MAX_WARNINGS = 300
+# A run this old is behind the next model cycles (NWP runs every 6 or 12 h): its proposals deserve a second
+# look against a newer run before they become a warning.
+RUN_OLD_AFTER = timedelta(hours=12)
+# Where a role's console starts, when not on this page
+HOMES: dict[Role, str] = {Role.operations: "/console/operations", Role.department: "/console/partners"}
 
 
 async def console_home(request: web.Request) -> web.Response:
     """GET /console/: the map, open proposals, warnings by status."""
     page = page_for(request)
+    home = HOMES.get(page.user.role)
+    if home is not None:
+        raise web.HTTPSeeOther(page.url(home))
     async with request.app[POOL].acquire() as conn:
         view = await request.app[REGION_VIEWS].get(conn)
         proposals = await open_proposal_summaries(conn, MAX_PROPOSALS)
         at_work = await store.versions_at_work(conn, limit=MAX_WARNINGS)
-    return page.render("console/home.html", **home_context(page, view, proposals, at_work))
+    return page.render(
+        "console/home.html", **home_context(page, view, proposals, at_work, now=datetime.now(UTC))
+    )
 
 
 def home_context(
@@ -48,8 +65,12 @@ def home_context(
     view: RegionView,
     proposals: Sequence[asyncpg.Record],
     at_work: Sequence[tuple[store.Version, store.Face]],
+    *,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """What the home page shows: proposals, warnings grouped by status, and the map of both."""
+    """What the home page shows: proposals, warnings grouped by status, and the map of both; `now` decides
+    which proposals are late (onset passed, old run) and which warnings expire soon."""
+    now = now or datetime.now(UTC)
     lang = page.lang
     names = partial(area_names, view, lang=lang)
 
@@ -73,6 +94,7 @@ def home_context(
             "exercise": s.exercise,
             "return_reason": s.return_reason if s.status == WarningStatus.returned else "",
             "successor": None,
+            "expiring": False,
         }
         bucket = {"draft": "drafts", "pending_approval": "pending", "returned": "returned"}.get(str(s.status))
         if bucket:
@@ -89,6 +111,7 @@ def home_context(
                     "areas": names(face.areas),
                     "valid": f"{beijing(face.onset)} – {beijing(face.expires)}",
                     "successor": None if s.status in ISSUED_FAMILY else item["status"],
+                    "expiring": timedelta(0) < face.expires - now <= EXPIRING_SOON,
                 }
             )
             if not s.exercise:
@@ -121,6 +144,8 @@ def home_context(
             "probability": round(100 * p["probability"]),
             "exposed": p["exposed_population"],
             "run": beijing(p["reference_time"], "%m-%d %H:%M"),
+            "onset_passed": p["onset"] <= now,
+            "run_old": now - p["reference_time"] > RUN_OLD_AFTER,
         }
         for p in proposals
     ]

@@ -27,6 +27,8 @@ ISSUED_FAMILY: frozenset[WarningStatus] = frozenset(
 )
 # Who the partner page (`console.partners`) is for, and the navigation links to
 PARTNER_PAGE_ROLES: frozenset[Role] = frozenset({Role.operations, Role.admin, Role.department})
+# Who the operations view (`console.operations`) is for
+OPERATIONS_ROLES: frozenset[Role] = frozenset({Role.operations, Role.approver, Role.admin})
 
 # Console pages are ours alone: no framing (clickjacking of the approve button), scripts and styles only
 # from this site, no inline script.
@@ -91,6 +93,7 @@ class Page:
                     "role": name_in(ROLE_NAMES, str(self.user.role), self.lang),
                     "admin": self.admin,
                     "can_see_partners": self.user.role in PARTNER_PAGE_ROLES,
+                    "can_see_operations": self.user.role in OPERATIONS_ROLES,
                 },
                 csrf=self.request.get(CSRF) or "",
                 home_url=self.url("/console/"),

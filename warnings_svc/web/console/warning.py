@@ -23,7 +23,7 @@ from warnings_svc.lifecycle import audit_log, store
 from warnings_svc.lifecycle.audit import AuditEntry
 from warnings_svc.lifecycle.transitions import Action, ApprovalPolicy, WarningStatus, second_person_levels
 from warnings_svc.vocabulary import HAZARD_LEVELS, LEVELS
-from warnings_svc.web.appkeys import ISSUING, POOL
+from warnings_svc.web.appkeys import ISSUING, POOL, SETTINGS
 from warnings_svc.web.console.acknowledgements import acknowledgement_rows
 from warnings_svc.web.console.labels import (
     AUDIT_ACTIONS,
@@ -39,7 +39,9 @@ from warnings_svc.web.console.labels import (
     warning_title,
 )
 from warnings_svc.web.console.map import RegionView, area_names, map_context
+from warnings_svc.web.console.operations import PANEL_ROLES, panel_context, read_panel
 from warnings_svc.web.console.page import EDITABLE, ISSUED_FAMILY, REGION_VIEWS, Page, page_for
+from warnings_svc.web.console.progress import issued_warnings
 
 TEXT_LANGUAGES: tuple[str, ...] = store.LANGUAGES  # zh-CN, en
 TEXT_FIELDS: tuple[str, ...] = ("headline", "description", "instruction")
@@ -80,11 +82,19 @@ async def console_warning(request: web.Request) -> web.Response:
         acknowledged = await acks.requests_of(
             conn, now=datetime.now(UTC), steps=ctx.acknowledgements.steps, warning_id=warning_id
         )
+        # an issued warning's delivery, coverage and escalation: the operations panel, kept live by polling
+        issued = await issued_warnings(conn, warning_id=warning_id)
+        panel = None
+        if issued and page.user.role in PANEL_ROLES:
+            panel = await read_panel(conn, request.app[SETTINGS], ctx.acknowledgements.steps, view, issued[0])
     texts = await warning_texts(ctx, latest, view, rendered)
     context = warning_context(
         page, view, versions, audit, proposal, texts, called, ctx.policy, registry_empty=registry_empty
     )
     context["acknowledgements"] = acknowledgement_rows(page, acknowledged)
+    context["ops"] = (
+        None if panel is None else panel_context(page, view, panel, now=datetime.now(UTC), full=False)
+    )
     context["call_list_url"] = page.url("/console/acknowledgements")
     goes = {f"{t.channel}/{t.name}" for t in store.area_targets_of(ctx, latest)}
     context["public_channels"] = public_channels(

@@ -228,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_recipient_commands(commands)
     _add_department_commands(commands)
     _add_terminal_commands(commands)
+    _add_report_commands(commands)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         required=True, metavar="ACTION"
@@ -399,6 +400,33 @@ def _add_department_commands(commands: argparse._SubParsersAction[_Parser]) -> N
     for action in (load, listing):
         action.add_argument("--config", type=Path, help="TOML settings file")
         action.add_argument(
+            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
+        )
+
+
+def _add_report_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    reports = commands.add_parser(
+        "report", help="the climate plan's yearly indicators: coverage, satisfaction"
+    ).add_subparsers(required=True, metavar="REPORT")
+    coverage = reports.add_parser(
+        "coverage",
+        help="the year's public coverage per district and for the city (population-weighted mean over the "
+        "year's warnings); prints a table, writes CSV and a PNG plot",
+    )
+    coverage.set_defaults(command=run_report_coverage)
+    satisfaction = reports.add_parser(
+        "satisfaction",
+        help="the year's public satisfaction per district and for the city (scores 1-5 by SMS reply or on the "
+        "public page, as points on 100 against the plan's 90); prints a table, writes CSV",
+    )
+    satisfaction.set_defaults(command=run_report_satisfaction)
+    for report in (coverage, satisfaction):
+        report.add_argument("--year", type=int, required=True, metavar="YYYY", help="the calendar year")
+        report.add_argument(
+            "--out", type=Path, default=Path("."), metavar="DIR", help="folder for the files (default .)"
+        )
+        report.add_argument("--config", type=Path, help="TOML settings file")
+        report.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
         )
 
@@ -961,6 +989,130 @@ def run_departments_list(args: argparse.Namespace) -> int:
         rows.append([d["code"], d["sector"], d["area"], d["name"], *chain, (d["retired_at"] or "")[:10]])
     print(_table(rows))
     return 0
+
+
+def run_report_coverage(args: argparse.Namespace) -> int:
+    """The year's coverage indicator: a table on stdout, ``coverage-YYYY.csv`` and ``coverage-YYYY.png`` in
+    --out; a year without warnings says so (no files). Progress on stderr while figures are computed."""
+    from datetime import UTC, datetime
+
+    from risk_zoning.build import ensure_built
+    from risk_zoning.store import region_units
+    from warnings_svc.coverage.report import (
+        ReportError,
+        check_year,
+        coverage_csv,
+        coverage_plot,
+        coverage_report,
+        coverage_table,
+    )
+    from warnings_svc.settings import load_settings
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    now = datetime.now(UTC)
+    try:
+        check_year(args.year, now=now)
+    except ReportError as e:
+        raise CommandError(str(e)) from e
+    _writable_folder(args.out)  # before the database starts
+
+    async def work(conn: asyncpg.Connection) -> Any:
+        await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
+        units = await region_units(conn, settings.region)
+        return await coverage_report(
+            conn, args.year, units, settings.coverage, settings.dispatch, now=now, progress=_progress_bar
+        )
+
+    report = _on_database(args, work)
+    left_out = f"; {report.exercises_left_out} exercise(s) left out" if report.exercises_left_out else ""
+    if not report.warnings:
+        print(f"no warnings issued in {args.year}{left_out}")
+        return 0
+    print(f"public coverage of warnings, {args.year}: target {100 * report.target:.0f} %")
+    print(_table(coverage_table(report)))
+    computed = (
+        f"; {report.computed} computed now from evidence (no stored snapshot)" if report.computed else ""
+    )
+    print(f"{len(report.warnings)} warning(s){computed}{left_out}")
+    print(f"method: {report.method}")
+    csv_path = args.out / f"coverage-{args.year}.csv"
+    png_path = args.out / f"coverage-{args.year}.png"
+    _write_file(csv_path, coverage_csv(report).encode())
+    _write_file(png_path, coverage_plot(report))
+    print(f"wrote {csv_path} and {png_path}")
+    return 0
+
+
+def run_report_satisfaction(args: argparse.Namespace) -> int:
+    """The year's satisfaction indicator: a table on stdout and ``satisfaction-YYYY.csv`` in --out."""
+    from datetime import UTC, datetime
+
+    from risk_zoning.build import ensure_built
+    from risk_zoning.store import region_units
+    from warnings_svc.coverage.report import (
+        ReportError,
+        check_year,
+        satisfaction_csv,
+        satisfaction_report,
+        satisfaction_table,
+    )
+    from warnings_svc.settings import load_settings
+
+    settings = load_settings(args.config, os.environ, _options(args, "data_dir"))
+    try:
+        check_year(args.year, now=datetime.now(UTC))
+    except ReportError as e:
+        raise CommandError(str(e)) from e
+    _writable_folder(args.out)
+
+    async def work(conn: asyncpg.Connection) -> Any:
+        await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
+        return await satisfaction_report(conn, args.year, await region_units(conn, settings.region))
+
+    report = _on_database(args, work)
+    if not report.city.responses:
+        print(f"no satisfaction scores given in {args.year}")
+        return 0
+    print(f"public satisfaction, {args.year}: plan 90 points")
+    print(_table(satisfaction_table(report)))
+    print(f"method: {report.method}")
+    csv_path = args.out / f"satisfaction-{args.year}.csv"
+    _write_file(csv_path, satisfaction_csv(report).encode())
+    print(f"wrote {csv_path}")
+    return 0
+
+
+def _writable_folder(folder: Path) -> None:
+    """Make sure the report's folder exists and takes files, before any work: else one line, exit status 2."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise CommandError(f"--out {folder}: cannot write there ({e.strerror or e})") from e
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Written whole or not at all: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _progress_bar(total: int) -> Callable[[], None]:
+    """A tqdm bar on stderr over the warnings whose figures are computed (shown on a terminal only)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="warning", desc="computing coverage", disable=None, leave=False)
+
+    def step() -> None:
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    if total == 0:
+        bar.close()
+    return step
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -163,7 +163,7 @@ def _described_api() -> schemathesis.BaseSchema:
                 if parameter["in"] == "path" and parameter["name"] == "id":
                     if path.startswith(("/api/v1/warnings/", "/console/warnings/")):
                         parameter["schema"]["examples"] = [DRAFT_ID, ISSUED_ID]
-                    elif path.startswith("/api/v1/alerts/"):
+                    elif path.startswith(("/api/v1/alerts/", "/alerts/")):
                         parameter["schema"]["examples"] = [f"{ISSUED_ID}-1"]
     config = schemathesis.Config.from_dict(
         {

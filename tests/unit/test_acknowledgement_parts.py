@@ -75,6 +75,19 @@ def test_the_call_text_fits_three_segments_even_with_a_long_headline() -> None:
         ("传达了35户", "relay", 35, ""),
         ("好的", "other", None, ""),
         ("123", "other", None, ""),
+        # scores of the service (the plan's satisfaction): the whole message a digit 1-5, maybe introduced
+        ("4", "score", 4, ""),
+        (" ５ ", "score", 5, ""),
+        ("评分 4", "score", 4, ""),
+        ("打分：5", "score", 5, ""),
+        ("满意度3", "score", 3, ""),
+        ("SCORE 4", "score", 4, ""),
+        ("score: 2", "score", 2, ""),
+        ("4分", "score", 4, ""),
+        ("6", "other", None, ""),
+        ("0", "other", None, ""),
+        ("评分 45", "other", None, ""),
+        ("我给 4", "other", None, ""),
     ],
 )
 def test_replies_are_read(text: str, kind: str, number: int | None, code: str) -> None:

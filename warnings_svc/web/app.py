@@ -46,6 +46,7 @@ from warnings_svc.web.openapi import openapi
 from warnings_svc.web.pages import index
 from warnings_svc.web.public_cache import setup_public_cache
 from warnings_svc.web.risk_database import CurrentRiskDatabase
+from warnings_svc.web.satisfaction import setup_satisfaction
 from warnings_svc.web.templates import template_environment
 
 STATIC_DIR = Path(str(resources.files("warnings_svc") / "static"))
@@ -104,6 +105,7 @@ def create_app(
     setup_warnings_api(app)
     setup_coverage_api(app)
     setup_alerts(app)
+    setup_satisfaction(app)
     setup_alert_stream(app)
     setup_partner_log(app)
     setup_airings(app)

@@ -79,8 +79,11 @@ _ANONYMOUS_ROUTES = frozenset({"static", "healthz", "readyz", "metrics"})
 # Unsafe routes that need no CSRF token (the origin check still applies): a stale login form in a second tab
 # must still work after logging in elsewhere, and logging in replaces the session anyway.
 # The acknowledgement and relay pages and the partners' callback act on their link's token or signature, not
-# on the session: a logged-in browser opening an acknowledgement link must still work.
-_NO_CSRF_TOKEN_ROUTES = frozenset({"login_submit", "ack_submit", "relay_submit", "ack_callback"})
+# on the session: a logged-in browser opening an acknowledgement link must still work. The public page's
+# satisfaction form is anyone's (`web.satisfaction`): a logged-in user may score a warning like anybody.
+_NO_CSRF_TOKEN_ROUTES = frozenset(
+    {"login_submit", "ack_submit", "relay_submit", "ack_callback", "satisfaction_submit"}
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -10,7 +10,15 @@ A message is, in this order of reading:
   the warning's areas);
 - an acknowledgement (叫应), when it carries a short code ("1234", "收到1234", "确认 1234"): the sender's
   number must belong to the duty chain of the department the code was given to;
+- a score of the service (the plan's public satisfaction), when the whole message is a digit 1-5, maybe after
+  a word saying so: "4", "４", "评分 4", "打分：5", "满意度 3", "SCORE 4", "score: 2", "4分" (`read_text`); the
+  sender must be a recipient; the score goes to the warning most recently sent to them (svc.delivery, in
+  force or not), as ``svc.satisfaction`` via 'sms', one per person and warning (a later score replaces the
+  earlier), placed in the first of their registered areas inside that warning's areas;
 - anything else: noted in ``outcome`` and left there.
+
+Nothing is answered to any message (an automatic answer to an automatic sender could go on for ever); what a
+message came to stays in ``svc.inbound_sms.outcome``.
 
 An unknown number, an acknowledgement for a warning no longer in force, or a second acknowledgement change
 nothing but the message's ``outcome``. Handling a message twice is harmless: it is marked handled in the
@@ -45,6 +53,9 @@ HANDLE_BATCH = 100  # messages handled per transaction round
 STORE_BATCH = 100
 _RELAY = re.compile(r"(?:已经?|已)?(?:传达|转发|通知|转告)\D{0,6}?(\d{1,7})\s*(?:人|户)?")
 _CODE = re.compile(r"(?<!\d)(\d{4,8})(?!\d)")
+# The whole message a score: a digit 1-5, maybe after one of these words and a colon, maybe followed by 分
+_SCORE = re.compile(r"^(?:评分|打分|满意度|score|rating)?\s*[:：]?\s*([1-5])\s*分?[.。!！]?$", re.IGNORECASE)
+_AREA = re.compile(r"^[0-9]{12}$")  # what svc.satisfaction takes as a place
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -94,7 +105,7 @@ async def store_inbound(pool: asyncpg.Pool, endpoint_name: str, channel: object)
 class Reading:
     """What a message says: a report of people reached, a short code, or nothing understood."""
 
-    kind: str  # relay | code | other
+    kind: str  # relay | code | score | other
     number: int | None = None
     code: str = ""
 
@@ -106,6 +117,8 @@ def read_text(text: str) -> Reading:
     (Reading(kind='relay', number=120, code=''), 120, '1234')
     >>> read_text("确认 1234").code, read_text("好的").kind
     ('1234', 'other')
+    >>> read_text("4").number, read_text("评分 5").number, read_text("SCORE: 2").number, read_text("6").kind
+    (4, 5, 2, 'other')
     """
     cleaned = text.strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
     relay = _RELAY.search(cleaned)
@@ -114,6 +127,9 @@ def read_text(text: str) -> Reading:
     code = _CODE.search(cleaned)
     if code:
         return Reading("code", code=code.group(1))
+    score = _SCORE.match(cleaned)
+    if score:
+        return Reading("score", int(score.group(1)))
     return Reading("other")
 
 
@@ -130,6 +146,7 @@ class Handled:
     acknowledged: acks.AckResult | None = None  # set when a request was acknowledged
     by: str = ""
     relay: tuple[int, int, int, int] | None = None  # (warning, recipient, reported, people) when stored
+    score: tuple[int, int, int] | None = None  # (warning, recipient, score) when stored
 
 
 async def handle_pending(
@@ -180,6 +197,8 @@ async def _handle(
     reading = read_text(text)
     if reading.kind == "relay" and reading.number is not None:
         return await _relay(conn, sms_id, phone, reading.number, now, units, via="sms")
+    if reading.kind == "score" and reading.number is not None:
+        return await _score(conn, sms_id, phone, reading.number, now, units)
     if reading.kind == "code":
         found = await acks.requests_for_code(conn, phone, reading.code)
         if not found:
@@ -249,6 +268,46 @@ async def _relay(
         phone,
         f"relay report: warning {told['warning_id']}, {number} reported, {stored} counted",
         relay=(told["warning_id"], recipient["id"], number, stored),
+    )
+
+
+async def _score(
+    conn: asyncpg.Connection,
+    sms_id: int,
+    phone: str,
+    score: int,
+    now: datetime,
+    units: Mapping[str, UnitRecord],
+) -> Handled:
+    recipient = await conn.fetchrow("SELECT id, areas FROM svc.recipient WHERE phone = $1", phone)
+    if recipient is None:
+        return Handled(sms_id, phone, "unknown number")
+    told = await conn.fetchrow(
+        """SELECT warning_id, areas FROM svc.delivery WHERE recipient_id = $1
+           ORDER BY created_at DESC, id DESC LIMIT 1""",
+        recipient["id"],
+    )
+    if told is None:
+        return Handled(sms_id, phone, "no warning was sent to this number: score ignored")
+    mine = list(recipient["areas"])
+    area = next((a for a in mine if _within(a, told["areas"], units)), mine[0] if mine else None)
+    await conn.execute(
+        """INSERT INTO svc.satisfaction (score, area, warning_id, via, recipient_id, given_at)
+           VALUES ($1, $2, $3, 'sms', $4, $5)
+           ON CONFLICT (recipient_id, warning_id)
+               WHERE via = 'sms' AND recipient_id IS NOT NULL AND warning_id IS NOT NULL
+           DO UPDATE SET score = excluded.score, area = excluded.area, given_at = excluded.given_at""",
+        score,
+        area if area is not None and _AREA.match(area) else None,
+        told["warning_id"],
+        recipient["id"],
+        now,
+    )
+    return Handled(
+        sms_id,
+        phone,
+        f"score {score} for warning {told['warning_id']}",
+        score=(told["warning_id"], recipient["id"], score),
     )
 
 

@@ -128,6 +128,7 @@ async def test_the_operations_user_lands_on_the_operations_view_with_each_live_w
     assert f'id="coverage-map-{v.warning_id}"' in panel and panel.count('class="unit town') == 20
     key = f"{v.warning_id}-{v.state.version}"
     assert f'href="/api/v1/alerts/{key}.cap"' in panel and f'href="/api/v1/alerts/{key}.gbt.xml"' in panel
+    assert f'href="/alerts/{key}"' in panel
     assert f'data-escalation="{escalation_id}"' in panel
     assert f'data-url="/api/v1/warnings/{v.warning_id}/escalations/{escalation_id}/apply"' in panel
     assert f'data-url="/api/v1/warnings/{v.warning_id}/escalations/{escalation_id}/decline"' in panel

@@ -166,7 +166,7 @@ LABELS: dict[str, Message] = {
     "ops_none_live": N_("operations", "No warning is in force."),
     "ops_expires": N_("operations", "expires"),
     "expiring_soon": N_("operations", "expires within the hour"),
-    "public_record": N_("operations", "public record"),
+    "public_record": N_("operations", "public page"),
     "ops_delivery": N_("operations", "Delivery per channel"),
     "ops_no_deliveries": N_("operations", "No delivery written yet."),
     "col_queued": N_("operations", "queued"),

@@ -215,7 +215,7 @@ def panel_context(
         "links": {
             "cap": f"/api/v1/alerts/{version_key}.cap",
             "gbt": f"/api/v1/alerts/{version_key}.gbt.xml",
-            "public": f"/api/v1/alerts/{version_key}",
+            "public": f"/alerts/{version_key}",
         },
         "poll_seconds": POLL_SECONDS,
     }

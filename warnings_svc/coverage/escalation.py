@@ -137,13 +137,21 @@ async def checkpoint_missed(
     units: Mapping[str, UnitRecord],
     now: datetime,
     changes: Changes,
+    raise_step: bool = True,
 ) -> int | None:
     """The alert and the next rung of the level's ladder for a checkpoint found below the target; call it in
-    the transaction that stores the checkpoint. The new step's id (None when the ladder is done)."""
+    the transaction that stores the checkpoint. The new step's id (None when the ladder is done, or when
+    `raise_step` is false: a checkpoint passed late, beside a later one, or with the target met since, is
+    alerted only). The rungs are counted under the current level: an upgraded warning starts its new ladder."""
     raised = await conn.fetchval(
-        "SELECT count(*) FROM svc.coverage_escalation WHERE warning_id = $1", warning_id
+        """SELECT count(*) FROM svc.coverage_escalation e
+           JOIN svc.warning_version v USING (warning_id, version)
+           WHERE e.warning_id = $1 AND v.level = $2""",
+        warning_id,
+        level,
     )
-    rung = next_rung(coverage.escalation.ladders.get(level, ()), raised)  # type: ignore[call-overload]
+    ladder = coverage.escalation.ladders.get(level, ())  # type: ignore[call-overload]
+    rung = next_rung(ladder, raised) if raise_step else None
     alert = {
         "version": version,
         "level": level,
@@ -213,6 +221,8 @@ async def decide(
         if row is None:
             raise EscalationError("not_found", f"warning {warning_id} has no escalation step {escalation_id}")
         escalation_transition(EscalationState(row["state"]), event)  # refused before anything is written
+        if await _version_in_force(conn, warning_id, now) is None:  # decline too: the watch stops it soon
+            raise EscalationError("conflict", f"warning {warning_id} is no longer in force")
         row = await _decide_locked(
             conn, ctx, row, event, actor=actor, reason=reason, units=units, now=now, changes=changes
         )
@@ -276,6 +286,16 @@ async def _decide_locked(
     return updated
 
 
+async def _version_in_force(conn: asyncpg.Connection, warning_id: int, now: datetime) -> int | None:
+    version: int | None = await conn.fetchval(
+        """SELECT version FROM svc.warning_version
+           WHERE warning_id = $1 AND status = 'issued' AND msg_type IN ('Alert', 'Update') AND expires > $2""",
+        warning_id,
+        now,
+    )
+    return version
+
+
 async def _apply(
     conn: asyncpg.Connection,
     ctx: Issuing,
@@ -285,12 +305,7 @@ async def _apply(
 ) -> tuple[str, dict[str, Any]]:
     """Queue the step's messages for the warning's version in force: ("", what was queued), or (why nothing
     could be, {}). `EscalationError` ``conflict`` when no version of the warning is in force any more."""
-    version = await conn.fetchval(
-        """SELECT version FROM svc.warning_version
-           WHERE warning_id = $1 AND status = 'issued' AND msg_type IN ('Alert', 'Update') AND expires > $2""",
-        row["warning_id"],
-        now,
-    )
+    version = await _version_in_force(conn, row["warning_id"], now)
     if version is None:
         raise EscalationError("conflict", f"warning {row['warning_id']} is no longer in force")
     action = row["action"]

@@ -15,8 +15,9 @@ What each kind of evidence counts as (docs/coverage.md):
 - relayers (再传播): the people they reported passing the warning on to (reported).
 
 Evidence of every issued version of the warning counts, against the areas of its latest issued version; where
-several versions brought evidence from the same target and area, the largest figure counts (they reached the
-same people).
+several versions (or rounds of escalation) brought evidence from the same target and area, the largest figure
+counts (they reached the same people). A Cancel's messages count for nothing. A peer's time is believed only up
+to when its report arrived here.
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ async def reach_of(
         """WITH first AS (
                SELECT d.recipient_id, min(coalesce(d.final_at, d.done_at, d.sent_at, d.created_at)) AS at
                FROM svc.delivery d
+               JOIN svc.warning_version v USING (warning_id, version)
                WHERE d.warning_id = $1 AND d.channel = 'sms' AND d.state = 'delivered'
+                 AND v.msg_type IN ('Alert', 'Update')  -- a Cancel's SMS warns nobody
                GROUP BY d.recipient_id)
            SELECT p.area, date_trunc('second', f.at) AS at, count(*) AS people
            FROM first f JOIN svc.recipient r ON r.id = f.recipient_id
@@ -170,15 +173,18 @@ async def reach_of(
         inside,
     )
     reach += [Reach("sms", r["area"], float(r["people"]), "measured", r["at"]) for r in rows]
-    # loudspeakers and displays: each acknowledgement at the time it played
+    # loudspeakers and displays: each terminal at the time it first played (a peer's clock is believed only
+    # as far as the time its word arrived here: evidence counts from when it had arrived)
     rows = await conn.fetch(
-        """SELECT t.area, date_trunc('second', a.played_at) AS at, sum(t.population_served)::bigint AS people
-           FROM svc.terminal_ack a JOIN svc.terminal t USING (terminal_id)
-           WHERE a.warning_id = $1 GROUP BY 1, 2""",
+        """WITH first AS (  -- a terminal's people once, however many versions it played
+               SELECT DISTINCT ON (terminal_id) terminal_id, least(played_at, received_at) AS at
+               FROM svc.terminal_ack WHERE warning_id = $1 ORDER BY terminal_id, least(played_at, received_at))
+           SELECT t.area, date_trunc('second', f.at) AS at, sum(t.population_served)::bigint AS people
+           FROM first f JOIN svc.terminal t USING (terminal_id) GROUP BY 1, 2""",
         warning.warning_id,
     )
     reach += [Reach("mqtt", r["area"], float(r["people"]), "measured", r["at"]) for r in rows]
-    # what the other peers reported: the largest figure per target and area over the versions
+    # what the other peers reported: the largest figure per target and area over the versions and the rounds of escalation
     rows = await conn.fetch(
         """SELECT DISTINCT ON (channel, target, area, kind) channel, target, area, kind, measured, targeted,
                   delivered, people, coalesce(reported_at, updated_at) AS at

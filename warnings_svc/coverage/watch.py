@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -44,13 +44,18 @@ log = logging.getLogger(__name__)
 
 _LIVE = """SELECT DISTINCT warning_id FROM svc.warning_version
            WHERE status = 'issued' AND msg_type IN ('Alert', 'Update') AND expires > $1 ORDER BY warning_id"""
-# warnings watched before (a snapshot of theirs is stored) and not finished, that are live no more: one index
-# probe per warning, not a scan of every snapshot
-_ENDED = """SELECT w.id FROM svc.warning w
-            WHERE w.id <> ALL ($1::bigint[])
-              AND EXISTS (SELECT 1 FROM svc.coverage_snapshot s WHERE s.warning_id = w.id)
-              AND NOT EXISTS (SELECT 1 FROM svc.coverage_snapshot f WHERE f.warning_id = w.id AND f.kind = 'final')
-            ORDER BY w.id"""
+# warnings issued within the look-back that are live no more and have no final figure yet: those the watch
+# saw, and those issued and ended between two rounds or while it was down (one index probe each)
+_ENDED = """SELECT DISTINCT v.warning_id FROM svc.warning_version v
+            WHERE v.identifier IS NOT NULL AND v.sent > $2 AND v.warning_id <> ALL ($1::bigint[])
+              AND NOT EXISTS (SELECT 1 FROM svc.coverage_snapshot f
+                              WHERE f.warning_id = v.warning_id AND f.kind = 'final')
+            ORDER BY v.warning_id"""
+FINAL_LOOKBACK = timedelta(
+    days=14
+)  # a warning ended while the watch was down this long still gets its figure
+# the database is gone: the round ends and the loop's own handling reports it and retries
+LOST_CONNECTION = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 
 
 @dataclass
@@ -130,15 +135,28 @@ class CoverageWatch:
             ratios: dict[str, tuple[str, float]] = {}
             below: list[str] = []
             for warning_id in done.live:
-                found = await self._watch_live(conn, warning_id, region, units, now, done)
+                try:
+                    found = await self._watch_live(conn, warning_id, region, units, now, done)
+                except LOST_CONNECTION:
+                    raise
+                except (
+                    Exception
+                ):  # one warning's trouble (a Cancel racing an automatic step) spares the others
+                    log.exception("coverage of warning %s failed this round", warning_id)
+                    continue
                 if found is not None:
                     measurement, is_below = found
                     ratios[str(warning_id)] = (measurement.warning.level, measurement.now.public)
                     if is_below:
                         below.append(measurement.warning.level)
-            for (warning_id,) in await conn.fetch(_ENDED, done.live):
-                if await self._finish(conn, warning_id, region, now, done):
-                    done.finished.append(warning_id)
+            for (warning_id,) in await conn.fetch(_ENDED, done.live, now - FINAL_LOOKBACK):
+                try:
+                    if await self._finish(conn, warning_id, region, now, done):
+                        done.finished.append(warning_id)
+                except LOST_CONNECTION:
+                    raise
+                except Exception:
+                    log.exception("final coverage of warning %s failed this round", warning_id)
         if self.metrics is not None:
             self.metrics.show_live(ratios)
             self.metrics.show_below_target(below)
@@ -182,9 +200,11 @@ class CoverageWatch:
         level = m.warning.level
         held = set(self.coverage.checkpoints_min.get(level, ()))  # type: ignore[call-overload]
         stored = await snapshots.stored_checkpoints(conn, warning_id)
-        for minutes in sorted(held | set(OPERATIONAL_MINUTES)):
-            if minutes in stored or not m.is_complete(minutes):
-                continue
+        due = [c for c in sorted(held | set(OPERATIONAL_MINUTES)) if c not in stored and m.is_complete(c)]
+        # several checkpoints due at once (the watch was down, an upgrade brought a level's earlier ones): each
+        # is stored and alerted, but only the latest may raise a rung, and none once the target is met now
+        raising = None if met else max((c for c in due if c in held), default=None)
+        for minutes in due:
             at = snapshots.at_checkpoint(m, minutes)
             passed = at.now.public >= m.target
             changes = escalation.Changes()
@@ -197,7 +217,7 @@ class CoverageWatch:
                     await escalation.checkpoint_missed(
                         conn, self.ctx, self.coverage, warning_id=warning_id, version=m.warning.version,
                         level=level, checkpoint_min=minutes, public=at.now.public, units=units, now=now,
-                        changes=changes,
+                        changes=changes, raise_step=minutes == raising,
                     )  # fmt: skip
             stored.add(minutes)
             done.steps += changes.steps

@@ -370,12 +370,16 @@ async def reclaim_area_leases(conn: asyncpg.Connection) -> int:
 # ------------------------------------------------------------------------------------------------ evidence
 
 
-def _version_of_key(key: str) -> tuple[int, int] | None:
-    head = key.split("/", 1)[0]
+def _version_of_key(key: str) -> tuple[int, int, int] | None:
+    """(warning, version, round) of an idempotency key (`area_delivery_key`); None for a key that is not one,
+    or an expiry's (what clears a warning away is no evidence of reach)."""
+    head, *rest = key.split("/")
     warning, _, version = head.partition("-")
-    if warning.isdigit() and version.isdigit():
-        return int(warning), int(version)
-    return None
+    if not (warning.isdigit() and version.isdigit()) or rest[-1:] == ["expire"]:
+        return None
+    again = rest[2] if len(rest) > 2 else ""
+    round_ = int(again.removeprefix("again-")) if again.startswith("again-") and again[6:].isdigit() else 0
+    return int(warning), int(version), round_
 
 
 MAX_COUNT = 10**12  # more handsets or terminals than any peer can have: a report above is refused
@@ -403,19 +407,21 @@ async def store_evidence(
     for the same version and area). Evidence that names no version this target was given, or that is not
     well formed (`evidence_problem`), is skipped. The number stored."""
     rows = []
+    arrived = datetime.now(UTC)
     for e in batch:
         if evidence_problem(e):
             continue
         version = _version_of_key(e.key) if e.key else None
-        if version is None and e.remote_id:
+        if version is None and not e.key and e.remote_id:
             found = await conn.fetchrow(
-                """SELECT warning_id, version FROM svc.area_delivery
-                   WHERE channel = $1 AND target = $2 AND remote_id = $3 ORDER BY id DESC LIMIT 1""",
+                """SELECT warning_id, version, again FROM svc.area_delivery
+                   WHERE channel = $1 AND target = $2 AND remote_id = $3 AND msg_type IN ('Alert', 'Update')
+                   ORDER BY id DESC LIMIT 1""",
                 channel,
                 target,
                 e.remote_id,
             )
-            version = None if found is None else (found[0], found[1])
+            version = None if found is None else (found[0], found[1], found[2])
         if version is None:
             continue
         people = e.detail.get("people")
@@ -432,7 +438,9 @@ async def store_evidence(
                 int(people) if people is not None else None,
                 e.final,
                 json.dumps(e.detail, ensure_ascii=False),
-                e.at or datetime.now(UTC),
+                # a peer's clock is believed only up to the time its report arrived here
+                min(e.at, arrived) if e.at else arrived,
+                version[2],
             )
         )
     if not rows:
@@ -442,31 +450,32 @@ async def store_evidence(
         """WITH reported AS (
                SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bool[], $6::bigint[],
                                     $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[], $11::text[],
-                                    $12::timestamptz[])
+                                    $12::timestamptz[], $15::smallint[])
                    AS r (warning_id, version, area, kind, measured, targeted, sent, delivered, people, final,
-                         detail, reported_at)),
-           given AS (  -- only versions this target was given
-               SELECT DISTINCT ON (r.warning_id, r.version, r.area, r.kind) r.* FROM reported r
+                         detail, reported_at, round)),
+           given AS (  -- only versions (and rounds) this target was given
+               SELECT DISTINCT ON (r.warning_id, r.version, r.area, r.kind, r.round) r.* FROM reported r
                WHERE EXISTS (SELECT 1 FROM svc.area_delivery d
                              WHERE d.warning_id = r.warning_id AND d.version = r.version AND d.channel = $13
-                               AND d.target = $14 AND d.msg_type IN ('Alert', 'Update'))
-               ORDER BY r.warning_id, r.version, r.area, r.kind, r.reported_at DESC),
+                               AND d.target = $14 AND d.msg_type IN ('Alert', 'Update') AND d.again = r.round)
+               ORDER BY r.warning_id, r.version, r.area, r.kind, r.round, r.reported_at DESC),
            stored AS (
                INSERT INTO svc.reach_evidence AS e (warning_id, version, channel, target, area, kind, measured,
-                      targeted, sent, delivered, people, final, detail, reported_at)
+                      targeted, sent, delivered, people, final, detail, reported_at, round)
                SELECT warning_id, version, $13, $14, area, kind, measured, targeted, sent, delivered, people, final,
-                      detail::jsonb, reported_at
+                      detail::jsonb, reported_at, round
                FROM given
-               ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+               ON CONFLICT (warning_id, version, channel, target, area, kind, round) DO UPDATE
                SET measured = excluded.measured, targeted = excluded.targeted, sent = excluded.sent,
                    delivered = excluded.delivered, people = excluded.people, final = excluded.final,
                    detail = excluded.detail, reported_at = excluded.reported_at, updated_at = now()
                WHERE e.reported_at IS NULL OR e.reported_at <= excluded.reported_at
                RETURNING 1)
            SELECT count(*) FROM stored""",
-        *[list(c) for c in columns],
+        *[list(c) for c in columns[:12]],
         channel,
         target,
+        list(columns[12]),
     )
     return stored
 
@@ -508,7 +517,7 @@ async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Seque
                        WHERE t.target = $4 AND t.area = c.area AND t.retired_at IS NULL),
                       0, c.n, c.people, false, c.played_at
                FROM counted c
-               ON CONFLICT (warning_id, version, channel, target, area, kind) DO UPDATE
+               ON CONFLICT (warning_id, version, channel, target, area, kind, round) DO UPDATE
                SET targeted = excluded.targeted, delivered = r.delivered + excluded.delivered,
                    people = coalesce(r.people, 0) + excluded.people,
                    reported_at = greatest(r.reported_at, excluded.reported_at), updated_at = now())
@@ -536,7 +545,8 @@ async def area_summary(conn: asyncpg.Connection, warning_id: int) -> list[dict[s
                       sum(delivered)::bigint AS delivered, sum(people)::bigint AS people,
                       bool_and(measured) AS measured, bool_and(final) AS final
                FROM svc.reach_evidence r
-               WHERE (r.warning_id, r.version, r.channel, r.target) = (d.warning_id, d.version, d.channel, d.target)
+               WHERE (r.warning_id, r.version, r.channel, r.target, r.round)
+                     = (d.warning_id, d.version, d.channel, d.target, d.again)
                HAVING count(*) > 0) e ON d.msg_type IN ('Alert', 'Update')
            WHERE d.warning_id = $1 ORDER BY d.version, d.channel, d.target, d.id""",
         warning_id,
@@ -583,7 +593,7 @@ async def confirm_airing(
         """INSERT INTO svc.reach_evidence AS r (warning_id, version, channel, target, area, kind, measured,
                   targeted, sent, delivered, people, final, detail, reported_at)
            VALUES ($1, $2, 'radio_tv', $3, $4, 'airing', false, $5, $5, $6, $6, true, $7::jsonb, $8)
-           ON CONFLICT (warning_id, version, channel, target, area, kind) DO NOTHING""",
+           ON CONFLICT (warning_id, version, channel, target, area, kind, round) DO NOTHING""",
         [
             (row["warning_id"], row["version"], row["target"], a["code"], a["population"],
              round(a["population"] * share), json.dumps({"audience_share": share}), now)

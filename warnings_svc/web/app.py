@@ -20,7 +20,7 @@ from warnings_svc.web.api.risk import risk_summary
 from warnings_svc.web.api.runs import get_run, list_proposals, upload_run
 from warnings_svc.web.api.subscriptions import setup_subscriptions_api
 from warnings_svc.web.api.warnings import setup_warnings_api
-from warnings_svc.web.appkeys import METRICS, POOL, RISK_DATABASE, SETTINGS, TEMPLATES
+from warnings_svc.web.appkeys import COVERAGE_METRICS, METRICS, POOL, RISK_DATABASE, SETTINGS, TEMPLATES
 from warnings_svc.web.auth import (
     authenticate,
     setup_auth,
@@ -114,4 +114,10 @@ def create_app(
     setup_auth(app)
     setup_console(app)
     app.router.add_static("/static", STATIC_DIR, name="static")
+    if not singletons:
+        # the coverage watch and the acknowledgement loop run in the primary alone: a worker's own gauges would
+        # read 0 beside the primary's figures, and each scrape lands on any worker
+        coverage = app[COVERAGE_METRICS]
+        for gauge in (metrics.acknowledgements_overdue, coverage.ratio, coverage.below_target):
+            metrics.registry.unregister(gauge)
     return app

@@ -423,10 +423,19 @@ class CoverageSettings(BaseModel):
     # share of an area's residents within earshot of the emergency broadcast platform's terminals when all of
     # them played (the platform reports terminals, not people)
     platform_audience_share: Annotated[float, Field(gt=0, le=1)] = 0.6
-    snapshot_interval_s: Annotated[float, Field(ge=1, le=3600)] = (
-        60.0  # the time series while a warning is live
-    )
+    # the time series while a warning is live: a snapshot this often
+    snapshot_interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+
+    @field_validator("checkpoints_min", mode="after")
+    @classmethod
+    def _in_order(cls, value: dict[Level, tuple[int, ...]]) -> dict[Level, tuple[int, ...]]:
+        for level, minutes in value.items():
+            if list(minutes) != sorted(set(minutes)):
+                raise ValueError(
+                    f"{level}: give the minutes in increasing order, each once (got {list(minutes)})"
+                )
+        return value
 
 
 class Settings(BaseModel):

@@ -253,6 +253,8 @@ def test_every_key_of_the_example_configuration_is_a_known_setting(tmp_path: Pat
         ("mqtt", "terminals"), ("area_sms", "china-mobile"), ("cell_broadcast", "cbc"),
         ("broadcast_platform", "county-platform"), ("radio_tv", "wuhai-tv"),
     ]  # fmt: skip
+    assert settings.coverage.checkpoints_min["red"] == (10, 15, 20, 30)
+    assert settings.coverage.escalation.ladders["blue"] == ()
 
 
 def test_area_channel_targets_are_checked_at_load(tmp_path: Path) -> None:
@@ -321,3 +323,10 @@ def test_partner_topics_never_land_on_the_terminals_topics(
             load_settings(config, {})
     else:
         assert load_settings(config, {}).partners.mqtt_topic_prefix == prefix
+
+
+def test_coverage_checkpoints_out_of_order_are_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[coverage.checkpoints_min]\nred = [30, 10]\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"checkpoints_min.*increasing order"):
+        load_settings(path, {})

@@ -269,7 +269,7 @@ async def test_every_route_failing_with_503_is_temporary_with_the_retry_hint(
     result = await channel.put_out(area_alert())
     assert result.outcome is SendOutcome.TEMPORARY_FAILURE and result.failure is FailureKind.REMOTE_ERROR
     assert result.retry_after_s == 3.0
-    assert result.reason.count("503") == 2
+    assert result.reason.count("503 Unavailable") == 2  # (a port may hold 503 too)
 
 
 async def test_a_wrong_token_is_refused_for_good_without_trying_the_other_route(

@@ -265,8 +265,9 @@ async def test_the_api_description_offers_the_key_on_the_json_writes_only(client
         "patch",
         "/api/v1/warnings/{id}",
     ) in offered
-    # the warnings API's nine writes and the others of the API; not the streamed upload, not the console's forms
-    assert len({(m, p) for m, p in offered if p.startswith(("/api/v1/warnings", "/api/v1/proposals/"))}) == 9
+    # the warnings API's nine writes, the two decisions on an escalation step, and the others of the API; not
+    # the streamed upload, not the console's forms
+    assert len({(m, p) for m, p in offered if p.startswith(("/api/v1/warnings", "/api/v1/proposals/"))}) == 11
     assert ("post", "/api/v1/partner-deliveries/{id}/resend") in offered
     assert all(p.startswith("/api/") for _, p in offered)
     approve = document["paths"]["/api/v1/warnings/{id}/approve"]["post"]

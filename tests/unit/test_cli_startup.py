@@ -96,6 +96,7 @@ def test_the_help_still_lists_every_command() -> None:
         "recipients",
         "departments",
         "terminals",
+        "report",
         "audit",
     ]
 

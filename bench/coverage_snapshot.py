@@ -6,7 +6,7 @@ people reached by SMS (the least any coverage figure must read), in the same run
 The issue asks for "well under a second"; the ratio printed is the bare query's time over the snapshot's
 (1.0: as fast as counting the SMS receipts alone), and the budget's share used is printed beside it.
 
-    python bench/coverage.py [--recipients 100000] [--terminals 5000] [--runs 7] [--json]
+    python bench/coverage_snapshot.py [--recipients 100000] [--terminals 5000] [--runs 7] [--json]
 
 Everything runs on an embedded PostgreSQL made for the run. Progress goes to stderr; with ``--json`` stdout
 holds one JSON object.
@@ -153,7 +153,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not 1 <= args.recipients <= 1_000_000 or not 0 <= args.terminals <= 50_000 or not 1 <= args.runs <= 50:
-        raise SystemExit("bench/coverage.py: --recipients 1-1000000, --terminals 0-50000, --runs 1-50")
+        raise SystemExit(
+            "bench/coverage_snapshot.py: --recipients 1-1000000, --terminals 0-50000, --runs 1-50"
+        )
 
     from risk_zoning.io.database import EmbeddedPostgres
 

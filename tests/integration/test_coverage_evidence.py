@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from channels.area import Evidence, EvidenceKind
 from risk_zoning.io.database import create_pool
 from risk_zoning.store import region_units
+from tests.factories_acks import add_relayer
 from tests.factories_db import fresh_database
 from tests.factories_dispatch import successor
 from tests.integration.test_coverage_watch import CTX, DISPATCH, HAIBOWAN, Clock, _evidence, _warning
@@ -22,7 +23,7 @@ from warnings_svc.coverage import escalation
 from warnings_svc.coverage.evidence import measure, region_of
 from warnings_svc.coverage.metrics import CoverageMetrics
 from warnings_svc.coverage.watch import CoverageWatch
-from warnings_svc.dissemination import area_outbox
+from warnings_svc.dissemination import area_outbox, expansion
 from warnings_svc.settings import CoverageSettings
 
 
@@ -177,3 +178,32 @@ async def test_a_cancel_texted_to_someone_is_no_reach_and_a_warning_ended_unseen
             )
             == 1
         )
+
+
+async def test_more_relayers_during_the_fan_out_texts_those_it_will_pass_over_and_leaves_it_the_others(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        behind = await add_relayer(conn)  # the fan-out's cursor is past them: written here
+        ahead = await add_relayer(conn)  # the fan-out reaches them: left to it
+        other = await add_relayer(conn)  # chose rainstorms only: the heat fan-out passes them over
+        await conn.execute("UPDATE svc.recipient SET hazards = '{rainstorm}' WHERE id = $1", other["id"])
+        warning_id, _, _ = await _warning(conn)
+        fanout = await conn.fetchrow(
+            "SELECT id, state FROM svc.fanout WHERE warning_id = $1 AND channel = 'sms'", warning_id
+        )
+        assert fanout["state"] == "pending"  # nothing expanded it yet
+        await conn.execute(
+            "UPDATE svc.fanout SET after_recipient = $2 WHERE id = $1", fanout["id"], behind["id"]
+        )
+        units = await region_units(conn, "wuhai")
+        async with conn.transaction():
+            written = await expansion.write_relayer_deliveries(conn, warning_id, 1, "sms", units)
+        texted = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT recipient_id FROM svc.delivery WHERE warning_id = $1", warning_id
+            )
+        }
+    assert written == 2 and texted == {behind["id"], other["id"]}
+    assert ahead["id"] not in texted

@@ -316,7 +316,11 @@ async def _apply(
         if written is None:
             return "this version has no SMS fan-out (sms is not among the dispatch channels)", {}
         if written == 0:
-            return "every consenting relayer in the warned areas was sent this version already", {}
+            return (
+                "every consenting relayer in the warned areas was sent this version already, or is about to be "
+                "by its fan-out",
+                {},
+            )
         return "", {"version": version, "relayers": written}
     channels, repeat = _AREA_ACTIONS[action]
     targets: list[AreaTarget] = [t for t in ctx.area_targets if t.channel in channels]

@@ -363,8 +363,8 @@ async def write_relayer_deliveries(
     """Text the version to every consenting relayer (再传播) registered in its areas who was not sent it on
     `channel` yet, whatever hazards they chose (coverage escalation: more relayers); call it inside a
     transaction. The deliveries join the version's fan-out on `channel`, whose row is locked meanwhile: while
-    it is still being expanded only people behind its cursor are written here (the expansion reaches the
-    others). None, and nothing written, when the version has no fan-out on `channel`; else how many."""
+    it is still being expanded, the relayers ahead of its cursor that it will reach are left to it, and those
+    it will pass over (they chose other hazards) are written here. None, and nothing written, when the version has no fan-out on `channel`; else how many."""
     f = await conn.fetchrow(
         """SELECT f.id, f.priority, f.state, f.after_recipient, v.msg_type, v.level, v.hazard, v.areas, v.onset,
                   v.expires, v.exercise
@@ -383,9 +383,12 @@ async def write_relayer_deliveries(
     )  # fmt: skip
     where, args = selection(None, facts.exercise, reach(facts.areas, units))
     n = len(args)
+    # ahead of a fan-out still being expanded, only the relayers it will pass over (another hazard chosen)
     rows = await conn.fetch(
         f"""SELECT id, phone, language, areas FROM svc.recipient r
-            WHERE {where} AND 'relayer' = ANY (roles) AND (${n + 1}::bigint IS NULL OR id <= ${n + 1})
+            WHERE {where} AND 'relayer' = ANY (roles)
+              AND (${n + 1}::bigint IS NULL OR id <= ${n + 1}
+                   OR NOT (cardinality(hazards) = 0 OR ${n + 5} = ANY (hazards)))
               AND NOT EXISTS (SELECT 1 FROM svc.delivery d WHERE d.warning_id = ${n + 2} AND d.recipient_id = r.id
                               AND d.version = ${n + 3} AND d.channel = ${n + 4})
             ORDER BY id""",
@@ -394,6 +397,7 @@ async def write_relayer_deliveries(
         warning_id,
         version,
         channel,
+        f["hazard"],
     )
     candidates = [Candidate(r[0], r[1], r[2], tuple(r[3])) for r in rows]
     planned, _ = plan(f["id"], channel, f["priority"], facts, candidates, {}, units)

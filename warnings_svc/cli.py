@@ -164,8 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         "dispatch",
         help="run one more dispatcher (deliveries of issued warnings); any number may run on any hosts",
     )
-    dispatch.add_argument("--config", type=Path, help="TOML settings file ([dispatch] and its endpoints)")
-    dispatch.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    _database_options(dispatch, config_help="TOML settings file ([dispatch] and its endpoints)")
     dispatch.add_argument(
         "--metrics-port",
         type=int,
@@ -177,10 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True, metavar="ACTION"
     )
     db_upgrade = db.add_parser("upgrade", help="apply pending schema migrations")
-    db_upgrade.add_argument("--config", type=Path, help="TOML settings file")
-    db_upgrade.add_argument(
-        "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
-    )
+    _database_options(db_upgrade)
     db_upgrade.set_defaults(command=run_db_upgrade)
 
     score = commands.add_parser(
@@ -198,8 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         help="station CSV or analysis grid for the observed-and-continuing branch (repeatable)",
     )
     score.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the levels reached per hazard")
-    score.add_argument("--config", type=Path, help="TOML settings file ([scoring] rules, database)")
-    score.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    _database_options(score, config_help="TOML settings file ([scoring] rules, database)")
     score.set_defaults(command=run_score)
 
     scenario = commands.add_parser(
@@ -220,8 +215,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="score forecast files and store the run and its proposals")
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE.nc")
-    ingest.add_argument("--config", type=Path, help="TOML settings file")
-    ingest.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    _database_options(ingest)
     ingest.set_defaults(command=run_ingest)
 
     _add_user_commands(commands)
@@ -238,8 +232,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check the hash chain of every entry; exit status 1 and the first break if it is broken",
     )
     verify.add_argument("--head", metavar="HASH", help="a head hash kept elsewhere: the chain must reach it")
-    verify.add_argument("--config", type=Path, help="TOML settings file ([warnings] audit_key_file)")
-    verify.add_argument("--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)")
+    _database_options(verify, config_help="TOML settings file ([warnings] audit_key_file)")
     verify.set_defaults(command=run_audit_verify)
     return parser
 
@@ -306,11 +299,7 @@ def _add_user_actions(parser: _Parser) -> None:
     listing = user.add_parser("list", help="list users as JSON lines (never a secret)")
     listing.set_defaults(command=run_user_list)
 
-    for action in (add, token, revoke, listing):
-        action.add_argument("--config", type=Path, help="TOML settings file")
-        action.add_argument(
-            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
-        )
+    _database_options(add, token, revoke, listing)
 
 
 def _add_terminal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -327,9 +316,14 @@ def _add_terminal_commands(commands: argparse._SubParsersAction[_Parser]) -> Non
     load.set_defaults(command=run_terminals_import)
     listing = terminals.add_parser("list", help="the registered terminals, one JSON object a line")
     listing.set_defaults(command=run_terminals_list)
-    for action in (load, listing):
-        action.add_argument("--config", type=Path, help="TOML settings file")
-        action.add_argument(
+    _database_options(load, listing)
+
+
+def _database_options(*parsers: argparse.ArgumentParser, config_help: str = "TOML settings file") -> None:
+    """--config and --data-dir, for the commands that open the database."""
+    for parser in parsers:
+        parser.add_argument("--config", type=Path, help=config_help)
+        parser.add_argument(
             "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
         )
 
@@ -366,11 +360,7 @@ def _add_recipient_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     )
     links.set_defaults(command=run_recipients_relay_links)
 
-    for action in (load, out, count, links):
-        action.add_argument("--config", type=Path, help="TOML settings file")
-        action.add_argument(
-            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
-        )
+    _database_options(load, out, count, links)
 
 
 def _add_department_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -397,11 +387,7 @@ def _add_department_commands(commands: argparse._SubParsersAction[_Parser]) -> N
         help="json: one object a line (default); table: aligned columns for reading",
     )
     listing.set_defaults(command=run_departments_list)
-    for action in (load, listing):
-        action.add_argument("--config", type=Path, help="TOML settings file")
-        action.add_argument(
-            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
-        )
+    _database_options(load, listing)
 
 
 def _add_report_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -425,10 +411,7 @@ def _add_report_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         report.add_argument(
             "--out", type=Path, default=Path("."), metavar="DIR", help="folder for the files (default .)"
         )
-        report.add_argument("--config", type=Path, help="TOML settings file")
-        report.add_argument(
-            "--data-dir", type=Path, help="folder of the embedded PostgreSQL (no database_url)"
-        )
+        _database_options(report)
 
 
 def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import ipaddress
 import logging
 import re
@@ -125,6 +126,7 @@ _DOTTED_QUAD = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text; a fan-out parses each partner's URL once
 def endpoint_url(url: str) -> URL:
     """`url` parsed (by the parser aiohttp will use) when it is one a webhook may have: http or https, a host,
     no user name or password, no fragment, at most `MAX_URL_CHARS` characters; `EndpointRefused` otherwise.
@@ -169,37 +171,49 @@ async def check_endpoint(url: str, allow_private: Sequence[IPNetwork] = ()) -> l
 async def _vet(url: URL, allow_private: Sequence[IPNetwork]) -> tuple[str, list[IPAddress]]:
     """(host as aiohttp connects to it, its vetted addresses) for a parsed webhook URL."""
     host = url.raw_host or ""
-    literal: IPAddress | None
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
+    literal, refusal = _literal(host, tuple(allow_private))
     if literal is not None:
-        addresses: list[IPAddress] = [literal]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, url.port or 0, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except (socket.gaierror, UnicodeError) as e:
-            raise EndpointUnresolved(f"the host {host} does not resolve ({_one_line(str(e))})") from None
-        addresses = []
-        for family, *_, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-                if address not in addresses:
-                    addresses.append(address)
-        if not addresses:
-            raise EndpointUnresolved(f"the host {host} has no IP address")
+        if refusal is not None:
+            raise EndpointRefused(refusal)
+        return host, [literal]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, url.port or 0, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except (socket.gaierror, UnicodeError) as e:
+        raise EndpointUnresolved(f"the host {host} does not resolve ({_one_line(str(e))})") from None
+    addresses = []
+    for family, *_, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if address not in addresses:
+                addresses.append(address)
+    if not addresses:
+        raise EndpointUnresolved(f"the host {host} has no IP address")
     for address in addresses:
         refusal = address_refusal(address, allow_private)
         if refusal is not None:
-            shown = "" if literal is not None else " resolves to an address that"
-            raise (EndpointRefused if literal is not None else NameRefused)(
-                f"the host {host}{shown} is {refusal}: webhooks go only to public addresses unless "
-                "[partners] allow_private lists this one"
+            raise NameRefused(
+                f"the host {host} resolves to an address that is {refusal}: webhooks go only to public "
+                "addresses unless [partners] allow_private lists this one"
             )
     return host, addresses
+
+
+@functools.lru_cache(maxsize=4096)  # pure: a fan-out to one address checks it once, not per delivery
+def _literal(host: str, allow_private: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, str | None]:
+    """(`host` as an IP address, or None when it is a name; why a URL to that address is refused, or None)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None, None
+    refusal = address_refusal(address, allow_private)
+    if refusal is None:
+        return address, None
+    return address, (
+        f"the host {host} is {refusal}: webhooks go only to public addresses unless "
+        "[partners] allow_private lists this one"
+    )
 
 
 # the vetted addresses of the host the current delivery posts to, for `_PinnedResolver`
@@ -358,15 +372,22 @@ class WebhookChannel:
         }
         self._in_flight += 1
         try:
-            async with asyncio.timeout(self.timeout_s):
-                url = endpoint_url(message.address)
+            url = endpoint_url(message.address)
+            timeout = None  # the client's: `timeout_s` for the whole POST
+            if _literal(url.raw_host or "", self.allow_private)[0] is None:  # a name: DNS counts in the time
+                async with asyncio.timeout(self.timeout_s):
+                    host, addresses = await _vet(url, self.allow_private)
+                timeout = aiohttp.ClientTimeout(
+                    total=max(0.001, self.timeout_s - (time.monotonic() - started))
+                )
+            else:
                 host, addresses = await _vet(url, self.allow_private)
-                token = _pinned.set((host, tuple(addresses)))
-                self._counters["sent"] += 1
-                try:
-                    status, location, seen, retry_after = await self._post(url, message.body, headers)
-                finally:
-                    _pinned.reset(token)
+            token = _pinned.set((host, tuple(addresses)))
+            self._counters["sent"] += 1
+            try:
+                status, location, seen, retry_after = await self._post(url, message.body, headers, timeout)
+            finally:
+                _pinned.reset(token)
         except EndpointUnresolved as e:
             return self._result(started, SendOutcome.TEMPORARY_FAILURE, FailureKind.LINK_DOWN, str(e))
         except NameRefused as e:  # the name may resolve elsewhere later (DNS changes): try again
@@ -392,15 +413,20 @@ class WebhookChannel:
         return self._judge(started, status, location, seen, retry_after)
 
     async def _post(
-        self, url: URL, body: bytes, headers: Mapping[str, str]
+        self, url: URL, body: bytes, headers: Mapping[str, str], timeout: aiohttp.ClientTimeout | None
     ) -> tuple[int, str | None, bytes, str | None]:
-        """(status, Location, the start of the answer's body, Retry-After) of one POST. At most
-        `max_response_bytes` of the answer are read, and then dropped."""
-        async with self._client().post(url, data=body, headers=headers, allow_redirects=False) as response:
+        """(status, Location, the start of the answer's body, Retry-After) of one POST, within `timeout` (the
+        client's when None). At most `max_response_bytes` of the answer are read, and then dropped."""
+        client = self._client()
+        post = client.post(
+            url, data=body, headers=headers, allow_redirects=False, timeout=timeout or client.timeout
+        )
+        async with post as response:
             first = b""
             read = 0
-            while read < self.max_response_bytes:
-                chunk = await response.content.read(min(self.max_response_bytes - read, 16384))
+            content = response.content
+            while read < self.max_response_bytes and not content.at_eof():  # a 204 has nothing to read
+                chunk = await content.read(min(self.max_response_bytes - read, 16384))
                 if not chunk:
                     break
                 if not first:

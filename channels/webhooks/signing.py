@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -27,6 +28,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)  # a fan-out signs every attempt: each partner's key is decoded once
 def secret_key(secret: str) -> bytes:
     """The HMAC key a ``whsec_`` secret stands for; `SecretError` for anything else."""
     if not secret.startswith(SECRET_PREFIX):

@@ -25,7 +25,7 @@ from tests.factories_partners import (
     running_partners,
     subscribe,
 )
-from warnings_svc.dissemination.partners import outbox
+from warnings_svc.dissemination.partners import dispatch, outbox
 from warnings_svc.dissemination.partners import subscriptions as subs
 from warnings_svc.dissemination.partners.outbox import AttemptRecord
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
@@ -295,3 +295,35 @@ async def test_a_subscription_moved_to_another_channel_takes_its_waiting_deliver
         await wait_until(lambda: _delivered(conn, sub.id), 10, "delivered by email")
     (got,) = smtp_server.messages()
     assert got.rcpt_tos == ("ops@water.example.org",)
+
+
+async def test_a_fault_in_one_attempt_leaves_the_others_sent_and_stored_and_its_delivery_leased(
+    conn, db_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a bug (not a partner's failure) in judging one result: that sender carries on, the other deliveries
+    # are sent and stored, and the broken one stays leased for the reaper to put back
+    real_judge = dispatch.judge
+    broken: list[int] = []
+
+    def judge_but_once(claim, result, **kwargs):  # type: ignore[no-untyped-def]
+        if not broken:
+            broken.append(claim.id)
+            raise KeyError("a bug")
+        return real_judge(claim, result, **kwargs)
+
+    monkeypatch.setattr(dispatch, "judge", judge_but_once)
+    async with WebhookReceiver() as receiver:
+        subscribed = [(await subscribe(conn, "webhook", f"{receiver.url}/p{n}"))[0] for n in range(5)]
+        options = dataclasses.replace(QUICK, concurrency=2, lease_s=60)  # no reaper during the test
+        async with running_partners(db_url, options=options) as dispatcher:
+            await issue(conn, level="orange", areas=(DISTRICTS[0],))
+            await wait_until(lambda: _stored(dispatcher, 4), 10, "four results stored")
+        states = {s.id: await _states(conn, s.id) for s in subscribed}
+    assert sorted(map(tuple, states.values())) == [("delivered",)] * 4 + [("sending",)]
+    (row,) = await conn.fetch("SELECT id FROM svc.partner_delivery WHERE state = 'sending'")
+    assert [row["id"]] == broken and dispatcher.counters.stored == {"webhook": 4}
+    assert len(receiver.received) == 5  # it was sent: only its judgement failed
+
+
+async def _stored(dispatcher: dispatch.PartnerDispatcher, n: int) -> bool:
+    return dispatcher.counters.stored.get("webhook", 0) >= n

@@ -262,6 +262,24 @@ async def test_a_receiver_that_answers_too_late_is_a_timeout(
     assert receiver.hits("/hook/sleep") >= 1  # it arrived: the partner may have it, hence the webhook-id
 
 
+async def test_a_named_host_that_answers_too_late_is_a_timeout_within_the_same_bound(
+    receiver: Receiver,
+) -> None:
+    # a name is looked up first: the lookup and the POST together stay within the timeout
+    port = receiver.base.rsplit(":", 1)[1]
+    named = WebhookChannel(allow_private=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+                           timeout_s=TIMEOUT_S)  # fmt: skip
+    try:
+        started = time.monotonic()
+        result = await named.deliver(message(f"http://localhost:{port}/hook/sleep", (new_secret(),)))
+        took = time.monotonic() - started
+    finally:
+        await named.close()
+    assert (result.outcome, result.failure) == (SendOutcome.TEMPORARY_FAILURE, FailureKind.TIMEOUT)
+    assert result.error == f"no answer in {TIMEOUT_S:g} s"
+    assert TIMEOUT_S - 0.05 <= took < TIMEOUT_S + 0.5
+
+
 async def test_a_closed_port_is_link_down(channel: WebhookChannel) -> None:
     result = await channel.deliver(message(f"http://127.0.0.1:{closed_port()}/hook", (new_secret(),)))
     assert (result.outcome, result.failure, result.status) == (

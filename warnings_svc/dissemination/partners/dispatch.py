@@ -22,6 +22,7 @@ already known is stored once it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -29,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,21 @@ class PartnerDispatchOptions:
     concurrency: int = 64
     lease_s: float = 120.0
     poll_s: float = 1.0
+    attempt_s: float = 15.0  # the longest one attempt may take (the webhook timeout)
+
+
+def claim_window(concurrency: int, lease_s: float, attempt_s: float) -> int:
+    """How many deliveries a sender without a limit of its own holds at once, in flight and waiting for a
+    slot: as many rounds of `concurrency` as fit in a lease with one round to spare, since a delivery that
+    waits behind k full rounds of attempts that all time out is sent after k x `attempt_s`, and its lease
+    must still hold when its own attempt ends; at least two rounds, so that no slot waits for the database,
+    and at most eight.
+
+    >>> claim_window(64, 60.0, 15.0), claim_window(64, 120.0, 15.0), claim_window(64, 20.0, 15.0)
+    (192, 448, 128)
+    """
+    rounds = int(lease_s // attempt_s) - 1 if attempt_s > 0 else 2
+    return concurrency * min(max(rounds, 2), 8)
 
 
 def next_attempt_at(
@@ -116,6 +132,7 @@ def judge(
         delivery_id=claim.id,
         attempt=claim.attempts,
         started_at=started_at,
+        manual=claim.manual,
         latency_ms=result.latency_ms,
         outcome=outcome,
         status=result.status,
@@ -203,6 +220,7 @@ class PartnerCounters:
     delivered: dict[str, int] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)
     dead: dict[str, int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)  # attempts whose results are in the database
     leases_lost: dict[str, int] = field(default_factory=dict)
     loop_failures: dict[str, int] = field(default_factory=dict)
 
@@ -303,31 +321,51 @@ class PartnerDispatcher(OutboxWorker):
         wake = self._wake[name]
         o = self.options
         concurrency = self.concurrency_of(name)
-        window = concurrency if _has_own_limit(adapter) else 2 * concurrency
-        slots = asyncio.Semaphore(concurrency)
-        in_flight: set[asyncio.Task[None]] = set()
+        own_limit = _has_own_limit(adapter)
+        window = concurrency if own_limit else claim_window(concurrency, o.lease_s, o.attempt_s)
+        # claim again once this many are free: while a claim is under way, about half a round still waits
+        refill_at = max(1, window // 4, window - concurrency - concurrency // 2)
+        queue: deque[tuple[PartnerClaim, IssuedDocument]] = deque()  # claimed, waiting for a sender
+        held = 0  # claimed and not yet finished: waiting or under way
         done: list[AttemptRecord] = []
         version_of: dict[int, tuple[int, int]] = {}  # delivery id -> (warning id, version), until stored
+        work = asyncio.Event()  # set when the queue has claims (and when the senders are to end)
+        closing = asyncio.Event()  # set when the senders are to end once the queue is empty
         slot_freed = asyncio.Event()
         results = asyncio.Event()  # set when a result is ready to be stored (and when the sender ends)
+        idle = asyncio.Event()  # set while nothing is claimed and unfinished: what is done can be stored now
         ending = asyncio.Event()  # set once this sender ends: its recorder stores what is left and ends too
-        recorder = asyncio.create_task(self._record(name, done, results, ending, version_of))
+        recorder = asyncio.create_task(self._record(name, done, results, idle, ending, version_of))
 
-        def finished(task: asyncio.Task[None]) -> None:
-            in_flight.discard(task)
-            slot_freed.set()
+        async def sender() -> None:
+            # one of `concurrency` long-lived senders: a task per delivery cost more than the posting itself
+            nonlocal held
+            while True:
+                if not queue:
+                    if closing.is_set():
+                        return
+                    work.clear()
+                    await work.wait()
+                    continue
+                claim, document = queue.popleft()
+                try:
+                    record = await self._attempt(name, adapter, claim, document)
+                except Exception as e:  # a bug, not the partner's failure: the lease brings the delivery back
+                    log.error("partner dispatch: an attempt on %s failed: %s", name, type(e).__name__)
+                else:
+                    version_of[record.delivery_id] = (claim.warning_id, claim.version)
+                    done.append(record)
+                    results.set()
+                held -= 1
+                slot_freed.set()
+                if not held:
+                    idle.set()
 
-        async def attempt(claim: PartnerClaim, document: IssuedDocument) -> None:
-            async with slots:
-                record = await self._attempt(name, adapter, claim, document)
-                version_of[record.delivery_id] = (claim.warning_id, claim.version)
-                done.append(record)
-            results.set()
-
+        senders = [asyncio.create_task(sender()) for _ in range(concurrency)]
         try:
             while not stop.is_set():
-                free = window - len(in_flight)
-                if in_flight and free < max(1, window // 4):  # claim in batches, not one by one
+                free = window - held
+                if held and free < refill_at:  # claim in batches, not one by one
                     slot_freed.clear()
                     await slot_freed.wait()
                     continue
@@ -341,22 +379,25 @@ class PartnerDispatcher(OutboxWorker):
                 if claimed is None:
                     break
                 documents = await self._documents_for(claimed)
-                for claim in claimed:
-                    task = asyncio.create_task(attempt(claim, documents[claim.warning_id, claim.version]))
-                    in_flight.add(task)
-                    task.add_done_callback(finished)
-                if not claimed:
+                if claimed:
+                    idle.clear()
+                    held += len(claimed)
+                    queue.extend((c, documents[c.warning_id, c.version]) for c in claimed)
+                    work.set()
+                else:
                     wake.clear()
                     slot_freed.clear()
                     waits = [asyncio.ensure_future(wake.wait())]
-                    if in_flight:  # a finished attempt may have left a retry ready at once
+                    if held:  # a finished attempt may have left a retry ready at once
                         waits.append(asyncio.ensure_future(slot_freed.wait()))
                     await asyncio.wait(waits, timeout=o.poll_s, return_when=asyncio.FIRST_COMPLETED)
                     for w in waits:
                         w.cancel()
         finally:
-            if in_flight:  # attempts under way finish (bounded by the adapter's timeout) and are stored
-                await asyncio.gather(*in_flight, return_exceptions=True)
+            # what was claimed is still sent (each attempt bounded by the adapter's timeout) and stored
+            closing.set()
+            work.set()
+            await asyncio.gather(*senders, return_exceptions=True)
             ending.set()
             results.set()
             await recorder
@@ -385,11 +426,13 @@ class PartnerDispatcher(OutboxWorker):
         name: str,
         done: list[AttemptRecord],
         results: asyncio.Event,
+        idle: asyncio.Event,
         ending: asyncio.Event,
         version_of: dict[int, tuple[int, int]],
     ) -> None:
-        """Store finished attempts in batches (at most every `RECORD_EVERY_S` while they come), until `ending`
-        is set and nothing is left."""
+        """Store finished attempts in batches, until `ending` is set and nothing is left: while attempts are
+        under way, what finished within `RECORD_EVERY_S` of the first result goes in one transaction; once none
+        is (`idle`), at once."""
         while True:
             if not done:
                 if ending.is_set():
@@ -397,6 +440,9 @@ class PartnerDispatcher(OutboxWorker):
                 results.clear()
                 await results.wait()
                 continue
+            if not idle.is_set() and not ending.is_set() and len(done) < RECORD_BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(idle.wait(), RECORD_EVERY_S)
             batch = done[:RECORD_BATCH]
             del done[: len(batch)]
             kept = await self._db(
@@ -404,6 +450,8 @@ class PartnerDispatcher(OutboxWorker):
                 None,
                 partial(outbox.record_partner_results, owner=self.owner, records=batch),
             )
+            if kept is not None:
+                self.counters.add(self.counters.stored, name, kept)
             if kept is not None and kept < len(batch):
                 self.counters.add(self.counters.leases_lost, name, len(batch) - kept)
                 log.warning("partner dispatch: %d %s deliveries took longer than their lease",
@@ -411,7 +459,6 @@ class PartnerDispatcher(OutboxWorker):
             attempts = earliest((version_of.pop(r.delivery_id), r.started_at) for r in batch)
             if kept is not None and self._first_attempts is not None:
                 await self._first_attempts.record_quietly(self.pool, f"partner_{name}", attempts)
-            await asyncio.sleep(RECORD_EVERY_S)
 
     async def _attempt(
         self, name: str, adapter: PartnerChannel, claim: PartnerClaim, document: IssuedDocument
@@ -480,14 +527,21 @@ def partner_channels_from_settings(settings: Settings) -> dict[str, PartnerChann
 
 def options_from_settings(settings: Settings) -> PartnerDispatchOptions:
     """The partner dispatcher's options from `[partners]` and `[dispatch]`."""
+    # the longest attempt of a channel that claims ahead (no limit of its own): a webhook, or an MQTT publish
+    # that may first wait for its link
+    attempt_s = max(
+        [settings.partners.webhook_timeout_s]
+        + [2 * m.publish_timeout_s for m in settings.dispatch.mqtt if m.name == settings.partners.mqtt_broker]
+    )
     return PartnerDispatchOptions(
         schedule_s=tuple(settings.partners.retry_schedule_s),
         concurrency=settings.partners.concurrency,
-        # a lease outlasts one attempt: a webhook's timeout, or an email's several SMTP commands
+        # a lease outlasts several attempts (see `claim_window`), and an email's several SMTP commands
         lease_s=max(
             settings.dispatch.lease_s,
-            settings.partners.webhook_timeout_s * 4,
+            attempt_s * 4,
             (settings.partners.smtp.timeout_s * 6) if settings.partners.smtp else 0.0,
         ),
         poll_s=settings.dispatch.poll_s,
+        attempt_s=attempt_s,
     )

@@ -181,6 +181,7 @@ class PartnerClaim:
         dict[str, Any] | None
     )  # an acknowledgement call's own text ({"subject", "text"}); None: the document
     secrets: tuple[str, ...]
+    manual: bool = False  # the attempt after a "send again" (the delivery's reason says so until then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,8 @@ async def claim_partner(
             SELECT d.id, d.subscription_id, d.ack_request_id, d.warning_id, d.version, d.msg_type, d.channel,
                    coalesce(s.address, d.address) AS address, d.message_id, d.attempts, d.give_up_at,
                    CASE WHEN d.ack_request_id IS NOT NULL THEN d.body END AS call,
-                   s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous
+                   s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret ELSE '' END AS previous,
+                   starts_with(d.reason, $5) AS manual
             FROM claimed d
             LEFT JOIN svc.subscription s ON s.id = d.subscription_id
             ORDER BY d.id""",
@@ -255,6 +257,7 @@ async def claim_partner(
         owner,
         timedelta(seconds=lease_s),
         limit,
+        RESEND_REASON,
     )
     return [_claim(r) for r in rows]
 
@@ -304,6 +307,7 @@ def _claim(row: asyncpg.Record) -> PartnerClaim:
         give_up_at=row["give_up_at"],
         call=None if row["call"] is None else json.loads(row["call"]),
         secrets=secrets,
+        manual=row["manual"],
     )
 
 
@@ -319,6 +323,7 @@ class AttemptRecord:
     status: int | None
     error: str
     event: Event  # accept | retry | give_up | refuse
+    manual: bool = False  # the attempt after a "send again"
     next_attempt_at: datetime | None = None  # for a retry
     disable_subscription: int | None = None  # the endpoint is gone (410)
     slow_subscription_until: tuple[int, datetime] | None = None  # the endpoint asked to slow down
@@ -333,13 +338,31 @@ async def record_partner_results(
     if not records:
         return 0
     async with conn.transaction():
-        await conn.execute(
-            """INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
-                      error, manual)
-               SELECT x.*, starts_with(d.reason, $8)
-               FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[], $6::int[],
-                           $7::text[]) AS x(id, attempt, started_at, latency_ms, outcome, status, error)
-               JOIN svc.partner_delivery d ON d.id = x.id""",
+        # one statement: the attempts into the log, their effect on the deliveries
+        kept = await conn.fetchval(
+            f"""WITH x AS (
+                    SELECT * FROM unnest($2::bigint[], $3::int[], $4::timestamptz[], $5::int[], $6::text[],
+                                         $7::int[], $8::text[], $9::boolean[], $10::text[], $11::timestamptz[])
+                        AS x(id, attempt, started_at, latency_ms, outcome, status, error, manual, event, next_at)),
+                logged AS (
+                    INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
+                                                     error, manual)
+                    SELECT id, attempt, started_at, latency_ms, outcome, status, error, manual FROM x),
+                done AS (
+                    UPDATE svc.partner_delivery d SET
+                        state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
+                                             WHEN 'retry' THEN '{partner_transition("sending", Event.retry)}'
+                                             ELSE '{partner_transition("sending", Event.give_up)}' END,
+                        next_attempt_at = coalesce(x.next_at, d.next_attempt_at),
+                        lease_owner = NULL, lease_until = NULL, last_status = x.status,
+                        reason = left(x.error, 300),
+                        done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
+                    FROM x
+                    WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
+                      AND d.lease_owner = $1 AND d.attempts = x.attempt
+                    RETURNING 1)
+                SELECT count(*) FROM done""",
+            owner,
             [r.delivery_id for r in records],
             [r.attempt for r in records],
             [r.started_at for r in records],
@@ -347,33 +370,9 @@ async def record_partner_results(
             [r.outcome for r in records],
             [r.status for r in records],
             [r.error[:500] for r in records],
-            RESEND_REASON,
-        )
-        kept = await conn.fetchval(
-            f"""WITH results AS (
-                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                         $7::int[])
-                        AS x(id, event, next_at, status, reason, attempt)),
-                done AS (
-                    UPDATE svc.partner_delivery d SET
-                        state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
-                                             WHEN 'retry' THEN '{partner_transition("sending", Event.retry)}'
-                                             ELSE '{partner_transition("sending", Event.give_up)}' END,
-                        next_attempt_at = coalesce(x.next_at, d.next_attempt_at),
-                        lease_owner = NULL, lease_until = NULL, last_status = x.status, reason = x.reason,
-                        done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
-                    FROM results x
-                    WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
-                      AND d.lease_owner = $1 AND d.attempts = x.attempt
-                    RETURNING 1)
-                SELECT count(*) FROM done""",
-            owner,
-            [r.delivery_id for r in records],
+            [r.manual for r in records],
             [r.event.value for r in records],
             [r.next_attempt_at for r in records],
-            [r.status for r in records],
-            [r.error[:300] for r in records],
-            [r.attempt for r in records],
         )
         for r in records:
             if r.disable_subscription is not None:

@@ -10,6 +10,11 @@ client load generator in a separate process (the output says which). While the r
 approves warnings drafted and submitted beforehand (yellow and blue: one approval each), back to back at
 an even pace, and their latencies are reported.
 
+Two phases, each with its own approvals: first the readers read as fast as they are answered (the most the
+service serves, and the ratio to the static server); then each pauses after every answer so that together
+they offer about `--rate` requests a second (8,000 by default, above the 5,000 of the target): the latency
+at that rate, readers' and approvals', without the machine saturated.
+
 The baseline: each URL's body fetched once, written to a file, and served by aiohttp's static route in the
 same number of processes sharing the port with SO_REUSEPORT (a plain static file server on the same
 framework), under the same load. The ratio printed is the service's requests/s over the static server's.
@@ -19,8 +24,8 @@ generator (which stands for the public on other machines); `--one-session` keeps
 earlier runs did. An idle probe process measures how long anything here waited for a CPU during the load,
 so that a slow approval can be told apart from a machine that stalled.
 
-    python bench/public_read.py [--workers N] [--clients 200] [--duration 20] [--approvals 40] [--access-log]
-                                [--one-session] [--json]
+    python bench/public_read.py [--workers N] [--clients 200] [--duration 20] [--approvals 40] [--rate 8000]
+                                [--access-log] [--one-session] [--json]
 
 The service runs with `--no-access-log` unless `--access-log` is given: behind a reverse proxy the proxy
 logs the requests, and the line per request costs about a third of the service's rate here.
@@ -320,6 +325,11 @@ request = function()
   return wrk.format("GET", paths[(counter %% #paths) + 1])
 end
 """
+LUA_PAUSE = """
+delay = function()
+  return %d
+end
+"""
 
 
 def _milliseconds(text: str) -> float:
@@ -327,9 +337,13 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-async def wrk_load(base: str, paths: list[str], clients: int, duration: int, folder: Path) -> dict[str, Any]:
+async def wrk_load(
+    base: str, paths: list[str], clients: int, duration: int, folder: Path, pause_ms: int = 0
+) -> dict[str, Any]:
     script = folder / "paths.lua"
-    script.write_text(LUA % ", ".join(json.dumps(p) for p in paths))
+    script.write_text(
+        LUA % ", ".join(json.dumps(p) for p in paths) + (LUA_PAUSE % pause_ms if pause_ms else "")
+    )
     proc = await asyncio.create_subprocess_exec(
         "wrk", "-t2", f"-c{clients}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(script), base,
         stdout=asyncio.subprocess.PIPE,
@@ -352,8 +366,11 @@ async def wrk_load(base: str, paths: list[str], clients: int, duration: int, fol
     }
 
 
-def _client_load(base: str, paths: list[str], clients: int, duration: int, answer: Any) -> None:
-    """The fallback load generator (a process of its own): `clients` connections reading `paths` in turn."""
+def _client_load(
+    base: str, paths: list[str], clients: int, duration: int, pause_ms: int, answer: Any
+) -> None:
+    """The fallback load generator (a process of its own): `clients` connections reading `paths` in turn, each
+    pausing `pause_ms` after every answer."""
 
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
@@ -373,6 +390,8 @@ def _client_load(base: str, paths: list[str], clients: int, duration: int, answe
                     errors += 1
                 latencies.append(time.perf_counter() - started)
                 i += 1
+                if pause_ms:
+                    await asyncio.sleep(pause_ms / 1000)
 
         connector = aiohttp.TCPConnector(limit=clients)
         timeout = aiohttp.ClientTimeout(total=10)
@@ -409,19 +428,33 @@ async def answer_of(target: Callable[..., None], args: tuple[Any, ...], within: 
     return result
 
 
-async def client_load(base: str, paths: list[str], clients: int, duration: int) -> dict[str, Any]:
-    result = await answer_of(_client_load, (base, paths, clients, duration), duration + 120)
+async def client_load(
+    base: str, paths: list[str], clients: int, duration: int, pause_ms: int = 0
+) -> dict[str, Any]:
+    result = await answer_of(_client_load, (base, paths, clients, duration, pause_ms), duration + 120)
     if result is None:
         raise BenchError("the load generator did not finish")
     return dict(result)
 
 
 async def load(
-    tool: str, base: str, paths: list[str], args: argparse.Namespace, folder: Path
+    tool: str, base: str, paths: list[str], args: argparse.Namespace, folder: Path, pause_ms: int = 0
 ) -> dict[str, Any]:
+    """`args.clients` readers for `args.duration` seconds, each as fast as it is answered, or pausing
+    `pause_ms` after every answer (a reader's pace: then they offer about clients / pause requests a second)."""
     if tool == "wrk":
-        return await wrk_load(base, paths, args.clients, args.duration, folder)
-    return await client_load(base, paths, args.clients, args.duration)
+        return await wrk_load(base, paths, args.clients, args.duration, folder, pause_ms)
+    return await client_load(base, paths, args.clients, args.duration, pause_ms)
+
+
+def pause_for(clients: int, rate: int) -> int:
+    """The pause (whole milliseconds) after each answer that makes `clients` readers offer about `rate`
+    requests a second.
+
+    >>> pause_for(200, 8000), pause_for(200, 5000), pause_for(10, 100000)
+    (25, 40, 1)
+    """
+    return max(1, round(1000 * clients / rate))
 
 
 # ---------------------------------------------------------------------------------------------- the machine
@@ -491,20 +524,39 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     ):
         wait_for_inbox(data_dir)
         forecaster, chief = token(data_dir, "forecaster"), token(data_dir, "chief")
-        paths, drafts = await prepare(base, forecaster, chief, args.approvals)
+        phases = 2 if args.rate else 1
+        paths, drafts = await prepare(base, forecaster, chief, args.approvals * phases)
         log(f"{len(paths)} public paths; {len(drafts)} drafts to approve; load: {tool}")
+        log(f"readers as fast as they are answered, {args.duration} s")
         service, approvals, probe = await asyncio.gather(
             load(tool, base, paths, args, folder),
-            approving(base, chief, drafts, args.duration),
+            approving(base, chief, drafts[: args.approvals], args.duration),
             stall_probe(args.duration),
         )
+        paced = None
+        if args.rate:
+            pause_ms = pause_for(args.clients, args.rate)
+            log(
+                f"readers pausing {pause_ms} ms after each answer (about {args.rate} requests/s), {args.duration} s"
+            )
+            paced_service, paced_approvals, paced_probe = await asyncio.gather(
+                load(tool, base, paths, args, folder, pause_ms),
+                approving(base, chief, drafts[args.approvals :], args.duration),
+                stall_probe(args.duration),
+            )
+            paced = {
+                "offered_requests_per_s": args.rate,
+                "pause_ms": pause_ms,
+                "service": paced_service,
+                "approvals": approval_figures(paced_approvals),
+                "probe": paced_probe,
+            }
         files = folder / "static"
         files.mkdir()
         static_paths = fetch_bodies(base, paths, files)
     log(f"static file server: aiohttp add_static, {args.workers} processes with SO_REUSEPORT")
     with static_server(files, static_port, args.workers, own_session):
         static = await load(tool, f"http://127.0.0.1:{static_port}", static_paths, args, folder)
-    seconds = [s for s, status, _ in approvals if status == 200]
     return {
         "load": tool,
         "workers": args.workers,
@@ -517,18 +569,24 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "static_server": "aiohttp static route, same process count, SO_REUSEPORT (a plain static file server "
         "on the same framework)",
         "ratio": service["requests_per_s"] / static["requests_per_s"] if static["requests_per_s"] else None,
-        "approvals": {
-            "count": len(approvals),
-            "errors": len(approvals) - len(seconds),
-            "p50_ms": percentile_ms(seconds, 50),
-            "p99_ms": percentile_ms(seconds, 99),
-            "slowest_ms": [round(1000 * x, 1) for x in sorted(seconds)[-5:]],
-        },
+        "approvals": approval_figures(approvals),
+        "paced": paced,
         "targets": TARGETS,
         "own_sessions": own_session,
         "probe": probe,
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
+    }
+
+
+def approval_figures(approvals: list[tuple[float, int, Any]]) -> dict[str, Any]:
+    seconds = [s for s, status, _ in approvals if status == 200]
+    return {
+        "count": len(approvals),
+        "errors": len(approvals) - len(seconds),
+        "p50_ms": percentile_ms(seconds, 50),
+        "p99_ms": percentile_ms(seconds, 99),
+        "slowest_ms": [round(1000 * x, 1) for x in sorted(seconds)[-5:]],
     }
 
 
@@ -539,30 +597,46 @@ def print_summary(r: dict[str, Any]) -> None:
             f"errors {f['errors']}  ({f['requests']} requests)"
         )
 
-    t, a = r["targets"], r["approvals"]
+    def approvals(a: dict[str, Any]) -> None:
+        p50, p99 = (f"{a[k]:.1f} ms" if a[k] is not None else "n/a" for k in ("p50_ms", "p99_ms"))
+        print(
+            f"approval {a['count']} under load, p50 {p50}, p99 {p99}, errors {a['errors']}   "
+            f"target p99 < {t['approval_p99_ms']} ms"
+        )
+        print(f"         slowest approvals: {', '.join(f'{ms:.0f}' for ms in a['slowest_ms'])} ms")
+
+    def machine(probe: dict[str, Any] | None) -> None:
+        if probe is not None:
+            stolen = (
+                "" if probe["stolen_s"] is None else f"; the hypervisor took {probe['stolen_s']:.1f} s of CPU"
+            )
+            print(
+                f"         an idle process's longest waits for a CPU under the service's load: "
+                f"{', '.join(f'{ms:.0f}' for ms in probe['longest_waits_ms'])} ms{stolen}"
+            )
+
+    t = r["targets"]
     print(
         f"load: {r['load']}, {r['clients']} clients, {r['duration_s']} s; {r['workers']} worker processes each; "
         f"service access log {'on' if r['access_log'] else 'off'}"
     )
-    print(row("service", r["service"]) + f"   target >= {t['requests_per_s']} req/s, p99 < {t['p99_ms']} ms")
+    print("readers as fast as they are answered:")
+    print(row("service", r["service"]) + f"   target >= {t['requests_per_s']} req/s")
     print(row("static", r["static"]) + f"   {r['static_server']}")
     print(f"ratio    service/static {r['ratio']:.2f}   target >= {t['ratio']}")
-    p50, p99 = (f"{a[k]:.1f} ms" if a[k] is not None else "n/a" for k in ("p50_ms", "p99_ms"))
-    print(
-        f"approval {a['count']} under load, p50 {p50}, p99 {p99}, errors {a['errors']}   "
-        f"target p99 < {t['approval_p99_ms']} ms"
-    )
-    print(f"         slowest approvals: {', '.join(f'{ms:.0f}' for ms in a['slowest_ms'])} ms")
-    print(f"machine  {r['cpus']} CPUs, load average {r['loadavg'][0]:.2f} at the end")
-    probe = r["probe"]
-    if probe is not None:
-        stolen = (
-            "" if probe["stolen_s"] is None else f"; the hypervisor took {probe['stolen_s']:.1f} s of CPU"
-        )
+    approvals(r["approvals"])
+    machine(r["probe"])
+    paced = r.get("paced")
+    if paced is not None:
+        print(f"readers pausing {paced['pause_ms']} ms after each answer (about {paced['offered_requests_per_s']} "
+              "requests/s offered):")  # fmt: skip
         print(
-            f"         an idle process's longest waits for a CPU under the service's load: "
-            f"{', '.join(f'{ms:.0f}' for ms in probe['longest_waits_ms'])} ms{stolen}"
+            row("service", paced["service"])
+            + f"   target p99 < {t['p99_ms']} ms at >= {t['requests_per_s']} req/s"
         )
+        approvals(paced["approvals"])
+        machine(paced["probe"])
+    print(f"machine  {r['cpus']} CPUs, load average {r['loadavg'][0]:.2f} at the end")
     if not r["own_sessions"]:
         print("         --one-session: the servers shared the load generator's session (scheduling group)")
 
@@ -581,7 +655,14 @@ def main() -> None:
     parser.add_argument("--workers", type=bounded(1, 16), default=os.cpu_count() or 1)
     parser.add_argument("--clients", type=bounded(1, 1000), default=200)
     parser.add_argument("--duration", type=bounded(1, 120), default=20, help="seconds of load per server")
-    parser.add_argument("--approvals", type=bounded(1, 500), default=40)
+    parser.add_argument("--approvals", type=bounded(1, 500), default=40, help="approvals in each phase")
+    parser.add_argument(
+        "--rate",
+        type=bounded(0, 100_000),
+        default=8000,
+        help="requests/s the readers offer in the second phase, each pausing after every answer "
+        "(0: no second phase)",
+    )
     parser.add_argument(
         "--access-log",
         action="store_true",

@@ -131,3 +131,8 @@ def test_the_public_read_benchmark_reports_both_servers_and_the_approvals(wrk_on
     assert result["own_sessions"] is True
     waits = result["probe"]["longest_waits_ms"]  # the idle process beside the load
     assert len(waits) == 5 and waits == sorted(waits) and waits[0] >= 0
+    # the second phase: each reader pauses after every answer, 10 readers 1 ms for 8,000 a second
+    paced = result["paced"]
+    assert (paced["offered_requests_per_s"], paced["pause_ms"]) == (8000, 1)
+    assert paced["service"]["requests"] > 0 and paced["service"]["errors"] == 0
+    assert paced["approvals"]["count"] == 3 and paced["approvals"]["errors"] == 0

@@ -51,6 +51,7 @@ from aiohttp import web
 from risk_zoning.errors import RiskZoningError
 from risk_zoning.io.database import create_pool
 from warnings_svc.dissemination.dispatcher import tune_collector
+from warnings_svc.documents.warm import warm_up
 from warnings_svc.forecast.runs import die_with_parent
 from warnings_svc.settings import Settings
 from warnings_svc.web.app import create_app
@@ -124,11 +125,16 @@ async def listening(
 
 async def settle_heap(app: web.Application) -> None:
     """Once the service is up: load the region's risk database, then hide everything alive from the garbage
-    collector and collect young objects less often (`tune_collector`). A serving process holds a large heap
+    collector and collect young objects less often (`tune_collector`); before that, render once what an
+    approval renders (`documents.warm`). A serving process holds a large heap
     that lives as long as it does (modules, the risk database's units and outlines); without this, each full
     collection walks all of it, a pause of every request in flight (measured in bench/public_read.py)."""
     with contextlib.suppress(RiskZoningError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         await app[RISK_DATABASE].get()  # when the database is away, the freeze goes without it
+    try:
+        warm_up()  # the first approval must not compile templates (`documents.warm`)
+    except Exception as e:  # a process that cannot warm up still serves: it renders cold, once
+        log.warning("rendering was not warmed up: %s: %s", type(e).__name__, e)
     tune_collector()
 
 

@@ -25,6 +25,7 @@ import contextvars
 import functools
 import ipaddress
 import logging
+import math
 import re
 import socket
 import ssl
@@ -255,6 +256,12 @@ class _PinnedResolver(AbstractResolver):
         return None
 
 
+def _exactly(total_s: float) -> aiohttp.ClientTimeout:
+    """A whole request's timeout of `total_s`, not rounded up to the next second as aiohttp does from 5 s on
+    (the lease of a claimed delivery counts on an attempt ending within the timeout)."""
+    return aiohttp.ClientTimeout(total=total_s, ceil_threshold=math.inf)
+
+
 def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
     """The seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP-date), at most a day;
     None when it is absent or not understood.
@@ -338,7 +345,7 @@ class WebhookChannel:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # one partner's cookies never reach another
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=_exactly(self.timeout_s),
                 headers={"User-Agent": self.user_agent},
                 trust_env=False,  # no proxy from the environment: the guard vets the address connected to
             )
@@ -377,9 +384,7 @@ class WebhookChannel:
             if _literal(url.raw_host or "", self.allow_private)[0] is None:  # a name: DNS counts in the time
                 async with asyncio.timeout(self.timeout_s):
                     host, addresses = await _vet(url, self.allow_private)
-                timeout = aiohttp.ClientTimeout(
-                    total=max(0.001, self.timeout_s - (time.monotonic() - started))
-                )
+                timeout = _exactly(max(0.001, self.timeout_s - (time.monotonic() - started)))
             else:
                 host, addresses = await _vet(url, self.allow_private)
             token = _pinned.set((host, tuple(addresses)))

@@ -6,6 +6,7 @@ or changed while a warning is being sent, and a timeout."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -327,3 +328,28 @@ async def test_a_fault_in_one_attempt_leaves_the_others_sent_and_stored_and_its_
 
 async def _stored(dispatcher: dispatch.PartnerDispatcher, n: int) -> bool:
     return dispatcher.counters.stored.get("webhook", 0) >= n
+
+
+async def test_a_stopping_dispatcher_finishes_its_attempts_and_gives_back_what_it_claimed_ahead(
+    conn, db_url
+) -> None:
+    # two slots, six claimed (three rounds fit in the lease): on stop the two under way finish and are
+    # stored, the four waiting go back to the queue untried rather than being sent after the stop
+    async with WebhookReceiver() as receiver:
+        subscribed = [(await subscribe(conn, "webhook", f"{receiver.url}/p{n}"))[0] for n in range(6)]
+        receiver.script = {f"/p{n}": [0.8] for n in range(6)}  # each answer takes 0.8 s
+        options = dataclasses.replace(QUICK, concurrency=2, lease_s=4, attempt_s=1)
+        assert dispatch.claim_window(2, 4, 1) == 6
+        async with running_partners(db_url, options=options) as dispatcher:
+            await issue(conn, level="orange", areas=(DISTRICTS[0],))
+            await wait_until(lambda: _received(receiver, 2), 10, "two attempts under way")
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+        rows = [(await deliveries(conn, s.id))[0] for s in subscribed]
+    assert len(receiver.received) == 2 and dispatcher.counters.stored == {"webhook": 2}
+    assert sorted((r["state"], r["attempts"]) for r in rows) == [("delivered", 1)] * 2 + [("pending", 0)] * 4
+    assert stopped_in < 1.5  # the two under way, not the four more after them
+
+
+async def _received(receiver: WebhookReceiver, n: int) -> bool:
+    return len(receiver.received) >= n

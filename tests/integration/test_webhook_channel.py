@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
 import socket
 import ssl
 import time
@@ -278,6 +279,27 @@ async def test_a_named_host_that_answers_too_late_is_a_timeout_within_the_same_b
     assert (result.outcome, result.failure) == (SendOutcome.TEMPORARY_FAILURE, FailureKind.TIMEOUT)
     assert result.error == f"no answer in {TIMEOUT_S:g} s"
     assert TIMEOUT_S - 0.05 <= took < TIMEOUT_S + 0.5
+
+
+async def test_a_timeout_of_five_seconds_or_more_ends_on_time_not_at_the_next_whole_second() -> None:
+    # aiohttp rounds a timeout of 5 s or more up to the next whole second of the loop's clock; a lease counts
+    # on an attempt ending within its timeout, so the channel asks for the exact time
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = WebhookChannel(allow_private=LOOPBACK, timeout_s=5.2)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(math.ceil(loop.time()) - loop.time() + 0.05)  # just after a whole second
+        result = await silent.deliver(message(f"http://127.0.0.1:{port}/hook", (new_secret(),)))
+    finally:
+        await silent.close()
+        server.close()
+    assert (result.outcome, result.failure) == (SendOutcome.TEMPORARY_FAILURE, FailureKind.TIMEOUT)
+    assert 5200 <= result.latency_ms < 5400  # rounded up, it would end about 0.75 s later
 
 
 async def test_a_closed_port_is_link_down(channel: WebhookChannel) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ from warnings_svc.dissemination.dispatcher import Dispatcher, endpoints_from_set
 from warnings_svc.dissemination.partners import registry
 from warnings_svc.dissemination.partners.dispatch import (
     PartnerDispatcher,
-    PartnerDispatchOptions,
+    options_from_settings,
     partner_channels_from_settings,
 )
 from warnings_svc.dissemination.terminals import register_terminals
@@ -249,8 +250,9 @@ async def _send_to_partners(
     """Send the warning to the demo's partner subscriptions (webhooks, emails, an MQTT topic) and report what
     was delivered and what the partners' endpoints received."""
     dispatcher = PartnerDispatcher(
-        pool, url, partner_channels_from_settings(settings), PartnerDispatchOptions(poll_s=0.2)
-    )
+        pool, url, partner_channels_from_settings(settings),
+        dataclasses.replace(options_from_settings(settings), poll_s=0.2),
+    )  # fmt: skip
 
     async def settled() -> bool:
         states = await _partner_states(pool, warning_id, dispatcher.channels)

@@ -51,7 +51,7 @@ from warnings_svc.dissemination.first_attempts import FirstAttempts, earliest
 from warnings_svc.dissemination.partners import inbound, outbox
 from warnings_svc.dissemination.partners.outbox import AttemptRecord, IssuedDocument, PartnerClaim
 from warnings_svc.dissemination.partners.states import PartnerDeliveryEvent as Event
-from warnings_svc.dissemination.worker import OutboxWorker
+from warnings_svc.dissemination.worker import DATABASE_ERRORS, OutboxWorker
 from warnings_svc.settings import WEBHOOK_SCHEDULE_S, Settings
 from warnings_svc.timeliness import timeliness_on
 
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 86_400.0
 RECORD_EVERY_S = 0.02  # finished attempts are stored together at most this often
 RECORD_BATCH = 500
+GIVE_BACK_S = 5.0  # how long a stopping sender tries to return its unsent claims
 DOCUMENTS_KEPT = 64  # issued versions whose documents a dispatcher keeps in memory
 PARTNER_SMS_ENDPOINT = "partners"  # the partner dispatcher's own SMS bind, as messages from phones name it
 
@@ -70,7 +71,7 @@ class PartnerDispatchOptions:
 
     schedule_s: tuple[float, ...] = WEBHOOK_SCHEDULE_S
     concurrency: int = 64
-    lease_s: float = 120.0
+    lease_s: float = 60.0  # several attempts (`claim_window`): `options_from_settings` keeps it so
     poll_s: float = 1.0
     attempt_s: float = 15.0  # the longest one attempt may take (the webhook timeout)
 
@@ -310,14 +311,15 @@ class PartnerDispatcher(OutboxWorker):
         return out
 
     async def _send(self, stop: asyncio.Event, name: str, adapter: PartnerChannel) -> None:
-        """Keep the channel's concurrency of attempts in flight, claim as slots free (in batches: once a quarter
-        of the window is free), and store results in batches as they come.
+        """Keep the channel's concurrency of attempts in flight, claim as slots free (in batches), and store
+        results in batches as they come.
 
-        A channel whose adapter sends without a limit of its own (webhooks, MQTT) also has up to one more
-        window claimed and waiting for a slot, so that no slot waits for the database; a delivery waits at
-        most about one attempt's time for its slot, which the lease (several attempts' time) covers. A channel
-        whose adapter has a limit of its own (a mail server's few connections, SMPP windows) claims no more
-        than it sends at once: nothing queues inside the adapter past its lease."""
+        A channel whose adapter sends without a limit of its own (webhooks, MQTT) claims ahead as many rounds
+        as its lease covers (`claim_window`), so that no slot waits for the database. A channel whose adapter
+        has a limit of its own (a mail server's few connections, SMPP windows) claims no more than it sends at
+        once: nothing queues inside the adapter past its lease. When stopped, the attempts under way finish
+        and are stored; what waits for a slot goes back to the queue at once (`release_partner_claims`), for
+        this or another dispatcher."""
         wake = self._wake[name]
         o = self.options
         concurrency = self.concurrency_of(name)
@@ -356,10 +358,11 @@ class PartnerDispatcher(OutboxWorker):
                     version_of[record.delivery_id] = (claim.warning_id, claim.version)
                     done.append(record)
                     results.set()
-                held -= 1
-                slot_freed.set()
-                if not held:
-                    idle.set()
+                finally:
+                    held -= 1
+                    slot_freed.set()
+                    if not held:
+                        idle.set()
 
         senders = [asyncio.create_task(sender()) for _ in range(concurrency)]
         try:
@@ -394,13 +397,31 @@ class PartnerDispatcher(OutboxWorker):
                     for w in waits:
                         w.cancel()
         finally:
-            # what was claimed is still sent (each attempt bounded by the adapter's timeout) and stored
+            # the attempts under way finish (each bounded by the adapter's timeout) and are stored; the claims
+            # still waiting for a slot are given back rather than sent after the stop
+            unsent = [claim.id for claim, _ in queue]
+            queue.clear()
+            held -= len(unsent)
+            if not held:
+                idle.set()
             closing.set()
             work.set()
+            if unsent:
+                await self._give_back(name, unsent)
             await asyncio.gather(*senders, return_exceptions=True)
             ending.set()
             results.set()
             await recorder
+
+    async def _give_back(self, name: str, ids: list[int]) -> None:
+        """Return claimed, unsent deliveries to the queue, trying once (a stopping process does not wait for a
+        lost database: their lease brings them back then)."""
+        try:
+            async with asyncio.timeout(GIVE_BACK_S), self.pool.acquire() as conn:
+                await outbox.release_partner_claims(conn, self.owner, ids)
+        except DATABASE_ERRORS as e:
+            log.warning("partner dispatch: %d %s deliveries claimed and not sent are left to their lease (%s)",
+                        len(ids), name, type(e).__name__)  # fmt: skip
 
     async def _documents_for(self, claimed: list[PartnerClaim]) -> dict[tuple[int, int], IssuedDocument]:
         """The issued documents of the claimed deliveries' versions: read once per version and kept (they

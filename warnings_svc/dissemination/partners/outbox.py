@@ -397,6 +397,19 @@ def _sql_tuple(values: Sequence[str]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
+async def release_partner_claims(conn: asyncpg.Connection, owner: str, ids: Sequence[int]) -> int:
+    """Put back in the queue deliveries `owner` claimed and never attempted (a dispatcher stopping), as if never
+    claimed; how many."""
+    done = await conn.execute(
+        f"""UPDATE svc.partner_delivery
+            SET state = '{_RECLAIMED}', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1
+            WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND state = 'sending'""",
+        owner,
+        list(ids),
+    )
+    return int(done.split()[-1])
+
+
 async def reclaim_partner_leases(conn: asyncpg.Connection) -> int:
     """Return deliveries whose lease ran out (their dispatcher died mid-send) to the queue; how many."""
     done = await conn.execute(

@@ -5,6 +5,7 @@ or changed while a warning is being sent, and a timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -353,3 +354,31 @@ async def test_a_stopping_dispatcher_finishes_its_attempts_and_gives_back_what_i
 
 async def _received(receiver: WebhookReceiver, n: int) -> bool:
     return len(receiver.received) >= n
+
+
+async def test_a_warning_issued_while_an_empty_claim_is_under_way_is_sent_at_once(
+    conn, db_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the NOTIFY of a warning issued while the dispatcher's claim finds nothing must not be lost: the
+    # dispatcher claims again at once, not at its next poll (3 s here)
+    real_claim = outbox.claim_partner
+    issued: list[float] = []
+
+    async def claim_while_a_warning_is_issued(c, **kwargs):  # type: ignore[no-untyped-def]
+        found = await real_claim(c, **kwargs)
+        if not found and armed and not issued:
+            await issue(c, level="orange", areas=(DISTRICTS[0],))  # its NOTIFY reaches the listener now
+            issued.append(time.monotonic())
+            await asyncio.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(outbox, "claim_partner", claim_while_a_warning_is_issued)
+    armed = False
+    async with WebhookReceiver() as receiver:
+        sub, _ = await subscribe(conn, "webhook", f"{receiver.url}/water")
+        async with running_partners(db_url, options=dataclasses.replace(QUICK, poll_s=3.0)):
+            await asyncio.sleep(0.5)  # the dispatcher listens and has found nothing
+            armed = True
+            await wait_until(lambda: _delivered(conn, sub.id), 10, "the delivery")
+            took = time.monotonic() - issued[0]
+    assert took < 1.5, f"sent {took:.1f} s after the warning was issued"

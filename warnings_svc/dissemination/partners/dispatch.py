@@ -372,6 +372,10 @@ class PartnerDispatcher(OutboxWorker):
                     slot_freed.clear()
                     await slot_freed.wait()
                     continue
+                # cleared before the claim, not after: a NOTIFY (or a freed slot) that comes while the claim is
+                # under way is then not lost, and an empty claim is followed by another at once
+                wake.clear()
+                slot_freed.clear()
                 claimed = await self._db(
                     f"claim for {name}",
                     stop,
@@ -388,8 +392,6 @@ class PartnerDispatcher(OutboxWorker):
                     queue.extend((c, documents[c.warning_id, c.version]) for c in claimed)
                     work.set()
                 else:
-                    wake.clear()
-                    slot_freed.clear()
                     waits = [asyncio.ensure_future(wake.wait())]
                     if held:  # a finished attempt may have left a retry ready at once
                         waits.append(asyncio.ensure_future(slot_freed.wait()))

@@ -11,7 +11,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,17 +26,12 @@ import pytest
 
 from risk_zoning.io.database import HANDLE_FILE, prune_dead_handles
 from tests.factories_app import clean_environment, warnings_svc_command
+from tests.ports import free_port
 
 START_SECONDS = 300  # a first start runs initdb and builds the Wuhai risk database
 WORKER_SECONDS = 90  # the demo forecast reaches a scoring worker after an inbox poll or two
 GONE_SECONDS = 10
 STOP_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

@@ -30,6 +30,7 @@ from risk_zoning.store import load_current
 from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_cli import problem_lines
+from tests.ports import free_port
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.web.accounts import create_user
 from warnings_svc.web.auth import SESSION_COOKIE
@@ -418,12 +419,6 @@ async def test_the_stylesheet_is_served_with_the_grade_colours_of_the_maps(clien
 
 
 # ---------------------------------------------------------------------------------------------- command line
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_alive(pid: int) -> bool:

@@ -111,7 +111,7 @@ class CoverageWatch:
                 raise
             except asyncpg.UndefinedTableError:
                 log.debug("coverage snapshot skipped: the schema is not up to date yet")
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
                 if not failing:
                     log.warning(
                         "coverage snapshot failed: %s; retrying every round", " ".join(str(e).split())

@@ -252,7 +252,7 @@ async def run_forever(
             raise
         except asyncpg.UndefinedTableError:
             log.debug("acknowledgement check skipped: the schema is not up to date yet")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
             if not failing:
                 log.warning("acknowledgement check failed: %s; retrying every tick", " ".join(str(e).split()))
             failing = True

@@ -223,7 +223,7 @@ async def _expire_forever(app: web.Application) -> None:
             raise
         except asyncpg.UndefinedTableError:
             log.debug("expiry check skipped: the schema is not up to date yet")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
             # the clock must survive a database restart; the next tick tries again (one line per outage)
             if not failing:
                 log.warning("expiry check failed: %s; retrying every tick", " ".join(str(e).split()))

@@ -175,6 +175,27 @@ async def states(conn: asyncpg.Connection, warning_id: int | None = None) -> dic
     return {r["state"]: r["n"] for r in rows}
 
 
+async def outbox_report(conn: asyncpg.Connection, warning_id: int) -> str:
+    """What a warning's deliveries that are not delivered are doing, on one line: for a test that timed out."""
+    rows = await conn.fetch(
+        """SELECT state, attempts, split_part(coalesce(lease_owner, ''), '#', 1) AS owner,
+                  next_attempt_at > now() AS later, left(reason, 60) AS reason, count(*) AS n,
+                  count(*) FILTER (WHERE EXISTS (
+                      SELECT 1 FROM svc.delivery_part p WHERE p.delivery_id = d.id AND p.state IS NULL)) AS waiting
+           FROM svc.delivery d WHERE warning_id = $1 AND state <> 'delivered'
+           GROUP BY 1, 2, 3, 4, 5 ORDER BY n DESC LIMIT 8""",
+        warning_id,
+    )
+    leases = await conn.fetchval("SELECT count(*) FROM svc.delivery_lease")
+    orphans = await conn.fetchval("SELECT count(*) FROM svc.delivery_part WHERE delivery_id IS NULL")
+    groups = "; ".join(
+        f"{r['n']} {r['state']} attempts={r['attempts']} owner={r['owner'] or '-'} later={r['later']} "
+        f"parts_without_receipt={r['waiting']} reason={r['reason']!r}"
+        for r in rows
+    )
+    return f"{groups or 'all delivered'} | leases={leases} receipts_without_delivery={orphans}"
+
+
 # ---------------------------------------------------------------------------------------------- fault tests
 
 

@@ -29,6 +29,7 @@ from tests.factories_dispatch import (
     add_recipients,
     dispatch_settings,
     issue,
+    outbox_report,
     phone,
     read_records,
     running_dispatcher,
@@ -108,7 +109,13 @@ async def test_a_dispatcher_killed_mid_fan_out_is_taken_over_with_bounded_duplic
         assert 0 < len(stuck) <= in_flight
 
         second = start_dispatcher_process(successor_config, "second")
-        await wait_until(lambda: _final(conn, v.warning_id, n), WAIT_S, "every delivery delivered")
+        try:
+            await wait_until(lambda: _final(conn, v.warning_id, n), WAIT_S, "every delivery delivered")
+        except AssertionError as e:
+            log_tail = " | ".join(second.log.read_text(errors="replace").splitlines()[-5:])
+            raise AssertionError(
+                f"{e}: {await outbox_report(conn, v.warning_id)}; SMSC {peer.counters()}; second's log: {log_tail}"
+            ) from None
         assert await states(conn, v.warning_id) == {"delivered": n}
         assert second.stop() == 0
         # a clean stop prints what the process did as a last JSON line; a killed one prints nothing more

@@ -91,6 +91,8 @@ def test_without_an_smsc_the_smoke_run_stops_after_approval_and_says_so() -> Non
     assert set(evidence) == {"mqtt", "area_sms", "cell_broadcast", "broadcast_platform"}
     # measured where a peer counted, estimated for cell broadcast (no receipts exist)
     assert [c for c, e in evidence.items() if not e["measured"]] == ["cell_broadcast"]
+    acks = broadcast["terminal_acknowledgements"]
+    assert acks["stored"] == acks["expected"] > 100  # none lost on the way (they were, while it was sending)
     terminals = evidence["mqtt"]
     # every working terminal in the warned areas acknowledged (the broken ones are spread over the whole city)
     assert (

@@ -212,6 +212,11 @@ async def _put_out(
         raise SmokeFailed(f"{done['pending']} area deliveries not put out within {AREA_TIMEOUT_S:.0f} s")
     return {
         "deliveries": done["states"],
+        # every working terminal in the warned areas acknowledges: fewer means acknowledgements were lost
+        "terminal_acknowledgements": {
+            "expected": done["expected_acknowledgements"],
+            "stored": done["acknowledged"],
+        },
         "evidence": [
             {
                 k: (int(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)

@@ -485,7 +485,7 @@ async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Seque
     evidence of their version and area: terminals that acknowledged (of those registered there), the people
     they serve. One statement: only acknowledgements stored now are added, so a repeated one counts once. An
     acknowledgement from an unregistered or retired terminal, or for a version this broker was not given for
-    the terminal's unit, is not stored. The number of new acknowledgements stored."""
+    the terminal's unit (neither done nor tried there), is not stored. The number of new acknowledgements stored."""
     if not acks:
         return 0
     stored: int = await conn.fetchval(
@@ -498,10 +498,13 @@ async def store_terminal_acks(conn: asyncpg.Connection, target: str, acks: Seque
                FROM heard h
                JOIN svc.terminal t ON t.terminal_id = h.terminal_id AND t.target = $4 AND t.retired_at IS NULL
                JOIN svc.warning_version v ON v.identifier = h.identifier
-               -- only what this broker was given, in the terminal's own unit: nothing else counts as reach
+               -- only what this broker was given, in the terminal's own unit: nothing else counts as reach.
+               -- Given: done, or tried at least once. A terminal plays its topic's message while the dispatcher
+               -- is still publishing the other units' topics (the delivery is sending), and the broker does
+               -- not send an acknowledgement refused here again
                JOIN svc.area_delivery d ON d.warning_id = v.warning_id AND d.version = v.version
                     AND d.channel = 'mqtt' AND d.target = $4 AND d.msg_type IN ('Alert', 'Update')
-                    AND d.state = 'done' AND d.content -> 'area_units' ? t.area
+                    AND (d.state = 'done' OR d.attempts > 0) AND d.content -> 'area_units' ? t.area
                ON CONFLICT DO NOTHING
                RETURNING terminal_id, warning_id, version, played_at),
            counted AS (

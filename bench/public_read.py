@@ -503,8 +503,13 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
     return float(np.percentile(np.array(seconds) * 1000, q)) if seconds else None
 
 
+def load_tool() -> str:
+    """wrk when it is on PATH, else the bounded aiohttp client (`_client_load`)."""
+    return "wrk" if shutil.which("wrk") else "aiohttp client load generator (no wrk on PATH)"
+
+
 async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    tool = "wrk" if shutil.which("wrk") else "aiohttp client load generator (no wrk on PATH)"
+    tool = load_tool()
     data_dir = folder / "data"
     port, static_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"

@@ -23,3 +23,12 @@ DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InternalClientError,  # the server died in the middle of an operation
 )
+# What a periodic check in a background loop survives (the coverage watch, the expiry clock, the
+# acknowledgement deadlines): any error from the database or the connection to it, a server killed
+# mid-statement included (InternalClientError). The next tick tries again.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)

@@ -37,6 +37,7 @@ from warnings_svc.coverage.evidence import OPERATIONAL_MINUTES, Measurement, mea
 from warnings_svc.coverage.metrics import CoverageMetrics
 from warnings_svc.coverage.model import Region
 from warnings_svc.coverage.snapshots import SnapshotKind
+from warnings_svc.database import DATABASE_FAILURES
 from warnings_svc.lifecycle.store import Issuing
 from warnings_svc.settings import CoverageSettings, DispatchSettings
 
@@ -111,7 +112,7 @@ class CoverageWatch:
                 raise
             except asyncpg.UndefinedTableError:
                 log.debug("coverage snapshot skipped: the schema is not up to date yet")
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
+            except DATABASE_FAILURES as e:
                 if not failing:
                     log.warning(
                         "coverage snapshot failed: %s; retrying every round", " ".join(str(e).split())

@@ -22,6 +22,7 @@ import asyncpg
 
 from risk_zoning.errors import DatabaseError
 from risk_zoning.store import UnitRecord
+from warnings_svc.database import DATABASE_FAILURES
 from warnings_svc.dissemination.partners import acknowledgements as acks
 from warnings_svc.dissemination.partners import inbound
 from warnings_svc.lifecycle import audit_log
@@ -252,7 +253,7 @@ async def run_forever(
             raise
         except asyncpg.UndefinedTableError:
             log.debug("acknowledgement check skipped: the schema is not up to date yet")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
+        except DATABASE_FAILURES as e:
             if not failing:
                 log.warning("acknowledgement check failed: %s; retrying every tick", " ".join(str(e).split()))
             failing = True

@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from warnings_svc.coverage.watch import CoverageWatch
+from warnings_svc.database import DATABASE_FAILURES
 from warnings_svc.dissemination.area_dispatch import (
     AreaDispatcher,
     AreaDispatchOptions,
@@ -223,7 +224,7 @@ async def _expire_forever(app: web.Application) -> None:
             raise
         except asyncpg.UndefinedTableError:
             log.debug("expiry check skipped: the schema is not up to date yet")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
+        except DATABASE_FAILURES as e:
             # the clock must survive a database restart; the next tick tries again (one line per outage)
             if not failing:
                 log.warning("expiry check failed: %s; retrying every tick", " ".join(str(e).split()))

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.factories_app import clean_environment
+from tests.loopback import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,18 +164,10 @@ async def test_without_wrk_the_public_read_benchmark_loads_with_its_own_bounded_
 
     app = web.Application()
     app.router.add_get("/{name}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as base:
         args = argparse.Namespace(clients=4, duration=1)
-        base = f"http://127.0.0.1:{port}"
         paced = await bench.load(tool, base, ["/a"], args, tmp_path, pause_ms=50)
         wrong = await bench.load(tool, base, ["/a", "/b"], args, tmp_path)
-    finally:
-        await runner.cleanup()
     # 4 readers pausing 50 ms for 1 s: about 80 requests, none an error
     assert 20 <= paced["requests"] <= 100 and paced["errors"] == 0
     assert paced["p50_ms"] <= paced["p99_ms"]

@@ -34,6 +34,7 @@ from channels.webhooks.client import (
     check_endpoint,
 )
 from channels.webhooks.signing import new_secret
+from tests.loopback import serving
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 SLEEP_S = 3.0  # how long /sleep keeps a request; the channel under test gives up after TIMEOUT_S
@@ -95,13 +96,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/hook/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    r.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield r
-    await runner.cleanup()
+    async with serving(app) as base:
+        r.base = base
+        yield r
 
 
 @pytest.fixture

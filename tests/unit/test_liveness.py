@@ -4,10 +4,12 @@ loops, the SMSC binds. No database: the embedded server is a stand-in that fails
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 from risk_zoning.errors import DatabaseError
-from warnings_svc.web.database_watch import DatabaseState, DatabaseWatch
+from warnings_svc.web.database_watch import DatabaseState, DatabaseWatch, restart_embedded
 from warnings_svc.web.health import BackgroundLoops, check_sms_binds, liveness_failure
 from warnings_svc.web.metrics import ServiceMetrics
 
@@ -86,6 +88,24 @@ async def test_while_the_embedded_server_is_being_restarted_the_process_is_alive
         assert liveness_failure(BackgroundLoops(), watch) is None
     finally:
         task.cancel()
+
+
+def test_a_restart_waiting_between_attempts_ends_at_once_when_told_to_stop() -> None:
+    # the database watch tells it when it ends (the service stopping). Before, the thread slept out its delays
+    # and kept the stopping process: the test above, which cancels its watch mid-restart, held the test
+    # session's event loop for 42 s at its close
+    server, stopping, outcome = StoppedServer(failures=100), threading.Event(), []
+    thread = threading.Thread(
+        target=lambda: outcome.append(restart_embedded(server, (60, 60), stopping=stopping))
+    )
+    thread.start()
+    deadline = time.monotonic() + 5
+    while server.attempts == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopping.set()
+    thread.join(5)
+    assert not thread.is_alive() and server.attempts == 1
+    assert outcome == ["stopped before the embedded PostgreSQL could be restarted"]
 
 
 async def test_when_every_restart_fails_the_watch_gives_up_and_liveness_fails_with_its_one_line() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -115,6 +116,9 @@ class DatabaseWatch:
         self._on_back: list[Callable[[], None]] = []
         self._also_expired: list[ExpiringPool | _Expiring] = []
         self._lost_at = time.monotonic()
+        # set when the watch ends (the service stopping): a restart waiting between attempts gives up at once,
+        # rather than keep the stopping process (its executor's threads) for the rest of its delays
+        self._stopping = threading.Event()
         metrics.database_up.set(1)
         _quiet_pool_floor_retries()
 
@@ -137,15 +141,18 @@ class DatabaseWatch:
 
     async def run(self) -> None:
         """Watch until cancelled, or until the embedded server cannot be started again (then `gave_up`)."""
-        while True:
-            await asyncio.sleep(self._check_seconds)
-            if self._server is None:
-                await self._ping()
-                continue
-            if await asyncio.to_thread(self._server.postmaster_alive):
-                continue
-            if not await self._restart(self._server):
-                await asyncio.Event().wait()  # gave up: nothing more to watch, the process is ending
+        try:
+            while True:
+                await asyncio.sleep(self._check_seconds)
+                if self._server is None:
+                    await self._ping()
+                    continue
+                if await asyncio.to_thread(self._server.postmaster_alive):
+                    continue
+                if not await self._restart(self._server):
+                    await asyncio.Event().wait()  # gave up: nothing more to watch, the process is ending
+        finally:
+            self._stopping.set()
 
     async def _restart(self, server: EmbeddedServer) -> bool:
         log.warning("database lost: the embedded PostgreSQL in %s stopped; restarting it", server.pgdata)
@@ -154,7 +161,9 @@ class DatabaseWatch:
         def attempt_failed(attempt: int, reason: str) -> None:  # called from the restarting thread
             self.detail = f"restarting it (attempt {attempt} failed: {reason})"
 
-        failure = await asyncio.to_thread(restart_embedded, server, self._restart_delays, attempt_failed)
+        failure = await asyncio.to_thread(
+            restart_embedded, server, self._restart_delays, attempt_failed, self._stopping
+        )
         if failure is None:
             await self._back("restarted", "the embedded PostgreSQL was restarted")
             return True
@@ -198,14 +207,19 @@ def restart_embedded(
     server: EmbeddedServer,
     delays: Sequence[float] = RESTART_DELAYS,
     attempt_failed: Callable[[int, str], None] | None = None,
+    stopping: threading.Event | None = None,
 ) -> str | None:
     """Start the stopped embedded server again, trying once per delay in `delays` (waiting that long after
     each failure: right after a kill the old backends may hold the shared memory for a moment). Blocks; None
-    once it runs, else the one line saying why it could not be restarted. Used by the database watch and, with
-    several web workers, by the parent process that owns the server (`web.workers`)."""
+    once it runs, else the one line saying why it could not be restarted. Once `stopping` is set, no attempt
+    is made or waited for. Used by the database watch and, with several web workers, by the parent process
+    that owns the server (`web.workers`)."""
     started = time.monotonic()
     last = ""
+    stopping = stopping or threading.Event()
     for attempt, delay in enumerate(delays, start=1):
+        if stopping.is_set():
+            return "stopped before the embedded PostgreSQL could be restarted"
         try:
             server.restart()
         except DatabaseError as e:
@@ -213,7 +227,7 @@ def restart_embedded(
             log.debug("restart attempt failed", extra={"attempt": attempt, "reason": last})
             if attempt_failed is not None:
                 attempt_failed(attempt, last)
-            time.sleep(delay)
+            stopping.wait(delay)
             continue
         return None
     return (

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import hmac
 import secrets
 
@@ -49,7 +48,7 @@ def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     'v1,'
     """
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.digest(secret_key(secret), signed, "sha256")  # the one-shot C path
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import warnings_svc.dissemination.partners.dispatch as dispatch
-from warnings_svc.dissemination.partners.dispatch import claim_window, options_from_settings
+from warnings_svc.dissemination.partners.dispatch import claim_window, options_from_settings, refill_threshold
 from warnings_svc.settings import Settings, load_settings
 
 
@@ -48,3 +48,16 @@ def test_a_slow_mqtt_partner_broker_lengthens_the_lease_so_claiming_ahead_stays_
     assert options.lease_s >= 4 * options.attempt_s
     window = claim_window(options.concurrency, options.lease_s, options.attempt_s)
     assert window // options.concurrency * options.attempt_s < options.lease_s
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 16, 64, 1000])
+@pytest.mark.parametrize("rounds", [1, 2, 3, 5, 8])
+def test_a_sender_claims_again_in_batches_while_a_round_still_waits(concurrency: int, rounds: int) -> None:
+    window = rounds * concurrency
+    refill = refill_threshold(window, concurrency)
+    assert 1 <= refill <= window
+    assert refill >= window // 4  # claims come in batches, not one by one
+    if rounds >= 3:
+        # when it claims, a whole round still waits beyond the attempts in flight: no slot runs dry meanwhile
+        waiting_beyond_flight = (window - refill) - concurrency
+        assert waiting_beyond_flight >= concurrency

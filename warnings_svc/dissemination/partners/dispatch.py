@@ -90,6 +90,18 @@ def claim_window(concurrency: int, lease_s: float, attempt_s: float) -> int:
     return concurrency * min(max(rounds, 2), 8)
 
 
+def refill_threshold(window: int, concurrency: int) -> int:
+    """How many of a sender's `window` must be free before it claims again: once no more than one round of
+    `concurrency` waits beyond the attempts in flight, so that this round keeps every slot busy while the
+    claim is under way (10-25 ms when the database shares a busy machine; half a round ran dry, see
+    bench/LOG.md), and at least a quarter of the window, so that claims come in batches.
+
+    >>> refill_threshold(192, 64), refill_threshold(128, 64), refill_threshold(448, 64), refill_threshold(4, 4)
+    (64, 32, 320, 1)
+    """
+    return max(1, window // 4, window - 2 * concurrency)
+
+
 def next_attempt_at(
     attempts: int,
     schedule_s: Sequence[float],
@@ -137,7 +149,7 @@ def judge(
         latency_ms=result.latency_ms,
         outcome=outcome,
         status=result.status,
-        error=" ".join(result.error.split())[:500],
+        error=" ".join(result.error.split())[:500] if result.error else "",
     )
     if result.outcome is SendOutcome.ACCEPTED:
         return record(event=Event.accept)
@@ -325,8 +337,7 @@ class PartnerDispatcher(OutboxWorker):
         concurrency = self.concurrency_of(name)
         own_limit = _has_own_limit(adapter)
         window = concurrency if own_limit else claim_window(concurrency, o.lease_s, o.attempt_s)
-        # claim again once this many are free: while a claim is under way, about half a round still waits
-        refill_at = max(1, window // 4, window - concurrency - concurrency // 2)
+        refill_at = refill_threshold(window, concurrency)
         queue: deque[tuple[PartnerClaim, IssuedDocument]] = deque()  # claimed, waiting for a sender
         held = 0  # claimed and not yet finished: waiting or under way
         done: list[AttemptRecord] = []

@@ -329,6 +329,35 @@ class AttemptRecord:
     slow_subscription_until: tuple[int, datetime] | None = None  # the endpoint asked to slow down
 
 
+def _sql_tuple(values: Sequence[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# the attempts into the log and their effect on the deliveries, in one statement
+_RECORD_RESULTS = f"""WITH x AS (
+        SELECT * FROM unnest($2::bigint[], $3::int[], $4::timestamptz[], $5::int[], $6::text[],
+                             $7::int[], $8::text[], $9::boolean[], $10::text[], $11::timestamptz[])
+            AS x(id, attempt, started_at, latency_ms, outcome, status, error, manual, event, next_at)),
+    logged AS (
+        INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
+                                         error, manual)
+        SELECT id, attempt, started_at, latency_ms, outcome, status, error, manual FROM x),
+    done AS (
+        UPDATE svc.partner_delivery d SET
+            state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
+                                 WHEN 'retry' THEN '{partner_transition("sending", Event.retry)}'
+                                 ELSE '{partner_transition("sending", Event.give_up)}' END,
+            next_attempt_at = coalesce(x.next_at, d.next_attempt_at),
+            lease_owner = NULL, lease_until = NULL, last_status = x.status,
+            reason = left(x.error, 300),
+            done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
+        FROM x
+        WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
+          AND d.lease_owner = $1 AND d.attempts = x.attempt
+        RETURNING 1)
+    SELECT count(*) FROM done"""
+
+
 async def record_partner_results(
     conn: asyncpg.Connection, owner: str, records: Sequence[AttemptRecord]
 ) -> int:
@@ -337,44 +366,27 @@ async def record_partner_results(
     dispatcher's own: a late result is kept in the log only, never over a newer attempt's)."""
     if not records:
         return 0
+    arguments = (
+        owner,
+        [r.delivery_id for r in records],
+        [r.attempt for r in records],
+        [r.started_at for r in records],
+        [max(0, r.latency_ms) for r in records],
+        [r.outcome for r in records],
+        [r.status for r in records],
+        [r.error[:500] for r in records],
+        [r.manual for r in records],
+        [r.event.value for r in records],
+        [r.next_attempt_at for r in records],
+    )
+    asides = [
+        r for r in records if r.disable_subscription is not None or r.slow_subscription_until is not None
+    ]
+    if not asides:  # one statement is a transaction of its own: one round trip, not three
+        return int(await conn.fetchval(_RECORD_RESULTS, *arguments))
     async with conn.transaction():
-        # one statement: the attempts into the log, their effect on the deliveries
-        kept = await conn.fetchval(
-            f"""WITH x AS (
-                    SELECT * FROM unnest($2::bigint[], $3::int[], $4::timestamptz[], $5::int[], $6::text[],
-                                         $7::int[], $8::text[], $9::boolean[], $10::text[], $11::timestamptz[])
-                        AS x(id, attempt, started_at, latency_ms, outcome, status, error, manual, event, next_at)),
-                logged AS (
-                    INSERT INTO svc.partner_attempt (delivery_id, attempt, started_at, latency_ms, outcome, status,
-                                                     error, manual)
-                    SELECT id, attempt, started_at, latency_ms, outcome, status, error, manual FROM x),
-                done AS (
-                    UPDATE svc.partner_delivery d SET
-                        state = CASE x.event WHEN 'accept' THEN '{partner_transition("sending", Event.accept)}'
-                                             WHEN 'retry' THEN '{partner_transition("sending", Event.retry)}'
-                                             ELSE '{partner_transition("sending", Event.give_up)}' END,
-                        next_attempt_at = coalesce(x.next_at, d.next_attempt_at),
-                        lease_owner = NULL, lease_until = NULL, last_status = x.status,
-                        reason = left(x.error, 300),
-                        done_at = CASE WHEN x.event = 'retry' THEN NULL ELSE now() END
-                    FROM x
-                    WHERE d.id = x.id AND d.state IN {_sql_tuple(states_before(Event.accept))}
-                      AND d.lease_owner = $1 AND d.attempts = x.attempt
-                    RETURNING 1)
-                SELECT count(*) FROM done""",
-            owner,
-            [r.delivery_id for r in records],
-            [r.attempt for r in records],
-            [r.started_at for r in records],
-            [max(0, r.latency_ms) for r in records],
-            [r.outcome for r in records],
-            [r.status for r in records],
-            [r.error[:500] for r in records],
-            [r.manual for r in records],
-            [r.event.value for r in records],
-            [r.next_attempt_at for r in records],
-        )
-        for r in records:
+        kept = await conn.fetchval(_RECORD_RESULTS, *arguments)
+        for r in asides:
             if r.disable_subscription is not None:
                 await conn.execute(
                     """UPDATE svc.subscription SET state = 'disabled', reason = $2, updated_at = now()
@@ -391,10 +403,6 @@ async def record_partner_results(
                     until,
                 )
     return int(kept)
-
-
-def _sql_tuple(values: Sequence[str]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 async def release_partner_claims(conn: asyncpg.Connection, owner: str, ids: Sequence[int]) -> int:

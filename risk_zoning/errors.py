@@ -29,3 +29,8 @@ class GridDataError(RiskZoningError):
 
 class DatabaseError(RiskZoningError):
     """The risk database is missing, unreachable or not built."""
+
+
+class DataFolderUnusable(DatabaseError):
+    """The embedded server's data folder is one PostgreSQL will never start on as it is (another major
+    version's, not a data folder, the wrong owner or permissions): trying again cannot help, a person must."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from risk_zoning.errors import DatabaseError
+from risk_zoning.errors import DatabaseError, DataFolderUnusable
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     from pgserver import PostgresServer
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL's reasons for not starting on a data folder that no later attempt can change (its FATAL lines)
+UNUSABLE_FOLDER_REASONS = (
+    "database files are incompatible with server",  # another major version's folder
+    "is not a valid data directory",
+    "has wrong ownership",
+    "has invalid permissions",
+)
 
 MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # One advisory lock key for every migration run, so concurrent `db upgrade`s queue instead of racing.
@@ -179,8 +187,10 @@ class EmbeddedPostgres:
                 try:
                     server.ensure_postgres_running()
                 except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as e:
-                    raise DatabaseError(
-                        f"embedded PostgreSQL in {self.pgdata} did not start: {_last_log_reason(self.pgdata, e)}"
+                    reason = _last_log_reason(self.pgdata, e)
+                    unusable = any(words in reason for words in UNUSABLE_FOLDER_REASONS)
+                    raise (DataFolderUnusable if unusable else DatabaseError)(
+                        f"embedded PostgreSQL in {self.pgdata} did not start: {reason}"
                     ) from e
                 finally:
                     quiet.setLevel(level)

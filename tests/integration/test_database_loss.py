@@ -19,8 +19,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from risk_zoning.build import ensure_built
 from risk_zoning.io.database import EmbeddedPostgres, upgrade
+from risk_zoning.store import ensure_built
 from tests.factories_app import heat_draft, service, user_tokens
 from tests.integration.test_process_lifetimes import (  # the real demo and its helpers
     Demo,
@@ -111,6 +111,7 @@ def test_a_killed_embedded_postgresql_is_restarted_with_nothing_lost_and_when_it
     lines = stderr_text(stderr_path).splitlines()
     reason = "warnings-svc: the embedded PostgreSQL stopped and could not be restarted"
     assert lines[-1].startswith(reason) and "database files are incompatible" in lines[-1]
+    assert "(1 attempt over" in lines[-1]  # no later attempt could start it: given up at the first
     assert sum(line.startswith(reason) for line in lines) == 1
     assert not any("Traceback" in line for line in lines)
     assert not pid_alive(killed)

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from risk_zoning.errors import DatabaseError
+from risk_zoning.errors import DatabaseError, DataFolderUnusable
 from warnings_svc.web.database_watch import DatabaseState, DatabaseWatch, restart_embedded
 from warnings_svc.web.health import BackgroundLoops, check_sms_binds, liveness_failure
 from warnings_svc.web.metrics import ServiceMetrics
@@ -154,3 +154,26 @@ def test_the_smsc_check_fails_while_an_endpoint_has_no_bound_bind() -> None:
     down = check_sms_binds({"a": [Bind(True)], "b": [Bind(False), Bind(False)]})
     assert not down.ok and "b: 0 of 2 binds bound" in down.detail
     assert not down.required  # reported as degraded: the process still answers the public
+
+
+class UnusableFolderServer(StoppedServer):
+    """A server whose data folder PostgreSQL will never start on (another major version's)."""
+
+    def restart(self) -> str:
+        self.attempts += 1
+        raise DataFolderUnusable(
+            "embedded PostgreSQL did not start: FATAL: database files are incompatible with server"
+        )
+
+
+def test_a_folder_no_restart_can_start_on_is_given_up_at_the_first_attempt() -> None:
+    # before, the watch tried eight times over about 30 s before saying what the first attempt already said
+    server = UnusableFolderServer(failures=100)
+    started = time.monotonic()
+    reason = restart_embedded(server, (60, 60, 60))
+    assert server.attempts == 1 and time.monotonic() - started < 5
+    assert reason is not None
+    assert reason.startswith(
+        "the embedded PostgreSQL stopped and could not be restarted (1 attempt over 0 s)"
+    )
+    assert reason.endswith("database files are incompatible with server")

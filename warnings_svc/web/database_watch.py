@@ -12,7 +12,9 @@ named in ``postmaster.pid`` still runs. When it is gone (killed, crashed) the wa
    and wakes whoever waits for the database (the live events' listener reconnects at once). Nothing is lost:
    PostgreSQL recovers every committed transaction from its write-ahead log.
 
-When no attempt succeeds, the watch gives up: `gave_up` is set with one line saying why, ``/healthz``
+When no attempt succeeds, or one fails for a reason no later attempt can change (a data folder of another
+PostgreSQL major version, not a data folder, the wrong owner or permissions: `DataFolderUnusable`), the
+watch gives up: `gave_up` is set with one line saying why, ``/healthz``
 answers 503 with that line, and `warnings-svc serve`/`demo` stop (the embedded server stopped on the way
 out) and exit with status 1 and that one line on stderr, so that a supervisor (systemd, Kubernetes) starts
 the service again.
@@ -36,7 +38,7 @@ from typing import Protocol
 
 import asyncpg
 
-from risk_zoning.errors import DatabaseError
+from risk_zoning.errors import DatabaseError, DataFolderUnusable
 from warnings_svc.web.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -212,10 +214,11 @@ def restart_embedded(
     """Start the stopped embedded server again, trying once per delay in `delays` (waiting that long after
     each failure: right after a kill the old backends may hold the shared memory for a moment). Blocks; None
     once it runs, else the one line saying why it could not be restarted. Once `stopping` is set, no attempt
-    is made or waited for. Used by the database watch and, with several web workers, by the parent process
+    is made or waited for; after a failure no later attempt can mend (`DataFolderUnusable`), none is made.
+    Used by the database watch and, with several web workers, by the parent process
     that owns the server (`web.workers`)."""
     started = time.monotonic()
-    last = ""
+    last, attempt = "", 0
     stopping = stopping or threading.Event()
     for attempt, delay in enumerate(delays, start=1):
         if stopping.is_set():
@@ -227,10 +230,13 @@ def restart_embedded(
             log.debug("restart attempt failed", extra={"attempt": attempt, "reason": last})
             if attempt_failed is not None:
                 attempt_failed(attempt, last)
+            if isinstance(e, DataFolderUnusable):  # no later attempt can start it: say so now
+                break
             stopping.wait(delay)
             continue
         return None
+    attempts = f"{attempt} attempt" + ("s" if attempt > 1 else "")
     return (
         f"the embedded PostgreSQL stopped and could not be restarted "
-        f"({len(delays)} attempts over {time.monotonic() - started:.0f} s): {last}"
+        f"({attempts} over {time.monotonic() - started:.0f} s): {last}"
     )

@@ -39,9 +39,8 @@ def say(*parts: object) -> None:
 
 async def prepare(url: str, recipients: int, terminals: int) -> int:
     """The region, the people and terminals, a city-wide warning issued and its evidence; the warning's id."""
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import upgrade
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from tests.factories_dispatch import add_recipients, expand_all, issue
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.dissemination.terminals import TerminalRow, register_terminals

@@ -186,9 +186,8 @@ async def service_run(url: str, broker_url: str, total: int, level: str, run: in
 
 async def prepare(url: str, total: int) -> list[str]:
     """The towns, and `total` terminals registered over them (as the fleets number them)."""
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import upgrade
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.dissemination.terminals import TerminalRow, register_terminals
 

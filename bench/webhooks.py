@@ -170,9 +170,8 @@ async def service_run(url: str, total: int, concurrency: int, level: str) -> tup
 
 async def prepare(url: str, port: int, total: int) -> list[tuple[str, str]]:
     """`total` webhook subscriptions to paths of the receiver; their (URL, secret)."""
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import upgrade
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.dissemination.partners import subscriptions as subs
 

@@ -30,7 +30,7 @@ from risk_zoning.population import (
     synthesize_population,
 )
 from risk_zoning.region import Region, Unit, load_region
-from risk_zoning.store import StoredArray, current_version, write_version
+from risk_zoning.store import StoredArray, write_version
 
 log = logging.getLogger(__name__)
 
@@ -337,13 +337,4 @@ async def build_region(
     finally:
         bar.close()
     log.info("risk database built", extra={"region": str(region), "version_id": vid})
-    return vid
-
-
-async def ensure_built(conn: asyncpg.Connection, region: str = "wuhai", progress: bool = True) -> int:
-    """The current version id, building the region's risk database first if it has none."""
-    await upgrade(conn, [RISK_MIGRATIONS])
-    vid = await current_version(conn, region)
-    if vid is None:
-        vid = await build_region(conn, region, progress=progress)
     return vid

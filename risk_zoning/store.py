@@ -321,3 +321,19 @@ async def region_units(conn: asyncpg.Connection, region: str) -> dict[str, UnitR
     """The region's assessment units by geocode, from the current risk database (no arrays)."""
     db: RiskDatabase = await load_current(conn, region, arrays=False)
     return {u.code: u for u in db.units}
+
+
+async def ensure_built(conn: asyncpg.Connection, region: str = "wuhai", progress: bool = True) -> int:
+    """The current version id, building the region's risk database first if it has none.
+
+    Here rather than in `risk_zoning.build`: most callers (every command of the service) find it built, and
+    need not import what building takes (xarray, the assessment: about a second)."""
+    from risk_zoning.io.database import RISK_MIGRATIONS, upgrade
+
+    await upgrade(conn, [RISK_MIGRATIONS])
+    vid = await current_version(conn, region)
+    if vid is None:
+        from risk_zoning.build import build_region
+
+        vid = await build_region(conn, region, progress=progress)
+    return vid

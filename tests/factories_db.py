@@ -21,8 +21,8 @@ async def fresh_database(server_url: str, *, built: bool = False) -> AsyncIterat
         await admin.close()
     url = server_url.replace("/warnings?", f"/{name}?")
     if built:
-        from risk_zoning.build import ensure_built
         from risk_zoning.io.database import upgrade
+        from risk_zoning.store import ensure_built
         from warnings_svc.database import MIGRATIONS
 
         conn = await asyncpg.connect(url)

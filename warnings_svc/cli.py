@@ -68,26 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"database: {e}")
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The errors a user can fix, shown as their one line; none of them is an `OSError`."""
-    from risk_zoning.errors import RiskZoningError
-    from warnings_svc.forecast.criteria import CriteriaError
-    from warnings_svc.forecast.hazards import HazardError
-    from warnings_svc.forecast.runs import RejectedRun
-    from warnings_svc.forecast.tiled import SchedulerError
-    from warnings_svc.settings import SettingsError
-    from warnings_svc.web.workers import ServeError
+# The errors a user can fix, shown as their one line (none of them is an `OSError`): (module, class name)
+USER_ERRORS = (
+    ("risk_zoning.errors", "RiskZoningError"),
+    ("warnings_svc.settings", "SettingsError"),
+    ("warnings_svc.web.workers", "ServeError"),
+    ("warnings_svc.forecast.criteria", "CriteriaError"),
+    ("warnings_svc.forecast.hazards", "HazardError"),
+    ("warnings_svc.forecast.runs", "RejectedRun"),
+    ("warnings_svc.forecast.tiled", "SchedulerError"),
+)
 
-    return (
-        SettingsError,
-        ServeError,
-        RiskZoningError,
-        CommandError,
-        CriteriaError,
-        HazardError,
-        RejectedRun,
-        SchedulerError,
-    )
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The classes of `USER_ERRORS` this process has imported, and `CommandError`: an error raised is of a
+    class whose module was imported, so those not imported need not be (importing them all for a command
+    that failed took 2-3 s: the web application, xarray, numba)."""
+    found: list[type[Exception]] = [CommandError]
+    for module, name in USER_ERRORS:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 def _database_errors() -> tuple[type[Exception], ...]:
@@ -706,8 +707,8 @@ def run_scenario(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Score and store one run; prints the run id and its proposals as JSON."""
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import connect, database_url, upgrade
+    from risk_zoning.store import ensure_built
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.forecast.ingest import score_files, store_result
     from warnings_svc.forecast.runs import inclusion_rules
@@ -790,8 +791,7 @@ def run_user_list(args: argparse.Namespace) -> int:
 def run_terminals_import(args: argparse.Namespace) -> int:
     """Register terminals from a CSV: prints {"registered": n}; a bad file (any bad row, an area that is not a
     unit of the region, a target not configured) is refused in one line, exit status 2, nothing written."""
-    from risk_zoning.build import ensure_built
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.dissemination.recipients import RecipientError, read_csv_text
     from warnings_svc.dissemination.terminals import (
         TerminalError,
@@ -837,7 +837,7 @@ def run_recipients_import(args: argparse.Namespace) -> int:
     """Import a recipients CSV: prints the report as JSON; exit status 1 when any row was rejected.
 
     A file that cannot be read as a recipients CSV at all is refused in one line with exit status 2."""
-    from risk_zoning.build import ensure_built
+    from risk_zoning.store import ensure_built
     from warnings_svc.dissemination.recipients import RecipientError, import_csv, read_csv_text
     from warnings_svc.settings import load_settings
 
@@ -896,8 +896,7 @@ def run_recipients_relay_links(args: argparse.Namespace) -> int:
 
 def run_recipients_count(args: argparse.Namespace) -> int:
     """Count the people a warning would reach: prints {"area", "hazard", "exercise", "recipients"}."""
-    from risk_zoning.build import ensure_built
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.dissemination.recipients import RecipientError, count_recipients, full_code
     from warnings_svc.settings import load_settings
 
@@ -928,7 +927,7 @@ def run_departments_import(args: argparse.Namespace) -> int:
     """Import a departments CSV: prints the report as JSON; exit status 1 when any row was rejected.
 
     A file that cannot be read as a departments CSV at all is refused in one line with exit status 2."""
-    from risk_zoning.build import ensure_built
+    from risk_zoning.store import ensure_built
     from warnings_svc.dissemination.partners.registry import (
         DepartmentError,
         import_csv,
@@ -979,8 +978,7 @@ def run_report_coverage(args: argparse.Namespace) -> int:
     --out; a year without warnings says so (no files). Progress on stderr while figures are computed."""
     from datetime import UTC, datetime
 
-    from risk_zoning.build import ensure_built
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.coverage.report import (
         ReportError,
         check_year,
@@ -1030,8 +1028,7 @@ def run_report_satisfaction(args: argparse.Namespace) -> int:
     """The year's satisfaction indicator: a table on stdout and ``satisfaction-YYYY.csv`` in --out."""
     from datetime import UTC, datetime
 
-    from risk_zoning.build import ensure_built
-    from risk_zoning.store import region_units
+    from risk_zoning.store import ensure_built, region_units
     from warnings_svc.coverage.report import (
         ReportError,
         check_year,
@@ -1165,8 +1162,8 @@ async def _risk_and_live(conn: asyncpg.Connection, region: str) -> tuple[RiskDat
 
 def _scoring_inputs(settings: Settings, source: str) -> tuple[RiskDatabase, list[LiveWarning], Criteria]:
     """The current risk database (built first if missing), the warnings in force, and the criteria."""
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import connect, database_url
+    from risk_zoning.store import ensure_built
 
     criteria = _criteria(settings)  # validate configuration before starting anything
     _say_database(settings, source)
@@ -1453,8 +1450,8 @@ async def _has_runs(pool: asyncpg.Pool) -> bool:
 
 
 async def _prepare_database(pool: asyncpg.Pool, region: str, *, progress: bool) -> None:
-    from risk_zoning.build import ensure_built
     from risk_zoning.io.database import upgrade
+    from risk_zoning.store import ensure_built
     from warnings_svc.database import MIGRATIONS
 
     async with pool.acquire() as conn:

@@ -20,10 +20,9 @@ import pytest
 import xarray as xr
 from aiohttp.test_utils import TestClient, TestServer
 
-from risk_zoning.build import ensure_built
 from risk_zoning.io.database import create_pool, upgrade
 from risk_zoning.region import load_region
-from risk_zoning.store import load_current
+from risk_zoning.store import ensure_built, load_current
 from tests.factories_cli import problem_lines
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.scenarios import write_scenario

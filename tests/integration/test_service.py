@@ -24,9 +24,8 @@ from aiohttp.test_utils import TestClient
 from markupsafe import escape
 
 from risk_zoning import GRADE_COLOURS, HAZARDS
-from risk_zoning.build import ensure_built
 from risk_zoning.io.database import read_migrations, upgrade
-from risk_zoning.store import load_current
+from risk_zoning.store import ensure_built, load_current
 from risk_zoning.summary import summarise
 from tests.factories_app import clean_environment, service, warnings_svc_command
 from tests.factories_cli import problem_lines

@@ -7,6 +7,7 @@ which heavy modules are loaded once the arguments have been parsed; the wall tim
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,7 +46,9 @@ print(json.dumps({{"status": status, "heavy": heavy}}))
 """
 
 
-def run_probe(module: str, *argv: str) -> tuple[int, list[str], str, str]:
+def run_probe(
+    module: str, *argv: str, env: dict[str, str] | None = None
+) -> tuple[int, list[str], str, str]:
     """Exit status, heavy modules loaded, the rest of stdout, and stderr of `module`'s main(argv)."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(module=module, heavy=HEAVY), *argv],
@@ -53,6 +56,7 @@ def run_probe(module: str, *argv: str) -> tuple[int, list[str], str, str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     *output, last = done.stdout.splitlines()
     report = json.loads(last)
@@ -149,3 +153,19 @@ def test_parsing_a_risk_zoning_command_line_imports_no_heavy_module(
     status, heavy, _, _ = run_probe("risk_zoning.cli", *argv)
     assert status == expected_status
     assert heavy == []
+
+
+SCIENTIFIC = ("numba", "scipy", "pandas", "xarray", "dask", "netCDF4", "rasterio", "matplotlib")
+
+
+def test_a_command_that_fails_on_the_database_imports_no_scientific_module(tmp_path: Path) -> None:
+    # Before, telling a user error from a bug imported every module an error could come from (the web
+    # application, xarray, numba: 2-3 s), and finding the risk database built imported what building takes.
+    terminals = tmp_path / "terminals.csv"
+    terminals.write_text("terminal_id,kind,area,population_served,name\nls-1,loudspeaker,150304011,10,\n")
+    unreachable = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/warnings"}
+    status, heavy, _, stderr = run_probe(
+        "warnings_svc.cli", "terminals", "import", str(terminals), env=unreachable
+    )
+    assert status == 2 and "cannot connect to PostgreSQL" in stderr and stderr.count("\n") == 2
+    assert [name for name in heavy if name in SCIENTIFIC] == []

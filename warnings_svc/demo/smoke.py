@@ -25,9 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from risk_zoning.build import ensure_built
 from risk_zoning.io.database import upgrade
-from risk_zoning.store import region_units
+from risk_zoning.store import ensure_built, region_units
 from warnings_svc.coverage.evidence import measure, region_of
 from warnings_svc.database import MIGRATIONS
 from warnings_svc.demo.peers.stage import DemoStage

@@ -46,9 +46,7 @@ print(json.dumps({{"status": status, "heavy": heavy}}))
 """
 
 
-def run_probe(
-    module: str, *argv: str, env: dict[str, str] | None = None
-) -> tuple[int, list[str], str, str]:
+def run_probe(module: str, *argv: str, env: dict[str, str] | None = None) -> tuple[int, list[str], str, str]:
     """Exit status, heavy modules loaded, the rest of stdout, and stderr of `module`'s main(argv)."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(module=module, heavy=HEAVY), *argv],

@@ -275,13 +275,19 @@ def _why(e: OSError) -> str:
     return " ".join(str(e.strerror or e).split()) or type(e).__name__
 
 
+# A producer's word that a run folder in the inbox is whole (see `Inbox`); a dot file, so never scored.
+COMPLETE_MARKER = ".complete"
+
+
 class Inbox:
     """A folder where forecast files are dropped: each file (or each sub-folder, for a run split over several
     files) is scored once it has settled, then archived; rejects go to `quarantine/` with a reason.
 
     An entry has settled when its size did not change since the last look and nothing in it was modified
     for `settle_seconds`. Producers of multi-file runs should still write the folder elsewhere (or under a
-    name starting with a dot, which is ignored) and rename it into the inbox in one step.
+    name starting with a dot, which is ignored) and rename it into the inbox in one step. A folder that holds
+    a file named `COMPLETE_MARKER` (``.complete``, written last) is complete as it stands: it is taken at the
+    first poll that sees it, without waiting to settle (the time a warning waits on its forecast).
 
     Moves are whole or not at all (`ingest.move_entry`). An entry that cannot be moved (a read-only inbox, a
     full quarantine) is reported once (one log line, `on_stuck`), listed by `stuck()`, not scored again
@@ -343,7 +349,8 @@ class Inbox:
                     continue
                 del self._stuck[entry]
                 log.info("a stuck inbox entry changed; it is taken again", extra={"entry": entry.name})
-            if self._sizes.get(entry) == size and now - newest >= self.settle_seconds:
+            complete = entry.is_dir() and (entry / COMPLETE_MARKER).is_file()
+            if complete or (self._sizes.get(entry) == size and now - newest >= self.settle_seconds):
                 out.append(entry)
         for gone in [e for e in self._stuck if e not in seen]:
             del self._stuck[gone]

@@ -20,7 +20,6 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -47,7 +46,7 @@ from warnings_svc.dissemination.partners.dispatch import (
     partner_channels_from_settings,
 )
 from warnings_svc.dissemination.terminals import register_terminals
-from warnings_svc.forecast.runs import RejectedRun, RunScorer, ScoringUnavailable
+from warnings_svc.forecast.runs import Inbox, RejectedRun, RunScorer, ScoringUnavailable
 from warnings_svc.lifecycle import acknowledgement_steps
 from warnings_svc.lifecycle import store as ws
 from warnings_svc.lifecycle.transitions import Action, Actor, LifecycleError, Role
@@ -372,9 +371,7 @@ async def _ingest(pool: asyncpg.Pool, url: str, settings: Settings) -> dict[str,
         )
     scorer = RunScorer(pool, url, settings.scoring)
     try:
-        outcome = await scorer.ingest(
-            sorted(p for p in Path(folder).iterdir() if p.is_file()), settings.region
-        )
+        outcome = await scorer.ingest(Inbox.files_of(folder), settings.region)
     except (RejectedRun, ScoringUnavailable) as e:
         raise SmokeFailed(str(e)) from e
     finally:
@@ -388,7 +385,7 @@ async def _ingest(pool: asyncpg.Pool, url: str, settings: Settings) -> dict[str,
         raise SmokeFailed("the demo forecast gave no proposal")
     return {
         "run_id": outcome.run_id,
-        "files": len(list(Path(folder).iterdir())),
+        "files": len(Inbox.files_of(folder)),
         "proposals": [dict(r) | {"areas": list(r["areas"])} for r in rows],
     }
 

@@ -19,9 +19,17 @@ def beijing_time(year: int, month: int, day: int, hour: int = 12) -> datetime:
 
 
 async def move_to(conn: asyncpg.Connection, warning_id: int, sent: datetime) -> None:
-    """Make every issued version of the warning sent at `sent` (a warning of an earlier year)."""
+    """Make the warning's issued versions sent at `sent` (a warning of an earlier year), each a second after
+    the one before, with the identifier an issue then would have given them (the sender code and the send
+    time). Moved with their identifiers of today, they stood in the way of warnings issued a moment later:
+    an issue in the same second as one of theirs failed on the identifier's unique key."""
     await conn.execute(
-        "UPDATE svc.warning_version SET sent = $2 WHERE warning_id = $1 AND sent IS NOT NULL",
+        """UPDATE svc.warning_version SET
+               sent = $2::timestamptz + (version - 1) * interval '1 second',
+               identifier = split_part(identifier, '_', 1) || '_'
+                   || to_char(($2::timestamptz + (version - 1) * interval '1 second') AT TIME ZONE 'Asia/Shanghai',
+                              'YYYYMMDDHH24MISS')
+           WHERE warning_id = $1 AND sent IS NOT NULL""",
         warning_id,
         sent,
     )

@@ -86,8 +86,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     that failed took 2-3 s: the web application, xarray, numba)."""
     found: list[type[Exception]] = [CommandError]
     for module, name in USER_ERRORS:
-        if module in sys.modules:
-            found.append(getattr(sys.modules[module], name))
+        error = getattr(sys.modules.get(module), name, None)
+        if error is not None:
+            found.append(error)
     return tuple(found)
 
 

@@ -336,7 +336,7 @@ class WebhookChannel:
         self._counters = {"sent": 0, "delivered": 0, "failed": 0}
         self._literals: dict[str, tuple[IPAddress | None, str | None]] = {}
 
-    def _literal(self, host: str) -> tuple[IPAddress | None, str | None]:
+    def _literal_of(self, host: str) -> tuple[IPAddress | None, str | None]:
         """`_literal` for this channel's allow-list, remembered per host: a fan-out to 1,000 partners asks
         it for every attempt, and hashing the allow-list's networks for a shared cache cost more than the
         answer."""
@@ -395,7 +395,7 @@ class WebhookChannel:
             url = endpoint_url(message.address)
             timeout = None  # the client's: `timeout_s` for the whole POST
             host = url.raw_host or ""
-            literal, refusal = self._literal(host)
+            literal, refusal = self._literal_of(host)
             if literal is None:  # a name: DNS counts in the time
                 async with asyncio.timeout(self.timeout_s):
                     host, addresses = await _vet(url, self.allow_private)

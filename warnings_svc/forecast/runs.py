@@ -248,9 +248,18 @@ class RunScorer:
             self._executor = _new_executor(self.settings.workers)
 
     def close(self) -> None:
+        """Stop scoring for good (the service stopping). A run being scored is abandoned: scoring writes
+        nothing, so its inbox entry or upload is simply taken again by the next start. Its worker is killed,
+        since at exit the interpreter waits for the pool's running work: a web worker told to stop while
+        scoring was held until its parent killed it, 45 s later."""
         if self._release is not None:
             self._release.cancel()
+        # the pool's processes (no public accessor before Python 3.14's `kill_workers`)
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
 
 
 @dataclass

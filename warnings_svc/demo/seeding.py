@@ -31,9 +31,8 @@ def seed_demo_forecast(root: Path, region: str, now: datetime | None = None) -> 
     cycle = now.replace(hour=0 if now.hour < 12 else 12, minute=0, second=0, microsecond=0)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=root))
     write_scenario(DEMO_SCENARIO, staging, region, reference_time=cycle, members=10, style="ecmwf")
-    (
-        staging / COMPLETE_MARKER
-    ).touch()  # whole: scored at the first poll, not after the inbox's settling time
+    # whole: scored at the first poll, not after the inbox's settling time
+    (staging / COMPLETE_MARKER).touch()
     target = inbox / f"demo-{DEMO_SCENARIO}-{cycle:%Y%m%d%H}"
     staging.rename(target)  # one rename: the watcher never sees half a run
     return target

@@ -14,10 +14,9 @@ named in ``postmaster.pid`` still runs. When it is gone (killed, crashed) the wa
 
 When no attempt succeeds, or one fails for a reason no later attempt can change (a data folder of another
 PostgreSQL major version, not a data folder, the wrong owner or permissions: `DataFolderUnusable`), the
-watch gives up: `gave_up` is set with one line saying why, ``/healthz``
-answers 503 with that line, and `warnings-svc serve`/`demo` stop (the embedded server stopped on the way
-out) and exit with status 1 and that one line on stderr, so that a supervisor (systemd, Kubernetes) starts
-the service again.
+watch gives up: `gave_up` is set with one line saying why, ``/healthz`` answers 503 with that line, and
+`warnings-svc serve`/`demo` stop (the embedded server stopped on the way out) and exit with status 1 and
+that one line on stderr, so that a supervisor (systemd, Kubernetes) starts the service again.
 
 With an external database (``database_url``) the service does not own the server: the watch only pings it
 through the pool every `PING_SECONDS`, logs one line when it is lost and one when it is back, counts
@@ -215,8 +214,8 @@ def restart_embedded(
     each failure: right after a kill the old backends may hold the shared memory for a moment). Blocks; None
     once it runs, else the one line saying why it could not be restarted. Once `stopping` is set, no attempt
     is made or waited for; after a failure no later attempt can mend (`DataFolderUnusable`), none is made.
-    Used by the database watch and, with several web workers, by the parent process
-    that owns the server (`web.workers`)."""
+    Used by the database watch and, with several web workers, by the parent process that owns the server
+    (`web.workers`)."""
     started = time.monotonic()
     last, attempt = "", 0
     stopping = stopping or threading.Event()

@@ -682,6 +682,7 @@ def run_score(args: argparse.Namespace) -> int:
         args.observations,
         dask_scheduler=settings.scoring.dask_scheduler,
         tile=settings.scoring.tile,
+        dask_connect_timeout_s=settings.scoring.dask_connect_timeout_s,
     )
     if args.plot:
         _plot_levels(db, result, args.plot)

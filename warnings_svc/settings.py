@@ -74,6 +74,8 @@ class ScoringSettings(BaseModel):
     workers: Annotated[int, Field(ge=1, le=32)] = 1
     # A Dask scheduler ("tcp://host:8786") to score grids tile by tile on many hosts; None scores in-process.
     dask_scheduler: Annotated[str, Field(pattern=r"^(tcp|tls|inproc)://\S+$")] | None = None
+    # How long to wait for that scheduler to answer before a run is left for a retry (and `score` exits 2).
+    dask_connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     tile: Annotated[int, Field(ge=16, le=4096)] = 256  # cells per tile side on the Dask path
     inbox_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     # The largest forecast upload (POST /api/v1/runs), all its files together; streamed to disk, not memory.

@@ -577,7 +577,7 @@ async def test_scoring_on_a_dask_cluster_gives_the_same_proposals(scenarios: dic
 
 def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: str, tmp_path: Path) -> None:
     config = tmp_path / "svc.toml"
-    config.write_text('[scoring]\ndask_scheduler = "tcp://127.0.0.1:9"\n')
+    config.write_text('[scoring]\ndask_scheduler = "tcp://127.0.0.1:9"\ndask_connect_timeout_s = 1.5\n')
     env = {**os.environ, "DATABASE_URL": built_url}
     out = subprocess.run(
         [
@@ -596,3 +596,4 @@ def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: s
     )
     assert out.returncode == 2 and out.stdout == ""
     assert len(problem_lines(out.stderr)) == 1 and "127.0.0.1:9" in out.stderr
+    assert "within 1.5 s" in out.stderr  # [scoring] dask_connect_timeout_s, not the 10 s default

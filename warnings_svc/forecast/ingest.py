@@ -34,7 +34,7 @@ from warnings_svc.forecast.hazards import (
     stations_to_grid,
 )
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
-from warnings_svc.forecast.tiled import evaluate_all_tiled
+from warnings_svc.forecast.tiled import CONNECT_TIMEOUT_S, evaluate_all_tiled
 from warnings_svc.notify import notify
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def score_run(
     observations: dict[str, xr.DataArray] | None = None,
     dask_scheduler: str | None = None,
     tile: int = 256,
+    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> ScoreResult:
     """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`.
 
@@ -197,6 +198,7 @@ def score_run(
             hazards=hazards,
             tile=tile,
             scheduler=dask_scheduler,
+            connect_timeout=dask_connect_timeout_s,
         )
         if dask_scheduler
         else None
@@ -268,6 +270,7 @@ def score_files(
     observation_paths: Sequence[str | Path] = (),
     dask_scheduler: str | None = None,
     tile: int = 256,
+    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> ScoreResult:
     """Read and score in one call: the unit of work sent to a worker process by the service."""
     started = time.perf_counter()
@@ -281,6 +284,7 @@ def score_files(
         observations=observations,
         dask_scheduler=dask_scheduler,
         tile=tile,
+        dask_connect_timeout_s=dask_connect_timeout_s,
     )
     result.run["seconds"] = round(time.perf_counter() - started, 3)
     return result

@@ -33,7 +33,7 @@ from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import HazardError
 from warnings_svc.forecast.ingest import Disk, archive, live_warnings, quarantine, score_files, store_result
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning
-from warnings_svc.forecast.tiled import SchedulerError
+from warnings_svc.forecast.tiled import CONNECT_TIMEOUT_S, SchedulerError
 from warnings_svc.settings import ScoringSettings
 from warnings_svc.timeliness import Timeliness
 
@@ -92,6 +92,7 @@ def score_in_worker(
     live: list[LiveWarning],
     dask_scheduler: str | None = None,
     tile: int = 256,
+    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Read, evaluate and score one run in a worker process; returns `ScoreResult.to_json()`.
 
@@ -100,7 +101,14 @@ def score_in_worker(
     try:
         db = _worker_load(url, version_id)
         return score_files(
-            paths, db, criteria, InclusionRules(**rules), live, dask_scheduler=dask_scheduler, tile=tile
+            paths,
+            db,
+            criteria,
+            InclusionRules(**rules),
+            live,
+            dask_scheduler=dask_scheduler,
+            tile=tile,
+            dask_connect_timeout_s=dask_connect_timeout_s,
         ).to_json()
     except SchedulerError as e:  # the cluster, not the run: leave the run for a retry
         raise ScoringUnavailable(" ".join(str(e).split())) from None
@@ -215,6 +223,7 @@ class RunScorer:
                 live,
                 self.settings.dask_scheduler,
                 self.settings.tile,
+                self.settings.dask_connect_timeout_s,
             )
         except BrokenProcessPool as e:
             # a worker died (out of memory, a crashing library on a hostile file): start fresh workers and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,24 @@ from tests.factories_db import fresh_database
 from tests.peers.mosquitto_fixture import mosquitto  # noqa: F401  (a real MQTT broker, for every test)
 from tests.peers.smsc_fixture import smsc  # noqa: F401  (the loopback SMSC fixture, for every test)
 from tests.peers.smtp_fixture import smtp_server  # noqa: F401  (a real SMTP server, aiosmtpd)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each of schemathesis' generated tests an id of its own. Under pytest 9 its items are named by
+    operation (``test_x[GET /healthz]``) but all keep the test function's node id: a failure did not say which
+    operation failed, and pytest-xdist, which tells items apart by node id, ran one of them and dropped the
+    rest. Should pytest's node ids change shape again, collection stops here rather than lose tests."""
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if (
+            counts[item.nodeid] > 1
+            and item.parent is not None
+            and item.name != item.nodeid.rpartition("::")[2]
+        ):
+            item._id = item.parent.id.child(item.name)  # type: ignore[attr-defined]
+    repeated = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if repeated:
+        raise pytest.UsageError(f"{len(repeated)} test ids are not unique, e.g. {repeated[0]}")
 
 
 @pytest.fixture(scope="session")

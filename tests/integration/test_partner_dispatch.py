@@ -382,3 +382,31 @@ async def test_a_warning_issued_while_an_empty_claim_is_under_way_is_sent_at_onc
             await wait_until(lambda: _delivered(conn, sub.id), 10, "the delivery")
             took = time.monotonic() - issued[0]
     assert took < 1.5, f"sent {took:.1f} s after the warning was issued"
+
+
+async def test_a_fan_out_claims_in_batches_and_a_retry_falling_due_is_claimed_without_waiting_for_a_poll(
+    conn, db_url
+) -> None:
+    # twelve deliveries, four at a time, all claimed at once (the window); the answers take 0.1-0.65 s. Once
+    # nothing is left to claim, the sender waits to be told (a NOTIFY, or a retry it stored falling due) or
+    # for its poll (5 s here): it claimed again as each attempt ended, an empty claim for most of them. The first answer of one endpoint is a 500: its retry, due 0.2 s later on the schedule,
+    # goes out then, not at the next poll.
+    async with WebhookReceiver() as receiver:
+        subscribed = [(await subscribe(conn, "webhook", f"{receiver.url}/p{n}"))[0] for n in range(12)]
+        receiver.script = {f"/p{n}": [0.1 + 0.05 * n] for n in range(12)} | {"/p11": [500]}  # one by one
+        options = dataclasses.replace(QUICK, concurrency=4, lease_s=60, attempt_s=15, poll_s=5)
+        assert dispatch.claim_window(4, 60, 15) == 12
+        async with running_partners(db_url, options=options) as dispatcher:
+            await asyncio.sleep(0.3)  # listening, the first (empty) claim made
+            before = dispatcher.counters.claims.get("webhook", 0)
+            issued = time.monotonic()
+            await issue(conn, level="orange", areas=(DISTRICTS[0],))
+            await wait_until(lambda: _stored(dispatcher, 13), 10, "twelve deliveries and one retry stored")
+            took = time.monotonic() - issued
+            claims = dispatcher.counters.claims["webhook"] - before
+        states = [(await deliveries(conn, s.id))[0]["state"] for s in subscribed]
+    assert states == ["delivered"] * 12
+    assert len(receiver.at("/p11")) == 2  # the 500, then the retry
+    assert took < 2.5, f"the fan-out and its retry took {took:.1f} s (the poll is 5 s)"
+    # the batch of twelve, an empty claim when the first four ended, the retry, and an empty claim after it
+    assert claims <= 5, f"{claims} claims for twelve deliveries and one retry"

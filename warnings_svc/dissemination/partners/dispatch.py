@@ -234,6 +234,7 @@ class PartnerCounters:
     retried: dict[str, int] = field(default_factory=dict)
     dead: dict[str, int] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)  # attempts whose results are in the database
+    claims: dict[str, int] = field(default_factory=dict)  # claiming statements run (each a round trip)
     leases_lost: dict[str, int] = field(default_factory=dict)
     loop_failures: dict[str, int] = field(default_factory=dict)
 
@@ -396,6 +397,7 @@ class PartnerDispatcher(OutboxWorker):
                 )
                 if claimed is None:
                     break
+                self.counters.add(self.counters.claims, name)
                 documents = await self._documents_for(claimed)
                 if claimed:
                     idle.clear()
@@ -403,12 +405,11 @@ class PartnerDispatcher(OutboxWorker):
                     queue.extend((c, documents[c.warning_id, c.version]) for c in claimed)
                     work.set()
                 else:
-                    waits = [asyncio.ensure_future(wake.wait())]
-                    if held:  # a finished attempt may have left a retry ready at once
-                        waits.append(asyncio.ensure_future(slot_freed.wait()))
-                    await asyncio.wait(waits, timeout=o.poll_s, return_when=asyncio.FIRST_COMPLETED)
-                    for w in waits:
-                        w.cancel()
+                    # nothing ready: claim again when told (a NOTIFY, a lease reaped, a retry this sender stored
+                    # falling due), else at the next poll; not each time an attempt ends, which at the end of a
+                    # fan-out was a claim per finished attempt, all empty
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), o.poll_s)
         finally:
             # the attempts under way finish (each bounded by the adapter's timeout) and are stored; the claims
             # still waiting for a slot are given back rather than sent after the stop
@@ -486,6 +487,8 @@ class PartnerDispatcher(OutboxWorker):
             )
             if kept is not None:
                 self.counters.add(self.counters.stored, name, kept)
+            if kept:
+                self._wake_for_retries(name, batch)
             if kept is not None and kept < len(batch):
                 self.counters.add(self.counters.leases_lost, name, len(batch) - kept)
                 log.warning("partner dispatch: %d %s deliveries took longer than their lease",
@@ -493,6 +496,14 @@ class PartnerDispatcher(OutboxWorker):
             attempts = earliest((version_of.pop(r.delivery_id), r.started_at) for r in batch)
             if kept is not None and self._first_attempts is not None:
                 await self._first_attempts.record_quietly(self.pool, f"partner_{name}", attempts)
+
+    def _wake_for_retries(self, name: str, stored: Sequence[AttemptRecord]) -> None:
+        """Wake the sender when the earliest retry just stored falls due, if that is before its next poll."""
+        due = [r.next_attempt_at for r in stored if r.event is Event.retry and r.next_attempt_at is not None]
+        if due:
+            delay = (min(due) - datetime.now(UTC)).total_seconds()
+            if delay < self.options.poll_s:
+                asyncio.get_running_loop().call_later(max(0.0, delay), self._wake[name].set)
 
     async def _attempt(
         self, name: str, adapter: PartnerChannel, claim: PartnerClaim, document: IssuedDocument

@@ -415,7 +415,10 @@ async def release_partner_claims(conn: asyncpg.Connection, owner: str, ids: Sequ
         owner,
         list(ids),
     )
-    return int(done.split()[-1])
+    given_back = int(done.split()[-1])
+    if given_back:  # another dispatcher takes them now, not at its next poll
+        await conn.execute("SELECT pg_notify($1, '')", PARTNER_DISPATCH_CHANNEL)
+    return given_back
 
 
 async def reclaim_partner_leases(conn: asyncpg.Connection) -> int:

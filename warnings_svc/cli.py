@@ -668,7 +668,7 @@ async def _upgrade(url: str) -> list[str]:
 def run_score(args: argparse.Namespace) -> int:
     """Stateless scoring: one JSON object on stdout, or one error line on stderr and exit status 2."""
     from warnings_svc.forecast.ingest import score_files
-    from warnings_svc.forecast.runs import inclusion_rules
+    from warnings_svc.forecast.runs import dask_scoring, inclusion_rules
 
     settings, source = _settings(args, "data_dir")
     _configure_logging("WARNING")
@@ -680,9 +680,7 @@ def run_score(args: argparse.Namespace) -> int:
         inclusion_rules(settings.scoring),
         live,
         args.observations,
-        dask_scheduler=settings.scoring.dask_scheduler,
-        tile=settings.scoring.tile,
-        dask_connect_timeout_s=settings.scoring.dask_connect_timeout_s,
+        dask=dask_scoring(settings.scoring),
     )
     if args.plot:
         _plot_levels(db, result, args.plot)
@@ -713,7 +711,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from risk_zoning.store import ensure_built
     from warnings_svc.database import MIGRATIONS
     from warnings_svc.forecast.ingest import score_files, store_result
-    from warnings_svc.forecast.runs import inclusion_rules
+    from warnings_svc.forecast.runs import dask_scoring, inclusion_rules
 
     settings, source = _settings(args, "data_dir")
     _configure_logging("WARNING")
@@ -727,7 +725,12 @@ def run_ingest(args: argparse.Namespace) -> int:
                 await ensure_built(conn, settings.region, progress=sys.stderr.isatty())
                 db, live = await _risk_and_live(conn, settings.region)
                 result = score_files(
-                    args.files, db, _criteria(settings), inclusion_rules(settings.scoring), live
+                    args.files,
+                    db,
+                    _criteria(settings),
+                    inclusion_rules(settings.scoring),
+                    live,
+                    dask=dask_scoring(settings.scoring),
                 )
                 run_id, _, new = await store_result(conn, result.to_json())
                 # what is stored, not the fresh scoring: a re-delivered run keeps its first proposals

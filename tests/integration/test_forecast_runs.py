@@ -29,6 +29,7 @@ from warnings_svc.demo.scenarios import write_scenario
 from warnings_svc.forecast.criteria import load_criteria
 from warnings_svc.forecast.ingest import live_warnings, score_files, store_result
 from warnings_svc.forecast.scoring import InclusionRules
+from warnings_svc.forecast.tiled import DaskScoring
 from warnings_svc.settings import ScoringSettings, Settings
 from warnings_svc.web.accounts import create_user, issue_token
 from warnings_svc.web.app import create_app
@@ -569,13 +570,15 @@ async def test_scoring_on_a_dask_cluster_gives_the_same_proposals(scenarios: dic
             db,
             load_criteria(),
             InclusionRules(),
-            dask_scheduler=cluster.scheduler_address,
-            tile=32,
+            dask=DaskScoring(cluster.scheduler_address, tile=32),
         ).to_json()
     assert tiled["proposals"] == plain["proposals"]
 
 
-def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["score", "ingest"])  # ingest scored in-process whatever [scoring] said
+def test_an_unreachable_dask_scheduler_is_one_line(
+    command: str, scenarios: dict, built_url: str, tmp_path: Path
+) -> None:
     config = tmp_path / "svc.toml"
     config.write_text('[scoring]\ndask_scheduler = "tcp://127.0.0.1:9"\ndask_connect_timeout_s = 1.5\n')
     env = {**os.environ, "DATABASE_URL": built_url}
@@ -584,7 +587,7 @@ def test_an_unreachable_dask_scheduler_is_one_line(scenarios: dict, built_url: s
             sys.executable,
             "-m",
             "warnings_svc.cli",
-            "score",
+            command,
             "--config",
             str(config),
             *map(str, scenarios["heat"]),

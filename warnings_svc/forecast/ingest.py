@@ -34,7 +34,7 @@ from warnings_svc.forecast.hazards import (
     stations_to_grid,
 )
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning, Proposal, diff_against_live, propose
-from warnings_svc.forecast.tiled import CONNECT_TIMEOUT_S, evaluate_all_tiled
+from warnings_svc.forecast.tiled import DaskScoring, evaluate_all_tiled
 from warnings_svc.notify import notify
 
 log = logging.getLogger(__name__)
@@ -174,15 +174,13 @@ def score_run(
     live: Iterable[LiveWarning] = (),
     hazards: Sequence[str] = HAZARDS,
     observations: dict[str, xr.DataArray] | None = None,
-    dask_scheduler: str | None = None,
-    tile: int = 256,
-    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    dask: DaskScoring | None = None,
 ) -> ScoreResult:
     """Evaluate every hazard the run has data for, turn results into proposals, diff them against `live`.
 
     With `observations`, a hazard whose observed quantity is there is also judged on the observed-and-
     continuing branch, and the two branches are combined cell by cell (the stronger wins). With
-    `dask_scheduler` the forecast branch is computed tile by tile on that cluster (identical results)."""
+    `dask` the forecast branch is computed tile by tile on that cluster (identical results)."""
     started = time.perf_counter()
     summary = run.summary()
     summary["risk_database_version"] = db.version_id
@@ -196,11 +194,11 @@ def score_run(
             criteria,
             reference_time=run.reference_time,
             hazards=hazards,
-            tile=tile,
-            scheduler=dask_scheduler,
-            connect_timeout=dask_connect_timeout_s,
+            tile=dask.tile,
+            scheduler=dask.scheduler,
+            connect_timeout=dask.connect_timeout_s,
         )
-        if dask_scheduler
+        if dask is not None
         else None
     )
     for hazard in hazards:
@@ -268,9 +266,7 @@ def score_files(
     rules: InclusionRules,
     live: Iterable[LiveWarning] = (),
     observation_paths: Sequence[str | Path] = (),
-    dask_scheduler: str | None = None,
-    tile: int = 256,
-    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    dask: DaskScoring | None = None,
 ) -> ScoreResult:
     """Read and score in one call: the unit of work sent to a worker process by the service."""
     started = time.perf_counter()
@@ -282,9 +278,7 @@ def score_files(
         rules,
         live,
         observations=observations,
-        dask_scheduler=dask_scheduler,
-        tile=tile,
-        dask_connect_timeout_s=dask_connect_timeout_s,
+        dask=dask,
     )
     result.run["seconds"] = round(time.perf_counter() - started, 3)
     return result

@@ -33,11 +33,18 @@ from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import HazardError
 from warnings_svc.forecast.ingest import Disk, archive, live_warnings, quarantine, score_files, store_result
 from warnings_svc.forecast.scoring import InclusionRules, LiveWarning
-from warnings_svc.forecast.tiled import CONNECT_TIMEOUT_S, SchedulerError
+from warnings_svc.forecast.tiled import DaskScoring, SchedulerError
 from warnings_svc.settings import ScoringSettings
 from warnings_svc.timeliness import Timeliness
 
 log = logging.getLogger(__name__)
+
+
+def dask_scoring(s: ScoringSettings) -> DaskScoring | None:
+    """Where the settings have grids scored tile by tile, or None (in-process)."""
+    if s.dask_scheduler is None:
+        return None
+    return DaskScoring(s.dask_scheduler, tile=s.tile, connect_timeout_s=s.dask_connect_timeout_s)
 
 
 def inclusion_rules(s: ScoringSettings) -> InclusionRules:
@@ -90,9 +97,7 @@ def score_in_worker(
     criteria: Criteria,
     rules: dict[str, Any],
     live: list[LiveWarning],
-    dask_scheduler: str | None = None,
-    tile: int = 256,
-    dask_connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    dask: DaskScoring | None = None,
 ) -> dict[str, Any]:
     """Read, evaluate and score one run in a worker process; returns `ScoreResult.to_json()`.
 
@@ -100,16 +105,7 @@ def score_in_worker(
     """
     try:
         db = _worker_load(url, version_id)
-        return score_files(
-            paths,
-            db,
-            criteria,
-            InclusionRules(**rules),
-            live,
-            dask_scheduler=dask_scheduler,
-            tile=tile,
-            dask_connect_timeout_s=dask_connect_timeout_s,
-        ).to_json()
+        return score_files(paths, db, criteria, InclusionRules(**rules), live, dask=dask).to_json()
     except SchedulerError as e:  # the cluster, not the run: leave the run for a retry
         raise ScoringUnavailable(" ".join(str(e).split())) from None
     except (RiskZoningError, HazardError, ValueError) as e:
@@ -221,9 +217,7 @@ class RunScorer:
                 self.criteria,
                 asdict(self.rules),
                 live,
-                self.settings.dask_scheduler,
-                self.settings.tile,
-                self.settings.dask_connect_timeout_s,
+                dask_scoring(self.settings),
             )
         except BrokenProcessPool as e:
             # a worker died (out of memory, a crashing library on a hostile file): start fresh workers and

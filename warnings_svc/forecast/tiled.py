@@ -31,6 +31,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ from warnings_svc.forecast.hazards import (
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["DEFAULT_TILE", "SchedulerError", "evaluate_all_tiled", "local_cluster"]
+__all__ = ["DEFAULT_TILE", "DaskScoring", "SchedulerError", "evaluate_all_tiled", "local_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,16 @@ _GATES = ("wind_gust", "wind_speed", "dust_concentration")  # sandstorm drivers,
 
 class SchedulerError(HazardError):
     """The Dask scheduler cannot be reached or the cluster cannot start; `str()` is one line."""
+
+
+@dataclass(frozen=True)
+class DaskScoring:
+    """Score the forecast branch tile by tile on the Dask scheduler at `scheduler` (``[scoring]
+    dask_scheduler``, `tile`, `dask_connect_timeout_s`)."""
+
+    scheduler: str
+    tile: int = DEFAULT_TILE
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
 
 
 def evaluate_all_tiled(

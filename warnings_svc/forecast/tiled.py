@@ -19,10 +19,9 @@ than `evaluate_all` (the bytes cross process boundaries; see bench/LOG.md): the 
 read by the workers or bigger than one machine. The observed branch is not tiled: score it with
 `evaluate_all` (observation grids are small).
 
-Settings the service should add to ``[scoring]`` (`warnings_svc.settings.ScoringSettings`) and pass here:
-
-- ``dask_scheduler: str | None = None`` -> `scheduler` (None: a local cluster per call);
-- ``tile: int = 256`` (cells per tile side, >= 1) -> `tile`.
+The service's settings (``[scoring]``, `warnings_svc.settings.ScoringSettings`) come here as one `DaskScoring`
+(`warnings_svc.forecast.runs.dask_scoring`): ``dask_scheduler`` -> `scheduler` (unset: scored in-process,
+not here), ``tile`` -> `tile`, ``dask_connect_timeout_s`` -> `connect_timeout`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from tests.factories_db import fresh_database
+from tests.ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -156,12 +156,6 @@ def pytest_runtest_makereport(
 
 
 # ---------------------------------------------------------------------------------------------- service
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def service_command(config: Path) -> list[str]:

@@ -6,7 +6,6 @@ import asyncio
 import doctest
 import io
 import math
-import socket
 import struct
 import wave
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from channels.broadcast_platform.client import (
     broadcast_body,
 )
 from tests.factories_area import wuhai_alert
+from tests.ports import free_port
 from warnings_svc.demo.peers.broadcast_platform import SERVER_HEADER, BroadcastPlatformSimulator, Fault
 from warnings_svc.documents.speech import synthesise
 
@@ -103,14 +103,6 @@ def settings(*routes: str, **changes: object) -> BroadcastPlatformSettings:
         routes=routes, token=TOKEN, poll_interval_s=0.02, request_timeout_s=2.0, connect_timeout_s=1.0
     )
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (a port the system gave and took back)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def evidence_until_final(
@@ -273,7 +265,7 @@ async def test_a_failing_route_fails_over_and_the_good_one_is_tried_first_next_t
 async def test_when_every_route_is_down_the_failure_is_temporary_with_each_reason() -> None:
     async with BroadcastPlatformSimulator(TERMINALS, token=TOKEN) as sim:
         sim.script(Fault.REFUSE, status=503, retry_after_s=7)
-        nowhere = closed_port_url()
+        nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         channel = BroadcastPlatformChannel(settings(nowhere, sim.url))
         result = await channel.put_out(area_alert())
         health = channel.health()

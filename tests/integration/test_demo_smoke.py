@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.factories_app import clean_environment, warnings_svc_command
+from tests.ports import free_port
 
 
 def smoke(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -143,9 +143,7 @@ def test_without_the_simulated_peers_the_smoke_run_leaves_the_area_channels_out(
 
 
 def test_an_unreachable_smsc_fails_the_dispatch_step_at_once_naming_it() -> None:
-    with socket.socket() as s:  # a port nothing listens on: bound, then let go
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     started = time.monotonic()
     run = smoke("--smsc", f"127.0.0.1:{port}")
     assert run.returncode == 1, run.stderr[-2000:]

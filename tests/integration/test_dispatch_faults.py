@@ -42,6 +42,7 @@ from tests.factories_dispatch import (
     write_dispatch_config,
 )
 from tests.peers.smsc_fixture import SmscPeer, start_smsc
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +154,9 @@ SECOND_PEER_IDS = 0x10000000  # the restarted SMSC's message_ids, above any its 
 async def test_an_smsc_down_for_30_s_is_waited_out_and_the_fan_out_finishes(conn, db_url, record_dir) -> None:
     n = 3_000
     records = (record_dir / "first.jsonl", record_dir / "second.jsonl")
-    first = start_smsc(record=records[0])
+    # Below the ephemeral range: no socket bound to port 0 (here or in another test worker) takes the port
+    # while the SMSC is away.
+    first = start_smsc(record=records[0], port=free_port())
     second: SmscPeer | None = None
     # The bind's reconnect backoff (30 s in production) and the circuit's longest cool-down are cut short, so
     # the test waits for the outage rather than for the backoff after it. A batch waits 5 s for a bind that is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -12,6 +11,7 @@ import xarray as xr
 
 from risk_zoning import HAZARDS
 from tests.factories_forecast import REFERENCE, random_field
+from tests.ports import free_port
 from warnings_svc.forecast.criteria import Criteria, load_criteria
 from warnings_svc.forecast.hazards import HazardInputError, HazardResult, evaluate_all
 from warnings_svc.forecast.tiled import SchedulerError, evaluate_all_tiled, local_cluster
@@ -48,12 +48,6 @@ def grid() -> dict[str, xr.DataArray]:
     data["precipitation"].values[:, 200:210, 0:5] = np.nan  # cells without data: no probability
     data["visibility"].values[:, 2, 100:120, :] = np.nan  # one member missing on a band of cells
     return data
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def assert_same_results(got: dict[str, HazardResult], expected: dict[str, HazardResult]) -> None:
@@ -95,7 +89,7 @@ def test_without_a_client_a_local_cluster_is_made_for_the_call_and_closed(criter
 def test_a_scheduler_address_nothing_listens_on_is_one_line_within_the_timeout(
     grid: dict[str, xr.DataArray], criteria: Criteria
 ) -> None:
-    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(SchedulerError) as e:
         evaluate_all_tiled(grid, criteria, reference_time=REFERENCE, scheduler=address, connect_timeout=2)
@@ -108,7 +102,7 @@ def test_bad_inputs_fail_here_before_any_cluster_is_contacted(
     grid: dict[str, xr.DataArray], criteria: Criteria
 ) -> None:
     data = {**grid, "wind_gust": grid["wind_gust"].isel(lon=slice(0, 299))}
-    nowhere = f"tcp://127.0.0.1:{free_loopback_port()}"
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(HazardInputError, match="wind_gust is not on the same lat/lon grid as visibility"):
         evaluate_all_tiled(data, criteria, reference_time=REFERENCE, scheduler=nowhere, connect_timeout=2)
 
@@ -119,7 +113,7 @@ def test_a_hazard_outside_its_season_is_zero_everywhere_without_a_cluster(
     january = np.datetime64("2024-01-10T00:00", "ns")
     data = {k: v.assign_coords(time=v["time"] - REFERENCE + january) for k, v in grid.items()}
     expected = evaluate_all(data, criteria, reference_time=january, hazards=["frost"])
-    nowhere = f"tcp://127.0.0.1:{free_loopback_port()}"  # frost is suppressed: nothing is sent anywhere
+    nowhere = f"tcp://127.0.0.1:{free_port()}"  # frost is suppressed: nothing is sent anywhere
     got = evaluate_all_tiled(data, criteria, reference_time=january, hazards=["frost"], scheduler=nowhere)
     assert got["frost"].suppressed
     assert_same_results(got, expected)

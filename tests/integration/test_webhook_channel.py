@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import json
 import math
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from channels.webhooks.client import (
 )
 from channels.webhooks.signing import new_secret
 from tests.loopback import serving
+from tests.ports import free_port
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 SLEEP_S = 3.0  # how long /sleep keeps a request; the channel under test gives up after TIMEOUT_S
@@ -133,12 +133,6 @@ def message(address: str, secrets: tuple[str, ...], **changes: object) -> Partne
         ),
         **changes,
     )
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_a_delivery_arrives_byte_for_byte_and_verifies_with_the_partners_secret(
@@ -300,7 +294,7 @@ async def test_a_timeout_of_five_seconds_or_more_ends_on_time_not_at_the_next_wh
 
 
 async def test_a_closed_port_is_link_down(channel: WebhookChannel) -> None:
-    result = await channel.deliver(message(f"http://127.0.0.1:{closed_port()}/hook", (new_secret(),)))
+    result = await channel.deliver(message(f"http://127.0.0.1:{free_port()}/hook", (new_secret(),)))
     assert (result.outcome, result.failure, result.status) == (
         SendOutcome.TEMPORARY_FAILURE,
         FailureKind.LINK_DOWN,

@@ -139,7 +139,10 @@ def start_smsc(
         if not chunk:
             process.kill()
             stderr = process.communicate(timeout=5)[1].decode(errors="replace").strip().splitlines()
-            raise SmscPeerError(f"loopback SMSC did not start: {stderr[-1] if stderr else 'timed out'}")
+            # Node ends an uncaught error's report with its own version: the line naming the error says more
+            errors = [s.strip() for s in stderr if "Error" in s.split(":")[0]]
+            said = errors[0] if errors else stderr[-1] if stderr else "timed out"
+            raise SmscPeerError(f"loopback SMSC did not start: {said}")
         line += chunk
     ports = json.loads(line)
     return SmscPeer(

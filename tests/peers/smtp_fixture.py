@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.peers.mosquitto_fixture import free_port
+from tests.ports import free_port
 
 STOP_TIMEOUT_S = 5.0
 

@@ -16,6 +16,11 @@ Both run on the event loop the service runs on (uvloop where installed).
 
 The ratio printed is the ceiling's time over the service's (1.0: as fast as a bare client; the target is 0.8).
 
+Where /proc is readable (Linux), each run also prints the CPU each party used in its window: the bench's
+process (the dispatcher, or the bare client), PostgreSQL (every backend, ended ones included) and the
+receiver; and the best ratio that CPU allows on this machine: the service cannot finish before its own
+process's CPU is spent, nor before all three processes' CPU is spread over every core (`cpu_bound_ratio`).
+
     python bench/webhooks.py [--endpoints 1000] [--concurrency 64] [--runs 3] [--json]
 
 Loopback only; every wait is bounded. Progress goes to stderr; with ``--json`` stdout holds one JSON object.
@@ -52,6 +57,89 @@ def say(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+# ----------------------------------------------------------------------------------------------- CPU used
+
+
+def _stat(pid: int) -> list[str]:
+    # the fields after the command name, which may hold spaces and parentheses
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_s(pid: int, *, ended_children: bool = False) -> float:
+    """Seconds of CPU (user and system) `pid` has used; with `ended_children`, plus its children that ended
+    and were waited for (a PostgreSQL backend that closed counts in its postmaster)."""
+    fields = _stat(pid)
+    ticks = int(fields[11]) + int(fields[12])
+    if ended_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s(postmaster: int) -> float:
+    """Seconds of CPU the PostgreSQL server of `postmaster` has used: it, its running processes, and its ended
+    ones."""
+    total = cpu_s(postmaster, ended_children=True)
+    with open(f"/proc/{postmaster}/task/{postmaster}/children", encoding="ascii") as f:
+        children = f.read().split()
+    for child in children:
+        try:
+            total += cpu_s(int(child))
+        except OSError:  # ended meanwhile: counted in the postmaster once it is waited for
+            continue
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuMeter:
+    """Reads the CPU of this process, the receiver and PostgreSQL; `read` is None where /proc is not."""
+
+    receiver: int
+    postmaster: int | None
+
+    def read(self) -> tuple[float, float, float] | None:
+        """(this process, the receiver, PostgreSQL) in seconds of CPU so far."""
+        try:
+            pg = postgres_cpu_s(self.postmaster) if self.postmaster is not None else 0.0
+            return time.process_time(), cpu_s(self.receiver), pg
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def cpu_used(
+    before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
+) -> dict | None:
+    """Milliseconds of CPU each party used between two readings."""
+    if before is None or after is None:
+        return None
+    return {
+        k: round((a - b) * 1000)
+        for k, a, b in zip(("process", "receiver", "postgres"), after, before, strict=True)
+    }
+
+
+def cpu_meter(receiver: int, pgdata: Path) -> CpuMeter | None:
+    """A meter of this run's processes, or None where /proc cannot tell (not Linux)."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    meter = CpuMeter(receiver, postmaster)
+    return meter if meter.read() is not None else None
+
+
+def fastest_s(used: dict, cores: int) -> float:
+    """The least wall time in which the CPU of `used` (milliseconds) could have been spent on `cores`: the
+    bench's process runs on one core at a time, and all three together on every core at most.
+
+    >>> fastest_s({"process": 240, "receiver": 110, "postgres": 90}, 2)
+    0.24
+    >>> fastest_s({"process": 200, "receiver": 150, "postgres": 150}, 2)
+    0.25
+    """
+    return max(used["process"], sum(used.values()) / cores) / 1000
+
+
 # ------------------------------------------------------------------------------------------- the endpoints
 
 
@@ -79,8 +167,11 @@ def receiver_main() -> None:
 # ------------------------------------------------------------------------------------------- the ceiling
 
 
-async def bare_posts(targets: list[tuple[str, str]], body: bytes, concurrency: int) -> float:
-    """Seconds for a bare aiohttp client to post `body`, signed with each target's secret, to every URL."""
+async def bare_posts(
+    targets: list[tuple[str, str]], body: bytes, concurrency: int, meter: CpuMeter | None = None
+) -> tuple[float, dict | None]:
+    """Seconds for a bare aiohttp client to post `body`, signed with each target's secret, to every URL; and
+    the CPU used meanwhile (`cpu_used`, when a meter is given)."""
     from channels.webhooks.signing import signature_header
 
     limit = asyncio.Semaphore(concurrency)
@@ -102,17 +193,22 @@ async def bare_posts(targets: list[tuple[str, str]], body: bytes, concurrency: i
                     if not 200 <= answer.status < 300:
                         raise SystemExit(f"bench/webhooks.py: the bare client got {answer.status}")
 
+        before = meter.read() if meter else None
         started = time.monotonic()
         await asyncio.gather(*(post(i, url, secret) for i, (url, secret) in enumerate(targets)))
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        return took, cpu_used(before, meter.read() if meter else None)
 
 
 # ---------------------------------------------------------------------------------------------- the service
 
 
-async def service_run(url: str, total: int, concurrency: int, level: str) -> tuple[float, float, bytes]:
+async def service_run(
+    url: str, total: int, concurrency: int, level: str, meter: CpuMeter | None = None
+) -> tuple[float, float, bytes, dict | None]:
     """Seconds from the approval's start, and from the approval's return (the warning issued: its deliveries
-    committed), to `total` deliveries stored as delivered; and the body sent."""
+    committed), to `total` deliveries stored as delivered; the body sent; and the CPU used from the issue to
+    the last delivery stored (`cpu_used`, when a meter is given)."""
     from channels.webhooks.client import WebhookChannel
     from tests.factories_dispatch import APPROVER, CTX, FORECASTER
     from warnings_svc.dissemination.partners.dispatch import PartnerDispatcher, options_from_settings
@@ -138,6 +234,8 @@ async def service_run(url: str, total: int, concurrency: int, level: str) -> tup
             started = time.monotonic()  # the approval issues it and promises it to every subscription
             v = await ws.act(conn, CTX, APPROVER, draft.warning_id, Action.approve, now=datetime.now(UTC))
             issued = time.monotonic()
+            before = meter.read() if meter else None
+            after = None
             deadline = started + WAIT_S
             # the dispatcher counts the results it has stored (once their transaction committed): watched
             # here every millisecond at no cost to the database, then confirmed by the database itself
@@ -151,6 +249,7 @@ async def service_run(url: str, total: int, concurrency: int, level: str) -> tup
                     v.warning_id,
                 )
                 if n >= total or stored_at >= deadline:
+                    after = meter.read() if meter else None
                     break
                 await asyncio.sleep(0.02)
             if n < total:
@@ -161,7 +260,7 @@ async def service_run(url: str, total: int, concurrency: int, level: str) -> tup
                 "SELECT payload FROM svc.partner_document WHERE warning_id = $1", v.warning_id
             )
             body = json.dumps(json.loads(payload), ensure_ascii=False, separators=(",", ":"))
-            return stored_at - started, stored_at - issued, body.encode()
+            return stored_at - started, stored_at - issued, body.encode(), cpu_used(before, after)
     finally:
         stop.set()
         await task
@@ -224,11 +323,13 @@ def main() -> None:
                 # the collector as in the serving process that runs the partner dispatcher (`settle_heap`);
                 # the bare client runs under the same collector
                 tune_collector()
-                bare, served, from_approval = [], [], []
+                meter = cpu_meter(receiver.pid, server.pgdata)
+                bare, served, from_approval, bounds = [], [], [], []
+                cpu: dict[str, list] = {"service": [], "bare": []}
                 levels = ("red", "orange", "yellow")  # the levels of heat
                 for run in range(args.runs):
-                    whole, took, body = run_event_loop(
-                        service_run(url, args.endpoints, args.concurrency, levels[run % 3])
+                    whole, took, body, used = run_event_loop(
+                        service_run(url, args.endpoints, args.concurrency, levels[run % 3], meter)
                     )
                     served.append(took)
                     from_approval.append(whole)
@@ -236,8 +337,21 @@ def main() -> None:
                         f"run {run + 1}: service {took:.3f} s from the warning's issue to every delivery stored "
                         f"({whole:.3f} s from the approval's start; {len(body)} B)"
                     )
-                    bare.append(run_event_loop(bare_posts(targets, body, args.concurrency)))
-                    say(f"run {run + 1}: bare    {bare[-1]:.3f} s (the same signed bodies)")
+                    bare_took, bare_used = run_event_loop(bare_posts(targets, body, args.concurrency, meter))
+                    bare.append(bare_took)
+                    say(f"run {run + 1}: bare    {bare_took:.3f} s (the same signed bodies)")
+                    if used is not None and bare_used is not None:
+                        cpu["service"].append(used)
+                        cpu["bare"].append(bare_used)
+                        fastest = fastest_s(used, os.cpu_count() or 1)
+                        bounds.append(bare_took / fastest)
+                        say(
+                            f"run {run + 1}: CPU in the service's window: its process {used['process']} ms, "
+                            f"PostgreSQL {used['postgres']} ms, the receiver {used['receiver']} ms: no sooner "
+                            f"than {fastest * 1000:.0f} ms on {os.cpu_count()} cores (ratio at most "
+                            f"{bounds[-1]:.2f}); in the bare run's: the client {bare_used['process']} ms, the "
+                            f"receiver {bare_used['receiver']} ms"
+                        )
             finally:
                 server.stop()
     finally:
@@ -254,6 +368,8 @@ def main() -> None:
         "ratio_from_approval": round(statistics.median(bare) / statistics.median(from_approval), 2),
         "deliveries_per_s_service": round(args.endpoints / statistics.median(served)),
         "target": 0.8,
+        "cpu_ms": cpu,
+        "cpu_bound_ratio": round(statistics.median(bounds), 2) if bounds else None,
         "machine": {"cpus": os.cpu_count(), "when": datetime.now(UTC).isoformat(timespec="seconds")},
     }
     say(
@@ -261,6 +377,8 @@ def main() -> None:
         f"(ratio {result['ratio']}, target >= 0.8), {statistics.median(from_approval):.3f} s from the approval's "
         f"start (ratio {result['ratio_from_approval']})"
     )
+    if bounds:
+        say(f"the CPU the service used allows a ratio of at most {result['cpu_bound_ratio']} on this machine")
     if args.json:
         print(json.dumps(result))
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -173,3 +175,44 @@ async def test_without_wrk_the_public_read_benchmark_loads_with_its_own_bounded_
     assert paced["p50_ms"] <= paced["p99_ms"]
     # every other path answers 404: counted as errors
     assert wrong["requests"] > paced["requests"] and 0.4 < wrong["errors"] / wrong["requests"] < 0.6
+
+
+def _webhooks_bench() -> ModuleType:
+    """bench/webhooks.py as a module (bench/ last on the path, as above)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
+    return importlib.import_module("webhooks")
+
+
+def test_the_webhook_benchmark_bounds_the_service_by_the_cpu_it_used() -> None:
+    import doctest
+
+    bench = _webhooks_bench()
+    assert doctest.testmod(bench).failed == 0
+    # the dispatcher's own process binds when the others are light; the three together when they are not
+    assert bench.fastest_s({"process": 300, "receiver": 10, "postgres": 10}, 2) == 0.3
+    assert bench.fastest_s({"process": 300, "receiver": 10, "postgres": 10}, 1) == 0.32
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="the CPU is read from /proc")
+def test_the_webhook_benchmark_counts_the_cpu_of_a_servers_running_and_ended_processes() -> None:
+    # this test's process stands for the postmaster: a child that burns 0.3 s of CPU counts while it runs
+    # (a backend) and once it ended and was waited for (a backend that closed), not only the parent's own CPU
+    bench = _webhooks_bench()
+    me = os.getpid()
+    before, own_before = bench.postgres_cpu_s(me), bench.cpu_s(me)
+    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while bench.cpu_s(child.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running = bench.postgres_cpu_s(me) - before
+        own = bench.cpu_s(me) - own_before
+        assert running - own >= 0.25, (running, own)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)
+    ended = bench.postgres_cpu_s(me) - before
+    assert ended - (bench.cpu_s(me) - own_before) >= 0.25

@@ -58,12 +58,14 @@ def _children(pid: int) -> list[int]:
 
 @dataclass
 class CpuClock:
-    """CPU seconds used by this process, the PostgreSQL server (postmaster and its backends), the SMSC
-    peer when it runs here, and dispatcher processes when there are any."""
+    """CPU seconds used by this process, the PostgreSQL server (postmaster and its backends), the loopback
+    peer when it runs here (the SMSC, or a webhook receiver: `peer_name`), and dispatcher processes when there
+    are any."""
 
     postmaster: int | None
     peer_pid: int | None
     dispatchers: tuple[int, ...] = ()
+    peer_name: str = "smsc_peer"
 
     def read(self) -> dict[str, float]:
         hz = os.sysconf("SC_CLK_TCK")
@@ -77,7 +79,7 @@ class CpuClock:
                 out["postgres"] = ticks / hz
         with contextlib.suppress(OSError, ValueError):
             if self.peer_pid is not None:
-                out["smsc_peer"] = _ticks(self.peer_pid, True) / hz
+                out[self.peer_name] = _ticks(self.peer_pid, True) / hz
         if self.dispatchers:
             ticks = 0
             for pid in self.dispatchers:

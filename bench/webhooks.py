@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
+from machine_facts import CpuClock, postgres_pid  # noqa: E402  (bench/machine_facts.py, beside this script)
 
 WAIT_S = 120.0
 
@@ -60,72 +61,14 @@ def say(*parts: object) -> None:
 # ----------------------------------------------------------------------------------------------- CPU used
 
 
-def _stat(pid: int) -> list[str]:
-    # the fields after the command name, which may hold spaces and parentheses
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def cpu_s(pid: int, *, ended_children: bool = False) -> float:
-    """Seconds of CPU (user and system) `pid` has used; with `ended_children`, plus its children that ended
-    and were waited for (a PostgreSQL backend that closed counts in its postmaster)."""
-    fields = _stat(pid)
-    ticks = int(fields[11]) + int(fields[12])
-    if ended_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu_s(postmaster: int) -> float:
-    """Seconds of CPU the PostgreSQL server of `postmaster` has used: it, its running processes, and its ended
-    ones."""
-    total = cpu_s(postmaster, ended_children=True)
-    with open(f"/proc/{postmaster}/task/{postmaster}/children", encoding="ascii") as f:
-        children = f.read().split()
-    for child in children:
-        try:
-            total += cpu_s(int(child))
-        except OSError:  # ended meanwhile: counted in the postmaster once it is waited for
-            continue
-    return total
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuMeter:
-    """Reads the CPU of this process, the receiver and PostgreSQL; `read` is None where /proc is not."""
-
-    receiver: int
-    postmaster: int | None
-
-    def read(self) -> tuple[float, float, float] | None:
-        """(this process, the receiver, PostgreSQL) in seconds of CPU so far."""
-        try:
-            pg = postgres_cpu_s(self.postmaster) if self.postmaster is not None else 0.0
-            return time.process_time(), cpu_s(self.receiver), pg
-        except (OSError, ValueError, IndexError):
-            return None
-
-
-def cpu_used(
-    before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
-) -> dict | None:
-    """Milliseconds of CPU each party used between two readings."""
-    if before is None or after is None:
+def cpu_used(clock: CpuClock, before: dict[str, float]) -> dict[str, int] | None:
+    """Milliseconds of CPU the bench's process, the receiver and PostgreSQL used since `before`; None where
+    /proc could not tell all three."""
+    used = CpuClock.delta(before, clock.read())
+    if not {"bench_python", "receiver", "postgres"} <= used.keys():
         return None
-    return {
-        k: round((a - b) * 1000)
-        for k, a, b in zip(("process", "receiver", "postgres"), after, before, strict=True)
-    }
-
-
-def cpu_meter(receiver: int, pgdata: Path) -> CpuMeter | None:
-    """A meter of this run's processes, or None where /proc cannot tell (not Linux)."""
-    try:
-        postmaster = int((pgdata / "postmaster.pid").read_text(encoding="ascii").split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    meter = CpuMeter(receiver, postmaster)
-    return meter if meter.read() is not None else None
+    return {"process": round(used["bench_python"] * 1000), "receiver": round(used["receiver"] * 1000),
+            "postgres": round(used["postgres"] * 1000)}  # fmt: skip
 
 
 def fastest_s(used: dict, cores: int) -> float:
@@ -168,10 +111,10 @@ def receiver_main() -> None:
 
 
 async def bare_posts(
-    targets: list[tuple[str, str]], body: bytes, concurrency: int, meter: CpuMeter | None = None
-) -> tuple[float, dict | None]:
+    targets: list[tuple[str, str]], body: bytes, concurrency: int, clock: CpuClock | None = None
+) -> tuple[float, dict[str, int] | None]:
     """Seconds for a bare aiohttp client to post `body`, signed with each target's secret, to every URL; and
-    the CPU used meanwhile (`cpu_used`, when a meter is given)."""
+    the CPU used meanwhile (`cpu_used`, when a clock is given)."""
     from channels.webhooks.signing import signature_header
 
     limit = asyncio.Semaphore(concurrency)
@@ -193,22 +136,22 @@ async def bare_posts(
                     if not 200 <= answer.status < 300:
                         raise SystemExit(f"bench/webhooks.py: the bare client got {answer.status}")
 
-        before = meter.read() if meter else None
+        before = clock.read() if clock else {}
         started = time.monotonic()
         await asyncio.gather(*(post(i, url, secret) for i, (url, secret) in enumerate(targets)))
         took = time.monotonic() - started
-        return took, cpu_used(before, meter.read() if meter else None)
+        return took, cpu_used(clock, before) if clock else None
 
 
 # ---------------------------------------------------------------------------------------------- the service
 
 
 async def service_run(
-    url: str, total: int, concurrency: int, level: str, meter: CpuMeter | None = None
-) -> tuple[float, float, bytes, dict | None]:
+    url: str, total: int, concurrency: int, level: str, clock: CpuClock | None = None
+) -> tuple[float, float, bytes, dict[str, int] | None]:
     """Seconds from the approval's start, and from the approval's return (the warning issued: its deliveries
     committed), to `total` deliveries stored as delivered; the body sent; and the CPU used from the issue to
-    the last delivery stored (`cpu_used`, when a meter is given)."""
+    the last delivery stored (`cpu_used`, when a clock is given)."""
     from channels.webhooks.client import WebhookChannel
     from tests.factories_dispatch import APPROVER, CTX, FORECASTER
     from warnings_svc.dissemination.partners.dispatch import PartnerDispatcher, options_from_settings
@@ -233,9 +176,9 @@ async def service_run(
             await ws.act(conn, CTX, FORECASTER, draft.warning_id, Action.submit, now=now)
             started = time.monotonic()  # the approval issues it and promises it to every subscription
             v = await ws.act(conn, CTX, APPROVER, draft.warning_id, Action.approve, now=datetime.now(UTC))
-            before = meter.read() if meter else None  # before the clock starts: reading /proc is the bench's
+            before = clock.read() if clock else {}  # before the clock starts: reading /proc is the bench's
             issued = time.monotonic()
-            after = None
+            used = None
             deadline = started + WAIT_S
             # the dispatcher counts the results it has stored (once their transaction committed): watched
             # here every millisecond at no cost to the database, then confirmed by the database itself
@@ -249,7 +192,7 @@ async def service_run(
                     v.warning_id,
                 )
                 if n >= total or stored_at >= deadline:
-                    after = meter.read() if meter else None
+                    used = cpu_used(clock, before) if clock else None
                     break
                 await asyncio.sleep(0.02)
             if n < total:
@@ -260,7 +203,7 @@ async def service_run(
                 "SELECT payload FROM svc.partner_document WHERE warning_id = $1", v.warning_id
             )
             body = json.dumps(json.loads(payload), ensure_ascii=False, separators=(",", ":"))
-            return stored_at - started, stored_at - issued, body.encode(), cpu_used(before, after)
+            return stored_at - started, stored_at - issued, body.encode(), used
     finally:
         stop.set()
         await task
@@ -323,13 +266,13 @@ def main() -> None:
                 # the collector as in the serving process that runs the partner dispatcher (`settle_heap`);
                 # the bare client runs under the same collector
                 tune_collector()
-                meter = cpu_meter(receiver.pid, server.pgdata)
+                clock = CpuClock(postgres_pid(server.pgdata), receiver.pid, peer_name="receiver")
                 bare, served, from_approval, bounds = [], [], [], []
                 cpu: dict[str, list] = {"service": [], "bare": []}
                 levels = ("red", "orange", "yellow")  # the levels of heat
                 for run in range(args.runs):
                     whole, took, body, used = run_event_loop(
-                        service_run(url, args.endpoints, args.concurrency, levels[run % 3], meter)
+                        service_run(url, args.endpoints, args.concurrency, levels[run % 3], clock)
                     )
                     served.append(took)
                     from_approval.append(whole)
@@ -337,7 +280,7 @@ def main() -> None:
                         f"run {run + 1}: service {took:.3f} s from the warning's issue to every delivery stored "
                         f"({whole:.3f} s from the approval's start; {len(body)} B)"
                     )
-                    bare_took, bare_used = run_event_loop(bare_posts(targets, body, args.concurrency, meter))
+                    bare_took, bare_used = run_event_loop(bare_posts(targets, body, args.concurrency, clock))
                     bare.append(bare_took)
                     say(f"run {run + 1}: bare    {bare_took:.3f} s (the same signed bodies)")
                     if used is not None and bare_used is not None:

@@ -111,10 +111,10 @@ def receiver_main() -> None:
 
 
 async def bare_posts(
-    targets: list[tuple[str, str]], body: bytes, concurrency: int, clock: CpuClock | None = None
+    targets: list[tuple[str, str]], body: bytes, concurrency: int, clock: CpuClock
 ) -> tuple[float, dict[str, int] | None]:
     """Seconds for a bare aiohttp client to post `body`, signed with each target's secret, to every URL; and
-    the CPU used meanwhile (`cpu_used`, when a clock is given)."""
+    the CPU used meanwhile (`cpu_used`)."""
     from channels.webhooks.signing import signature_header
 
     limit = asyncio.Semaphore(concurrency)
@@ -136,22 +136,22 @@ async def bare_posts(
                     if not 200 <= answer.status < 300:
                         raise SystemExit(f"bench/webhooks.py: the bare client got {answer.status}")
 
-        before = clock.read() if clock else {}
+        before = clock.read()
         started = time.monotonic()
         await asyncio.gather(*(post(i, url, secret) for i, (url, secret) in enumerate(targets)))
         took = time.monotonic() - started
-        return took, cpu_used(clock, before) if clock else None
+        return took, cpu_used(clock, before)
 
 
 # ---------------------------------------------------------------------------------------------- the service
 
 
 async def service_run(
-    url: str, total: int, concurrency: int, level: str, clock: CpuClock | None = None
+    url: str, total: int, concurrency: int, level: str, clock: CpuClock
 ) -> tuple[float, float, bytes, dict[str, int] | None]:
     """Seconds from the approval's start, and from the approval's return (the warning issued: its deliveries
     committed), to `total` deliveries stored as delivered; the body sent; and the CPU used from the issue to
-    the last delivery stored (`cpu_used`, when a clock is given)."""
+    the last delivery stored (`cpu_used`)."""
     from channels.webhooks.client import WebhookChannel
     from tests.factories_dispatch import APPROVER, CTX, FORECASTER
     from warnings_svc.dissemination.partners.dispatch import PartnerDispatcher, options_from_settings
@@ -176,7 +176,7 @@ async def service_run(
             await ws.act(conn, CTX, FORECASTER, draft.warning_id, Action.submit, now=now)
             started = time.monotonic()  # the approval issues it and promises it to every subscription
             v = await ws.act(conn, CTX, APPROVER, draft.warning_id, Action.approve, now=datetime.now(UTC))
-            before = clock.read() if clock else {}  # before the clock starts: reading /proc is the bench's
+            before = clock.read()  # before the clock starts: reading /proc is the bench's
             issued = time.monotonic()
             used = None
             deadline = started + WAIT_S
@@ -192,7 +192,7 @@ async def service_run(
                     v.warning_id,
                 )
                 if n >= total or stored_at >= deadline:
-                    used = cpu_used(clock, before) if clock else None
+                    used = cpu_used(clock, before)
                     break
                 await asyncio.sleep(0.02)
             if n < total:
